@@ -1,0 +1,1 @@
+# compiled core placeholder: address matching lands here

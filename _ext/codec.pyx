@@ -1,0 +1,1 @@
+# compiled core placeholder: the codec lands here

@@ -1,0 +1,33 @@
+"""clasp_fast: CLASP peers talking directly (WebRTC DataChannels) and fast (a compiled core)."""
+
+from __future__ import annotations
+
+from ._build_check import load_extension
+
+load_extension("_codec")
+load_extension("_address")
+
+from .errors import (  # noqa: E402
+    AddressError,
+    ClaspError,
+    DecodeError,
+    EncodeError,
+    PatternError,
+    ProtocolError,
+    SignalingError,
+    TransportError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddressError",
+    "ClaspError",
+    "DecodeError",
+    "EncodeError",
+    "PatternError",
+    "ProtocolError",
+    "SignalingError",
+    "TransportError",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from clasp_fast.cli import main
+
+raise SystemExit(main())
