@@ -1,0 +1,1 @@
+# Compiled send batching (included at the end of codec.pyx); written with the WebRTC transport.
