@@ -1,0 +1,145 @@
+"""P2P signaling: the channel a WebRTC connection uses to exchange offer, answer and candidates.
+
+A signal is a WIRE.md §10.3 map of strings: ``type`` (``offer``, ``answer``, ``ice_candidate``,
+``connected``, ``disconnected``), ``from``, ``correlation_id`` and, by type, ``sdp``,
+``candidate`` or ``reason``; clasp_fast adds an optional ``features`` list to offers and answers.
+
+Anything with ``session_id``, ``send_signal()`` and ``recv_signal()`` is a signaling channel: the
+relay client's channel (a PUBLISH to ``/clasp/p2p/signal/{target}``) or, for tests and in-process
+use, :class:`InMemorySignaling`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from typing import AsyncIterator, Protocol, runtime_checkable
+
+from .errors import SignalingError
+
+__all__ = [
+    "SIGNAL_PREFIX",
+    "ANNOUNCE_ADDRESS",
+    "SIGNAL_TYPES",
+    "REQUIRED_FIELDS",
+    "SignalingChannel",
+    "InMemorySignaling",
+    "signal_address",
+    "new_correlation_id",
+    "parse_signal",
+]
+
+SIGNAL_PREFIX = "/clasp/p2p/signal/"
+ANNOUNCE_ADDRESS = "/clasp/p2p/announce"
+
+# Required string fields per signal type (WIRE.md §10.3); other keys are ignored by receivers.
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "offer": ("from", "sdp", "correlation_id"),
+    "answer": ("from", "sdp", "correlation_id"),
+    "ice_candidate": ("from", "candidate", "correlation_id"),
+    "connected": ("from", "correlation_id"),
+    "disconnected": ("from", "correlation_id"),
+}
+SIGNAL_TYPES = tuple(REQUIRED_FIELDS)
+
+
+@runtime_checkable
+class SignalingChannel(Protocol):
+    """What the WebRTC transport needs from a signaling path."""
+
+    session_id: str
+
+    async def send_signal(self, target: str, signal: dict[str, object]) -> None:
+        """Send ``signal`` to session ``target``; the channel fills ``from`` with ``session_id``."""
+        ...
+
+    async def recv_signal(self) -> dict[str, object]:
+        """Return the next signal addressed to this session (including ``from``)."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[dict[str, object]]: ...
+
+
+def signal_address(target: str) -> str:
+    """The PUBLISH address that carries signals to session ``target`` (WIRE.md §10.1)."""
+    if not target or "/" in target:
+        raise SignalingError("a signal target must be one non-empty address segment", peer=target, step="signal")
+    return SIGNAL_PREFIX + target
+
+
+def new_correlation_id(initiator: str, target: str) -> str:
+    """A fresh correlation id ``{initiator}-{target}-{uuid4}`` (WIRE.md §10.4)."""
+    return f"{initiator}-{target}-{uuid.uuid4()}"
+
+
+def parse_signal(value: object) -> dict[str, object] | None:
+    """Check that ``value`` is a usable signal map; return it, or None when it is unparseable.
+
+    Unparseable signals (not a map, unknown ``type``, a required field missing or not a string)
+    are ignored by receivers, as the reference client does.
+    """
+    if not isinstance(value, dict):
+        return None
+    kind = value.get("type")
+    if not isinstance(kind, str) or kind not in REQUIRED_FIELDS:
+        return None
+    for field in REQUIRED_FIELDS[kind]:
+        if not isinstance(value.get(field), str):
+            return None
+    return value
+
+
+class InMemorySignaling:
+    """An in-process signaling channel; channels made together can signal each other.
+
+    Every signal is encoded as the PUBLISH a relay would carry and decoded again on delivery,
+    so the maps a receiver sees have exactly the shapes of the relay path.
+    """
+
+    def __init__(self, session_id: str, hub: dict[str, "InMemorySignaling"] | None = None) -> None:
+        self.session_id = session_id
+        self._hub = hub if hub is not None else {}
+        if session_id in self._hub:
+            raise ValueError(f"session id {session_id!r} already in use on this signaling hub")
+        self._hub[session_id] = self
+        self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        # The last encoded PUBLISH frames this channel sent (for checks against WIRE.md §10.3).
+        self.sent_frames: deque[bytes] = deque(maxlen=64)
+
+    @classmethod
+    def pair(cls, first: str = "a", second: str = "b") -> tuple["InMemorySignaling", "InMemorySignaling"]:
+        """Two channels that can signal each other."""
+        hub: dict[str, InMemorySignaling] = {}
+        return cls(first, hub), cls(second, hub)
+
+    def join(self, session_id: str) -> "InMemorySignaling":
+        """A further channel on the same hub as this one."""
+        return type(self)(session_id, self._hub)
+
+    async def send_signal(self, target: str, signal: dict[str, object]) -> None:
+        from .codec import decode, encode
+        from .messages import Publish
+
+        message = Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id})
+        frame = encode(message)
+        self.sent_frames.append(frame)
+        peer = self._hub.get(target)
+        if peer is None:
+            raise SignalingError(f"Target session not found: {target}", peer=target, step="signal")
+        delivered = decode(frame)
+        peer._queue.put_nowait(delivered.value)
+
+    async def recv_signal(self) -> dict[str, object]:
+        return await self._queue.get()
+
+    def __aiter__(self) -> AsyncIterator[dict[str, object]]:
+        return self
+
+    async def __anext__(self) -> dict[str, object]:
+        return await self._queue.get()
+
+    def close(self) -> None:
+        """Leave the hub: later signals to this session fail as for an unknown session."""
+        if self._hub.get(self.session_id) is self:
+            del self._hub[self.session_id]
