@@ -1,0 +1,87 @@
+"""Run the test suite against the installed clasp_fast, never the source tree.
+
+    python ci/test_installed.py --project . [--spec-dir DIR] [-- PYTEST ARGS...]
+
+Copies ``tests/``, the root ``conftest.py`` and ``pyproject.toml`` (the pytest settings) into a
+temporary folder, installs the Node interop peers there with ``npm ci`` (when npm exists),
+checks that ``import clasp_fast`` resolves to the interpreter's site-packages, then runs
+pytest from that folder with ``CLASP_SPEC_DIR`` pointing at the conformance data.
+Used by ``.ci/run`` (in a fresh virtual environment) and by cibuildwheel's test command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+
+def find_spec_dir(project: Path, given: str | None) -> Path:
+    """The conformance data: --spec-dir, $CLASP_SPEC_DIR, ../shared/spec, or .shared/spec."""
+    candidates = [given, os.environ.get("CLASP_SPEC_DIR"),
+                  project.parent / "shared" / "spec", project / ".shared" / "spec"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "vectors").is_dir():
+            return Path(candidate).resolve()
+    sys.exit(f"conformance data not found (looked at {[str(c) for c in candidates if c]})")
+
+
+def copy_tests(project: Path, workdir: Path) -> None:
+    shutil.copytree(project / "tests", workdir / "tests",
+                    ignore=shutil.ignore_patterns("node_modules", "__pycache__"))
+    shutil.copy2(project / "conftest.py", workdir / "conftest.py")
+    shutil.copy2(project / "pyproject.toml", workdir / "pyproject.toml")
+
+
+def install_node_peers(workdir: Path) -> None:
+    node_dir = workdir / "tests" / "node"
+    npm = shutil.which("npm")
+    if npm is None or not (node_dir / "package-lock.json").exists():
+        print("npm not found: the Node interop tests will skip (or fail if CLASP_REQUIRE_NODE=1)")
+        return
+    subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                   cwd=node_dir, check=True)
+
+
+def check_installed_package(workdir: Path, project: Path) -> None:
+    """Fail unless clasp_fast imports from site-packages (not from the source tree)."""
+    location = subprocess.run(
+        [sys.executable, "-c", "import clasp_fast; print(clasp_fast.__file__)"],
+        cwd=workdir, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    location_path = Path(location).resolve()
+    site_dirs = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib")}
+    if not any(site in location_path.parents for site in site_dirs):
+        sys.exit(f"clasp_fast was imported from {location}, not from site-packages {site_dirs}")
+    if project.resolve() in location_path.parents:
+        sys.exit(f"clasp_fast was imported from the source tree ({location})")
+    print(f"testing the installed clasp_fast at {location}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, required=True, help="source tree holding tests/")
+    parser.add_argument("--spec-dir", help="conformance data (default: see find_spec_dir)")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = parser.parse_args(argv)
+    project = args.project.resolve()
+    spec_dir = find_spec_dir(project, args.spec_dir)
+
+    with tempfile.TemporaryDirectory(prefix="clasp_fast_installed_") as temp:
+        workdir = Path(temp)
+        copy_tests(project, workdir)
+        install_node_peers(workdir)
+        check_installed_package(workdir, project)
+        env = dict(os.environ, CLASP_SPEC_DIR=str(spec_dir))
+        command = [sys.executable, "-m", "pytest", "-c", "pyproject.toml",
+                   "--rootdir", str(workdir), "-p", "no:cacheprovider", "tests", *args.pytest_args]
+        return subprocess.run(command, cwd=workdir, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
