@@ -6,12 +6,17 @@ Environment switches, all off by default:
 * ``CLASP_FAST_ANNOTATE=1`` -- write Cython's HTML annotation next to each ``.pyx``
   (shows where hot loops still call into Python).
 * ``CLASP_FAST_ONLY=name,...`` -- build only these extension modules (while developing one of them).
+
+Switching between a release and a debug build regenerates and recompiles everything (the
+mode of the last build is kept in ``build/clasp_fast_build_mode``); an annotate build always
+re-runs Cython, since an up-to-date ``.c`` would otherwise skip it and write no HTML.
 """
 
 import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 try:
     from Cython.Build import cythonize
@@ -27,6 +32,37 @@ MODULES = {
 debug = os.environ.get("CLASP_FAST_DEBUG") == "1"
 annotate = os.environ.get("CLASP_FAST_ANNOTATE") == "1"
 only = {name.strip() for name in os.environ.get("CLASP_FAST_ONLY", "").split(",") if name.strip()}
+
+MODE_STAMP = os.path.join("build", "clasp_fast_build_mode")
+mode = "debug" if debug else "release"
+
+
+def previous_mode():
+    try:
+        with open(MODE_STAMP, encoding="ascii") as stamp:
+            return stamp.read().strip()
+    except OSError:
+        return None
+
+
+# Cython and build_ext only compare timestamps: without this, a debug build after a release
+# build (or the reverse) would silently reuse the other mode's C code or compiled module.
+mode_changed = previous_mode() != mode
+
+
+class BuildExt(build_ext):
+    """build_ext that rebuilds everything after a release/debug switch and records the mode."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if mode_changed:
+            self.force = True
+
+    def run(self):
+        super().run()
+        os.makedirs(os.path.dirname(MODE_STAMP), exist_ok=True)
+        with open(MODE_STAMP, "w", encoding="ascii") as stamp:
+            stamp.write(mode)
 
 directives = {
     "language_level": "3",
@@ -64,5 +100,7 @@ setup(
         compiler_directives=directives,
         annotate=annotate,
         include_path=["_ext"],
+        force=mode_changed or annotate,
     ),
+    cmdclass={"build_ext": BuildExt},
 )
