@@ -1,0 +1,258 @@
+"""The embedded CLASP relay: a ``websockets`` server in front of a :class:`~clasp_fast.router.Router`.
+
+Start it from a program or a test::
+
+    relay = await Relay.start(host="127.0.0.1", port=0)   # port 0: an ephemeral port
+    print(relay.url)                                     # ws://127.0.0.1:PORT
+    ...
+    await relay.close()
+
+or ``async with Relay(port=0) as relay: ...``, or from the shell:
+``python -m clasp_fast relay --host 127.0.0.1 --port 7330``.
+
+Per connection: the first message must be a HELLO within ``handshake_timeout``
+(else the connection is closed with code 1002 and no ERROR, as the reference does).
+After the handshake every binary message is one CLASP frame. Where the reference
+router is silent about bad input, this relay answers and keeps the connection:
+
+* an undecodable frame gets ERROR 100 (bad frame header / incomplete frame) or
+  ERROR 101 (bad payload) carrying the decoder's text with byte offset and field;
+* a text message gets ERROR 100;
+* a message larger than ``max_message_size`` closes that connection (code 1009).
+
+Each session has a bounded outgoing queue drained by its own writer task, so a slow
+consumer never blocks routing: fan-out to a full queue is dropped (and reported with
+ERROR 503, WIRE.md §8.8); direct replies may use up to twice the queue size, beyond
+which the connection is closed with 1008. Shutdown closes every connection with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from http import HTTPStatus
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .codec import decode, encode, frame_size
+from .errors import DecodeError
+from .messages import Error, Hello
+from .router import Router, RouterConfig, Session
+
+__all__ = ["Relay"]
+
+log = logging.getLogger("clasp_fast.relay")
+
+MAX_FRAME = 12 + 65535  # the largest CLASP frame: 12-byte header + 65 535-byte payload
+
+
+class _Connection:
+    """The socket side of one session: a bounded queue and the writer task that drains it."""
+
+    __slots__ = ("ws", "limit", "queue", "wakeup", "closing", "writer")
+
+    def __init__(self, ws: ServerConnection, limit: int) -> None:
+        self.ws = ws
+        self.limit = limit
+        self.queue: deque[bytes] = deque()
+        self.wakeup = asyncio.Event()
+        self.closing = False
+        self.writer: asyncio.Task | None = None
+
+    def reply(self, frame: bytes) -> None:
+        if len(self.queue) >= 2 * self.limit:
+            self.close(1008, "outgoing queue overflow: the client does not read")
+            return
+        self.queue.append(frame)
+        self.wakeup.set()
+
+    def broadcast(self, frame: bytes) -> bool:
+        if len(self.queue) >= self.limit or self.closing:
+            return False
+        self.queue.append(frame)
+        self.wakeup.set()
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            self.queue.clear()
+            asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+
+    async def run_writer(self) -> None:
+        queue = self.queue
+        send = self.ws.send
+        try:
+            while True:
+                await self.wakeup.wait()
+                self.wakeup.clear()
+                while queue:
+                    await send(queue.popleft())
+        except ConnectionClosed:
+            pass
+
+
+class Relay:
+    """An embedded CLASP relay (router + WebSocket server) on ``host:port``."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7330,
+        *,
+        name: str = "clasp_fast relay",
+        max_sessions: int = 100,
+        max_subscriptions: int = 1000,
+        rate_limit: int | None = None,
+        queue_size: int = 1024,
+        handshake_timeout: float = 10.0,
+        gesture_coalesce: float | None = 0.016,
+        ttl_sweep_interval: float = 1.0,
+        max_message_size: int = MAX_FRAME,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.queue_size = queue_size
+        self.handshake_timeout = handshake_timeout
+        self.ttl_sweep_interval = ttl_sweep_interval
+        self.max_message_size = max_message_size
+        self.router = Router(RouterConfig(
+            name=name, max_sessions=max_sessions, max_subscriptions=max_subscriptions,
+            rate_limit=rate_limit, gesture_coalesce=gesture_coalesce))
+        self._server = None
+        self._sweeper: asyncio.Task | None = None
+        self._handlers: set[asyncio.Task] = set()
+
+    @classmethod
+    async def start(cls, host: str = "127.0.0.1", port: int = 7330, **options) -> "Relay":
+        """Create a relay and start listening; ``port=0`` picks a free port."""
+        relay = cls(host, port, **options)
+        await relay.listen()
+        return relay
+
+    async def listen(self) -> None:
+        """Start listening (``start`` and ``async with`` call this)."""
+        self._server = await serve(
+            self._serve,
+            self.host,
+            self.port,
+            subprotocols=["clasp"],
+            select_subprotocol=_select_subprotocol,
+            process_request=_health_check,
+            max_size=self.max_message_size,
+            compression=None,
+            ping_interval=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    @property
+    def url(self) -> str:
+        """The ``ws://`` URL clients connect to."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}"
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        return self.router.sessions
+
+    async def close(self) -> None:
+        """Stop listening and close every session with code 1001 (going away)."""
+        if self._server is None:
+            return
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.router.close()
+        self._server.close(close_connections=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled."""
+        if self._server is None:
+            await self.listen()
+        await self._server.serve_forever()
+
+    async def __aenter__(self) -> "Relay":
+        if self._server is None:
+            await self.listen()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_sweep_interval)
+            self.router.expire()
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        router = self.router
+        if router.full:
+            await ws.close(1013, "relay full: session limit reached")
+            return
+        try:
+            first = await asyncio.wait_for(ws.recv(), self.handshake_timeout)
+            hello = decode(first) if isinstance(first, bytes) else None
+        except (asyncio.TimeoutError, ConnectionClosed, DecodeError):
+            hello = None
+        if not isinstance(hello, Hello):
+            await ws.close(1002, "the first message must be a CLASP HELLO")
+            return
+        conn = _Connection(ws, self.queue_size)
+        conn.writer = asyncio.get_running_loop().create_task(conn.run_writer())
+        session = router.connect(conn, hello)
+        receive = router.receive
+        try:
+            async for data in ws:
+                if type(data) is not bytes:
+                    conn.reply(_TEXT_ERROR)
+                    continue
+                try:
+                    message = decode(data)
+                except DecodeError as exc:
+                    conn.reply(encode(Error(code=_decode_error_code(data), message=str(exc))))
+                    continue
+                if type(message) is Hello:
+                    # A second HELLO starts a new session on this connection (WIRE.md §8.1).
+                    router.disconnect(session)
+                    session = router.connect(conn, message)
+                    continue
+                receive(session, message)
+        except ConnectionClosed:
+            pass
+        except Exception:  # a router bug must not take other sessions down
+            log.exception("session %s failed", session.id)
+            conn.close(1011, "internal error")
+        finally:
+            router.disconnect(session)
+            conn.closing = True
+            conn.writer.cancel()
+
+
+_TEXT_ERROR = encode(Error(code=100, message="text WebSocket messages are not CLASP frames; send binary"))
+
+
+def _decode_error_code(data: bytes) -> int:
+    """100 when the frame itself is broken (magic, length), 101 when the payload is."""
+    try:
+        size = frame_size(data)
+    except DecodeError:
+        return 100
+    if size is None or size > len(data):
+        return 100
+    return 101
+
+
+def _select_subprotocol(connection: ServerConnection, offered) -> str | None:
+    # Echo "clasp" when offered; accept clients that offer nothing (WIRE.md §1.1).
+    return "clasp" if "clasp" in offered else None
+
+
+def _health_check(connection: ServerConnection, request: Request) -> Response | None:
+    if "websocket" not in request.headers.get("Upgrade", "").lower():
+        return connection.respond(HTTPStatus.OK, "ok\n")
+    return None
