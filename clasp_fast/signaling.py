@@ -25,6 +25,7 @@ __all__ = [
     "REQUIRED_FIELDS",
     "SignalingChannel",
     "InMemorySignaling",
+    "StreamSignaling",
     "signal_address",
     "new_correlation_id",
     "parse_signal",
@@ -118,8 +119,7 @@ class InMemorySignaling:
         return type(self)(session_id, self._hub)
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        from .codec import decode, encode
-        from .messages import Publish
+        from ._codec import Publish, decode, encode
 
         message = Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id})
         frame = encode(message)
@@ -143,3 +143,55 @@ class InMemorySignaling:
         """Leave the hub: later signals to this session fail as for an unknown session."""
         if self._hub.get(self.session_id) is self:
             del self._hub[self.session_id]
+
+
+class StreamSignaling:
+    """Signals between two endpoints of a byte stream (a TCP connection, a pipe).
+
+    Each signal travels as the PUBLISH frame a relay would carry, preceded by a u32 big-endian
+    length (the framing of CLASP over TCP, WIRE.md §1.2). Only the one session at the other end
+    can be reached; frames addressed to another session are skipped on receipt.
+    """
+
+    def __init__(self, session_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.session_id = session_id
+        self._reader = reader
+        self._writer = writer
+
+    async def send_signal(self, target: str, signal: dict[str, object]) -> None:
+        from ._codec import Publish, encode
+
+        frame = encode(Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id}))
+        try:
+            self._writer.write(len(frame).to_bytes(4, "big") + frame)
+            await self._writer.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            raise SignalingError(f"signaling stream closed: {exc}", peer=target, step="signal") from exc
+
+    async def recv_signal(self) -> dict[str, object]:
+        from ._codec import Publish, decode
+
+        own = signal_address(self.session_id)
+        while True:
+            try:
+                size = int.from_bytes(await self._reader.readexactly(4), "big")
+                if size > 65536 + 12:
+                    raise SignalingError(f"signal frame of {size} bytes is too large", step="signal")
+                frame = await self._reader.readexactly(size)
+            except asyncio.IncompleteReadError:
+                raise SignalingError("signaling stream closed", step="signal") from None
+            message = decode(frame)
+            if isinstance(message, Publish) and message.address == own and isinstance(message.value, dict):
+                return message.value
+
+    def __aiter__(self) -> AsyncIterator[dict[str, object]]:
+        return self
+
+    async def __anext__(self) -> dict[str, object]:
+        try:
+            return await self.recv_signal()
+        except SignalingError:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self._writer.close()
