@@ -1,1 +1,96 @@
 # Compiled send batching (included at the end of codec.pyx); written with the WebRTC transport.
+#
+# A Batcher owns the pending DataChannel message: frames are encoded straight into it, and it hands
+# back complete messages of at most `limit` bytes (a single frame larger than the limit travels
+# alone). limit 0 means one frame per message, the form every reference peer expects.
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from libc.string cimport memmove
+
+
+cdef class Batcher:
+    """Packs complete CLASP frames back to back into DataChannel messages of at most ``limit`` bytes.
+
+    ``add_message()`` / ``add_frame()`` append one frame and return the previous pending message
+    (bytes) when the new frame did not fit beside it, else None. When ``full`` is true after an add,
+    ``take()`` the pending message and send it. ``take()`` also flushes a partial message.
+    """
+
+    cdef WriteBuf wb
+    cdef readonly Py_ssize_t limit
+    cdef readonly Py_ssize_t pending_frames
+
+    def __init__(self, Py_ssize_t limit=0):
+        if limit < 0:
+            raise ValueError(f"batch limit must be >= 0, got {limit}")
+        self.limit = limit
+
+    def __dealloc__(self):
+        wb_free(&self.wb)
+
+    @property
+    def pending_size(self) -> int:
+        """Bytes in the pending message."""
+        return self.wb.len
+
+    @property
+    def full(self) -> bool:
+        """True when the pending message has reached the limit and should be sent now."""
+        return self.wb.len > 0 and self.wb.len >= self.limit
+
+    cdef object _settle(self, Py_ssize_t start):
+        # The new frame sits at [start, wb.len). If it pushed a non-empty message over the limit,
+        # the message before it leaves and the frame starts the next one.
+        cdef Py_ssize_t tail
+        cdef object out
+        if start > 0 and self.wb.len > self.limit:
+            out = PyBytes_FromStringAndSize(self.wb.data, start)
+            tail = self.wb.len - start
+            memmove(self.wb.data, self.wb.data + start, tail)
+            self.wb.len = tail
+            self.pending_frames = 1
+            return out
+        self.pending_frames += 1
+        return None
+
+    def add_message(self, message, int qos=-1, timestamp=None):
+        """Encode ``message`` (QoS ``qos``, -1 = its default) into the pending message."""
+        cdef Py_ssize_t start = self.wb.len
+        encode_message_into(&self.wb, message, qos, timestamp)  # leaves wb unchanged on error
+        return self._settle(start)
+
+    def add_frame(self, frame):
+        """Append one complete, already encoded frame (bytes-like; exactly one frame, no trailing bytes)."""
+        cdef Py_buffer view
+        cdef const unsigned char* p
+        cdef Py_ssize_t n, header, declared
+        cdef Py_ssize_t start = self.wb.len
+        PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
+        try:
+            p = <const unsigned char*>view.buf
+            n = view.len
+            if n < 4:
+                raise _encode_error(f"a frame needs a 4-byte header, got {n} byte(s)")
+            if p[0] != 0x53:
+                raise _encode_error(f"frame magic is 0x{p[0]:02x}, expected 0x53 (byte offset 0)")
+            header = 12 if (p[1] & 0x20) else 4
+            declared = header + ((<Py_ssize_t>p[2] << 8) | p[3])
+            if declared != n:
+                raise _encode_error(
+                    f"frame header declares {declared} bytes but {n} were given "
+                    f"(add_frame takes exactly one complete frame)")
+            wb_raw(&self.wb, <const char*>p, n)
+        finally:
+            PyBuffer_Release(&view)
+        return self._settle(start)
+
+    def take(self):
+        """The pending message as bytes (None when empty); the batcher starts a new one."""
+        cdef object out
+        if self.wb.len == 0:
+            return None
+        out = PyBytes_FromStringAndSize(self.wb.data, self.wb.len)
+        self.wb.len = 0
+        self.pending_frames = 0
+        return out

@@ -1,0 +1,985 @@
+"""CLASP frames peer to peer over WebRTC DataChannels (aiortc), with compiled send batching.
+
+Set-up follows WIRE.md §10.5 over any :class:`~clasp_fast.signaling.SignalingChannel`::
+
+    config = WebRtcConfig(host_addresses=["127.0.0.1"])
+    sender, receiver = await WebRtcTransport.connect(config, signaling, peer="session-b")
+    await sender.send(Set(address="/lumen/layer/0/opacity", value=0.5))
+    async for message in receiver:
+        ...
+
+Routing: messages whose default QoS (WIRE.md §2.1) is Fire travel on ``clasp`` (unordered, no
+retransmits), Confirm/Commit on ``clasp-reliable``; extra channels carry the messages under their
+address prefix. Toward peers whose offer/answer lists ``"batch"`` in ``features`` several complete
+frames share one DataChannel message (DESIGN.md "Batching on the wire"); toward other peers every
+message holds exactly one frame. Received messages may always hold several frames.
+
+Liveness: between clasp_fast peers (feature ``"keepalive"``) a negotiated control channel
+``clasp-control`` carries PING/PONG every ``keepalive_interval`` seconds; they measure the round-trip
+time, and silence on every channel for ``keepalive_timeout`` seconds closes the connection with
+reason ``"timeout"``. With other peers, loss is noticed through aiortc's ICE consent checks (about 30 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Literal, Sequence
+
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
+
+from . import ice
+from ._codec import QOS_FIRE, Batcher, Ping, Pong, decode_all, default_qos, encode
+from .errors import DecodeError, SignalingError, TransportError
+from .signaling import SignalingChannel, new_correlation_id, parse_signal
+
+__all__ = [
+    "ChannelSpec",
+    "WebRtcConfig",
+    "WebRtcTransport",
+    "WebRtcSender",
+    "WebRtcReceiver",
+    "WebRtcStats",
+    "CandidatePairInfo",
+    "UNRELIABLE_LABEL",
+    "RELIABLE_LABEL",
+    "CONTROL_LABEL",
+    "SCTP_USER_DATA_MAX",
+    "LOCAL_FEATURES",
+]
+
+logger = logging.getLogger(__name__)
+
+UNRELIABLE_LABEL = "clasp"
+RELIABLE_LABEL = "clasp-reliable"
+CONTROL_LABEL = "clasp-control"
+# Negotiated stream id of the control channel (both sides create it; no DCEP exchange).
+CONTROL_CHANNEL_ID = 1023
+
+# User data in one SCTP DATA chunk in aiortc 1.16: (1189 - 12 - 16) // 4 * 4 (rtcsctptransport.py).
+SCTP_USER_DATA_MAX = 1160
+
+LOCAL_FEATURES = ("batch", "keepalive")
+
+State = Literal["new", "connecting", "connected", "closing", "closed", "failed"]
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """A DataChannel and the messages it carries.
+
+    ``prefix`` routes messages whose address is the prefix or lies under it to this channel
+    (the longest matching prefix wins). Reliability: the defaults are ordered and fully reliable;
+    ``ordered=False, max_retransmits=0`` is unreliable; ``max_retransmits=N`` or
+    ``max_packet_life_time=ms`` is partially reliable.
+    """
+
+    label: str
+    prefix: str | None = None
+    ordered: bool = True
+    max_retransmits: int | None = None
+    max_packet_life_time: int | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.max_retransmits is None and self.max_packet_life_time is None
+
+    def __post_init__(self) -> None:
+        if self.max_retransmits is not None and self.max_packet_life_time is not None:
+            raise ValueError(f"channel {self.label!r}: give max_retransmits or max_packet_life_time, not both")
+        if self.prefix is not None and not self.prefix.startswith("/"):
+            raise ValueError(f"channel {self.label!r}: prefix must start with '/', got {self.prefix!r}")
+
+
+DEFAULT_CHANNELS = (
+    ChannelSpec(UNRELIABLE_LABEL, ordered=False, max_retransmits=0),
+    ChannelSpec(RELIABLE_LABEL),
+)
+
+
+@dataclass
+class WebRtcConfig:
+    """Options of a WebRTC transport.
+
+    ``ice_servers``: STUN/TURN URLs (``"stun:host:3478"``) or ``{"urls", "username", "credential"}``
+    maps (the browser's RTCIceServer shape); none by default, so nothing is sent off the machine.
+    ``host_addresses``: the only addresses host candidates are gathered on (``["127.0.0.1"]`` keeps a
+    connection on loopback); None gathers on every non-loopback interface as aioice does.
+    ``udp_receive_buffer``: ``SO_RCVBUF`` of the ICE sockets (None keeps aioice's 256 KiB).
+    """
+
+    ice_servers: list[str | dict[str, Any]] = field(default_factory=list)
+    host_addresses: list[str] | None = None
+    udp_receive_buffer: int | None = ice.DEFAULT_UDP_RECEIVE_BUFFER
+    extra_channels: list[ChannelSpec] = field(default_factory=list)
+    # Batching toward peers that advertise "batch".
+    batching: bool = True
+    max_batch_size: int = 16 * 1024
+    unreliable_batch_size: int = SCTP_USER_DATA_MAX
+    # Frames keep accumulating while a channel has more than this many bytes waiting in aiortc.
+    batch_flush_threshold: int = 0
+    # Backpressure: a send waits (or fails, backpressure="fail") above this many buffered bytes.
+    high_water_mark: int = 1024 * 1024
+    backpressure: Literal["wait", "fail"] = "wait"
+    connection_timeout: float = 30.0
+    keepalive_interval: float = 1.0
+    keepalive_timeout: float = 5.0
+    close_timeout: float = 2.0
+    receive_queue_limit: int = 100_000
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        servers = []
+        for entry in self.ice_servers:
+            if isinstance(entry, str):
+                servers.append(RTCIceServer(urls=entry))
+            elif isinstance(entry, dict) and "urls" in entry:
+                servers.append(
+                    RTCIceServer(urls=entry["urls"], username=entry.get("username"), credential=entry.get("credential"))
+                )
+            else:
+                raise ValueError(f"ice_servers entries are URLs or {{urls, username, credential}} maps, got {entry!r}")
+        # An explicit empty list: aiortc would otherwise fall back to a public STUN server.
+        return RTCConfiguration(iceServers=servers)
+
+
+@dataclass(frozen=True)
+class CandidatePairInfo:
+    """The ICE candidate pair carrying the connection; types are host, srflx, prflx or relay."""
+
+    local_address: tuple[str, int]
+    remote_address: tuple[str, int]
+    local_type: str
+    remote_type: str
+
+
+@dataclass(frozen=True)
+class WebRtcStats:
+    """Counters of one connection. ``messages_*`` count CLASP frames, ``datachannel_*`` DataChannel messages."""
+
+    state: str
+    selected_pair: CandidatePairInfo | None
+    bytes_sent: int
+    bytes_received: int
+    messages_sent: int
+    messages_received: int
+    datachannel_messages_sent: int
+    datachannel_messages_received: int
+    decode_errors: int
+    dropped_received: int
+    rtt: float | None
+
+
+ErrorCallback = Callable[[Exception], Any]
+
+
+class _Channel:
+    """One DataChannel with its batcher, flush scheduling and backpressure."""
+
+    def __init__(self, transport: "WebRtcTransport", spec: ChannelSpec, dc: RTCDataChannel) -> None:
+        self.transport = transport
+        self.spec = spec
+        self.dc = dc
+        self.batcher: Batcher = Batcher(0)
+        self.flush_scheduled = False
+        self.drained = asyncio.Event()
+        self.drained.set()
+        self.opened = asyncio.Event()
+        if dc.readyState == "open":
+            self.opened.set()
+        dc.on("open", self.opened.set)
+        dc.on("message", self._on_message)
+        dc.on("bufferedamountlow", self._on_buffered_amount_low)
+        dc.on("close", self._on_close)
+
+    def configure_batching(self, enabled: bool) -> None:
+        config = self.transport.config
+        if not enabled:
+            limit = 0
+        elif self.spec.reliable:
+            limit = config.max_batch_size
+        else:
+            limit = min(config.unreliable_batch_size, SCTP_USER_DATA_MAX)
+        self.batcher = Batcher(limit)
+        self.dc.bufferedAmountLowThreshold = config.batch_flush_threshold
+
+    # -- sending -------------------------------------------------------------------------
+
+    def buffered(self) -> int:
+        return self.dc.bufferedAmount + self.batcher.pending_size
+
+    async def wait_for_room(self) -> None:
+        config = self.transport.config
+        while self.buffered() > config.high_water_mark:
+            if config.backpressure == "fail":
+                raise TransportError(
+                    f"channel {self.spec.label!r} has {self.buffered()} bytes buffered "
+                    f"(high-water mark {config.high_water_mark})",
+                    peer=self.transport.peer,
+                    step="send",
+                )
+            self.transport._check_open()
+            self.drained.clear()
+            await self.drained.wait()
+        self.transport._check_open()
+
+    def add(self, item: object, qos: int | None, is_frame: bool) -> None:
+        if is_frame:
+            ready = self.batcher.add_frame(item)
+        else:
+            ready = self.batcher.add_message(item, -1 if qos is None else qos)
+        if ready is not None:
+            self.send_now(ready)
+        if self.batcher.full:
+            self.send_now(self.batcher.take())
+        elif self.batcher.pending_size and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.transport._loop.call_soon(self._flush_soon)
+
+    def send_now(self, data: bytes) -> None:
+        self.dc.send(data)
+        stats = self.transport._counters
+        stats["bytes_sent"] += len(data)
+        stats["datachannel_messages_sent"] += 1
+
+    def _flush_soon(self) -> None:
+        self.flush_scheduled = False
+        if self.dc.readyState != "open":
+            return
+        # Adaptive: while aiortc still holds data for this channel, keep appending; the
+        # "bufferedamountlow" event flushes what accumulated.
+        if self.batcher.pending_size and self.dc.bufferedAmount <= self.dc.bufferedAmountLowThreshold:
+            self.send_now(self.batcher.take())
+
+    def flush(self) -> None:
+        if self.batcher.pending_size and self.dc.readyState == "open":
+            self.send_now(self.batcher.take())
+
+    def _on_buffered_amount_low(self) -> None:
+        if self.dc.readyState == "open":
+            self.flush()
+        if self.buffered() <= self.transport.config.high_water_mark:
+            self.drained.set()
+
+    def _on_close(self) -> None:
+        self.drained.set()
+        self.transport._channel_closed(self)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _on_message(self, data: bytes | str) -> None:
+        self.transport._on_datachannel_message(self, data)
+
+
+class WebRtcSender:
+    """The sending half of a connection: ``await sender.send(message_or_frame)``."""
+
+    def __init__(self, transport: "WebRtcTransport") -> None:
+        self.transport = transport
+
+    async def send(
+        self,
+        message_or_frame: object,
+        *,
+        reliable: bool | None = None,
+        qos: int | None = None,
+        channel: str | None = None,
+    ) -> None:
+        """Send one message (encoded here) or one complete frame (bytes).
+
+        The channel is chosen by ``channel`` (a label), else by the address prefix of an extra
+        channel, else by ``reliable``, else by QoS (``qos`` or the message's default; a frame's
+        own QoS bits). Waits while the channel is above the high-water mark.
+        """
+        target = self.transport._route(message_or_frame, reliable, qos, channel)
+        await target.wait_for_room()
+        target.add(message_or_frame, qos, isinstance(message_or_frame, (bytes, bytearray, memoryview)))
+        self.transport._counters["messages_sent"] += 1
+
+    def send_nowait(
+        self, message_or_frame: object, *, reliable: bool | None = None, qos: int | None = None, channel: str | None = None
+    ) -> None:
+        """Like :meth:`send` but never waits: raises TransportError above the high-water mark."""
+        target = self.transport._route(message_or_frame, reliable, qos, channel)
+        self.transport._check_open()
+        if target.buffered() > self.transport.config.high_water_mark:
+            raise TransportError(
+                f"channel {target.spec.label!r} is above its high-water mark", peer=self.transport.peer, step="send"
+            )
+        target.add(message_or_frame, qos, isinstance(message_or_frame, (bytes, bytearray, memoryview)))
+        self.transport._counters["messages_sent"] += 1
+
+    def flush(self) -> None:
+        """Hand every pending batch to aiortc now."""
+        for ch in self.transport._channels.values():
+            ch.flush()
+
+    async def close(self, reason: str = "User requested disconnect") -> None:
+        await self.transport.close(reason)
+
+
+_END = object()
+
+
+class WebRtcReceiver:
+    """The receiving half: an async iterator of decoded messages, or a callback.
+
+    Iteration ends when the connection closes. With :meth:`on_message` set, messages go to the
+    callback instead of the queue. Malformed frames are reported to :meth:`on_error` callbacks
+    (a :class:`DecodeError` naming the channel and byte offset) and skipped.
+    """
+
+    def __init__(self, transport: "WebRtcTransport") -> None:
+        self.transport = transport
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._callback: Callable[[object], Any] | None = None
+        self._error_callbacks: list[ErrorCallback] = []
+        self._ended = False
+
+    def on_message(self, callback: Callable[[object], Any] | None) -> None:
+        """Deliver each received message to ``callback(message)`` instead of the iterator."""
+        self._callback = callback
+
+    def on_error(self, callback: ErrorCallback) -> None:
+        """Call ``callback(error)`` for each malformed frame or message received."""
+        self._error_callbacks.append(callback)
+
+    def _deliver(self, messages: list) -> None:
+        if self._callback is not None:
+            for message in messages:
+                try:
+                    self._callback(message)
+                except Exception:  # a failing user callback must not stop the receive path
+                    logger.exception("message callback failed")
+            return
+        limit = self.transport.config.receive_queue_limit
+        for message in messages:
+            if self._queue.qsize() >= limit:
+                self.transport._counters["dropped_received"] += 1
+                continue
+            self._queue.put_nowait(message)
+
+    def _report(self, error: Exception) -> None:
+        self.transport._counters["decode_errors"] += 1
+        for callback in self._error_callbacks:
+            try:
+                callback(error)
+            except Exception:
+                logger.exception("error callback failed")
+        if not self._error_callbacks:
+            logger.warning("dropped malformed data from peer %s: %s", self.transport.peer, error)
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(_END)
+
+    async def recv(self) -> object:
+        """The next message; raises TransportError once the connection has closed."""
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)
+            raise TransportError("connection closed", peer=self.transport.peer, step="receive")
+        return item
+
+    def __aiter__(self) -> AsyncIterator[object]:
+        return self
+
+    async def __anext__(self) -> object:
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)
+            raise StopAsyncIteration
+        return item
+
+
+def _candidate_json(candidate, ufrag: str | None) -> str:
+    """The §10.3 JSON text of an RTCIceCandidateInit for an aiortc candidate."""
+    return json.dumps(
+        {
+            "candidate": "candidate:" + candidate_to_sdp(candidate),
+            "sdpMid": candidate.sdpMid,
+            "sdpMLineIndex": candidate.sdpMLineIndex,
+            "usernameFragment": ufrag,
+        },
+        separators=(",", ":"),
+    )
+
+
+def parse_candidate(text: str):
+    """An aiortc ``RTCIceCandidate`` from the §10.3 JSON string; ValueError when unusable."""
+    try:
+        init = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"ICE candidate is not JSON: {exc}") from None
+    if not isinstance(init, dict) or not isinstance(init.get("candidate"), str):
+        raise ValueError("ICE candidate JSON has no 'candidate' string")
+    line = init["candidate"]
+    if line.startswith("a="):
+        line = line[2:]
+    if line.startswith("candidate:"):
+        line = line[len("candidate:"):]
+    try:
+        candidate = candidate_from_sdp(line)
+    except (AssertionError, ValueError, IndexError) as exc:
+        raise ValueError(f"unparseable ICE candidate {init['candidate']!r}: {exc}") from None
+    mid = init.get("sdpMid")
+    index = init.get("sdpMLineIndex")
+    candidate.sdpMid = mid if isinstance(mid, str) else None
+    candidate.sdpMLineIndex = index if isinstance(index, int) else None
+    return candidate
+
+
+class WebRtcTransport:
+    """One WebRTC peer connection carrying CLASP frames.
+
+    Most code uses :meth:`connect`. A P2P layer that reads the signaling channel itself creates the
+    transport with ``pump_signals=False``, feeds it with :meth:`handle_signal`, and calls
+    :meth:`start` (offerer) or :meth:`start` with the received ``offer`` map (answerer).
+    """
+
+    def __init__(
+        self,
+        config: WebRtcConfig,
+        signaling: SignalingChannel,
+        peer: str,
+        *,
+        pump_signals: bool = True,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.signaling = signaling
+        self.peer = peer
+        self.role: Literal["offerer", "answerer"] | None = None
+        self.correlation_id: str | None = None
+        self.remote_features: tuple[str, ...] = ()
+        self.state: State = "new"
+        self.close_reason: str | None = None
+        self.sender = WebRtcSender(self)
+        self.receiver = WebRtcReceiver(self)
+        if on_error is not None:
+            self.receiver.on_error(on_error)
+        self._loop = asyncio.get_running_loop()
+        self._pc = RTCPeerConnection(config.rtc_configuration())
+        self._pc.on("connectionstatechange", self._on_pc_state)
+        self._pc.on("datachannel", self._on_remote_datachannel)
+        self._channels: dict[str, _Channel] = {}
+        self._routes: list[tuple[str, _Channel]] = []
+        self._reliable: _Channel | None = None
+        self._unreliable: _Channel | None = None
+        self._channel_waiters: list[asyncio.Future] = []
+        self._control: RTCDataChannel | None = None
+        self._pump_signals = pump_signals
+        self._signals: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
+        self._answer_applied = asyncio.Event()
+        self._pending_candidates: list[str] = []
+        self._remote_connected = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._state_listeners: list[Callable[[str], Any]] = []
+        self._step = "offer"
+        self._last_received = time.monotonic()
+        self._pings: list[float] = []
+        self._rtt: float | None = None
+        self._counters = dict.fromkeys(
+            (
+                "bytes_sent",
+                "bytes_received",
+                "messages_sent",
+                "messages_received",
+                "datachannel_messages_sent",
+                "datachannel_messages_received",
+                "decode_errors",
+                "dropped_received",
+                "ignored_signals",
+            ),
+            0,
+        )
+
+    # -- public API ----------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        config: WebRtcConfig,
+        signaling: SignalingChannel,
+        peer: str | None = None,
+        *,
+        role: Literal["offerer", "answerer"] = "offerer",
+        offer: dict[str, object] | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> tuple[WebRtcSender, WebRtcReceiver]:
+        """Connect to ``peer`` and return ``(sender, receiver)`` once every channel is open.
+
+        The offerer needs ``peer``. The answerer waits on ``signaling`` for an offer (from ``peer``
+        when given; signals that come before it are dropped, as WIRE.md §10.5 does), unless the
+        offer map is passed in. Raises TransportError naming the peer and the step on timeout.
+        """
+        if role == "offerer":
+            if peer is None:
+                raise ValueError("the offerer must name the peer to connect to")
+            transport = cls(config, signaling, peer, on_error=on_error)
+            await transport.start()
+            return transport.sender, transport.receiver
+        if role != "answerer":
+            raise ValueError(f"role must be 'offerer' or 'answerer', got {role!r}")
+        if offer is None:
+            offer = await cls._wait_for_offer(signaling, peer, config.connection_timeout)
+        transport = cls(config, signaling, str(offer["from"]), on_error=on_error)
+        await transport.start(offer)
+        return transport.sender, transport.receiver
+
+    @staticmethod
+    async def _wait_for_offer(signaling: SignalingChannel, peer: str | None, timeout: float) -> dict[str, object]:
+        async def wait() -> dict[str, object]:
+            while True:
+                signal = parse_signal(await signaling.recv_signal())
+                if signal is not None and signal["type"] == "offer" and (peer is None or signal["from"] == peer):
+                    return signal
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except asyncio.TimeoutError:
+            raise TransportError(f"no offer within {timeout:g} s", peer=peer, step="offer") from None
+
+    async def start(self, offer: dict[str, object] | None = None) -> None:
+        """Run the offerer procedure (``offer`` None) or the answerer procedure for ``offer``."""
+        if self.state != "new":
+            raise TransportError("transport already started", peer=self.peer, step="start")
+        self._set_state("connecting")
+        if self._pump_signals:
+            self._spawn(self._pump())
+        self._spawn(self._process_signals())
+        try:
+            await asyncio.wait_for(self._establish(offer), self.config.connection_timeout)
+        except asyncio.TimeoutError:
+            step = self._step
+            await self._shutdown(None, "failed")
+            raise TransportError(
+                f"connection not established within {self.config.connection_timeout:g} s", peer=self.peer, step=step
+            ) from None
+        except BaseException:
+            await self._shutdown(None, "failed")
+            raise
+        self._last_received = time.monotonic()
+        if "keepalive" in self.remote_features:
+            self._spawn(self._keepalive())
+        self._set_state("connected")
+
+    def handle_signal(self, signal: dict[str, object]) -> None:
+        """Feed a signal received on the signaling channel (for callers with ``pump_signals=False``)."""
+        self._signals.put_nowait(signal)
+
+    def add_state_listener(self, callback: Callable[[str], Any]) -> None:
+        """Call ``callback(state)`` on every state change (connecting, connected, closing, closed, failed)."""
+        self._state_listeners.append(callback)
+
+    def channel_for(
+        self, message_or_frame: object, *, reliable: bool | None = None, qos: int | None = None
+    ) -> str:
+        """The label of the channel :meth:`WebRtcSender.send` would use for this message or frame."""
+        return self._route(message_or_frame, reliable, qos, None).spec.label
+
+    @property
+    def batching(self) -> bool:
+        """True when frames are batched toward this peer."""
+        return self.config.batching and "batch" in self.remote_features
+
+    @property
+    def channels(self) -> dict[str, RTCDataChannel]:
+        return {label: ch.dc for label, ch in self._channels.items()}
+
+    @property
+    def peer_connection(self) -> RTCPeerConnection:
+        return self._pc
+
+    def local_candidates(self) -> list[str]:
+        """The local ICE candidates (SDP ``candidate:`` lines)."""
+        sctp = self._pc.sctp
+        if sctp is None:
+            return []
+        return ["candidate:" + candidate_to_sdp(c) for c in sctp.transport.transport.iceGatherer.getLocalCandidates()]
+
+    def ice_connection(self):
+        """The aioice ``Connection`` under this peer connection (None before channels exist)."""
+        sctp = self._pc.sctp
+        return None if sctp is None else sctp.transport.transport.iceGatherer._connection
+
+    def selected_candidate_pair(self) -> CandidatePairInfo | None:
+        connection = self.ice_connection()
+        pair = None if connection is None else connection._nominated.get(1)
+        if pair is None:
+            return None
+        return CandidatePairInfo(
+            local_address=(pair.local_candidate.host, pair.local_candidate.port),
+            remote_address=(pair.remote_candidate.host, pair.remote_candidate.port),
+            local_type=pair.local_candidate.type,
+            remote_type=pair.remote_candidate.type,
+        )
+
+    def stats(self) -> WebRtcStats:
+        c = self._counters
+        return WebRtcStats(
+            state=self.state,
+            selected_pair=self.selected_candidate_pair(),
+            bytes_sent=c["bytes_sent"],
+            bytes_received=c["bytes_received"],
+            messages_sent=c["messages_sent"],
+            messages_received=c["messages_received"],
+            datachannel_messages_sent=c["datachannel_messages_sent"],
+            datachannel_messages_received=c["datachannel_messages_received"],
+            decode_errors=c["decode_errors"],
+            dropped_received=c["dropped_received"],
+            rtt=self._rtt,
+        )
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def close(self, reason: str = "User requested disconnect") -> None:
+        """Flush, send ``disconnected`` with ``reason``, close channels and the peer connection."""
+        if self.state in ("closing", "closed", "failed"):
+            await self._closed.wait()
+            return
+        await self._shutdown(reason, "closed", flush=True)
+
+    # -- set-up --------------------------------------------------------------------------
+
+    async def _establish(self, offer: dict[str, object] | None) -> None:
+        pc = self._pc
+        if offer is None:
+            self.role = "offerer"
+            self.correlation_id = new_correlation_id(self.signaling.session_id, self.peer)
+            for spec in (*DEFAULT_CHANNELS, *self.config.extra_channels):
+                dc = pc.createDataChannel(
+                    spec.label,
+                    ordered=spec.ordered,
+                    maxRetransmits=spec.max_retransmits,
+                    maxPacketLifeTime=spec.max_packet_life_time,
+                    protocol=spec.prefix or "",
+                )
+                self._add_channel(spec, dc)
+            description = await pc.createOffer()
+            self._install_gathering_policy()
+            await pc.setLocalDescription(description)
+            self._step = "offer"
+            await self._send_signal({"type": "offer", "sdp": description.sdp, "features": list(LOCAL_FEATURES)})
+            await self._trickle_candidates()
+            self._step = "answer"
+            await self._answer_applied.wait()
+        else:
+            self.role = "answerer"
+            self.correlation_id = str(offer["correlation_id"])
+            self.remote_features = _features(offer)
+            self._step = "offer"
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=str(offer["sdp"]), type="offer"))
+            self._install_gathering_policy()
+            description = await pc.createAnswer()
+            await pc.setLocalDescription(description)
+            self._step = "answer"
+            await self._send_signal({"type": "answer", "sdp": description.sdp, "features": list(LOCAL_FEATURES)})
+            await self._trickle_candidates()
+            self._create_control_channel()
+        self._step = "ice"
+        reliable = await self._channel_opened(RELIABLE_LABEL)
+        self._step = "channel open"
+        await reliable.opened.wait()
+        await self._send_signal({"type": "connected"})
+        self._connected.set()
+        wanted = [spec.label for spec in DEFAULT_CHANNELS]
+        if self.role == "offerer":
+            wanted += [spec.label for spec in self.config.extra_channels]
+        for label in wanted:
+            await (await self._channel_opened(label)).opened.wait()
+        if self._control is not None and self._control.readyState != "open":
+            opened = asyncio.Event()
+            self._control.on("open", opened.set)
+            if self._control.readyState != "open":
+                await opened.wait()
+        for ch in self._channels.values():
+            ch.configure_batching(self.batching)
+        self._rebuild_routes()
+
+    def _install_gathering_policy(self) -> None:
+        ice.install_gathering_policy(
+            self.ice_connection(),
+            host_addresses=self.config.host_addresses,
+            udp_receive_buffer=self.config.udp_receive_buffer,
+        )
+
+    async def _trickle_candidates(self) -> None:
+        sctp = self._pc.sctp
+        gatherer = sctp.transport.transport.iceGatherer
+        ufrag = gatherer.getLocalParameters().usernameFragment
+        mid = sctp.mid if sctp.mid is not None else "0"
+        for candidate in gatherer.getLocalCandidates():
+            candidate.sdpMid = mid
+            candidate.sdpMLineIndex = 0
+            await self._send_signal({"type": "ice_candidate", "candidate": _candidate_json(candidate, ufrag)})
+
+    def _create_control_channel(self) -> None:
+        if "keepalive" not in self.remote_features or self._control is not None:
+            return
+        dc = self._pc.createDataChannel(CONTROL_LABEL, negotiated=True, id=CONTROL_CHANNEL_ID)
+        dc.on("message", self._on_control_message)
+        self._control = dc
+
+    async def _channel_opened(self, label: str) -> _Channel:
+        while label not in self._channels:
+            waiter = self._loop.create_future()
+            self._channel_waiters.append(waiter)
+            await waiter
+        return self._channels[label]
+
+    def _add_channel(self, spec: ChannelSpec, dc: RTCDataChannel) -> None:
+        ch = _Channel(self, spec, dc)
+        self._channels[spec.label] = ch
+        for waiter in self._channel_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._channel_waiters.clear()
+
+    def _on_remote_datachannel(self, dc: RTCDataChannel) -> None:
+        if dc.label == CONTROL_LABEL:
+            return
+        spec = ChannelSpec(
+            dc.label,
+            prefix=dc.protocol if dc.protocol.startswith("/") else None,
+            ordered=dc.ordered,
+            max_retransmits=dc.maxRetransmits,
+            max_packet_life_time=dc.maxPacketLifeTime,
+        )
+        self._add_channel(spec, dc)
+        if self._connected.is_set():
+            self._channels[dc.label].configure_batching(self.batching)
+            self._rebuild_routes()
+
+    def _rebuild_routes(self) -> None:
+        routes = [(ch.spec.prefix, ch) for ch in self._channels.values() if ch.spec.prefix]
+        routes.sort(key=lambda item: len(item[0]), reverse=True)
+        self._routes = routes
+        self._reliable = self._channels.get(RELIABLE_LABEL)
+        self._unreliable = self._channels.get(UNRELIABLE_LABEL)
+
+    # -- signals -------------------------------------------------------------------------
+
+    async def _send_signal(self, fields: dict[str, object]) -> None:
+        signal = {**fields, "correlation_id": self.correlation_id}
+        try:
+            await self.signaling.send_signal(self.peer, signal)
+        except SignalingError:
+            raise
+        except Exception as exc:
+            raise SignalingError(f"could not send {fields['type']}: {exc}", peer=self.peer, step=str(fields["type"])) from exc
+
+    async def _pump(self) -> None:
+        while True:
+            self.handle_signal(await self.signaling.recv_signal())
+
+    async def _process_signals(self) -> None:
+        while True:
+            raw = await self._signals.get()
+            signal = parse_signal(raw)
+            if signal is None or signal["from"] != self.peer:
+                self._counters["ignored_signals"] += 1
+                continue
+            kind = signal["type"]
+            if kind == "disconnected":
+                reason = signal.get("reason")
+                self._spawn(self._shutdown(None, "closed", remote_reason=str(reason) if reason else "remote disconnected"))
+                return
+            if signal["correlation_id"] != self.correlation_id:
+                self._counters["ignored_signals"] += 1
+                continue
+            try:
+                if kind == "answer" and self.role == "offerer" and not self._answer_applied.is_set():
+                    self.remote_features = _features(signal)
+                    await self._pc.setRemoteDescription(RTCSessionDescription(sdp=str(signal["sdp"]), type="answer"))
+                    self._create_control_channel()
+                    self._answer_applied.set()
+                    for text in self._pending_candidates:
+                        await self._add_remote_candidate(text)
+                    self._pending_candidates.clear()
+                elif kind == "ice_candidate":
+                    if self._pc.remoteDescription is None:
+                        self._pending_candidates.append(str(signal["candidate"]))
+                    else:
+                        await self._add_remote_candidate(str(signal["candidate"]))
+                elif kind == "connected":
+                    self._remote_connected.set()
+                else:
+                    self._counters["ignored_signals"] += 1
+            except Exception as exc:  # a bad SDP or candidate from the peer
+                logger.warning("signal %s from %s rejected: %s", kind, self.peer, exc)
+                self.receiver._report(exc)
+
+    async def _add_remote_candidate(self, text: str) -> None:
+        try:
+            candidate = parse_candidate(text)
+        except ValueError as exc:
+            self._counters["ignored_signals"] += 1
+            logger.warning("ignored ICE candidate from %s: %s", self.peer, exc)
+            return
+        if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+            sctp = self._pc.sctp
+            candidate.sdpMid = sctp.mid if sctp is not None and sctp.mid is not None else "0"
+        await self._pc.addIceCandidate(candidate)
+
+    # -- data path -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.state != "connected":
+            raise TransportError(f"connection is {self.state}", peer=self.peer, step="send")
+
+    def _route(self, item: object, reliable: bool | None, qos: int | None, label: str | None) -> _Channel:
+        if self.state != "connected":
+            raise TransportError(f"connection is {self.state}", peer=self.peer, step="send")
+        if label is not None:
+            try:
+                return self._channels[label]
+            except KeyError:
+                raise TransportError(f"no channel labelled {label!r}", peer=self.peer, step="send") from None
+        if reliable is None:
+            if isinstance(item, (bytes, bytearray, memoryview)):
+                if len(item) < 4:
+                    raise TransportError("a frame is at least 4 bytes", peer=self.peer, step="send")
+                frame_qos = item[1] >> 6 if qos is None else qos
+                reliable = frame_qos != QOS_FIRE
+            else:
+                address = getattr(item, "address", None)
+                if address is not None and self._routes:
+                    for prefix, ch in self._routes:
+                        if address == prefix or address.startswith(prefix if prefix.endswith("/") else prefix + "/"):
+                            return ch
+                reliable = (default_qos(item) if qos is None else qos) != QOS_FIRE
+        return self._reliable if reliable else self._unreliable
+
+    def _on_datachannel_message(self, ch: _Channel, data: bytes | str) -> None:
+        counters = self._counters
+        self._last_received = time.monotonic()
+        counters["datachannel_messages_received"] += 1
+        if isinstance(data, str):
+            self.receiver._report(
+                DecodeError(f"text DataChannel message on {ch.spec.label!r}: CLASP travels as binary", 0, "message")
+            )
+            return
+        counters["bytes_received"] += len(data)
+        messages, errors = decode_all(data, errors="collect")
+        counters["messages_received"] += len(messages)
+        if messages:
+            self.receiver._deliver(messages)
+        for error in errors:
+            self.receiver._report(error)
+
+    def _on_control_message(self, data: bytes | str) -> None:
+        self._last_received = time.monotonic()
+        if isinstance(data, str):
+            return
+        try:
+            messages = decode_all(data)
+        except DecodeError as exc:
+            self.receiver._report(exc)
+            return
+        for message in messages:
+            if isinstance(message, Ping):
+                if self._control is not None and self._control.readyState == "open":
+                    self._control.send(encode(Pong()))
+            elif isinstance(message, Pong) and self._pings:
+                self._rtt = time.monotonic() - self._pings.pop(0)
+
+    async def _keepalive(self) -> None:
+        interval = self.config.keepalive_interval
+        timeout = self.config.keepalive_timeout
+        ping = encode(Ping())
+        while self.state == "connected":
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._last_received > timeout:
+                self._spawn(self._shutdown("timeout", "closed", remote_reason="timeout"))
+                return
+            if self._control is not None and self._control.readyState == "open":
+                if len(self._pings) > 16:
+                    self._pings.pop(0)
+                self._pings.append(time.monotonic())
+                self._control.send(ping)
+
+    # -- state and teardown --------------------------------------------------------------
+
+    def _set_state(self, state: State) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        for callback in list(self._state_listeners):
+            try:
+                callback(state)
+            except Exception:
+                logger.exception("state listener failed")
+
+    def _on_pc_state(self) -> None:
+        if self._pc.connectionState in ("failed", "closed") and self.state == "connected":
+            self._spawn(self._shutdown(None, "closed", remote_reason=f"peer connection {self._pc.connectionState}"))
+
+    def _channel_closed(self, ch: _Channel) -> None:
+        if ch.spec.label == RELIABLE_LABEL and self.state == "connected":
+            self._spawn(self._shutdown(None, "closed", remote_reason="reliable channel closed"))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _drain(self) -> None:
+        """Wait (bounded by close_timeout) until aiortc has sent and the peer acknowledged our data."""
+        deadline = self._loop.time() + self.config.close_timeout
+        sctp = self._pc.sctp
+        while self._loop.time() < deadline:
+            busy = any(ch.dc.bufferedAmount for ch in self._channels.values() if ch.dc.readyState == "open")
+            if sctp is not None:
+                busy = busy or bool(getattr(sctp, "_outbound_queue", None)) or bool(getattr(sctp, "_sent_queue", None))
+            if not busy:
+                return
+            await asyncio.sleep(0.005)
+
+    async def _shutdown(
+        self, reason: str | None, final: State, *, flush: bool = False, remote_reason: str | None = None
+    ) -> None:
+        if self.state in ("closing", "closed", "failed"):
+            return
+        was_connected = self.state == "connected"
+        self._set_state("closing")
+        self.close_reason = reason or remote_reason
+        current = asyncio.current_task()
+        try:
+            if flush and was_connected:
+                for ch in self._channels.values():
+                    ch.flush()
+                await self._drain()
+            if reason is not None and self.correlation_id is not None:
+                try:
+                    await self._send_signal({"type": "disconnected", "reason": reason})
+                except Exception as exc:  # the signaling path may be gone too
+                    logger.info("could not send disconnected to %s: %s", self.peer, exc)
+        finally:
+            for task in list(self._tasks):
+                if task is not current:
+                    task.cancel()
+            for ch in self._channels.values():
+                ch.drained.set()
+            await self._pc.close()
+            others = [t for t in self._tasks if t is not current]
+            if others:
+                await asyncio.gather(*others, return_exceptions=True)
+            self.receiver._end()
+            self._set_state(final)
+            self._closed.set()
+
+
+def _features(signal: dict[str, object]) -> tuple[str, ...]:
+    features = signal.get("features")
+    if isinstance(features, (list, tuple)):
+        return tuple(f for f in features if isinstance(f, str))
+    return ()
