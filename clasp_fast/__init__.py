@@ -18,6 +18,10 @@ from .errors import (  # noqa: E402
     TransportError,
 )
 
+from .codec import decode, decode_all, decode_frame, encode, frame_size, iter_frames  # noqa: E402
+from .messages import *  # noqa: E402,F403
+from .messages import __all__ as _message_names  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -30,4 +34,11 @@ __all__ = [
     "SignalingError",
     "TransportError",
     "__version__",
+    "decode",
+    "decode_all",
+    "decode_frame",
+    "encode",
+    "frame_size",
+    "iter_frames",
+    *_message_names,
 ]
