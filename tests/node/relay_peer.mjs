@@ -15,6 +15,8 @@ import WebSocket from "ws";
 
 // Node 20 has no global WebSocket; the client module expects one.
 globalThis.WebSocket ??= WebSocket;
+// The client logs to the console; keep stdout for the JSON events.
+console.log = console.info = console.debug = (...args) => console.error(...args);
 const { Clasp } = await import("@clasp-to/core");
 
 let client = null;
