@@ -477,16 +477,19 @@ cdef list _segment_kinds(bytes body, list segments):
     """Kind of each pattern segment; partial ones get the cheap filter when it is sound."""
     cdef list kinds = []
     # The filter is sound when '*' is the only glob syntax in the pattern and no
-    # trailing '**' could cross '/' (glob-level alignment equals segment alignment).
+    # embedded '**' can cross '/' or merge with a neighbouring '/**' component:
+    # then the glob lines the pattern's segments up with the address's, as the trie does.
     cdef bint simple = not any(ch in body for ch in (b"?", b"[", b"{", b"\\"))
-    cdef Py_ssize_t i, last = len(segments) - 1
-    for i, seg in enumerate(segments):
+    for seg in segments:
+        if b"**" in seg and seg != b"**":
+            simple = False
+    for seg in segments:
         if seg == b"**":
             kinds.append(SEG_GLOBSTAR)
         elif seg == b"*":
             kinds.append(SEG_STAR)
         elif b"*" in seg:
-            if simple and not (i == last and seg.endswith(b"**")):
+            if simple:
                 kinds.append(SEG_PARTIAL_CHECKED)
             else:
                 kinds.append(SEG_PARTIAL)
