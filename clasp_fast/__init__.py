@@ -18,6 +18,14 @@ from .errors import (  # noqa: E402
     TransportError,
 )
 
+from .address import (  # noqa: E402
+    Pattern,
+    SubscriptionIndex,
+    glob_match,
+    is_valid_address,
+    validate_address,
+    validate_pattern,
+)
 from .codec import decode, decode_all, decode_frame, encode, frame_size, iter_frames  # noqa: E402
 from .messages import *  # noqa: E402,F403
 from .messages import __all__ as _message_names  # noqa: E402
@@ -34,6 +42,12 @@ __all__ = [
     "SignalingError",
     "TransportError",
     "__version__",
+    "Pattern",
+    "SubscriptionIndex",
+    "glob_match",
+    "is_valid_address",
+    "validate_address",
+    "validate_pattern",
     "decode",
     "decode_all",
     "decode_frame",
