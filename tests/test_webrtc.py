@@ -248,7 +248,9 @@ async def _send_with_drops(a: WebRtcTransport, b: WebRtcTransport, *, reliable: 
 
 
 async def test_unreliable_channel_drops_rather_than_delays() -> None:
-    async with connected(loopback(batching=False), loopback(batching=False)) as (a, b, _, _):
+    # close_timeout: abandoned chunks wait for a FORWARD-TSN acknowledgement that close need not await.
+    config = loopback(batching=False, close_timeout=0.3)
+    async with connected(config, loopback(batching=False)) as (a, b, _, _):
         values = await _send_with_drops(a, b, reliable=False)
         lost = set(range(50)) - set(values)
         assert lost and lost <= set(range(20, 30))  # only what was dropped is missing
