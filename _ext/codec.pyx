@@ -580,6 +580,8 @@ cdef int c_default_qos(object message) except -1:
         if sig is None:
             return QOS_FIRE
         return _QOS_BY_SIGNAL.get(sig, QOS_FIRE)
+    if not isinstance(message, Message):
+        raise _encode_error(f"not a CLASP message: {type(message).__name__}")
     return default_qos(message)
 
 

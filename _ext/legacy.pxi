@@ -171,7 +171,7 @@ def _v0_message(d, int depth):
         raise _V0Error("a v0 message must be a map", "type")
     kind = d.get("type")
     if kind is None:
-        raise _V0Error("v0 message without a 'type' key", "type")
+        raise _V0Error("no 'type' key", "type")
     if kind == "SET":
         return Set(_v0_str(d, "address"), _v0_value(d.get("value")),
                    _v0_uint(d, "revision", False), _v0_bool(d, "lock"), _v0_bool(d, "unlock"),
@@ -283,6 +283,6 @@ cdef object decode_v0(bytes payload, Py_ssize_t offset):
     try:
         return _v0_message(d, 0)
     except _V0Error as e:
-        decode_fail(offset, f"v0 {e.reason}", f"v0.{e.field}")
+        decode_fail(offset, f"v0 payload: {e.reason}", f"v0.{e.field}")
     except (TypeError, ValueError) as e:
         decode_fail(offset, f"v0 message malformed ({e})", "v0")
