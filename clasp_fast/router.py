@@ -114,7 +114,8 @@ class Session:
 
     __slots__ = (
         "id", "name", "features", "outbox", "subscriptions", "p2p_capable",
-        "_rate_window", "_rate_count", "_drops", "_drop_window", "_last_overflow_error", "dropped",
+        "_rate_window", "_rate_count", "_drops", "_drop_window", "_last_overflow_error",
+        "dropped", "received", "refused",
     )
 
     def __init__(self, outbox: Outbox, name: str, features: list[str]) -> None:
@@ -129,7 +130,9 @@ class Session:
         self._drops = 0
         self._drop_window = 0.0
         self._last_overflow_error = -1e18
-        self.dropped = 0  # broadcasts dropped over the session's lifetime
+        self.dropped = 0  # broadcasts to this session dropped (queue full)
+        self.received = 0  # messages received after the handshake
+        self.refused = 0  # messages refused by the rate limit
 
     def __repr__(self) -> str:
         return f"Session(id={self.id!r}, name={self.name!r})"
@@ -159,7 +162,8 @@ class Router:
         self._params: OrderedDict[str, _ParamState] = OrderedDict()
         self._signals: dict[str, SignalInfo] = {}
         self._gestures = _GestureCoalescer(self, self.config.gesture_coalesce)
-        self._rate_error_text = f"Rate limit exceeded: {self.config.rate_limit} messages/second"
+        self._rate_error_frame = encode(Error(
+            code=429, message=f"Rate limit exceeded: {self.config.rate_limit} messages/second"))
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -198,9 +202,13 @@ class Router:
 
     def receive(self, session: Session, message: object) -> None:
         """Handle one decoded message from ``session`` (after its handshake)."""
+        session.received += 1
         limit = self.config.rate_limit
         if limit is not None and not self._admit(session, limit):
-            self._error(session, 429, self._rate_error_text)
+            session.refused += 1
+            # Sent like a broadcast: a flooder that does not read its ERRORs loses them
+            # instead of growing its queue without bound.
+            session.outbox.broadcast(self._rate_error_frame)
             return
         handler = self._handlers.get(type(message))
         if handler is not None:
