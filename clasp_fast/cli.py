@@ -65,6 +65,103 @@ def add_relay(subparsers) -> None:
 SUBCOMMANDS.append(add_relay)
 
 
+def _fail(message: str) -> int:
+    print(f"clasp-fast: error: {message}", file=sys.stderr)
+    return 1
+
+
+def add_encode(subparsers) -> None:
+    """``encode``: a message as neutral JSON (stdin) -> the frame as hex (stdout)."""
+    p = subparsers.add_parser(
+        "encode", help="encode a message given as neutral JSON on stdin; prints the frame as hex",
+        description="Read one message in the neutral JSON form of the conformance vectors "
+                    '(e.g. {"type": "SET", "address": "/a", "value": {"t": "int", "v": 5}}) '
+                    "from stdin and print the CLASP frame as hex.")
+    p.add_argument("--qos", type=int, choices=(0, 1, 2), default=None,
+                   help="frame QoS (default: the reference default for the message type)")
+    p.add_argument("--timestamp", type=int, default=None, metavar="MICROSECONDS",
+                   help="set the optional frame timestamp field")
+
+    def run(args) -> int:
+        import json
+
+        from .codec import encode
+        from .errors import EncodeError
+        from .neutral import NeutralError, from_neutral
+
+        text = sys.stdin.read()
+        try:
+            message = from_neutral(json.loads(text))
+            frame = encode(message, qos=args.qos, timestamp=args.timestamp)
+        except json.JSONDecodeError as e:
+            return _fail(f"stdin is not JSON: {e}")
+        except (NeutralError, EncodeError, ValueError, TypeError) as e:
+            return _fail(str(e))
+        print(frame.hex())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def add_decode(subparsers) -> None:
+    """``decode``: a frame (hex argument, hex on stdin, or raw bytes) -> neutral JSON."""
+    p = subparsers.add_parser(
+        "decode", help="decode a frame given as hex (argument or stdin) or raw bytes; prints JSON")
+    p.add_argument("hex", nargs="?", help="the frame as hex (default: read hex from stdin)")
+    p.add_argument("--raw", action="store_true", help="read raw frame bytes from stdin")
+    p.add_argument("--file", metavar="PATH", help="read raw frame bytes from a file")
+    p.add_argument("--all", action="store_true",
+                   help="decode every frame of a buffer of back-to-back frames (a JSON list)")
+    p.add_argument("--header", action="store_true",
+                   help="wrap the message with the frame header fields (qos, timestamp, ...)")
+
+    def run(args) -> int:
+        import json
+
+        from .codec import decode_frame, iter_frames
+        from .errors import DecodeError
+        from .neutral import to_neutral
+
+        if args.file is not None:
+            try:
+                with open(args.file, "rb") as handle:
+                    data = handle.read()
+            except OSError as e:
+                return _fail(f"cannot read {args.file}: {e.strerror}")
+        elif args.raw:
+            data = sys.stdin.buffer.read()
+        else:
+            text = args.hex if args.hex is not None else sys.stdin.read()
+            text = "".join(text.split())
+            try:
+                data = bytes.fromhex(text)
+            except ValueError as e:
+                return _fail(f"input is not hex: {e}")
+
+        def render(frame):
+            message = to_neutral(frame.message)
+            if not args.header:
+                return message
+            return {"qos": frame.qos, "timestamp": frame.timestamp, "version": frame.version,
+                    "encrypted": frame.encrypted, "compressed": frame.compressed,
+                    "size": frame.size, "message": message}
+
+        try:
+            if args.all:
+                result = [render(frame) for frame in iter_frames(data)]
+            else:
+                result = render(decode_frame(data))
+        except DecodeError as e:
+            return _fail(f"cannot decode: {e}")
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+SUBCOMMANDS.extend([add_encode, add_decode])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
