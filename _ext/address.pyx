@@ -638,11 +638,61 @@ cdef enum:
     NODE_PARTIAL = 4
 
 
+cdef tuple _BYTE_KEYS = tuple(range(256))  # CPython's cached small ints: lookups allocate nothing
+
+
+cdef class _Prefixes:
+    """Byte trie of the literal prefixes (before the first '*') of filtered partial segments.
+
+    Walking it with an address segment visits only the partial children whose
+    prefix the segment starts with, however many siblings there are.
+    """
+
+    cdef dict next               # byte (int) -> _Prefixes, None while empty
+    cdef list nodes              # partial _Nodes whose prefix ends here, None while empty
+
+    cdef add(self, bytes prefix, _Node node):
+        cdef _Prefixes here = self, child
+        for byte in prefix:
+            if here.next is None:
+                here.next = {}
+            child = here.next.get(byte)
+            if child is None:
+                child = _Prefixes()
+                here.next[byte] = child
+            here = child
+        if here.nodes is None:
+            here.nodes = []
+        here.nodes.append(node)
+
+    cdef bint discard(self, bytes prefix, _Node node):
+        """Remove ``node``; True when this trie is then empty."""
+        cdef list path = [self]
+        cdef _Prefixes here = self
+        cdef Py_ssize_t i
+        for byte in prefix:
+            here = here.next[byte]
+            path.append(here)
+        here.nodes.remove(node)
+        if not here.nodes:
+            here.nodes = None
+        for i in range(len(prefix), 0, -1):
+            here = path[i]
+            if here.nodes is not None or here.next is not None:
+                break
+            del (<_Prefixes>path[i - 1]).next[prefix[i - 1]]
+            if not (<_Prefixes>path[i - 1]).next:
+                (<_Prefixes>path[i - 1]).next = None
+        return self.nodes is None and self.next is None
+
+
 cdef class _Node:
     cdef dict literal            # segment str -> _Node, None while empty
     cdef _Node star
     cdef _Node globstar
-    cdef list partial            # [_Node], None while empty
+    cdef dict partial_edges      # (segment bytes, checked) -> partial _Node, None while empty
+    cdef list partial            # partial children tried on every segment, None while empty
+    cdef _Prefixes prefixes      # filtered partial children by literal prefix, None while empty
     cdef list subs               # [_Subscription] ending here, in subscription order
     cdef Pattern pattern         # the pattern every subscription here shares
     cdef _Node parent
@@ -651,13 +701,14 @@ cdef class _Node:
     cdef unsigned long long mark  # last walk step that put this node in a state set
     cdef bytes seg               # partial: the segment's UTF-8 bytes
     cdef bint checked            # partial: filter the segment with _star_glob
+    cdef bytes prefix            # partial, checked: the bytes before the first '*'
 
     def __cinit__(self):
         self.subs = []
 
     cdef bint is_empty(self):
         return (not self.subs and self.literal is None and self.star is None
-                and self.globstar is None and self.partial is None)
+                and self.globstar is None and self.partial_edges is None)
 
 
 cdef class _Subscription:
@@ -844,18 +895,25 @@ cdef class SubscriptionIndex:
                 self._nodes += 1
         else:
             edge = (seg, checked)
-            if node.partial is None:
-                node.partial = []
-            for child in node.partial:
-                if child.edge == edge:
-                    break
-            else:
+            if node.partial_edges is None:
+                node.partial_edges = {}
+            child = node.partial_edges.get(edge)
+            if child is None:
                 child = _Node()
                 child.kind = NODE_PARTIAL
                 child.edge = edge
                 child.seg = seg
                 child.checked = checked
-                node.partial.append(child)
+                node.partial_edges[edge] = child
+                if checked and not seg.startswith(b"*"):
+                    child.prefix = seg[:seg.index(b"*")]
+                    if node.prefixes is None:
+                        node.prefixes = _Prefixes()
+                    node.prefixes.add(child.prefix, child)
+                else:
+                    if node.partial is None:
+                        node.partial = []
+                    node.partial.append(child)
                 self._nodes += 1
         child.parent = node
         return child
@@ -916,9 +974,16 @@ cdef class SubscriptionIndex:
             elif node.kind == NODE_GLOBSTAR:
                 parent.globstar = None
             else:
-                parent.partial.remove(node)
-                if not parent.partial:
-                    parent.partial = None
+                del parent.partial_edges[node.edge]
+                if not parent.partial_edges:
+                    parent.partial_edges = None
+                if node.prefix is not None:
+                    if parent.prefixes.discard(node.prefix, node):
+                        parent.prefixes = None
+                else:
+                    parent.partial.remove(node)
+                    if not parent.partial:
+                        parent.partial = None
             node.parent = None
             self._nodes -= 1
             node = parent
@@ -976,6 +1041,7 @@ cdef class SubscriptionIndex:
         cdef PyObject** swap
         cdef PyObject* found
         cdef _Node node, part
+        cdef _Prefixes prefixes
         cdef _Subscription sub
         cdef object segment
         cdef unsigned long long mark
@@ -1006,6 +1072,21 @@ cdef class SubscriptionIndex:
                         if not part.checked or _star_glob(
                                 <const char*>part.seg, len(part.seg), p + pos, end - pos):
                             nn = _push(nxt, nn, part, mark)
+                if node.prefixes is not None:
+                    prefixes = node.prefixes
+                    j = pos
+                    while True:
+                        if prefixes.nodes is not None:
+                            for part in prefixes.nodes:
+                                if _star_glob(<const char*>part.seg, len(part.seg), p + pos, end - pos):
+                                    nn = _push(nxt, nn, part, mark)
+                        if j >= end or prefixes.next is None:
+                            break
+                        found = PyDict_GetItem(prefixes.next, _BYTE_KEYS[<unsigned char>p[j]])
+                        if found == NULL:
+                            break
+                        prefixes = <_Prefixes>found
+                        j += 1
             swap = cur
             cur = nxt
             nxt = swap

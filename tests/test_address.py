@@ -503,3 +503,25 @@ def test_subscribers_stay_alive_only_while_subscribed():
     del sub
     gc.collect()
     assert ref() is None
+
+
+def test_many_partial_siblings_add_and_remove():
+    index = SubscriptionIndex()
+    keys = {}
+    for i in range(200):
+        keys[i] = index.add(f"/z/zone{i}*", i)
+    index.add("/z/*one1*", "inner")
+    index.add("/z/zone", "literal")
+    assert index.match("/z/zone12x") == (1, 12, "inner")
+    assert index.match("/z/zone") == ("literal",)
+    assert index.match("/z/zon") == ()
+    for i in range(0, 200, 3):
+        index.remove(keys.pop(i))
+    assert index.match("/z/zone12x") == (1, "inner")  # zone12* went, zone1* stays
+    assert index.match("/z/zone13") == (1, 13, "inner")
+    for key in list(keys.values()):
+        index.remove(key)
+    assert index.match("/z/zone13") == ("inner",)
+    index.discard_subscriber("inner")
+    index.discard_subscriber("literal")
+    assert len(index) == 0 and "1 nodes" in repr(index)
