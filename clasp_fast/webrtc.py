@@ -482,6 +482,9 @@ class WebRtcTransport:
         self._closed = asyncio.Event()
         self._state_listeners: list[Callable[[str], Any]] = []
         self._step = "offer"
+        # Seconds from start() to each set-up step: "offer"/"answer" (sent or applied), "reliable_open", "connected".
+        self.timings: dict[str, float] = {}
+        self._started_at = 0.0
         self._last_received = time.monotonic()
         self._pings: list[float] = []
         self._rtt: float | None = None
@@ -551,6 +554,7 @@ class WebRtcTransport:
         if self.state != "new":
             raise TransportError("transport already started", peer=self.peer, step="start")
         self._set_state("connecting")
+        self._started_at = time.perf_counter()
         if self._pump_signals:
             self._spawn(self._pump())
         self._spawn(self._process_signals())
@@ -568,7 +572,11 @@ class WebRtcTransport:
         self._last_received = time.monotonic()
         if "keepalive" in self.remote_features:
             self._spawn(self._keepalive())
+        self._mark("connected")
         self._set_state("connected")
+
+    def _mark(self, step: str) -> None:
+        self.timings[step] = time.perf_counter() - self._started_at
 
     def handle_signal(self, signal: dict[str, object]) -> None:
         """Feed a signal received on the signaling channel (for callers with ``pump_signals=False``)."""
@@ -668,9 +676,11 @@ class WebRtcTransport:
             await pc.setLocalDescription(description)
             self._step = "offer"
             await self._send_signal({"type": "offer", "sdp": description.sdp, "features": list(LOCAL_FEATURES)})
+            self._mark("offer")
             await self._trickle_candidates()
             self._step = "answer"
             await self._answer_applied.wait()
+            self._mark("answer")
         else:
             self.role = "answerer"
             self.correlation_id = str(offer["correlation_id"])
@@ -682,12 +692,14 @@ class WebRtcTransport:
             await pc.setLocalDescription(description)
             self._step = "answer"
             await self._send_signal({"type": "answer", "sdp": description.sdp, "features": list(LOCAL_FEATURES)})
+            self._mark("answer")
             await self._trickle_candidates()
             self._create_control_channel()
         self._step = "ice"
         reliable = await self._channel_opened(RELIABLE_LABEL)
         self._step = "channel open"
         await reliable.opened.wait()
+        self._mark("reliable_open")
         await self._send_signal({"type": "connected"})
         self._connected.set()
         wanted = [spec.label for spec in DEFAULT_CHANNELS]

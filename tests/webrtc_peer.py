@@ -7,7 +7,9 @@ server on 127.0.0.1:P (StreamSignaling), answers the parent's offer, then
 * ``sink``:   counts received messages and one-way latencies (the first 8 bytes of each Set's bytes
   value are the sender's time.time_ns()); prints one JSON line with the results and exits after
   --count messages or --seconds;
-* ``echo``:   sends every received message back.
+* ``echo``:   sends every received message back;
+* ``accept``: answers up to --count offers one after the other (one signaling reader dispatching to
+  the current transport, as a P2P layer does), each connection living until the parent closes it.
 
 The parent side is :func:`spawn_peer`.
 """
@@ -51,6 +53,8 @@ async def _run(args: argparse.Namespace) -> dict:
     config = loopback_config(
         batching=not args.no_batch, keepalive_interval=args.keepalive_interval, keepalive_timeout=args.keepalive_timeout
     )
+    if args.mode == "accept":
+        return await _accept(args, signaling, config)
     sender, receiver = await WebRtcTransport.connect(config, signaling, PARENT, role="answerer")
     transport = sender.transport
     deadline = time.monotonic() + args.seconds
@@ -65,30 +69,32 @@ async def _run(args: argparse.Namespace) -> dict:
         result["sent"] = sent
     elif args.mode in ("sink", "echo"):
         latencies: list[int] = []
-        received = 0
-        first = last = None
-        while received < args.count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                message = await asyncio.wait_for(receiver.recv(), remaining)
-            except (asyncio.TimeoutError, Exception):
-                break
-            now = time.time_ns()
-            received += 1
-            if first is None:
-                first = time.perf_counter()
-            last = time.perf_counter()
-            if args.mode == "echo":
-                await sender.send(message)
-            value = getattr(message, "value", None)
-            if isinstance(value, bytes) and len(value) >= 8:
-                latencies.append(now - int.from_bytes(value[:8], "big"))
+        counts = {"received": 0}
+        times: dict[str, float] = {}
+
+        async def consume() -> None:
+            async for message in receiver:
+                now = time.time_ns()
+                counts["received"] += 1
+                if "first" not in times:
+                    times["first"] = time.perf_counter()
+                times["last"] = time.perf_counter()
+                if args.mode == "echo":
+                    await sender.send(message)
+                value = getattr(message, "value", None)
+                if isinstance(value, bytes) and len(value) >= 8:
+                    latencies.append(now - int.from_bytes(value[:8], "big"))
+                if counts["received"] >= args.count:
+                    return
+
+        try:
+            await asyncio.wait_for(consume(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            pass
         latencies.sort()
         result.update(
-            received=received,
-            seconds=(last - first) if first is not None and last is not None else 0.0,
+            received=counts["received"],
+            seconds=times["last"] - times["first"] if times else 0.0,
             p50_ms=percentile(latencies, 0.50) / 1e6,
             p99_ms=percentile(latencies, 0.99) / 1e6,
             latency_samples=len(latencies),
@@ -97,10 +103,44 @@ async def _run(args: argparse.Namespace) -> dict:
     return result
 
 
+async def _accept(args: argparse.Namespace, signaling: StreamSignaling, config: WebRtcConfig) -> dict:
+    current: WebRtcTransport | None = None
+    starts: list[asyncio.Task] = []
+    accepted = 0
+    deadline = time.monotonic() + args.seconds
+    reader = asyncio.ensure_future(signaling.recv_signal())
+    try:
+        while time.monotonic() < deadline:
+            if accepted >= args.count and current is not None and current.state in ("closed", "failed"):
+                break
+            done, _ = await asyncio.wait({reader}, timeout=0.05)
+            if not done:
+                continue
+            try:
+                signal = reader.result()
+            except Exception:
+                break  # the parent went away
+            reader = asyncio.ensure_future(signaling.recv_signal())
+            if signal.get("type") == "offer" and accepted < args.count:
+                if current is not None:
+                    await current.close()
+                current = WebRtcTransport(config, signaling, PARENT, pump_signals=False)
+                starts.append(asyncio.ensure_future(current.start(signal)))
+                accepted += 1
+            elif current is not None:
+                current.handle_signal(signal)
+    finally:
+        reader.cancel()
+        if current is not None:
+            await current.close()
+        await asyncio.gather(*starts, return_exceptions=True)
+    return {"mode": "accept", "accepted": accepted}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=["stream", "sink", "echo"], required=True)
+    parser.add_argument("--mode", choices=["stream", "sink", "echo", "accept"], required=True)
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--no-batch", action="store_true")
@@ -112,10 +152,10 @@ def main() -> None:
 
 
 @contextlib.asynccontextmanager
-async def spawn_peer(
-    mode: str, *extra: str, config: WebRtcConfig | None = None, timeout: float = 20.0
-) -> AsyncIterator[tuple[WebRtcTransport, asyncio.subprocess.Process]]:
-    """Start a child peer in ``mode`` and connect to it as the offerer; yields (transport, process)."""
+async def spawn_process(
+    mode: str, *extra: str, timeout: float = 20.0
+) -> AsyncIterator[tuple[StreamSignaling, asyncio.subprocess.Process]]:
+    """Start a child peer in ``mode``; yields the parent's signaling stream to it and the process."""
     accepted: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -129,24 +169,36 @@ async def spawn_peer(
         sys.executable, "-m", "tests.webrtc_peer", "--port", str(port), "--mode", mode, *extra,
         cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE,
     )
-    transport = None
+    signaling = None
     try:
         reader, writer = await asyncio.wait_for(accepted, timeout)
         signaling = StreamSignaling(PARENT, reader, writer)
-        transport = WebRtcTransport(config or loopback_config(), signaling, CHILD)
-        await transport.start()
-        yield transport, process
+        yield signaling, process
     finally:
-        if transport is not None:
-            await transport.close()
         if process.returncode is None:
             try:
                 await asyncio.wait_for(process.wait(), timeout)
             except asyncio.TimeoutError:
                 process.kill()
                 await process.wait()
+        if signaling is not None:
+            signaling.close()
         server.close()
         await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def spawn_peer(
+    mode: str, *extra: str, config: WebRtcConfig | None = None, timeout: float = 20.0
+) -> AsyncIterator[tuple[WebRtcTransport, asyncio.subprocess.Process]]:
+    """Start a child peer in ``mode`` and connect to it as the offerer; yields (transport, process)."""
+    async with spawn_process(mode, *extra, timeout=timeout) as (signaling, process):
+        transport = WebRtcTransport(config or loopback_config(), signaling, CHILD)
+        try:
+            await transport.start()
+            yield transport, process
+        finally:
+            await transport.close()
 
 
 async def read_result(process: asyncio.subprocess.Process, timeout: float = 30.0) -> dict:
