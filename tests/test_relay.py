@@ -264,3 +264,26 @@ async def test_ttl_sweep_removes_expired_params():
         assert "/t/short" not in relay.router._params
         assert "/t/keep" in relay.router._params
         await ws.close()
+
+
+async def test_cli_relay_subcommand_serves_until_interrupted():
+    import signal
+    import sys
+
+    from clasp_fast.client import ClaspClient
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clasp_fast", "relay", "--host", "127.0.0.1", "--port", "0",
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        line = (await asyncio.wait_for(process.stdout.readline(), 15.0)).decode()
+        assert line.startswith("clasp_fast relay listening on ws://127.0.0.1:")
+        url = line.rsplit(" ", 1)[1].strip()
+        async with await ClaspClient.connect(url, reconnect=False) as client:
+            assert await client.set("/cli/x", 1) == 1
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 10.0) in (0, 130)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
