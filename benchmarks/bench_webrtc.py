@@ -17,7 +17,8 @@ import asyncio
 import statistics
 import time
 
-from clasp_fast._codec import Set, encode
+from clasp_fast.codec import encode
+from clasp_fast.messages import Set
 from clasp_fast.webrtc import RELIABLE_LABEL, WebRtcTransport
 
 from tests.webrtc_peer import CHILD, loopback_config, read_result, spawn_peer, spawn_process
@@ -58,9 +59,12 @@ async def raw_aiortc(count: int, *, seconds: float = 20.0) -> dict:
     args = ("--count", str(count), "--seconds", str(seconds))
     async with spawn_peer("sink", *args, config=loopback_config(batching=False)) as (transport, process):
         dc = transport.channels[RELIABLE_LABEL]
+        deadline = time.monotonic() + seconds
         for _ in range(count):
-            while dc.bufferedAmount > 64 * 1024:
+            while dc.bufferedAmount > 64 * 1024 and time.monotonic() < deadline:
                 await asyncio.sleep(0.001)
+            if time.monotonic() >= deadline:
+                break
             dc.send(encode(_message()))
         result = await read_result(process, seconds + 10)
     result.update(rate=result["received"] / result["seconds"] if result["seconds"] else 0.0, sent=count)

@@ -119,7 +119,8 @@ class InMemorySignaling:
         return type(self)(session_id, self._hub)
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        from ._codec import Publish, decode, encode
+        from .codec import decode, encode
+        from .messages import Publish
 
         message = Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id})
         frame = encode(message)
@@ -159,7 +160,8 @@ class StreamSignaling:
         self._writer = writer
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        from ._codec import Publish, encode
+        from .codec import encode
+        from .messages import Publish
 
         frame = encode(Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id}))
         try:
@@ -169,7 +171,8 @@ class StreamSignaling:
             raise SignalingError(f"signaling stream closed: {exc}", peer=target, step="signal") from exc
 
     async def recv_signal(self) -> dict[str, object]:
-        from ._codec import Publish, decode
+        from .codec import decode
+        from .messages import Publish
 
         own = signal_address(self.session_id)
         while True:

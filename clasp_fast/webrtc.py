@@ -33,7 +33,9 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnec
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from . import ice
-from ._codec import QOS_FIRE, Batcher, Ping, Pong, decode_all, default_qos, encode
+from ._codec import Batcher
+from .codec import decode_all, encode
+from .messages import QOS_FIRE, Ping, Pong, default_qos
 from .errors import DecodeError, SignalingError, TransportError
 from .signaling import SignalingChannel, new_correlation_id, parse_signal
 

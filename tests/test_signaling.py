@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from clasp_fast._codec import decode_frame
+from clasp_fast.codec import decode_frame
 from clasp_fast.errors import SignalingError
-from clasp_fast._codec import Publish
+from clasp_fast.messages import Publish
 from clasp_fast.signaling import (
     InMemorySignaling,
     SignalingChannel,

@@ -10,7 +10,8 @@ import time
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from clasp_fast._codec import (
+from clasp_fast.codec import decode, decode_all, decode_frame, encode
+from clasp_fast.messages import (
     Ack,
     Announce,
     Bundle,
@@ -32,10 +33,6 @@ from clasp_fast._codec import (
     Sync,
     Unsubscribe,
     Welcome,
-    decode,
-    decode_all,
-    decode_frame,
-    encode,
 )
 from clasp_fast.errors import DecodeError, SignalingError, TransportError
 from clasp_fast.ice import install_gathering_policy, is_loopback

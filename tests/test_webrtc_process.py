@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from clasp_fast._codec import Set
+from clasp_fast.messages import Set
 
 from .webrtc_peer import loopback_config, read_result, spawn_peer
 

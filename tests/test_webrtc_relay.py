@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from clasp_fast._codec import Publish, Set, decode, encode
+from clasp_fast.codec import decode, encode
+from clasp_fast.messages import Publish, Set
 from clasp_fast.client import ClaspClient
 from clasp_fast.relay import Relay
 from clasp_fast.webrtc import WebRtcConfig, WebRtcTransport

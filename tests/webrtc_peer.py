@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import AsyncIterator
 
-from clasp_fast._codec import Set
+from clasp_fast.messages import Set
 from clasp_fast.signaling import StreamSignaling
 from clasp_fast.webrtc import WebRtcConfig, WebRtcTransport
 
