@@ -152,8 +152,9 @@ class ClaspClient:
         self._on_connect: list[Callable[[], Any]] = []
         self._on_disconnect: list[Callable[[str | None], Any]] = []
         self._on_error: list[Callable[[Exception], Any]] = []
-        self._signaling: RelaySignaling | None = None
         self._tasks: set[asyncio.Task] = set()
+        # Created up front so that no signal arriving before first use is lost.
+        self._signaling = RelaySignaling(self)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -558,8 +559,7 @@ class ClaspClient:
         kind = type(message)
         if kind is Publish:
             address = message.address
-            if self._signaling is not None and address.startswith(SIGNAL_PREFIX) \
-                    and address[len(SIGNAL_PREFIX):] == self.session_id:
+            if address.startswith(SIGNAL_PREFIX) and address[len(SIGNAL_PREFIX):] == self.session_id:
                 self._signaling._deliver(message.value, self._report)
             value = message.samples if message.samples is not None else message.value
             self._dispatch(address, value, message.signal or "event", message)
@@ -657,8 +657,6 @@ class ClaspClient:
     @property
     def signaling(self) -> "RelaySignaling":
         """The P2P signaling channel through this relay (``clasp_fast.signaling.SignalingChannel``)."""
-        if self._signaling is None:
-            self._signaling = RelaySignaling(self)
         return self._signaling
 
     def signaling_channel(self) -> "RelaySignaling":
@@ -688,9 +686,11 @@ class ClaspClient:
 class RelaySignaling:
     """P2P signals through a relay: PUBLISH to ``/clasp/p2p/signal/{target}`` (WIRE.md §10.2)."""
 
+    max_pending = 1024  # unread signals kept; beyond this new ones are dropped and reported
+
     def __init__(self, client: ClaspClient, timeout: float = 5.0) -> None:
         self._client = client
-        self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue(self.max_pending)
         self._callbacks: list[Callable[[dict[str, object]], Any]] = []
         self.timeout = timeout
 
@@ -732,7 +732,11 @@ class RelaySignaling:
         if signal is None:
             report(SignalingError(f"unparseable signal ignored: {value!r}"[:200], step="signal"))
             return
-        self._queue.put_nowait(signal)
+        try:
+            self._queue.put_nowait(signal)
+        except asyncio.QueueFull:
+            report(SignalingError("too many unread signals: one dropped", peer=str(signal.get("from")),
+                                  step="signal"))
         for callback in self._callbacks:
             try:
                 result = callback(signal)

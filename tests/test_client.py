@@ -235,7 +235,6 @@ async def test_signaling_between_two_clients(relay):
         await eavesdropper.ping()
         assert isinstance(a.signaling, SignalingChannel)
         assert a.signaling.session_id == a.session_id
-        b.signaling  # create the channel before signals arrive
         offer = {"type": "offer", "sdp": "v=0\r\n", "correlation_id": f"{a.session_id}-{b.session_id}-1",
                  "features": ["batch"]}
         await a.signaling.send_signal(b.session_id, offer)

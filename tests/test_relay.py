@@ -63,9 +63,10 @@ async def test_subprotocol_echoed_and_optional(relay):
         assert isinstance(await recv_message(ws), Welcome)
 
 
-async def test_plain_http_health_answer(relay):
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "OPTIONS"])
+async def test_plain_http_health_answer(relay, method):
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
-    writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    writer.write(f"{method} /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n".encode())
     await writer.drain()
     response = await asyncio.wait_for(reader.read(), 2.0)
     writer.close()
