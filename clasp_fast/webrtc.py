@@ -560,14 +560,25 @@ class WebRtcTransport:
         if self._pump_signals:
             self._spawn(self._pump())
         self._spawn(self._process_signals())
+        establishing = self._spawn(self._establish(offer))
         try:
-            await asyncio.wait_for(self._establish(offer), self.config.connection_timeout)
+            await asyncio.wait_for(asyncio.shield(establishing), self.config.connection_timeout)
         except asyncio.TimeoutError:
             step = self._step
             await self._shutdown(None, "failed")
             raise TransportError(
                 f"connection not established within {self.config.connection_timeout:g} s", peer=self.peer, step=step
             ) from None
+        except asyncio.CancelledError:
+            step = self._step
+            if establishing.cancelled() and self.state in ("closing", "closed", "failed"):
+                # close() or a remote "disconnected" ended the set-up.
+                await self._closed.wait()
+                raise TransportError(
+                    f"closed during set-up ({self.close_reason or 'closed'})", peer=self.peer, step=step
+                ) from None
+            await self._shutdown(None, "failed")
+            raise
         except BaseException:
             await self._shutdown(None, "failed")
             raise

@@ -507,3 +507,20 @@ def test_parse_candidate_rejects_garbage() -> None:
         parse_candidate('{"candidate":"candidate:1 1 udp"}')
     c = parse_candidate('{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null}')
     assert (c.ip, c.port, c.type, c.sdpMid) == ("127.0.0.1", 50000, "host", "0")
+
+
+async def test_close_during_set_up_ends_start_promptly() -> None:
+    before = _other_tasks()
+    sig_a, _silent = InMemorySignaling.pair("peer-a", "peer-b")
+    transport = WebRtcTransport(loopback(connection_timeout=10), sig_a, "peer-b")
+    starting = asyncio.ensure_future(transport.start())
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await transport.close()
+    with pytest.raises(TransportError) as info:
+        await asyncio.wait_for(starting, 2)
+    assert time.monotonic() - started < 1
+    assert info.value.step == "answer" and "closed during set-up" in str(info.value)
+    assert transport.state == "closed"
+    await asyncio.sleep(0)
+    assert _other_tasks() - before == set()
