@@ -47,7 +47,6 @@ from .messages import (
     Snapshot,
     Subscribe,
     Sync,
-    Ttl,
     Unsubscribe,
     Welcome,
 )
