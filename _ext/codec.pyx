@@ -1,4 +1,3 @@
-# cython: freethreading_compatible = False
 """The compiled CLASP codec: frames (WIRE.md §2), values (§4), the 19 messages (§6), v0 (§7).
 
 Public face: `clasp_fast.codec` (functions) and `clasp_fast.messages` (classes, constants).
@@ -78,13 +77,9 @@ cdef list types_from_mask(int mask):
 # Encoding helpers for fixed fields (each raises EncodeError naming the field)
 
 cdef int enc_str(WriteBuf* wb, object s, str field) except -1:
-    if not isinstance(s, str):
+    if type(s) is not str and not isinstance(s, str):
         raise _encode_error(f"{field} must be a str, not {type(s).__name__}")
-    try:
-        encode_utf8(wb, s, field)
-    except _BadValue as bad:
-        raise _encode_error(bad.reason) from None
-    return 0
+    return put_utf8(wb, s, field, False)
 
 
 cdef int enc_opt_str(WriteBuf* wb, object s, str field) except -1:

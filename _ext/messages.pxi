@@ -6,7 +6,6 @@
 
 import math
 
-from cpython.object cimport PyObject
 
 
 cdef class _Missing:

@@ -7,11 +7,15 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong
-from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF
 
 cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object obj, int* overflow) except? -1
-    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+    # Declared without an exception spec: put_utf8 checks for NULL and raises its own error.
+    const char* utf8_of_str "PyUnicode_AsUTF8AndSize" (object s, Py_ssize_t* size)
+    void PyErr_Clear()
+    PyObject* utf8_to_str "PyUnicode_DecodeUTF8" (const char* s, Py_ssize_t size, const char* errors)
 
 
 MAX_NESTING = 64
@@ -100,21 +104,30 @@ cdef int _value_code_slow(object v) except -1:
     raise _BadValue(f"unsupported value type {type(v).__name__}")
 
 
-cdef int encode_utf8(WriteBuf* wb, object s, str what) except -1:
-    """u16 length + UTF-8 bytes of str `s`; raises _BadValue naming `what`."""
+cdef int put_utf8(WriteBuf* wb, object s, str what, bint as_value) except -1:
+    """u16 length + UTF-8 bytes of str `s`. Problems raise _BadValue (as_value) or EncodeError."""
     cdef Py_ssize_t n
-    cdef const char* p
-    try:
-        p = PyUnicode_AsUTF8AndSize(s, &n)
-    except UnicodeEncodeError as e:
-        raise _BadValue(f"{what} is not encodable as UTF-8 ({e.reason})")
+    cdef const char* p = utf8_of_str(s, &n)
+    if p == NULL:
+        PyErr_Clear()
+        reason = f"{what} is not encodable as UTF-8 (it holds a lone surrogate)"
+        if as_value:
+            raise _BadValue(reason)
+        raise _encode_error(reason)
     if n > 0xFFFF:
-        raise _BadValue(f"{what} of {n} UTF-8 bytes exceeds 65535")
+        reason = f"{what} of {n} UTF-8 bytes exceeds 65535"
+        if as_value:
+            raise _BadValue(reason)
+        raise _encode_error(reason)
     wb_reserve(wb, 2 + n)
     store_u16(wb.data + wb.len, <unsigned int>n)
-    wb.len += 2
-    wb_raw(wb, p, n)
+    memcpy(wb.data + wb.len + 2, p, n)
+    wb.len += 2 + n
     return 0
+
+
+cdef inline int encode_utf8(WriteBuf* wb, object s, str what) except -1:
+    return put_utf8(wb, s, what, True)
 
 
 cdef int encode_value_data(WriteBuf* wb, object v, int code, int depth) except -1:
@@ -205,12 +218,23 @@ cdef object rd_str(Reader* r, str field):
     """u16 length + UTF-8 string; invalid UTF-8 is a DecodeError."""
     cdef int n = rd_u16(r, field)
     need(r, n, field)
-    cdef Py_ssize_t start = r.pos
+    cdef const char* p = <const char*>(r.data + r.pos)
+    cdef PyObject* s = utf8_to_str(p, n, NULL)
+    if s == NULL:
+        PyErr_Clear()
+        _invalid_utf8(r, p, n, field)
     r.pos += n
+    text = <object>s
+    Py_DECREF(text)  # utf8_to_str returned a new reference; `text` holds its own
+    return text
+
+
+cdef int _invalid_utf8(Reader* r, const char* p, Py_ssize_t n, str field) except -1:
     try:
-        return PyUnicode_DecodeUTF8(<const char*>(r.data + start), n, NULL)
+        PyBytes_FromStringAndSize(p, n).decode("utf-8")
     except UnicodeDecodeError as e:
-        decode_fail(r.base + start + e.start, f"invalid UTF-8 in string ({e.reason})", field)
+        decode_fail(r.base + r.pos + e.start, f"invalid UTF-8 in string ({e.reason})", field)
+    decode_fail(r.base + r.pos, "invalid UTF-8 in string", field)
 
 
 cdef object rd_opt_str(Reader* r, str field):
