@@ -524,3 +524,17 @@ async def test_close_during_set_up_ends_start_promptly() -> None:
     assert transport.state == "closed"
     await asyncio.sleep(0)
     assert _other_tasks() - before == set()
+
+
+async def test_unreliable_batches_fit_one_sctp_packet() -> None:
+    async with connected() as (a, b, _, _):
+        sizes: list[int] = []
+        b.channels[UNRELIABLE_LABEL].on("message", lambda data: sizes.append(len(data)))
+        for i in range(400):
+            a.sender.send_nowait(Publish(address="/fire", signal="stream", value=i))
+        deadline = time.monotonic() + 3
+        while b.receiver._queue.qsize() < 400 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        received = b.receiver._queue.qsize()
+        assert received > 0 and sizes and max(sizes) <= 1160
+        assert len(sizes) < received  # several frames per DataChannel message
