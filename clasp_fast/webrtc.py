@@ -133,6 +133,21 @@ class WebRtcConfig:
     close_timeout: float = 2.0
     receive_queue_limit: int = 100_000
 
+    def __post_init__(self) -> None:
+        if self.backpressure not in ("wait", "fail"):
+            raise ValueError(f"backpressure must be 'wait' or 'fail', got {self.backpressure!r}")
+        if not 0 < self.unreliable_batch_size <= SCTP_USER_DATA_MAX:
+            raise ValueError(
+                f"unreliable_batch_size must be 1..{SCTP_USER_DATA_MAX} (one SCTP packet), got {self.unreliable_batch_size}"
+            )
+        if self.max_batch_size <= 0:
+            raise ValueError(f"max_batch_size must be positive, got {self.max_batch_size}")
+        for name in ("connection_timeout", "keepalive_interval", "keepalive_timeout", "close_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.keepalive_timeout <= self.keepalive_interval:
+            raise ValueError("keepalive_timeout must be longer than keepalive_interval")
+
     def rtc_configuration(self) -> RTCConfiguration:
         servers = []
         for entry in self.ice_servers:
@@ -204,7 +219,7 @@ class _Channel:
         elif self.spec.reliable:
             limit = config.max_batch_size
         else:
-            limit = min(config.unreliable_batch_size, SCTP_USER_DATA_MAX)
+            limit = config.unreliable_batch_size
         self.batcher = Batcher(limit)
         self.dc.bufferedAmountLowThreshold = config.batch_flush_threshold
 

@@ -538,3 +538,67 @@ async def test_unreliable_batches_fit_one_sctp_packet() -> None:
         received = b.receiver._queue.qsize()
         assert received > 0 and sizes and max(sizes) <= 1160
         assert len(sizes) < received  # several frames per DataChannel message
+
+
+async def test_p2p_layer_style_dispatch_with_handle_signal() -> None:
+    """A caller that reads the signaling channel itself feeds transports through handle_signal()."""
+    sig_a, sig_b = InMemorySignaling.pair("peer-a", "peer-b")
+    offerer = WebRtcTransport(loopback(), sig_a, "peer-b", pump_signals=False)
+    states: list[str] = []
+    offerer.add_state_listener(states.append)
+    answerers: list[WebRtcTransport] = []
+
+    async def dispatch(signaling, handle) -> None:
+        async for signal in signaling:
+            handle(signal)
+
+    def on_b(signal) -> None:
+        if signal["type"] == "offer":
+            transport = WebRtcTransport(loopback(), sig_b, signal["from"], pump_signals=False)
+            answerers.append(transport)
+            asyncio.ensure_future(transport.start(signal))
+        elif answerers:
+            answerers[-1].handle_signal(signal)
+
+    pumps = [asyncio.ensure_future(dispatch(sig_a, offerer.handle_signal)), asyncio.ensure_future(dispatch(sig_b, on_b))]
+    try:
+        await asyncio.wait_for(offerer.start(), 10)
+        answerer = answerers[0]
+        await asyncio.wait_for(answerer._connected.wait(), 5)
+        await offerer.sender.send(Set(address="/dispatch", value=1))
+        assert [m.value for m in await _collect(answerer.receiver, 1)] == [1]
+        assert set(offerer.timings) >= {"offer", "answer", "reliable_open", "connected"}
+        assert 0 < offerer.timings["reliable_open"] <= offerer.timings["connected"]
+        await offerer.close()
+        await asyncio.wait_for(answerer.wait_closed(), 5)
+    finally:
+        for pump in pumps:
+            pump.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        await offerer.close()
+        for transport in answerers:
+            await transport.close()
+    assert states == ["connecting", "connected", "closing", "closed"]
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"backpressure": "drop"}, "backpressure"),
+        ({"unreliable_batch_size": 1161}, "unreliable_batch_size"),
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"connection_timeout": 0}, "connection_timeout"),
+        ({"keepalive_interval": 2.0, "keepalive_timeout": 1.0}, "keepalive_timeout"),
+    ],
+)
+def test_config_rejects_bad_options(options: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        WebRtcConfig(**options)
+
+
+def test_channel_spec_checks() -> None:
+    assert ChannelSpec("x").reliable and not ChannelSpec("y", max_retransmits=0).reliable
+    with pytest.raises(ValueError, match="not both"):
+        ChannelSpec("z", max_retransmits=1, max_packet_life_time=10)
+    with pytest.raises(ValueError, match="prefix"):
+        ChannelSpec("z", prefix="no-slash")
