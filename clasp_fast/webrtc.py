@@ -52,6 +52,7 @@ __all__ = [
     "CONTROL_LABEL",
     "SCTP_USER_DATA_MAX",
     "LOCAL_FEATURES",
+    "parse_candidate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -345,8 +346,10 @@ class WebRtcReceiver:
     """The receiving half: an async iterator of decoded messages, or a callback.
 
     Iteration ends when the connection closes. With :meth:`on_message` set, messages go to the
-    callback instead of the queue. Malformed frames are reported to :meth:`on_error` callbacks
-    (a :class:`DecodeError` naming the channel and byte offset) and skipped.
+    callback instead of the queue; with neither reading, at most ``receive_queue_limit`` messages
+    wait and later ones are dropped (counted in ``stats().dropped_received``). Malformed frames are
+    reported to :meth:`on_error` callbacks (a :class:`DecodeError` with the byte offset inside the
+    DataChannel message and the field) and skipped; rejected signals are reported there too.
     """
 
     def __init__(self, transport: "WebRtcTransport") -> None:
@@ -379,8 +382,9 @@ class WebRtcReceiver:
                 continue
             self._queue.put_nowait(message)
 
-    def _report(self, error: Exception) -> None:
-        self.transport._counters["decode_errors"] += 1
+    def _report(self, error: Exception, *, decode: bool = True) -> None:
+        if decode:
+            self.transport._counters["decode_errors"] += 1
         for callback in self._error_callbacks:
             try:
                 callback(error)
@@ -855,7 +859,8 @@ class WebRtcTransport:
                     self._counters["ignored_signals"] += 1
             except Exception as exc:  # a bad SDP or candidate from the peer
                 logger.warning("signal %s from %s rejected: %s", kind, self.peer, exc)
-                self.receiver._report(exc)
+                self._counters["ignored_signals"] += 1
+                self.receiver._report(exc, decode=False)
 
     async def _add_remote_candidate(self, text: str) -> None:
         try:
