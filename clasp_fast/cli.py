@@ -162,6 +162,16 @@ def add_decode(subparsers) -> None:
 SUBCOMMANDS.extend([add_encode, add_decode])
 
 
+def add_bench(subparsers) -> None:
+    """``bench``: P2P against the relay path (implemented in :mod:`clasp_fast.bench.command`)."""
+    from .bench.command import add_bench as add
+
+    add(subparsers)
+
+
+SUBCOMMANDS.append(add_bench)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,0 +1,200 @@
+"""The benchmark report: figures per path, the floors verdict, P2P ÷ relay ratios, the table and JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .stats import ratio
+from .worker import PATHS
+
+__all__ = ["build_report", "render_table", "write_json", "FIGURES", "P2P_PATHS"]
+
+P2P_PATHS = tuple(p for p in PATHS if p != "relay")
+LATENCY_KEYS = ("p50", "p90", "p99", "max")
+# Figures compared P2P ÷ relay: (name in "ratios", getter).
+FIGURES = (
+    ("throughput_msgs_per_s", lambda r: r.get("throughput_msgs_per_s")),
+    ("throughput_mb_per_s", lambda r: r.get("throughput_mb_per_s")),
+    *((f"latency_us.{k}", lambda r, k=k: (r.get("latency_us") or {}).get(k)) for k in LATENCY_KEYS),
+    *((f"latency_loaded_us.{k}", lambda r, k=k: (r.get("latency_loaded_us") or {}).get(k)) for k in LATENCY_KEYS),
+    ("setup_ms", lambda r: r.get("setup_ms")),
+)
+
+
+def _path_figures(raw: dict[str, Any]) -> dict[str, Any]:
+    """The documented per-path object from the runner's raw result."""
+    if "error" in raw:
+        empty = dict.fromkeys(LATENCY_KEYS)
+        return {"throughput_msgs_per_s": None, "throughput_mb_per_s": None, "latency_us": dict(empty),
+                "latency_loaded_us": dict(empty), "setup_ms": None, "loss_pct": None, "cpu": None,
+                "error": raw["error"]}
+    phases = raw["phases"]
+    sent = sum(p["sent"] for p in phases.values())
+    received = sum(p["received"] for p in phases.values())
+    return {
+        "throughput_msgs_per_s": phases["throughput"]["delivered_msgs_per_s"],
+        "throughput_mb_per_s": phases["throughput"]["delivered_mb_per_s"],
+        "latency_us": phases["latency"]["latency_us"],
+        "latency_loaded_us": phases["loaded"]["latency_us"],
+        "setup_ms": raw["setup_ms"],
+        "loss_pct": round(100.0 * (sent - received) / sent, 3) if sent else None,
+        "cpu": raw["cpu"],
+        "rate_achieved_msgs_per_s": phases["latency"]["send_rate_msgs_per_s"],
+        "loaded_rate_achieved_msgs_per_s": phases["loaded"]["send_rate_msgs_per_s"],
+        "frame_bytes": raw["frame_bytes"],
+        "phases": phases,
+        "error": None,
+    }
+
+
+def judge_floors(path: str | None, figures: dict[str, Any] | None, min_msgs_per_s: float,
+                 max_p99_ms: float) -> dict[str, Any]:
+    """The floors verdict for one path: every judged figure with its floor and pass/fail."""
+    figures = figures or {}
+    p99 = (figures.get("latency_us") or {}).get("p99")
+    loaded_p99 = (figures.get("latency_loaded_us") or {}).get("p99")
+    throughput = figures.get("throughput_msgs_per_s")
+    checks = {
+        "throughput_msgs_per_s": {"value": throughput, "floor": min_msgs_per_s, "rule": ">=",
+                                  "pass": throughput is not None and throughput >= min_msgs_per_s},
+        "latency_p99_ms": {"value": None if p99 is None else p99 / 1000.0, "floor": max_p99_ms, "rule": "<",
+                           "pass": p99 is not None and p99 / 1000.0 < max_p99_ms},
+        "latency_loaded_p99_ms": {"value": None if loaded_p99 is None else loaded_p99 / 1000.0,
+                                  "floor": max_p99_ms, "rule": "<",
+                                  "pass": loaded_p99 is not None and loaded_p99 / 1000.0 < max_p99_ms},
+    }
+    return {"pass": path is not None and all(c["pass"] for c in checks.values()), "path": path, **checks}
+
+
+def build_report(results: dict[str, dict[str, Any] | None], meta: dict[str, Any],
+                 min_msgs_per_s: float = 10_000.0, max_p99_ms: float = 10.0) -> dict[str, Any]:
+    """The whole report: one object per path (null when not run), ``floors``, ``ratios``, ``meta``."""
+    report: dict[str, Any] = {}
+    for path in PATHS:
+        raw = results.get(path)
+        report[path] = None if raw is None else _path_figures(raw)
+    measured = [p for p in PATHS if report[p] is not None]
+    judged = "p2p_batched" if report["p2p_batched"] is not None else (measured[0] if measured else None)
+    report["floors"] = judge_floors(judged, report.get(judged) if judged else None, min_msgs_per_s, max_p99_ms)
+    report["floors"]["per_path"] = {
+        p: {k: v["pass"] for k, v in judge_floors(p, report[p], min_msgs_per_s, max_p99_ms).items()
+            if isinstance(v, dict)}
+        for p in measured
+    }
+    ratios: dict[str, dict[str, float | None]] = {}
+    relay = report["relay"]
+    if relay is not None and relay.get("error") is None:
+        for path in P2P_PATHS:
+            if report[path] is None:
+                continue
+            ratios[path] = {name: _round(ratio(get(report[path]), get(relay)), 3) for name, get in FIGURES}
+    report["ratios"] = ratios
+    report["meta"] = meta
+    return report
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def write_json(report: dict[str, Any], path: str) -> None:
+    """Write ``report`` as indented JSON to ``path``."""
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+
+
+# -- the table --------------------------------------------------------------------------------
+
+def _number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _times(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f" ×{value:.2f}" if value < 10 else f" ×{value:.0f}"
+
+
+def _mark(passed: bool | None) -> str:
+    return "" if passed is None else (" PASS" if passed else " FAIL")
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """The report as a fixed-width table: one column per path, one row per figure."""
+    meta = report.get("meta", {})
+    paths = [p for p in PATHS if report.get(p) is not None]
+    ratios = report.get("ratios", {})
+    floors = report["floors"]
+    per_path = floors.get("per_path", {})
+
+    def latency_row(label: str, key: str, q: str, floor_key: str | None) -> list[str]:
+        row = [label]
+        for p in paths:
+            value = (report[p].get(key) or {}).get(q)
+            cell = _number(None if value is None else value / 1000.0, 2)
+            cell += _times(ratios.get(p, {}).get(f"{key}.{q}"))
+            if floor_key is not None:
+                cell += _mark(per_path.get(p, {}).get(floor_key))
+            row.append(cell)
+        row.append(f"< {floors['latency_p99_ms']['floor']:g} ms" if floor_key else "")
+        return row
+
+    def plain_row(label: str, get, digits: int, figure: str | None = None, floor_key: str | None = None,
+                  floor_text: str = "") -> list[str]:
+        row = [label]
+        for p in paths:
+            cell = _number(get(report[p]), digits)
+            if figure is not None:
+                cell += _times(ratios.get(p, {}).get(figure))
+            if floor_key is not None:
+                cell += _mark(per_path.get(p, {}).get(floor_key))
+            row.append(cell)
+        row.append(floor_text)
+        return row
+
+    rate = meta.get("rate_msgs_per_s")
+    load = meta.get("load_rate_msgs_per_s")
+    rows = [["figure", *(p.replace("_", " ") for p in paths), "floor"]]
+    rows.append(plain_row("throughput msg/s", lambda r: r.get("throughput_msgs_per_s"), 0,
+                          "throughput_msgs_per_s", "throughput_msgs_per_s",
+                          f">= {floors['throughput_msgs_per_s']['floor']:,.0f}"))
+    rows.append(plain_row("throughput MB/s", lambda r: r.get("throughput_mb_per_s"), 2, "throughput_mb_per_s"))
+    for q in LATENCY_KEYS:
+        rows.append(latency_row(f"latency {q} ms @{rate:,}/s", "latency_us", q,
+                                "latency_p99_ms" if q == "p99" else None))
+    for q in LATENCY_KEYS:
+        rows.append(latency_row(f"loaded {q} ms @{load:,}/s", "latency_loaded_us", q,
+                                "latency_loaded_p99_ms" if q == "p99" else None))
+    rows.append(plain_row("loaded rate reached msg/s", lambda r: r.get("loaded_rate_achieved_msgs_per_s"), 0))
+    rows.append(plain_row("loss %", lambda r: r.get("loss_pct"), 2))
+    rows.append(plain_row("set-up ms", lambda r: r.get("setup_ms"), 1, "setup_ms"))
+    for role in ("sender", "receiver", "relay"):
+        rows.append(plain_row(f"CPU {role} %", lambda r, role=role: (r.get("cpu") or {}).get(f"{role}_pct"), 0))
+
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        f"clasp_fast bench: {meta.get('network', '?')}, payload {meta.get('payload_bytes')} B "
+        f"(CLASP frame {meta.get('frame_bytes')} B), {meta.get('duration_s')} s per phase",
+        f"latency: {meta.get('latency_method', '?')}; ×N = P2P ÷ relay for that figure "
+        "(throughput: higher is better; latency, set-up: lower is better)",
+    ]
+    if meta.get("lan_note"):
+        lines.append(f"note: {meta['lan_note']}")
+    lines.append("")
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.rjust(widths[i]) if i else cell.ljust(widths[i]) for i, cell in enumerate(row)))
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for p in paths:
+        if report[p].get("error"):
+            lines.append(f"{p}: FAILED: {report[p]['error']}")
+    lines.append("")
+    verdict = "PASS" if floors["pass"] else "FAIL"
+    judged = floors.get("path")
+    lines.append(f"floors ({judged or 'nothing measured'}: >= {floors['throughput_msgs_per_s']['floor']:,.0f} msg/s, "
+                 f"p99 < {floors['latency_p99_ms']['floor']:g} ms at {rate:,} and {load:,} msg/s): {verdict}")
+    return "\n".join(lines)

@@ -1,0 +1,339 @@
+"""One process of a benchmark run: ``python -m clasp_fast.bench.worker ROLE ...``.
+
+Roles: ``relay`` (the embedded relay), ``sender`` and ``receiver`` (the two peers of one path).
+The runner talks to a worker with JSON lines: commands on the worker's stdin, events on its
+stdout (logging goes to stderr). When stdin closes the worker exits at once, so a worker never
+outlives its runner. SIGINT is ignored: the runner decides when its workers stop.
+
+Every measured message is the same PUBLISH (event) to ``/bench/data`` whose bytes value starts
+with the sender's ``time.time_ns()`` (8 bytes), the phase number (1 byte) and a sequence number
+(4 bytes), padded to ``--size`` bytes. The receiver subtracts the stamp from its own
+``time.time_ns()``: one-way latency on a clock both processes share (same host, or two network
+namespaces of one host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Any
+
+ADDRESS = "/bench/data"
+PATTERN = "/bench/**"
+HEADER_SIZE = 13  # stamp u64 + phase u8 + sequence u32
+PATHS = ("p2p_batched", "p2p_unbatched", "p2p_unreliable", "relay")
+# A send waits while this many bytes are queued: the backlog left when a phase ends stays small.
+SEND_HIGH_WATER = 128 * 1024
+YIELD_EVERY = 64  # full-speed sending lets the event loop run after this many messages
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def make_payload(size: int, phase: int, sequence: int) -> bytes:
+    """The value of one measured message: stamp, phase, sequence, zero padding to ``size``."""
+    head = time.time_ns().to_bytes(8, "big") + bytes((phase,)) + (sequence & 0xFFFFFFFF).to_bytes(4, "big")
+    return head + bytes(size - HEADER_SIZE)
+
+
+def read_payload(value: object) -> tuple[int, int] | None:
+    """``(stamp_ns, phase)`` of a measured message's value, or None for anything else."""
+    if not isinstance(value, bytes) or len(value) < HEADER_SIZE:
+        return None
+    return int.from_bytes(value[:8], "big"), value[8]
+
+
+class Control:
+    """The JSON-lines link to the runner: ``emit`` events, ``next_command`` reads stdin."""
+
+    def __init__(self) -> None:
+        self.commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        self._task = loop.create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                # The runner is gone (or closed our stdin): leave now, whatever is running.
+                sys.stdout.flush()
+                os._exit(0)
+            self.commands.put_nowait(json.loads(line))
+
+    async def next_command(self) -> dict[str, Any]:
+        return await self.commands.get()
+
+    @staticmethod
+    def emit(event: str, **fields: Any) -> None:
+        sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+        sys.stdout.flush()
+
+
+# -- relay ----------------------------------------------------------------------------------
+
+async def run_relay(args: argparse.Namespace, control: Control) -> None:
+    from clasp_fast.relay import Relay
+
+    relay = await Relay.start(host=args.host, port=0, queue_size=args.queue_size, max_sessions=1000)
+    control.emit("ready", url=relay.url, cpu_s=cpu_seconds())
+    try:
+        while True:
+            command = await control.next_command()
+            if command["cmd"] == "stop":
+                break
+            if command["cmd"] == "cpu":
+                control.emit("cpu", cpu_s=cpu_seconds())
+    finally:
+        await relay.close()
+    control.emit("done", cpu_s=cpu_seconds())
+
+
+# -- peers ----------------------------------------------------------------------------------
+
+def webrtc_config(args: argparse.Namespace):
+    from clasp_fast.webrtc import WebRtcConfig
+
+    return WebRtcConfig(
+        host_addresses=[args.host_address],
+        batching=args.path != "p2p_unbatched",
+        high_water_mark=SEND_HIGH_WATER,
+        connection_timeout=args.timeout,
+    )
+
+
+class Arrivals:
+    """What the receiver saw, per phase: count, first/last arrival and one-way latencies."""
+
+    def __init__(self) -> None:
+        self.count: dict[int, int] = {}
+        self.first_ns: dict[int, int] = {}
+        self.last_ns: dict[int, int] = {}
+        self.latencies: dict[int, list[int]] = {}
+        self.keep_latencies: set[int] = set()
+        self.changed = asyncio.Event()
+
+    def on_value(self, value: object) -> None:
+        now = time.time_ns()
+        parsed = read_payload(value)
+        if parsed is None:
+            return
+        stamp, phase = parsed
+        self.count[phase] = self.count.get(phase, 0) + 1
+        if phase not in self.first_ns:
+            self.first_ns[phase] = now
+        self.last_ns[phase] = now
+        if phase in self.keep_latencies:
+            self.latencies.setdefault(phase, []).append(now - stamp)
+        self.changed.set()
+
+    async def wait_for(self, phase: int, expected: int, idle: float, timeout: float) -> None:
+        """Until ``expected`` messages of ``phase`` arrived, nothing arrived for ``idle`` s, or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.count.get(phase, 0) < expected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(idle, remaining))
+            except asyncio.TimeoutError:
+                return
+
+
+async def run_receiver(args: argparse.Namespace, control: Control) -> None:
+    from clasp_fast.client import ClaspClient
+
+    arrivals = Arrivals()
+    client = await ClaspClient.connect(args.relay, name="bench receiver", reconnect=False,
+                                       connect_timeout=args.timeout)
+    transport = None
+    connecting = None
+    try:
+        if args.path == "relay":
+            await client.subscribe(PATTERN, lambda value, address: arrivals.on_value(value))
+            await client.ping(args.timeout)  # SUBSCRIBE has no reply: the PONG proves it was processed
+        else:
+            from clasp_fast.webrtc import WebRtcTransport
+
+            connecting = asyncio.ensure_future(
+                WebRtcTransport.connect(webrtc_config(args), client.signaling, role="answerer"))
+        control.emit("ready", session=client.session_id, cpu_s=cpu_seconds())
+        if connecting is not None:
+            sender, receiver = await connecting
+            transport = sender.transport
+            receiver.on_message(lambda message: arrivals.on_value(getattr(message, "value", None)))
+        control.emit("connected", cpu_s=cpu_seconds())
+        while True:
+            command = await control.next_command()
+            cmd = command["cmd"]
+            if cmd == "stop":
+                break
+            if cmd == "keep_latencies":
+                arrivals.keep_latencies.add(command["phase"])
+                control.emit("ok")
+            elif cmd == "collect":
+                phase = command["phase"]
+                await arrivals.wait_for(phase, command["sent"], command["idle"], command["timeout"])
+                control.emit(
+                    "collected",
+                    phase=phase,
+                    received=arrivals.count.get(phase, 0),
+                    first_ns=arrivals.first_ns.get(phase),
+                    last_ns=arrivals.last_ns.get(phase),
+                    latencies_ns=arrivals.latencies.pop(phase, []),
+                    cpu_s=cpu_seconds(),
+                )
+    finally:
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
+        if transport is not None:
+            await asyncio.wait_for(transport.close(), 5)
+        await client.close()
+    control.emit("done", cpu_s=cpu_seconds())
+
+
+async def run_sender(args: argparse.Namespace, control: Control) -> None:
+    from clasp_fast.client import ClaspClient
+    from clasp_fast.codec import encode
+    from clasp_fast.messages import Publish
+
+    frame_bytes = len(encode(Publish(address=ADDRESS, signal="event", value=bytes(args.size))))
+    signaling_client = await ClaspClient.connect(args.relay, name="bench sender signaling",
+                                                 reconnect=False, connect_timeout=args.timeout)
+    control.emit("ready", frame_bytes=frame_bytes, cpu_s=cpu_seconds())
+    client = None
+    transport = None
+    try:
+        command = await control.next_command()
+        if command["cmd"] != "connect":
+            return
+        started = time.perf_counter()
+        if args.path == "relay":
+            # The relay path's set-up: a fresh WebSocket connection with the HELLO/WELCOME handshake.
+            client = await ClaspClient.connect(args.relay, name="bench sender", reconnect=False,
+                                               connect_timeout=args.timeout)
+            setup_s = time.perf_counter() - started
+            send_one = client.publish
+        else:
+            from clasp_fast.webrtc import WebRtcTransport
+
+            sender, _ = await WebRtcTransport.connect(webrtc_config(args), signaling_client.signaling,
+                                                      peer=command["peer"])
+            transport = sender.transport
+            # Offer sent to every channel open (certificate generation happens before and is excluded).
+            setup_s = transport.timings["connected"]
+            reliable = args.path != "p2p_unreliable"
+
+            async def send_one(message: Publish) -> None:
+                await sender.send(message, reliable=reliable)
+
+        control.emit("connected", setup_ms=setup_s * 1000.0, cpu_s=cpu_seconds())
+        while True:
+            command = await control.next_command()
+            if command["cmd"] == "stop":
+                break
+            if command["cmd"] == "phase":
+                result = await send_phase(send_one, args.size, command)
+                if transport is not None:
+                    transport.sender.flush()
+                control.emit("sent", **result, cpu_s=cpu_seconds())
+    finally:
+        if transport is not None:
+            await asyncio.wait_for(transport.close(), 5)
+        if client is not None:
+            await client.close()
+        await signaling_client.close()
+    control.emit("done", cpu_s=cpu_seconds())
+
+
+async def send_phase(send_one, size: int, command: dict[str, Any]) -> dict[str, Any]:
+    """Send one phase: as fast as possible (``rate`` 0) or paced at ``rate`` messages/s.
+
+    Bounded by ``max_count`` messages and ``duration`` seconds, whichever comes first.
+    """
+    from clasp_fast.messages import Publish
+
+    phase, target_rate = command["phase"], command["rate"]
+    duration, max_count = command["duration"], command["max_count"]
+    sleep = asyncio.sleep
+    now = time.perf_counter
+    sent = 0
+    first_ns = time.time_ns()
+    started = now()
+    deadline = started + duration
+    if target_rate <= 0:
+        while sent < max_count and now() < deadline:
+            await send_one(Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent)))
+            sent += 1
+            if sent % YIELD_EVERY == 0:
+                await sleep(0)
+    else:
+        while sent < max_count:
+            elapsed = now() - started
+            if elapsed >= duration:
+                break
+            due = min(max_count, int(elapsed * target_rate) + 1)
+            while sent < due:
+                await send_one(Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent)))
+                sent += 1
+            delay = started + sent / target_rate - now()
+            await sleep(delay if delay > 0 else 0)
+    return {"phase": phase, "sent": sent, "seconds": now() - started, "first_ns": first_ns}
+
+
+# -- entry point ----------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m clasp_fast.bench.worker")
+    parser.add_argument("role", choices=("relay", "sender", "receiver"))
+    parser.add_argument("--path", choices=PATHS, default="p2p_batched")
+    parser.add_argument("--relay", help="relay URL (sender, receiver)")
+    parser.add_argument("--host", default="127.0.0.1", help="relay: address to listen on")
+    parser.add_argument("--queue-size", type=int, default=100_000, help="relay: frames queued per session")
+    parser.add_argument("--host-address", default="127.0.0.1", help="peers: the only ICE host address")
+    parser.add_argument("--size", type=int, default=32, help="payload bytes per message")
+    parser.add_argument("--timeout", type=float, default=20.0, help="connection time-outs (s)")
+    args = parser.parse_args(argv)
+    if args.size < HEADER_SIZE:
+        parser.error(f"--size must be at least {HEADER_SIZE} bytes (stamp, phase and sequence)")
+    if args.role != "relay" and not args.relay:
+        parser.error(f"the {args.role} needs --relay URL")
+    return args
+
+
+async def amain(args: argparse.Namespace) -> None:
+    control = Control()
+    await control.start()
+    runner = {"relay": run_relay, "sender": run_sender, "receiver": run_receiver}[args.role]
+    try:
+        await runner(args, control)
+    except Exception as exc:
+        control.emit("error", message=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    args = parse_args(argv)
+    try:
+        asyncio.run(amain(args))
+    except Exception:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
