@@ -778,12 +778,30 @@ class ClaspBuilder:
         self._options["connect_timeout"] = seconds
         return self
 
+    def with_p2p(self, enabled: bool = True, *, rtc_config: Any = None, prefer_p2p: bool = True,
+                 fallback_to_router: bool = True, **options: Any) -> "ClaspBuilder":
+        """Add direct P2P links: ``connect()`` then returns a ``clasp_fast.hybrid.HybridClient``.
+
+        ``options`` are further ``clasp_fast.hybrid.P2POptions`` fields (``client_id``,
+        ``retry_interval``, ``connect_timeout``, ``presence_interval``, ``accept``).
+        """
+        from .hybrid import P2POptions
+
+        self._p2p = P2POptions(enabled=enabled, rtc_config=rtc_config, prefer_p2p=prefer_p2p,
+                               fallback_to_router=fallback_to_router, **options)
+        return self
+
     def build(self) -> ClaspClient:
         """The client, not yet connected."""
         return ClaspClient(self._url, **self._options)
 
-    async def connect(self) -> ClaspClient:
-        """Build and connect."""
+    async def connect(self) -> Any:
+        """Build and connect: a ``ClaspClient``, or a ``HybridClient`` when ``with_p2p`` enabled P2P."""
         client = self.build()
+        p2p = getattr(self, "_p2p", None)
+        if p2p is not None and p2p.enabled:
+            from .hybrid import HybridClient
+
+            return await HybridClient(client, p2p).open()
         await client.open()
         return client
