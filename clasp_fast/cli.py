@@ -172,6 +172,16 @@ def add_bench(subparsers) -> None:
 SUBCOMMANDS.append(add_bench)
 
 
+def add_peer(subparsers) -> None:
+    """``peer``: a P2P peer that streams or watches (implementation in ``peer_cli``)."""
+    from .peer_cli import add_peer as add
+
+    add(subparsers)
+
+
+SUBCOMMANDS.append(add_peer)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

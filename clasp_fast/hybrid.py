@@ -58,6 +58,7 @@ SEQ_FEATURE = "seq"
 ENVELOPE_ID = 0x434C5351
 _ACK_DELAY = 0.02
 _MAX_AHEAD = 65536
+_RESEND_PACE = 128
 
 
 @dataclass
@@ -73,6 +74,7 @@ class P2POptions:
     connect_timeout: float | None = None  # default: rtc_config.connection_timeout
     presence_interval: float = 5.0
     accept: AcceptHook | None = None
+    features: tuple[str, ...] = ()  # extra features to announce
 
     @property
     def mode(self) -> RoutingMode:
@@ -145,8 +147,8 @@ class HybridClient:
         self.mode: RoutingMode = self.options.mode
         rtc = self.options.rtc_config or WebRtcConfig()
         self.p2p = ClaspP2P(relay, client_id=self.options.client_id, rtc_config=rtc,
-                            features=(SEQ_FEATURE,), presence_interval=self.options.presence_interval,
-                            accept=self.options.accept)
+                            features=(SEQ_FEATURE, *self.options.features),
+                            presence_interval=self.options.presence_interval, accept=self.options.accept)
         self.client_id = self.p2p.client_id
         self.retry_interval = self.options.retry_interval
         self.connect_timeout = self.options.connect_timeout or rtc.connection_timeout
@@ -352,9 +354,12 @@ class HybridClient:
     async def _resend(self, link: _Link, pending: list, reason: str | None) -> None:
         if self.mode == "p2p_only":
             return
-        for seq, message in pending:
+        for count, (seq, message) in enumerate(pending, 1):
             await self._relay_envelope(message, seq)
             self._counters["resent"] += 1
+            if count % _RESEND_PACE == 0:
+                # The relay drops fan-out to a full session queue: let it catch up.
+                await self.relay.ping(timeout=10.0)
         log.info("P2P link to %s lost (%s): %d unacknowledged messages re-sent through the relay",
                  link.client_id, reason, len(pending))
 

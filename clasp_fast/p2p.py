@@ -157,8 +157,8 @@ class Peer:
 
     @property
     def features(self) -> tuple[str, ...]:
-        """Features the peer listed in its offer/answer, else in its announce or presence."""
-        return self.transport.remote_features or self.info.features
+        """Features the peer listed in its offer/answer, its announce and its presence."""
+        return tuple(dict.fromkeys((*self.transport.remote_features, *self.info.features)))
 
     @property
     def state(self) -> str:
