@@ -58,9 +58,9 @@ def judge_floors(path: str | None, figures: dict[str, Any] | None, min_msgs_per_
     checks = {
         "throughput_msgs_per_s": {"value": throughput, "floor": min_msgs_per_s, "rule": ">=",
                                   "pass": throughput is not None and throughput >= min_msgs_per_s},
-        "latency_p99_ms": {"value": None if p99 is None else p99 / 1000.0, "floor": max_p99_ms, "rule": "<",
+        "latency_p99_ms": {"value": None if p99 is None else round(p99 / 1000.0, 4), "floor": max_p99_ms, "rule": "<",
                            "pass": p99 is not None and p99 / 1000.0 < max_p99_ms},
-        "latency_loaded_p99_ms": {"value": None if loaded_p99 is None else loaded_p99 / 1000.0,
+        "latency_loaded_p99_ms": {"value": None if loaded_p99 is None else round(loaded_p99 / 1000.0, 4),
                                   "floor": max_p99_ms, "rule": "<",
                                   "pass": loaded_p99 is not None and loaded_p99 / 1000.0 < max_p99_ms},
     }

@@ -293,7 +293,9 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
                 run.namespaces.teardown()
     meta = {
         "latency_method": LATENCY_METHOD,
-        "network": ("lan: " + run.namespaces.describe()) if run.namespaces is not None else "loopback (127.0.0.1)",
+        "network": "lan (veth pair between two network namespaces)" if run.namespaces is not None
+        else "loopback (127.0.0.1)",
+        "network_detail": run.namespaces.describe() if run.namespaces is not None else None,
         "lan_note": run.lan_note,
         "relay": config.relay_url or "embedded (clasp_fast.relay, queue_size 100000)",
         "payload_bytes": config.size,

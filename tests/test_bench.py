@@ -1,0 +1,218 @@
+"""Benchmark harness plumbing without processes: percentiles, payloads, report shape, floors, table."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from clasp_fast.bench import BenchConfig, build_report, latency_summary, percentile, render_table, write_json
+from clasp_fast.bench.plot import PlotUnavailable, require_matplotlib
+from clasp_fast.bench.report import judge_floors
+from clasp_fast.bench.stats import rate, ratio
+from clasp_fast.bench.worker import HEADER_SIZE, PATHS, make_payload, read_payload
+from clasp_fast.cli import main
+
+PATH_KEYS = {"throughput_msgs_per_s", "throughput_mb_per_s", "latency_us", "latency_loaded_us", "setup_ms", "loss_pct"}
+
+
+# -- percentiles ---------------------------------------------------------------------------------
+
+def test_percentiles_of_one_to_a_hundred_are_the_nearest_ranks() -> None:
+    values = list(range(1, 101))
+    assert [percentile(values, p) for p in (0, 1, 50, 90, 99, 100)] == [1, 1, 50, 90, 99, 100]
+    assert percentile(values, 50.5) == 51
+    assert percentile(values, 99.01) == 100
+
+
+def test_percentiles_of_small_samples_are_observed_values() -> None:
+    assert percentile([7], 50) == 7 and percentile([7], 99) == 7
+    ten = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    assert percentile(ten, 50) == 50
+    assert percentile(ten, 90) == 90
+    assert percentile(ten, 99) == 100  # ceil(9.9) = 10th value
+    assert percentile([1, 2], 50) == 1
+
+
+@pytest.mark.parametrize("values, pct, message", [([], 50, "no samples"), ([1], 101, "0..100"), ([1], -1, "0..100")])
+def test_percentile_rejects_bad_input(values, pct, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        percentile(values, pct)
+
+
+def test_latency_summary_sorts_and_converts_nanoseconds_to_microseconds() -> None:
+    # 1..1000 µs given in ns, shuffled.
+    samples = [(i * 7919 % 1000 + 1) * 1000 for i in range(1000)]
+    assert sorted(samples) == [i * 1000 for i in range(1, 1001)]
+    summary = latency_summary(samples)
+    assert summary == {"p50": 500.0, "p90": 900.0, "p99": 990.0, "max": 1000.0, "samples": 1000}
+    assert latency_summary([1500, 2500]) == {"p50": 1.5, "p90": 2.5, "p99": 2.5, "max": 2.5, "samples": 2}
+
+
+def test_latency_summary_of_nothing_is_null_not_zero() -> None:
+    assert latency_summary([]) == {"p50": None, "p90": None, "p99": None, "max": None, "samples": 0}
+
+
+def test_rate_and_ratio_handle_missing_values() -> None:
+    assert rate(100, 0.5) == 200
+    assert rate(100, 0) is None
+    assert ratio(6, 3) == 2
+    assert ratio(None, 3) is None and ratio(3, None) is None and ratio(3, 0) is None
+
+
+# -- payload -------------------------------------------------------------------------------------
+
+def test_payload_carries_stamp_phase_and_sequence_padded_to_size() -> None:
+    value = make_payload(32, 2, 70_000)
+    assert len(value) == 32
+    stamp, phase = read_payload(value)
+    assert phase == 2
+    assert int.from_bytes(value[9:13], "big") == 70_000
+    assert value[HEADER_SIZE:] == bytes(32 - HEADER_SIZE)
+    import time
+    assert abs(time.time_ns() - stamp) < 5_000_000_000
+    assert len(make_payload(HEADER_SIZE, 0, 0)) == HEADER_SIZE
+
+
+@pytest.mark.parametrize("value", [None, b"short", "a string of some length", 12345])
+def test_read_payload_ignores_foreign_values(value) -> None:
+    assert read_payload(value) is None
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options, message", [
+    ({"paths": ("p2p_fast",)}, "unknown path"),
+    ({"paths": ()}, "no path"),
+    ({"size": 12}, "at least 13"),
+    ({"size": 70_000}, "at most"),
+    ({"duration": 0}, "positive"),
+    ({"rate": -5}, "positive"),
+    ({"lan": True, "relay_url": "ws://127.0.0.1:7330"}, "cannot use --relay"),
+])
+def test_config_rejects_bad_options(options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        BenchConfig(**options)
+
+
+def test_cli_reports_bad_options_with_exit_code_2(capsys) -> None:
+    assert main(["bench", "--size", "4", "--quiet"]) == 2
+    assert "at least 13" in capsys.readouterr().err
+    assert main(["bench", "--paths", "p2p_batched,carrier_pigeon", "--quiet"]) == 2
+    assert "carrier_pigeon" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_is_a_clear_error_before_anything_runs(monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an absent package looks like to import
+    with pytest.raises(PlotUnavailable, match="pip install"):
+        require_matplotlib()
+    assert main(["bench", "--plot", "out.png", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "clasp-fast[plot]" in err
+
+
+# -- report --------------------------------------------------------------------------------------
+
+def _phase(sent: int, received: int, delivered: float | None, latencies_us: list[float]) -> dict:
+    return {
+        "sent": sent, "received": received, "send_seconds": 1.0, "send_rate_msgs_per_s": float(sent),
+        "delivered_msgs_per_s": delivered, "delivered_mb_per_s": None if delivered is None else delivered * 55 / 1e6,
+        "loss_pct": 100.0 * (sent - received) / sent,
+        "latency_us": latency_summary([int(x * 1000) for x in latencies_us]),
+    }
+
+
+def _raw(throughput: float, p99_us: float, loaded_p99_us: float, setup_ms: float, received_at_rate: int = 1000) -> dict:
+    latencies = [100.0] * 98 + [p99_us, p99_us]
+    loaded = [50.0] * 98 + [loaded_p99_us, loaded_p99_us]
+    return {
+        "setup_ms": setup_ms, "frame_bytes": 55,
+        "cpu": {"wall_s": 3.0, "sender_s": 1.5, "receiver_s": 0.9, "relay_s": 0.0,
+                "sender_pct": 50.0, "receiver_pct": 30.0, "relay_pct": 0.0},
+        "phases": {
+            "throughput": _phase(10_000, 10_000, throughput, []),
+            "latency": _phase(1000, received_at_rate, 1000.0, latencies),
+            "loaded": _phase(10_000, 10_000, 10_000.0, loaded),
+        },
+    }
+
+
+META = {"latency_method": "one-way, shared host clock", "network": "loopback (127.0.0.1)", "payload_bytes": 32,
+        "frame_bytes": 55, "duration_s": 1.0, "rate_msgs_per_s": 1000, "load_rate_msgs_per_s": 10_000}
+
+
+def test_report_has_the_documented_shape_and_ratios() -> None:
+    results = {
+        "p2p_batched": _raw(60_000, 800, 900, 40),
+        "p2p_unbatched": _raw(2_000, 3_000, 250_000, 45),
+        "p2p_unreliable": _raw(80_000, 700, 800, 38, received_at_rate=900),
+        "relay": _raw(30_000, 1_600, 2_000, 2),
+    }
+    report = build_report(results, META)
+    assert set(PATHS) | {"floors", "ratios", "meta"} == set(report)
+    for path in PATHS:
+        assert PATH_KEYS <= set(report[path])
+        assert set(report[path]["latency_us"]) >= {"p50", "p90", "p99", "max"}
+        assert set(report[path]["latency_loaded_us"]) >= {"p50", "p90", "p99", "max"}
+    assert report["p2p_batched"]["latency_us"]["p99"] == 800.0
+    assert report["p2p_unreliable"]["loss_pct"] == pytest.approx(100 * 100 / 21_000, abs=1e-3)
+    assert report["p2p_batched"]["loss_pct"] == 0.0
+    ratios = report["ratios"]["p2p_batched"]
+    assert ratios["throughput_msgs_per_s"] == 2.0
+    assert ratios["latency_us.p99"] == 0.5
+    assert ratios["setup_ms"] == 20.0
+    assert set(report["ratios"]) == {"p2p_batched", "p2p_unbatched", "p2p_unreliable"}
+    floors = report["floors"]
+    assert floors["pass"] is True and floors["path"] == "p2p_batched"
+    assert floors["throughput_msgs_per_s"] == {"value": 60_000, "floor": 10_000.0, "rule": ">=", "pass": True}
+    assert floors["latency_p99_ms"]["value"] == 0.8
+    assert floors["per_path"]["p2p_unbatched"] == {
+        "throughput_msgs_per_s": False, "latency_p99_ms": True, "latency_loaded_p99_ms": False}
+    json.dumps(report)  # serialisable as is
+
+
+@pytest.mark.parametrize("raw, failing", [
+    (_raw(9_999, 800, 900, 40), "throughput_msgs_per_s"),
+    (_raw(60_000, 10_000, 900, 40), "latency_p99_ms"),  # exactly 10 ms is not under 10 ms
+    (_raw(60_000, 800, 12_000, 40), "latency_loaded_p99_ms"),
+])
+def test_each_missed_floor_fails_the_verdict(raw, failing) -> None:
+    floors = build_report({"p2p_batched": raw}, META)["floors"]
+    assert floors["pass"] is False
+    assert [name for name in ("throughput_msgs_per_s", "latency_p99_ms", "latency_loaded_p99_ms")
+            if not floors[name]["pass"]] == [failing]
+
+
+def test_floors_are_configurable_and_missing_figures_fail() -> None:
+    report = build_report({"p2p_batched": _raw(5_000, 800, 900, 40)}, META, min_msgs_per_s=1_000, max_p99_ms=0.5)
+    assert report["floors"]["throughput_msgs_per_s"]["pass"] is True
+    assert report["floors"]["latency_p99_ms"]["pass"] is False
+    assert judge_floors(None, None, 10_000, 10)["pass"] is False
+
+
+def test_paths_not_run_are_null_and_failed_paths_carry_their_error() -> None:
+    report = build_report({"relay": _raw(30_000, 1_600, 2_000, 2), "p2p_batched": {"error": "sender: no 'sent'"}}, META)
+    assert report["p2p_unbatched"] is None and report["p2p_unreliable"] is None
+    assert report["p2p_batched"]["error"] == "sender: no 'sent'"
+    assert report["p2p_batched"]["throughput_msgs_per_s"] is None
+    assert report["p2p_batched"]["latency_us"] == {"p50": None, "p90": None, "p99": None, "max": None}
+    assert report["floors"]["path"] == "p2p_batched" and report["floors"]["pass"] is False
+    assert report["ratios"] == {"p2p_batched": dict.fromkeys(report["ratios"]["p2p_batched"])}
+
+
+def test_table_marks_floors_ratios_and_the_latency_method(tmp_path) -> None:
+    results = {"p2p_batched": _raw(60_000, 800, 900, 40), "p2p_unbatched": _raw(2_000, 3_000, 250_000, 45),
+               "relay": _raw(30_000, 1_600, 2_000, 2)}
+    report = build_report(results, META)
+    table = render_table(report)
+    assert "one-way, shared host clock" in table
+    lines = table.splitlines()
+    throughput = next(line for line in lines if line.startswith("throughput msg/s"))
+    assert "60,000 ×2.00 PASS" in throughput and "2,000 ×0.07 FAIL" in throughput and ">= 10,000" in throughput
+    loaded = next(line for line in lines if line.startswith("loaded p99"))
+    assert "250.00 ×125 FAIL" in loaded
+    assert lines[-1].startswith("floors (p2p_batched") and lines[-1].endswith("PASS")
+    out = tmp_path / "report.json"
+    write_json(report, str(out))
+    assert json.loads(out.read_text())["floors"]["pass"] is True

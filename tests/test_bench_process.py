@@ -1,0 +1,230 @@
+"""Benchmark harness with real processes and tiny durations: shapes, exit codes, clean-up.
+
+No assertion here is about speed; only about what ran, what was written, and what is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clasp_fast.bench import BenchConfig, run_bench_sync
+from clasp_fast.bench import lan as lan_module
+from clasp_fast.bench.worker import PATHS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--duration", "0.3", "--rate", "200", "--load-rate", "1000", "--timeout", "60"]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _bench(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "clasp_fast", "bench", *args], cwd=str(REPO_ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_line(process: subprocess.Popen, needle: str, timeout: float) -> list[str]:
+    """Read stderr lines until one contains ``needle``; fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    process.kill()
+    pytest.fail(f"no progress line containing {needle!r}; saw:\n{''.join(seen)}")
+
+
+def _assert_gone(pids: set[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_running(p) for p in pids):
+        time.sleep(0.1)
+    assert [p for p in pids if _running(p)] == []
+
+
+needs_root_lan = pytest.mark.skipif(lan_module.unavailable_reason() is not None,
+                                    reason=f"--lan unavailable: {lan_module.unavailable_reason()}")
+
+
+def test_run_measures_both_kinds_of_path_and_leaves_no_process(tmp_path) -> None:
+    before = _descendants(os.getpid())
+    config = BenchConfig(paths=("p2p_batched", "relay"), duration=0.3, rate=200, load_rate=1000, timeout=60)
+    report = run_bench_sync(config)
+    assert _descendants(os.getpid()) - before == set()
+    for path in ("p2p_batched", "relay"):
+        figures = report[path]
+        assert figures["error"] is None
+        # Reliable paths deliver everything they sent, in every phase.
+        for name, phase in figures["phases"].items():
+            assert phase["sent"] > 0 and phase["received"] == phase["sent"], (path, name)
+        assert figures["loss_pct"] == 0.0
+        assert figures["latency_us"]["samples"] == figures["phases"]["latency"]["sent"]
+        assert 0 < figures["latency_us"]["p50"] <= figures["latency_us"]["p90"] <= figures["latency_us"]["p99"] \
+            <= figures["latency_us"]["max"]
+        assert figures["throughput_msgs_per_s"] > 0 and figures["throughput_mb_per_s"] > 0
+        assert figures["setup_ms"] > 0
+        assert figures["cpu"]["sender_s"] > 0 and figures["cpu"]["receiver_s"] > 0
+    assert report["relay"]["cpu"]["relay_s"] > 0
+    assert report["p2p_unbatched"] is None and report["p2p_unreliable"] is None
+    assert set(report["ratios"]) == {"p2p_batched"}
+    assert report["meta"]["latency_method"] == "one-way, shared host clock"
+    assert report["meta"]["network"].startswith("loopback")
+    assert set(config.samples) == {"p2p_batched", "relay"}
+    assert len(config.samples["relay"]["loaded"]) == report["relay"]["latency_loaded_us"]["samples"]
+    if pytest.importorskip is not None:
+        try:
+            from clasp_fast.bench.plot import plot_latencies
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return
+        out = tmp_path / "latency.png"
+        plot_latencies(config.samples, report, str(out))
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_writes_json_and_verify_exit_codes_follow_the_floors(tmp_path) -> None:
+    failing = tmp_path / "fail.json"
+    process = _bench("--paths", "relay", *TINY, "--json", str(failing), "--verify", "--floor-msgs", "1e12", "--quiet")
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 1, err
+    report = json.loads(failing.read_text())
+    assert report["floors"]["pass"] is False and report["floors"]["path"] == "relay"
+    assert report["floors"]["throughput_msgs_per_s"]["floor"] == 1e12
+    assert "FAIL" in out and "--verify" in err
+    assert set(PATHS) <= set(report)
+
+    passing = tmp_path / "pass.json"
+    process = _bench("--paths", "relay", *TINY, "--json", str(passing), "--verify",
+                     "--floor-msgs", "1", "--floor-p99-ms", "100000", "--quiet")
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 0, err
+    assert json.loads(passing.read_text())["floors"]["pass"] is True
+    assert out.rstrip().endswith("PASS")
+
+
+def test_unreachable_relay_fails_each_path_with_exit_code_2_and_no_process_left() -> None:
+    before = _descendants(os.getpid())
+    process = _bench("--relay", "ws://127.0.0.1:9", "--paths", "relay,p2p_batched", *TINY)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 2
+    assert "relay: FAILED" in err and "p2p_batched: FAILED" in err
+    assert "cannot connect" in err
+    _assert_gone(_descendants(os.getpid()) - before)
+
+
+def test_a_worker_killed_mid_run_fails_its_path_and_the_run_goes_on() -> None:
+    process = _bench("--paths", "p2p_batched,relay", "--duration", "2", "--timeout", "60")
+    _wait_for_line(process, "p2p_batched: throughput phase", 30)
+    workers = _descendants(process.pid)
+    senders = [p for p in workers if b"sender" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(senders) == 1
+    os.kill(senders[0], signal.SIGKILL)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 2
+    assert "p2p_batched: FAILED" in err and "exited" in err
+    assert "relay: done" in err  # the next path still ran
+    _assert_gone(workers)
+
+
+def test_ctrl_c_stops_every_worker_process() -> None:
+    process = _bench("--paths", "p2p_batched", "--duration", "5", "--timeout", "60")
+    _wait_for_line(process, "throughput phase", 30)
+    workers = _descendants(process.pid)
+    assert len(workers) >= 3  # relay, sender, receiver
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    _assert_gone(workers)
+
+
+@needs_root_lan
+def test_lan_runs_across_two_namespaces_and_removes_them() -> None:
+    config = BenchConfig(paths=("relay", "p2p_batched"), duration=0.3, rate=200, load_rate=1000, lan=True, timeout=60)
+    report = run_bench_sync(config)
+    assert report["meta"]["network"].startswith("lan")
+    assert "10.201.0.1" in report["meta"]["network_detail"]
+    assert report["relay"]["error"] is None and report["p2p_batched"]["error"] is None
+    assert report["p2p_batched"]["phases"]["loaded"]["received"] == report["p2p_batched"]["phases"]["loaded"]["sent"]
+    mine = f"{lan_module.NAMESPACE_PREFIX}{os.getpid()}-"
+    assert [n for n in lan_module.list_bench_namespaces() if n.startswith(mine)] == []
+
+
+@needs_root_lan
+def test_ctrl_c_during_lan_run_removes_processes_and_namespaces() -> None:
+    process = _bench("--lan", "--paths", "p2p_batched", "--duration", "5", "--timeout", "60")
+    _wait_for_line(process, "throughput phase", 30)
+    names = [n for n in lan_module.list_bench_namespaces() if n.startswith(f"clasp-bench-{process.pid}-")]
+    assert len(names) == 2
+    workers = _descendants(process.pid)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    _assert_gone(workers)
+    assert [n for n in lan_module.list_bench_namespaces() if n.startswith(f"clasp-bench-{process.pid}-")] == []
+
+
+def test_lan_unavailable_says_why_and_runs_on_loopback(tmp_path) -> None:
+    # No iproute2 on PATH (and, when not root, no privilege either): the run must say why and go on.
+    out_file = tmp_path / "report.json"
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    env = dict(os.environ, PATH=str(empty_bin))
+    command = [sys.executable, "-m", "clasp_fast", "bench", "--lan", "--paths", "relay", *TINY, "--json", str(out_file)]
+    result = subprocess.run(command, cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=90, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "--lan unavailable" in result.stderr
+    report = json.loads(out_file.read_text())
+    note = report["meta"]["lan_note"]
+    assert "needs root" in note or "'ip' command is not installed" in note
+    assert note.endswith("ran on loopback")
+    assert report["meta"]["network"].startswith("loopback")
+    assert note in result.stdout  # the table says it too
+
+
+def test_lan_unavailable_reason_names_root_and_iproute2(monkeypatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "needs root" in lan_module.unavailable_reason() and "uid 1000" in lan_module.unavailable_reason()
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert "'ip' command is not installed" in lan_module.unavailable_reason()
