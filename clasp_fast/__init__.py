@@ -30,6 +30,10 @@ from .codec import decode, decode_all, decode_frame, encode, frame_size, iter_fr
 from .messages import *  # noqa: E402,F403
 from .messages import __all__ as _message_names  # noqa: E402
 
+from .client import ClaspBuilder, ClaspClient  # noqa: E402
+from .hybrid import HybridClient, P2POptions  # noqa: E402
+from .p2p import ClaspP2P, Peer, PeerInfo  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -42,6 +46,13 @@ __all__ = [
     "SignalingError",
     "TransportError",
     "__version__",
+    "ClaspBuilder",
+    "ClaspClient",
+    "ClaspP2P",
+    "HybridClient",
+    "P2POptions",
+    "Peer",
+    "PeerInfo",
     "Pattern",
     "SubscriptionIndex",
     "glob_match",

@@ -522,6 +522,8 @@ class ClaspP2P:
         self._closed = True
         for task in list(self._attempts.values()):
             task.cancel()
+        for session_id in list(self._pending):
+            self._finish_pending(session_id, exc=TransportError("ClaspP2P closed", peer=session_id, step="close"))
         peers = list(self._connections.values())
         await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
         for transport in list(self._transports.values()):
@@ -754,10 +756,9 @@ class ClaspP2P:
             if self._transports.get(session_id) is transport:
                 del self._transports[session_id]
             reason = self._refusals.pop(session_id, None)
-            if reason is not None and not future.done():
-                future.set_exception(TransportError(f"the peer refused the connection: {reason}",
-                                                    peer=session_id, step="offer"))
-                future.exception()
+            if reason is not None:
+                self._finish_pending(session_id, exc=TransportError(
+                    f"the peer refused the connection: {reason}", peer=session_id, step="offer"))
             # Otherwise a glare handover: the answering side completes the same future.
             return
         except Exception as exc:

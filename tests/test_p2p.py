@@ -1,0 +1,279 @@
+"""ClaspP2P and Peer over the embedded relay and real aiortc connections on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import numpy as np
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_to_sdp
+
+from clasp_fast import ClaspP2P, Peer, TransportError
+from clasp_fast.client import ClaspClient
+from clasp_fast.codec import decode, decode_frame, encode
+from clasp_fast.ice import install_gathering_policy, is_loopback
+from clasp_fast.messages import Publish, Set
+from clasp_fast.p2p import PRESENCE_PREFIX
+from clasp_fast.relay import Relay
+from clasp_fast.signaling import ANNOUNCE_ADDRESS
+from clasp_fast.webrtc import RELIABLE_LABEL, WebRtcConfig, parse_candidate
+
+TIMEOUT = 15
+
+
+def loopback() -> WebRtcConfig:
+    return WebRtcConfig(host_addresses=["127.0.0.1"], keepalive_interval=0.5, keepalive_timeout=5.0)
+
+
+@contextlib.asynccontextmanager
+async def relay_running():
+    relay = await Relay.start(host="127.0.0.1", port=0)
+    try:
+        yield relay
+    finally:
+        await relay.close()
+
+
+async def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def p2p(relay: Relay, client_id: str, **options) -> ClaspP2P:
+    return ClaspP2P(relay.url, client_id=client_id, rtc_config=loopback(), presence_interval=0.5, **options)
+
+
+async def test_late_joiner_finds_earlier_peer_by_client_id_and_every_operation_works_both_ways() -> None:
+    async with relay_running() as relay:
+        async with p2p(relay, "alice") as alice:
+            await asyncio.sleep(0.3)  # alice's announce is long gone when bob subscribes
+            async with p2p(relay, "bob") as bob:
+                # bob learns alice from the presence SNAPSHOT, alice learns bob from his announce.
+                info = await bob.wait_for_peer("alice", TIMEOUT)
+                assert info.session_id == alice.session_id
+                assert "seq" not in info.features and "presence" in info.features
+                await alice.wait_for_peer("bob", TIMEOUT)
+                assert {p.client_id for p in alice.peers()} == {"bob"}
+                connected_events: list[Peer] = []
+                alice.on_connection(connected_events.append)
+
+                to_alice = await asyncio.wait_for(bob.connect_to_peer("alice"), TIMEOUT)
+                to_bob = await asyncio.wait_for(alice.incoming().__anext__(), TIMEOUT)
+                assert connected_events == [to_bob]
+                assert to_alice.client_id == "alice" and to_bob.client_id == "bob"
+                assert to_alice.session_id == alice.session_id and to_bob.session_id == bob.session_id
+                # A second connect_to_peer returns the open connection, by client id or session id.
+                assert await bob.connect_to_peer("alice") is to_alice
+                assert await bob.connect_to_peer(alice.session_id) is to_alice
+                pair = to_alice.transport.selected_candidate_pair()
+                assert is_loopback(pair.local_address[0]) and is_loopback(pair.remote_address[0])
+
+                await exchange_everything(to_alice, to_bob, "/x")
+                assert to_alice.connected, to_alice.transport.close_reason
+                await exchange_everything(to_bob, to_alice, "/y")
+
+                closed = asyncio.get_running_loop().create_future()
+                alice.on_disconnection(lambda peer, reason: closed.set_result((peer, reason)))
+                await to_alice.close()
+                peer, reason = await asyncio.wait_for(closed, TIMEOUT)
+                assert peer is to_bob and reason == "User requested disconnect"
+                assert to_bob.state == "closed" and alice.connections == []
+
+
+async def exchange_everything(sender: Peer, receiver: Peer, root: str) -> None:
+    """set, emit, stream (numpy), gesture, on with a type filter, get, create_data_channel, stats."""
+    got: list[tuple] = []
+    params: list[tuple] = []
+    sub = receiver.on(f"{root}/**", lambda value, address, message: got.append((address, value, type(message).__name__)))
+
+    @receiver.on(f"{root}/**", types=["param"])
+    def only_params(value, address):
+        params.append((address, value))
+
+    assert await sender.set(f"{root}/param", 1.5) == 1
+    assert await sender.set(f"{root}/param", 2.5) == 2
+    await sender.emit(f"{root}/event", {"n": 1, "s": "text"})
+    await sender.stream(f"{root}/stream", np.array([0.25, -1.0, 3.0]), rate=100)
+    await sender.gesture(f"{root}/gesture", 7, "move", {"x": 0.5})
+    await wait_until(lambda: len(got) == 5, what="five messages")
+    assert got[0] == (f"{root}/param", 1.5, "Set") and got[1] == (f"{root}/param", 2.5, "Set")
+    assert got[2] == (f"{root}/event", {"n": 1, "s": "text"}, "Publish")
+    address, samples, kind = got[3]
+    assert address == f"{root}/stream" and kind == "Publish"
+    assert isinstance(samples, np.ndarray) and samples.tolist() == [0.25, -1.0, 3.0]
+    assert got[4] == (f"{root}/gesture", {"x": 0.5}, "Publish")
+    assert params == [(f"{root}/param", 1.5), (f"{root}/param", 2.5)]
+
+    # Each side holds the param and answers GET with it; an unknown address is a KeyError.
+    assert await receiver.get(f"{root}/param") == 2.5
+    assert await sender.get(f"{root}/param") == 2.5
+    with pytest.raises(KeyError, match=f"{root}/nothing"):
+        await sender.get(f"{root}/nothing")
+
+    receiver.off(sub)
+    await sender.emit(f"{root}/after-off", 1)
+    await wait_until(lambda: len(params) == 2 and sender.stats().sent["emit"] == 2)
+
+    # A channel for a prefix, partially reliable; both sides route that prefix to it.
+    label = f"clasp/chan-{sender.session_id[:8]}"
+    spec = await sender.create_data_channel(f"/chan-{sender.session_id[:8]}", ordered=False, max_retransmits=2)
+    assert spec.label == label and spec.max_retransmits == 2
+    await wait_until(lambda: label in receiver.transport.channels, what="remote channel")
+    assert sender.transport.channel_for(Set(address=f"{spec.prefix}/v", value=1)) == label
+    assert receiver.transport.channel_for(Set(address=f"{spec.prefix}/v", value=1)) == label
+    on_channel: list = []
+    receiver.on(f"{spec.prefix}/**", lambda value, address: on_channel.append(value))
+    await sender.set(f"{spec.prefix}/v", 42)
+    await wait_until(lambda: on_channel == [42], what="message on the new channel")
+
+    stats = sender.stats()
+    assert stats.sent["set"] == 3 and stats.sent["stream"] == 1 and stats.sent["gesture"] == 1
+    assert receiver.stats().received["set"] == 3 and receiver.stats().transport.state == "connected"
+
+
+async def test_refused_offer_fails_fast_with_a_clear_error_and_later_accept_works() -> None:
+    async with relay_running() as relay:
+        decisions = [False, True]
+        asked: list[str | None] = []
+
+        def accept(info):
+            asked.append(info.client_id)
+            return decisions.pop(0)
+
+        async with p2p(relay, "door", accept=accept) as door, p2p(relay, "knocker") as knocker:
+            await knocker.wait_for_peer("door", TIMEOUT)
+            started = time.monotonic()
+            with pytest.raises(TransportError, match="refused") as caught:
+                await knocker.connect_to_peer("door")
+            assert caught.value.step == "offer" and caught.value.peer == door.session_id
+            assert time.monotonic() - started < 10  # not the 30 s connection timeout
+            peer = await asyncio.wait_for(knocker.connect_to_peer("door"), TIMEOUT)
+            assert peer.connected and asked == ["knocker", "knocker"]
+
+
+async def test_unknown_peer_is_a_discovery_error() -> None:
+    async with relay_running() as relay:
+        async with p2p(relay, "lonely", discovery_timeout=0.5) as lonely:
+            with pytest.raises(TransportError) as caught:
+                await lonely.connect_to_peer("nobody")
+            assert caught.value.step == "discovery" and caught.value.peer == "nobody"
+
+
+async def test_both_sides_connecting_at_once_end_with_one_connection() -> None:
+    async with relay_running() as relay:
+        async with p2p(relay, "left") as left, p2p(relay, "right") as right:
+            await left.wait_for_peer("right", TIMEOUT)
+            await right.wait_for_peer("left", TIMEOUT)
+            a, b = await asyncio.wait_for(
+                asyncio.gather(left.connect_to_peer("right"), right.connect_to_peer("left")), TIMEOUT)
+            assert a.connected and b.connected
+            assert a.transport.correlation_id == b.transport.correlation_id
+            got = []
+            b.on("/glare", lambda value, address: got.append(value))
+            await a.set("/glare", 1)
+            await wait_until(lambda: got == [1])
+
+
+async def test_presence_param_and_reference_announce_on_the_wire() -> None:
+    async with relay_running() as relay:
+        observer = await ClaspClient.connect(relay.url)
+        announces: list = []
+        presence: dict = {}
+        try:
+            await observer.subscribe(ANNOUNCE_ADDRESS, lambda value, address: announces.append(value))
+            await observer.subscribe(PRESENCE_PREFIX + "*", lambda value, address: presence.__setitem__(address, value))
+            async with p2p(relay, "visible") as visible:
+                await wait_until(lambda: announces and presence, what="announce and presence")
+                announce = announces[0]
+                assert announce["session_id"] == visible.session_id and announce["p2p_capable"] is True
+                assert {"webrtc", "reliable", "unreliable"} <= set(announce["features"])
+                assert announce["client_id"] == "visible"
+                value = presence[PRESENCE_PREFIX + visible.session_id]
+                assert value == {"client_id": "visible", "session_id": visible.session_id,
+                                 "features": list(visible.features)}
+                assert await observer.get(PRESENCE_PREFIX + visible.session_id) == value
+                count = len(announces)
+                await wait_until(lambda: len(announces) > count, what="a refreshed announce")
+            # Leaving withdraws the presence entry (a null value, expiring soon).
+            await wait_until(lambda: presence[PRESENCE_PREFIX + visible.session_id] is None, what="withdrawal")
+        finally:
+            await observer.close()
+
+
+async def reference_answerer(client: ClaspClient, received: list[bytes]):
+    """A peer the way the Rust reference client behaves: it neither announces nor sets presence,
+    answers without ``features`` and sends one frame per DataChannel message."""
+    signaling = client.signaling
+    offer = None
+    while offer is None:
+        signal = await signaling.recv_signal()
+        if signal["type"] == "offer":
+            offer = signal
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    channels = {}
+
+    @pc.on("datachannel")
+    def on_datachannel(dc):
+        channels[dc.label] = dc
+        dc.on("message", received.append)
+
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+    install_gathering_policy(pc.sctp.transport.transport.iceGatherer._connection,
+                             host_addresses=["127.0.0.1"], udp_receive_buffer=None)
+    answer = await pc.createAnswer()
+    await pc.setLocalDescription(answer)
+    cid = offer["correlation_id"]
+    await signaling.send_signal(offer["from"], {"type": "answer", "sdp": answer.sdp, "correlation_id": cid})
+    for c in pc.sctp.transport.transport.iceGatherer.getLocalCandidates():
+        line = json.dumps({"candidate": "candidate:" + candidate_to_sdp(c), "sdpMid": "0", "sdpMLineIndex": 0,
+                           "usernameFragment": None})
+        await signaling.send_signal(offer["from"], {"type": "ice_candidate", "candidate": line, "correlation_id": cid})
+
+    async def apply_candidates():
+        while True:
+            signal = await signaling.recv_signal()
+            if signal["type"] == "ice_candidate":
+                await pc.addIceCandidate(parse_candidate(signal["candidate"]))
+
+    task = asyncio.ensure_future(apply_candidates())
+    while RELIABLE_LABEL not in channels or channels[RELIABLE_LABEL].readyState != "open":
+        await asyncio.sleep(0.01)
+    return pc, channels, task
+
+
+async def test_reference_only_peer_is_reachable_by_session_id() -> None:
+    async with relay_running() as relay:
+        reference = await ClaspClient.connect(relay.url)
+        received: list[bytes] = []
+        async with p2p(relay, "modern") as modern:
+            assert modern.find_peer(reference.session_id) is None  # it never announced itself
+            answering = asyncio.ensure_future(reference_answerer(reference, received))
+            peer = await asyncio.wait_for(modern.connect_to_peer(reference.session_id), TIMEOUT)
+            pc, channels, pump = await asyncio.wait_for(answering, TIMEOUT)
+            try:
+                assert peer.client_id is None and not peer.transport.batching
+                for i in range(50):
+                    await peer.set("/ref/value", i)
+                await peer.emit("/ref/event", "go")
+                await wait_until(lambda: len(received) == 51, what="51 frames at the reference peer")
+                for i, data in enumerate(received[:50]):
+                    assert decode_frame(data).size == len(data)  # exactly one frame per message
+                    assert data == encode(Set(address="/ref/value", value=i))
+                assert decode(received[50]) == Publish(address="/ref/event", signal="event", value="go",
+                                                       phase="start")
+                got = []
+                peer.on("/from-ref", lambda value, address: got.append(value))
+                channels[RELIABLE_LABEL].send(encode(Set(address="/from-ref", value=7)))
+                await wait_until(lambda: got == [7], what="a frame from the reference peer")
+                assert peer.params["/from-ref"] == 7
+            finally:
+                pump.cancel()
+                await pc.close()
+        await reference.close()
