@@ -154,7 +154,7 @@ def test_unreachable_relay_fails_each_path_with_exit_code_2_and_no_process_left(
 
 
 def test_a_worker_killed_mid_run_fails_its_path_and_the_run_goes_on() -> None:
-    process = _bench("--paths", "p2p_batched,relay", "--duration", "2", "--timeout", "60")
+    process = _bench("--paths", "p2p_batched,relay", "--duration", "1", "--timeout", "60")
     _wait_for_line(process, "p2p_batched: throughput phase", 30)
     workers = _descendants(process.pid)
     senders = [p for p in workers if b"sender" in Path(f"/proc/{p}/cmdline").read_bytes()]
@@ -228,3 +228,23 @@ def test_lan_unavailable_reason_names_root_and_iproute2(monkeypatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert "'ip' command is not installed" in lan_module.unavailable_reason()
+
+
+def test_an_external_relay_given_with_relay_url_is_used_and_left_running() -> None:
+    relay = subprocess.Popen([sys.executable, "-m", "clasp_fast", "relay", "--host", "127.0.0.1", "--port", "0"],
+                             cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = relay.stdout.readline()
+        assert "listening on" in line, line
+        url = line.rsplit(" ", 1)[1].strip()
+        config = BenchConfig(paths=("relay", "p2p_batched"), duration=0.3, rate=200, load_rate=1000,
+                             relay_url=url, timeout=60)
+        report = run_bench_sync(config)
+        assert report["meta"]["relay"] == url
+        for path in ("relay", "p2p_batched"):
+            assert report[path]["error"] is None
+            assert report[path]["cpu"]["relay_s"] is None  # not our process: its CPU is not measured
+        assert relay.poll() is None
+    finally:
+        relay.terminate()
+        relay.wait(10)
