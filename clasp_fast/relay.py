@@ -20,6 +20,11 @@ router is silent about bad input, this relay answers and keeps the connection:
 * a text message gets ERROR 100;
 * a message larger than ``max_message_size`` closes that connection (code 1009).
 
+Plain HTTP on the same port: ``GET /clasp-p2p.js`` returns the browser module
+(``clasp_fast/browser/clasp-p2p.js``, ``text/javascript``); with ``static_dir`` set, ``GET /name``
+returns files from that folder (``/`` is ``index.html``); anything else without
+``Upgrade: websocket`` gets ``200 ok`` (health check).
+
 Each session has a bounded outgoing queue drained by its own writer task, so a slow
 consumer never blocks routing: fan-out to a full queue is dropped (and reported with
 ERROR 503, WIRE.md §8.8); direct replies may use up to twice the queue size, beyond
@@ -30,11 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mimetypes
 from collections import deque
 from http import HTTPStatus
+from importlib import resources
+from pathlib import Path
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .codec import decode, encode, frame_size
@@ -112,8 +121,10 @@ class Relay:
         gesture_coalesce: float | None = 0.016,
         ttl_sweep_interval: float = 1.0,
         max_message_size: int = MAX_FRAME,
+        static_dir: str | Path | None = None,
     ) -> None:
         self.host = host
+        self.static_dir = Path(static_dir).resolve() if static_dir is not None else None
         self.port = port
         self.queue_size = queue_size
         self.handshake_timeout = handshake_timeout
@@ -141,7 +152,7 @@ class Relay:
             self.port,
             subprotocols=["clasp"],
             select_subprotocol=_select_subprotocol,
-            process_request=_health_check,
+            process_request=self._process_request,
             max_size=self.max_message_size,
             compression=None,
             ping_interval=None,
@@ -183,6 +194,9 @@ class Relay:
 
     async def __aexit__(self, *exc_info) -> None:
         await self.close()
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        return _serve_http(self, connection, request)
 
     async def _sweep(self) -> None:
         while True:
@@ -252,7 +266,49 @@ def _select_subprotocol(connection: ServerConnection, offered) -> str | None:
     return "clasp" if "clasp" in offered else None
 
 
+BROWSER_MODULE_PATH = "/clasp-p2p.js"
+
+
+def _browser_module() -> bytes:
+    return resources.files("clasp_fast").joinpath("browser", "clasp-p2p.js").read_bytes()
+
+
+def _file_response(body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store"), ("Connection", "close")])
+    return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+
+
+def _content_type(path: Path) -> str:
+    if path.suffix in (".js", ".mjs"):
+        return "text/javascript; charset=utf-8"
+    guessed = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return guessed + "; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+def _static_file(root: Path, url_path: str) -> Path | None:
+    """The file under ``root`` that ``url_path`` names, or None (no escaping ``root``)."""
+    relative = url_path.split("?", 1)[0].lstrip("/") or "index.html"
+    candidate = (root / relative).resolve()
+    if candidate != root and root in candidate.parents and candidate.is_file():
+        return candidate
+    return None
+
+
 def _health_check(connection: ServerConnection, request: Request) -> Response | None:
     if "websocket" not in request.headers.get("Upgrade", "").lower():
         return connection.respond(HTTPStatus.OK, "ok\n")
     return None
+
+
+def _serve_http(relay: "Relay", connection: ServerConnection, request: Request) -> Response | None:
+    if "websocket" in request.headers.get("Upgrade", "").lower():
+        return None
+    path = request.path.split("?", 1)[0]
+    if path == BROWSER_MODULE_PATH:
+        return _file_response(_browser_module(), "text/javascript; charset=utf-8")
+    if relay.static_dir is not None:
+        found = _static_file(relay.static_dir, path)
+        if found is not None:
+            return _file_response(found.read_bytes(), _content_type(found))
+    return _health_check(connection, request)
