@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         check_installed_package(workdir, project)
         env = dict(os.environ, CLASP_SPEC_DIR=str(spec_dir))
         command = [sys.executable, "-m", "pytest", "-c", "pyproject.toml",
-                   "--rootdir", str(workdir), "-p", "no:cacheprovider", "tests", *args.pytest_args]
+                   "--rootdir", str(workdir), "-p", "no:cacheprovider", "-rs", "tests",
+                   *args.pytest_args]
         return subprocess.run(command, cwd=workdir, env=env).returncode
 
 

@@ -168,9 +168,25 @@ def test_wheel_packages_cover_every_package_and_nothing_else():
     }
 
     assert set(find_packages(str(REPO_ROOT), include=include)) == on_disk
-    assert setuptools_config["package-data"]["clasp_fast"] == ["py.typed"]
+    assert "py.typed" in setuptools_config["package-data"]["clasp_fast"]
     assert (REPO_ROOT / "clasp_fast" / "py.typed").exists()
     assert config["project"]["scripts"]["clasp-fast"] == "clasp_fast.cli:main"
+
+
+@needs_source_tree
+def test_every_data_file_in_the_package_is_listed_as_package_data():
+    import fnmatch
+
+    patterns = load_toml(REPO_ROOT / "pyproject.toml")["tool"]["setuptools"]["package-data"]
+    package = REPO_ROOT / "clasp_fast"
+    data_files = [
+        path.relative_to(package).as_posix() for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+        and not path.name.endswith((".py", ".so", ".pyd", ".pyc"))
+    ]
+    unlisted = [name for name in data_files
+                if not any(fnmatch.fnmatch(name, pattern) for pattern in patterns["clasp_fast"])]
+    assert unlisted == [], "add these to [tool.setuptools.package-data] or they miss the wheel"
 
 
 @needs_source_tree
@@ -215,15 +231,16 @@ GOOD_WHEEL = [
     "clasp_fast-0.1.0.dist-info/RECORD",
 ]
 MODULES = {"clasp_fast/__init__.py", "clasp_fast/cli.py"}
+EXTENSIONS = ("_codec", "_address")
 
 
 @needs_source_tree
 def test_check_wheel_accepts_a_complete_wheel():
     checker = load_ci_module("check_wheel")
-    assert checker.check_wheel_names(GOOD_WHEEL, MODULES) == []
+    assert checker.check_wheel_names(GOOD_WHEEL, MODULES, EXTENSIONS) == []
     windows = [name.replace("cpython-311-x86_64-linux-gnu.so", "cp311-win_amd64.pyd")
                for name in GOOD_WHEEL]
-    assert checker.check_wheel_names(windows, MODULES) == []
+    assert checker.check_wheel_names(windows, MODULES, EXTENSIONS) == []
 
 
 @needs_source_tree
@@ -232,7 +249,7 @@ def test_check_wheel_accepts_a_complete_wheel():
     [
         (lambda names: [n for n in names if "_address" not in n], "clasp_fast/_address"),
         (lambda names: [n for n in names if "py.typed" not in n], "py.typed is missing"),
-        (lambda names: [n for n in names if n != "clasp_fast/cli.py"], "clasp_fast/cli.py is missing"),
+        (lambda names: [n for n in names if n != "clasp_fast/cli.py"], "file clasp_fast/cli.py is missing"),
         (lambda names: names + ["clasp_fast/codec.pyx"], "codec.pyx must not be in the wheel"),
         (lambda names: names + ["_ext/buffers.pxd"], "buffers.pxd must not be in the wheel"),
         (lambda names: names + ["clasp_fast/_codec.c"], "_codec.c must not be in the wheel"),
@@ -241,16 +258,29 @@ def test_check_wheel_accepts_a_complete_wheel():
 )
 def test_check_wheel_reports_what_is_wrong(change, problem):
     checker = load_ci_module("check_wheel")
-    problems = checker.check_wheel_names(change(list(GOOD_WHEEL)), MODULES)
+    problems = checker.check_wheel_names(change(list(GOOD_WHEEL)), MODULES, EXTENSIONS)
     assert any(problem in p for p in problems), problems
 
 
 @needs_source_tree
-def test_check_wheel_lists_the_source_package_modules():
+def test_check_wheel_requires_every_module_setup_py_builds(tmp_path):
     checker = load_ci_module("check_wheel")
-    modules = checker.python_modules(REPO_ROOT / "clasp_fast")
-    assert {"clasp_fast/__init__.py", "clasp_fast/cli.py", "clasp_fast/errors.py"} <= modules
-    assert all(name.endswith(".py") and "__pycache__" not in name for name in modules)
+    assert {"_codec", "_address"} <= set(checker.compiled_modules())
+    setup_py = tmp_path / "setup.py"
+    setup_py.write_text('MODULES = {\n    "_codec": "_ext/codec.pyx",\n    "_extra": "_ext/x.pyx",\n}\n')
+    assert checker.compiled_modules(setup_py) == ("_codec", "_extra")
+    problems = checker.check_wheel_names(GOOD_WHEEL, MODULES, ("_codec", "_extra"))
+    assert problems == ["compiled module clasp_fast/_extra*.so/.pyd is missing"]
+
+
+@needs_source_tree
+def test_check_wheel_lists_the_source_package_files():
+    checker = load_ci_module("check_wheel")
+    files = checker.package_files(REPO_ROOT / "clasp_fast")
+    assert {"clasp_fast/__init__.py", "clasp_fast/cli.py", "clasp_fast/errors.py",
+            "clasp_fast/py.typed"} <= files
+    assert not [name for name in files
+                if "__pycache__" in name or name.endswith((".so", ".pyd", ".pyc"))]
 
 
 @needs_source_tree
