@@ -89,10 +89,11 @@ needs_root_lan = pytest.mark.skipif(lan_module.unavailable_reason() is not None,
 
 def test_run_measures_both_kinds_of_path_and_leaves_no_process(tmp_path) -> None:
     before = _descendants(os.getpid())
-    config = BenchConfig(paths=("p2p_batched", "relay"), duration=0.3, rate=200, load_rate=1000, timeout=60)
+    config = BenchConfig(paths=("p2p_batched", "p2p_unbatched", "relay"), duration=0.3, rate=200, load_rate=1000,
+                         timeout=60)
     report = run_bench_sync(config)
     assert _descendants(os.getpid()) - before == set()
-    for path in ("p2p_batched", "relay"):
+    for path in ("p2p_batched", "p2p_unbatched", "relay"):
         figures = report[path]
         assert figures["error"] is None
         # Reliable paths deliver everything they sent, in every phase.
@@ -106,21 +107,25 @@ def test_run_measures_both_kinds_of_path_and_leaves_no_process(tmp_path) -> None
         assert figures["setup_ms"] > 0
         assert figures["cpu"]["sender_s"] > 0 and figures["cpu"]["receiver_s"] > 0
     assert report["relay"]["cpu"]["relay_s"] > 0
-    assert report["p2p_unbatched"] is None and report["p2p_unreliable"] is None
-    assert set(report["ratios"]) == {"p2p_batched"}
+    # Each path is what it says: one frame per DataChannel message only when unbatched.
+    assert report["p2p_unbatched"]["frames_per_datachannel_message"] == 1.0
+    assert report["p2p_batched"]["frames_per_datachannel_message"] > 1.0
+    assert report["relay"]["frames_per_datachannel_message"] is None
+    assert report["p2p_unreliable"] is None
+    assert set(report["ratios"]) == {"p2p_batched", "p2p_unbatched"}
     assert report["meta"]["latency_method"] == "one-way, shared host clock"
     assert report["meta"]["network"].startswith("loopback")
-    assert set(config.samples) == {"p2p_batched", "relay"}
+    assert set(config.samples) == {"p2p_batched", "p2p_unbatched", "relay"}
     assert len(config.samples["relay"]["loaded"]) == report["relay"]["latency_loaded_us"]["samples"]
-    if pytest.importorskip is not None:
-        try:
-            from clasp_fast.bench.plot import plot_latencies
-            import matplotlib  # noqa: F401
-        except ImportError:
-            return
-        out = tmp_path / "latency.png"
-        plot_latencies(config.samples, report, str(out))
-        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    from clasp_fast.bench.plot import plot_latencies
+
+    out = tmp_path / "latency.png"
+    plot_latencies(config.samples, report, str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_writes_json_and_verify_exit_codes_follow_the_floors(tmp_path) -> None:

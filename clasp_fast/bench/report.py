@@ -43,6 +43,7 @@ def _path_figures(raw: dict[str, Any]) -> dict[str, Any]:
         "rate_achieved_msgs_per_s": phases["latency"]["send_rate_msgs_per_s"],
         "loaded_rate_achieved_msgs_per_s": phases["loaded"]["send_rate_msgs_per_s"],
         "frame_bytes": raw["frame_bytes"],
+        "frames_per_datachannel_message": phases["throughput"].get("frames_per_datachannel_message"),
         "phases": phases,
         "error": None,
     }
@@ -170,6 +171,7 @@ def render_table(report: dict[str, Any]) -> str:
         rows.append(latency_row(f"loaded {q} ms @{load:,}/s", "latency_loaded_us", q,
                                 "latency_loaded_p99_ms" if q == "p99" else None))
     rows.append(plain_row("loaded rate reached msg/s", lambda r: r.get("loaded_rate_achieved_msgs_per_s"), 0))
+    rows.append(plain_row("frames per DataChannel msg", lambda r: r.get("frames_per_datachannel_message"), 1))
     rows.append(plain_row("loss %", lambda r: r.get("loss_pct"), 2))
     rows.append(plain_row("set-up ms", lambda r: r.get("setup_ms"), 1, "setup_ms"))
     for role in ("sender", "receiver", "relay"):

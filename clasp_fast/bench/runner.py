@@ -380,6 +380,7 @@ def _phase_figures(sent: dict[str, Any], got: dict[str, Any], latencies: list[in
         "delivered_msgs_per_s": None if delivered_rate is None else round(delivered_rate, 1),
         "delivered_mb_per_s": None if delivered_rate is None else round(delivered_rate * frame_bytes / 1e6, 3),
         "loss_pct": round(100.0 * (sent["sent"] - received) / sent["sent"], 3) if sent["sent"] else None,
+        "frames_per_datachannel_message": sent.get("frames_per_datachannel_message"),
         "latency_us": latency_summary(latencies),
     }
 

@@ -246,9 +246,16 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
             if command["cmd"] == "stop":
                 break
             if command["cmd"] == "phase":
+                before = transport.stats() if transport is not None else None
                 result = await send_phase(send_one, args.size, command)
                 if transport is not None:
                     transport.sender.flush()
+                    after = transport.stats()
+                    # Frames per DataChannel message: 1 when unbatched, more when batching packed them.
+                    messages = after.datachannel_messages_sent - before.datachannel_messages_sent
+                    result["datachannel_messages"] = messages
+                    result["frames_per_datachannel_message"] = (
+                        round((after.messages_sent - before.messages_sent) / messages, 2) if messages else None)
                 control.emit("sent", **result, cpu_s=cpu_seconds())
     finally:
         if transport is not None:
