@@ -521,6 +521,12 @@ class HybridClient:
         peer.on("/**", self._from_p2p)
         peer.on_close(self._on_peer_closed)
 
+        def on_state(state: str) -> None:
+            if state == "closing":  # sends fail from now on: fall back before "closed"
+                self._on_peer_closed(peer, "closing")
+
+        peer.transport.add_state_listener(on_state)
+
     def _from_p2p(self, value: Any, address: str, message: Any) -> None:
         self._counters["received_p2p"] += 1
         self._dispatch(message)
