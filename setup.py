@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - pip installs Cython from build-system.
 MODULES = {
     "_codec": "_ext/codec.pyx",
     "_address": "_ext/address.pyx",
+    "_sctp": "_ext/sctp.pyx",
 }
 
 debug = os.environ.get("CLASP_FAST_DEBUG") == "1"

@@ -6,6 +6,7 @@ from ._build_check import load_extension
 
 load_extension("_codec")
 load_extension("_address")
+load_extension("_sctp")
 
 from .errors import (  # noqa: E402
     AddressError,

@@ -37,6 +37,7 @@ from ._codec import Batcher
 from .codec import decode_all, encode
 from .messages import QOS_FIRE, Ping, Pong, default_qos
 from .errors import DecodeError, SignalingError, TransportError
+from .sctp import peer_connection_class
 from .signaling import SignalingChannel, new_correlation_id, parse_signal
 
 __all__ = [
@@ -133,6 +134,8 @@ class WebRtcConfig:
     keepalive_timeout: float = 5.0
     close_timeout: float = 2.0
     receive_queue_limit: int = 100_000
+    # Data channels over clasp_fast.sctp's bundling data path; False keeps aiortc's own SCTP.
+    fast_sctp: bool = True
 
     def __post_init__(self) -> None:
         if self.backpressure not in ("wait", "fail"):
@@ -484,7 +487,7 @@ class WebRtcTransport:
         if on_error is not None:
             self.receiver.on_error(on_error)
         self._loop = asyncio.get_running_loop()
-        self._pc = RTCPeerConnection(config.rtc_configuration())
+        self._pc = peer_connection_class(config.fast_sctp)(config.rtc_configuration())
         self._pc.on("connectionstatechange", self._on_pc_state)
         self._pc.on("datachannel", self._on_remote_datachannel)
         self._channels: dict[str, _Channel] = {}

@@ -1,0 +1,383 @@
+# SCTP packets for WebRTC data channels (RFC 4960 / RFC 9260, RFC 3758): parse and build in C.
+#
+# parse_packet() checks the common header and CRC32c, then walks the chunks. DATA chunks become
+# DataChunk objects, SACK and FORWARD-TSN chunks become tuples; every other chunk type is handed back
+# as (type, flags, body) for the Python side to interpret. Every read is checked against the packet
+# length through the Reader in buffers.pxd; a malformed packet raises DecodeError with the offset.
+#
+# build_packet() writes one packet: common header, pre-built control chunks (SACK, FORWARD-TSN),
+# then DATA chunks straight from DataChunk fields, padded to 4 bytes, then the checksum.
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t
+from libc.string cimport memcpy, memset
+
+from buffers cimport Reader, need, rd_u8, rd_u16, rd_u32, decode_fail
+
+cdef enum:
+    COMMON_HEADER = 12
+    CHUNK_HEADER = 4
+    DATA_HEADER = 16
+
+CHUNK_DATA = 0
+CHUNK_SACK = 3
+CHUNK_FORWARD_TSN = 192
+COMMON_HEADER_LENGTH = COMMON_HEADER
+DATA_CHUNK_HEADER_LENGTH = DATA_HEADER
+
+
+# ---------------------------------------------------------------------------------------------
+# CRC32c (Castagnoli), reflected polynomial 0x82F63B78, slicing by 8.
+
+cdef uint32_t CRC_TABLE[8][256]
+
+
+cdef void _crc_init() noexcept:
+    cdef uint32_t crc
+    cdef int i, j, k
+    for i in range(256):
+        crc = i
+        for j in range(8):
+            crc = (crc >> 1) ^ (<uint32_t>0x82F63B78 if crc & 1 else <uint32_t>0)
+        CRC_TABLE[0][i] = crc
+    for i in range(256):
+        crc = CRC_TABLE[0][i]
+        for k in range(1, 8):
+            crc = CRC_TABLE[0][crc & 0xFF] ^ (crc >> 8)
+            CRC_TABLE[k][i] = crc
+
+
+_crc_init()
+
+
+cdef inline uint32_t _crc_update(uint32_t crc, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    cdef uint32_t lo, hi
+    while n >= 8:
+        lo = crc ^ (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24))
+        hi = <uint32_t>p[4] | (<uint32_t>p[5] << 8) | (<uint32_t>p[6] << 16) | (<uint32_t>p[7] << 24)
+        crc = (CRC_TABLE[7][lo & 0xFF] ^ CRC_TABLE[6][(lo >> 8) & 0xFF]
+               ^ CRC_TABLE[5][(lo >> 16) & 0xFF] ^ CRC_TABLE[4][lo >> 24]
+               ^ CRC_TABLE[3][hi & 0xFF] ^ CRC_TABLE[2][(hi >> 8) & 0xFF]
+               ^ CRC_TABLE[1][(hi >> 16) & 0xFF] ^ CRC_TABLE[0][hi >> 24])
+        p += 8
+        n -= 8
+    while n > 0:
+        crc = CRC_TABLE[0][(crc ^ p[0]) & 0xFF] ^ (crc >> 8)
+        p += 1
+        n -= 1
+    return crc
+
+
+cdef inline uint32_t _packet_crc(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    # The checksum field (bytes 8..11) counts as zero.
+    cdef unsigned char[4] zero
+    zero[0] = 0
+    zero[1] = 0
+    zero[2] = 0
+    zero[3] = 0
+    cdef uint32_t crc = ~(<uint32_t>0)
+    crc = _crc_update(crc, p, 8)
+    crc = _crc_update(crc, &zero[0], 4)
+    crc = _crc_update(crc, p + 12, n - 12)
+    return ~crc
+
+
+def crc32c(data) -> int:
+    """CRC32c of ``data`` (bytes-like), as SCTP computes it."""
+    cdef const unsigned char[::1] view = data
+    if view.shape[0] == 0:
+        return 0
+    return ~_crc_update(~(<uint32_t>0), &view[0], view.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# DATA chunk
+
+cdef class DataChunk:
+    """One DATA chunk: the wire fields plus the sender's bookkeeping (RFC 4960 section 6).
+
+    The attribute names match aiortc's ``DataChunk`` so that aiortc's inbound reassembly and its
+    SACK, abandon and retransmission code work on these objects unchanged.
+    """
+
+    cdef public int flags
+    cdef public uint32_t tsn
+    cdef public int stream_id
+    cdef public int stream_seq
+    cdef public uint32_t protocol
+    cdef public bytes user_data
+    # sender bookkeeping
+    cdef public bint _acked
+    cdef public bint _abandoned
+    cdef public bint _in_flight
+    cdef public bint _retransmit
+    cdef public Py_ssize_t _book_size
+    cdef public int _misses
+    cdef public int _sent_count
+    cdef public object _expiry
+    cdef public object _max_retransmits
+    cdef public object _sent_time
+
+    type = CHUNK_DATA
+
+    def __init__(self, int flags=0, uint32_t tsn=0, int stream_id=0, int stream_seq=0,
+                 uint32_t protocol=0, bytes user_data=b""):
+        self.flags = flags
+        self.tsn = tsn
+        self.stream_id = stream_id
+        self.stream_seq = stream_seq
+        self.protocol = protocol
+        self.user_data = user_data
+        self._book_size = chunk_size(len(user_data))
+
+    def __bytes__(self) -> bytes:
+        cdef Py_ssize_t n = _padded(DATA_HEADER + PyBytes_GET_SIZE(self.user_data))
+        out = PyBytes_FromStringAndSize(NULL, n)
+        _write_data(<unsigned char*>PyBytes_AS_STRING(out), self)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"DataChunk(flags={self.flags}, tsn={self.tsn}, stream_id={self.stream_id}, "
+                f"stream_seq={self.stream_seq}, length={len(self.user_data)})")
+
+
+cdef inline Py_ssize_t _padded(Py_ssize_t n) noexcept nogil:
+    return (n + 3) & ~(<Py_ssize_t>3)
+
+
+def chunk_size(Py_ssize_t user_data_length) -> int:
+    """Bytes a DATA chunk with this much user data takes in a packet, padding included."""
+    return _padded(DATA_HEADER + user_data_length)
+
+
+cdef inline void _put_u16(unsigned char* p, uint32_t v) noexcept nogil:
+    p[0] = (v >> 8) & 0xFF
+    p[1] = v & 0xFF
+
+
+cdef inline void _put_u32(unsigned char* p, uint32_t v) noexcept nogil:
+    p[0] = (v >> 24) & 0xFF
+    p[1] = (v >> 16) & 0xFF
+    p[2] = (v >> 8) & 0xFF
+    p[3] = v & 0xFF
+
+
+cdef Py_ssize_t _write_data(unsigned char* p, DataChunk chunk) except -1:
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(chunk.user_data)
+    cdef Py_ssize_t length = DATA_HEADER + size
+    p[0] = 0
+    p[1] = chunk.flags & 0xFF
+    _put_u16(p + 2, <uint32_t>length)
+    _put_u32(p + 4, chunk.tsn)
+    _put_u16(p + 8, <uint32_t>chunk.stream_id)
+    _put_u16(p + 10, <uint32_t>chunk.stream_seq)
+    _put_u32(p + 12, chunk.protocol)
+    memcpy(p + DATA_HEADER, PyBytes_AS_STRING(chunk.user_data), size)
+    memset(p + length, 0, _padded(length) - length)
+    return _padded(length)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+def build_packet(int source_port, int destination_port, uint32_t verification_tag,
+                 bytes control, list chunks) -> bytes:
+    """One SCTP packet: ``control`` (ready, padded chunks such as a SACK) then every DataChunk in ``chunks``.
+
+    The caller keeps the packet within the path MTU; this function only checks the 16-bit
+    chunk length field.
+    """
+    cdef Py_ssize_t total = COMMON_HEADER + PyBytes_GET_SIZE(control)
+    cdef DataChunk chunk
+    for item in chunks:
+        chunk = <DataChunk?>item
+        if PyBytes_GET_SIZE(chunk.user_data) > 0xFFFF - DATA_HEADER:
+            raise ValueError(f"DATA chunk TSN {chunk.tsn}: {len(chunk.user_data)} bytes of user data do not fit one chunk")
+        total += _padded(DATA_HEADER + PyBytes_GET_SIZE(chunk.user_data))
+    if PyBytes_GET_SIZE(control) & 3:
+        raise ValueError("control chunks must be padded to a multiple of 4 bytes")
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    _put_u16(p, <uint32_t>source_port)
+    _put_u16(p + 2, <uint32_t>destination_port)
+    _put_u32(p + 4, verification_tag)
+    cdef Py_ssize_t pos = COMMON_HEADER
+    memcpy(p + pos, PyBytes_AS_STRING(control), PyBytes_GET_SIZE(control))
+    pos += PyBytes_GET_SIZE(control)
+    for item in chunks:
+        pos += _write_data(p + pos, <DataChunk>item)
+    cdef uint32_t crc = _packet_crc(p, total)
+    # The checksum is stored least significant byte first (RFC 4960 appendix B).
+    p[8] = crc & 0xFF
+    p[9] = (crc >> 8) & 0xFF
+    p[10] = (crc >> 16) & 0xFF
+    p[11] = (crc >> 24) & 0xFF
+    return out
+
+
+def build_chunk(int chunk_type, int flags, bytes body) -> bytes:
+    """A generic chunk (header + body), padded to 4 bytes."""
+    cdef Py_ssize_t length = CHUNK_HEADER + PyBytes_GET_SIZE(body)
+    if length > 0xFFFF:
+        raise ValueError(f"chunk type {chunk_type}: body of {len(body)} bytes is too long")
+    out = PyBytes_FromStringAndSize(NULL, _padded(length))
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    p[0] = chunk_type & 0xFF
+    p[1] = flags & 0xFF
+    _put_u16(p + 2, <uint32_t>length)
+    memcpy(p + CHUNK_HEADER, PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
+    memset(p + length, 0, _padded(length) - length)
+    return out
+
+
+def build_sack(uint32_t cumulative_tsn, uint32_t advertised_rwnd, list gaps, list duplicates) -> bytes:
+    """A SACK chunk; ``gaps`` holds (start, end) offsets from the cumulative TSN, ``duplicates`` TSNs."""
+    cdef Py_ssize_t ngaps = len(gaps)
+    cdef Py_ssize_t ndups = len(duplicates)
+    if ngaps > 0xFFFF or ndups > 0xFFFF or 16 + 4 * (ngaps + ndups) > 0xFFFF:
+        raise ValueError(f"SACK with {ngaps} gap blocks and {ndups} duplicates does not fit one chunk")
+    cdef Py_ssize_t length = 16 + 4 * (ngaps + ndups)
+    out = PyBytes_FromStringAndSize(NULL, length)
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    p[0] = CHUNK_SACK
+    p[1] = 0
+    _put_u16(p + 2, <uint32_t>length)
+    _put_u32(p + 4, cumulative_tsn)
+    _put_u32(p + 8, advertised_rwnd)
+    _put_u16(p + 12, <uint32_t>ngaps)
+    _put_u16(p + 14, <uint32_t>ndups)
+    cdef Py_ssize_t pos = 16
+    for start, end in gaps:
+        _put_u16(p + pos, <uint32_t>start)
+        _put_u16(p + pos + 2, <uint32_t>end)
+        pos += 4
+    for tsn in duplicates:
+        _put_u32(p + pos, <uint32_t>tsn)
+        pos += 4
+    return out
+
+
+def build_forward_tsn(uint32_t new_cumulative_tsn, list streams) -> bytes:
+    """A FORWARD-TSN chunk (RFC 3758 section 3.2); ``streams`` holds (stream id, stream sequence)."""
+    cdef Py_ssize_t length = 8 + 4 * len(streams)
+    if length > 0xFFFF:
+        raise ValueError(f"FORWARD-TSN with {len(streams)} streams does not fit one chunk")
+    out = PyBytes_FromStringAndSize(NULL, length)
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    p[0] = CHUNK_FORWARD_TSN
+    p[1] = 0
+    _put_u16(p + 2, <uint32_t>length)
+    _put_u32(p + 4, new_cumulative_tsn)
+    cdef Py_ssize_t pos = 8
+    for stream_id, stream_seq in streams:
+        _put_u16(p + pos, <uint32_t>stream_id)
+        _put_u16(p + pos + 2, <uint32_t>stream_seq)
+        pos += 4
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+def parse_packet(data):
+    """Parse one SCTP packet into ``(source_port, destination_port, verification_tag, chunks)``.
+
+    Each chunk is a :class:`DataChunk`, ``(CHUNK_SACK, cumulative_tsn, a_rwnd, gaps, duplicates)``,
+    ``(CHUNK_FORWARD_TSN, new_cumulative_tsn, streams)`` or ``(type, flags, body)`` for any other
+    type. Raises DecodeError (with byte offset and field) for a short packet, a bad checksum, or a
+    chunk whose length runs past the packet or is too short for its type.
+    """
+    cdef const unsigned char[::1] view = data
+    cdef Py_ssize_t n = view.shape[0]
+    cdef Reader r
+    if n < COMMON_HEADER + CHUNK_HEADER:
+        decode_fail(0, f"SCTP packet of {n} bytes is shorter than a header and one chunk header", "packet")
+    r.data = &view[0]
+    r.pos = 0
+    r.end = n
+    r.base = 0
+    cdef int source_port = rd_u16(&r, "source port")
+    cdef int destination_port = rd_u16(&r, "destination port")
+    cdef int64_t tag = rd_u32(&r, "verification tag")
+    cdef uint32_t stored = (<uint32_t>r.data[8] | (<uint32_t>r.data[9] << 8)
+                            | (<uint32_t>r.data[10] << 16) | (<uint32_t>r.data[11] << 24))
+    if _packet_crc(r.data, n) != stored:
+        decode_fail(8, "SCTP checksum mismatch", "checksum")
+    r.pos = COMMON_HEADER
+
+    cdef list chunks = []
+    cdef int ctype, cflags, clength
+    cdef Py_ssize_t start, chunk_end
+    while r.end - r.pos >= CHUNK_HEADER:
+        start = r.pos
+        ctype = rd_u8(&r, "chunk type")
+        cflags = rd_u8(&r, "chunk flags")
+        clength = rd_u16(&r, "chunk length")
+        if clength < CHUNK_HEADER:
+            decode_fail(start + 2, f"chunk length {clength} is shorter than the chunk header", "chunk length")
+        if clength > n - start:
+            decode_fail(start + 2, f"chunk length {clength} runs past the packet end ({n - start} bytes left)",
+                        "chunk length")
+        chunk_end = start + clength
+        if ctype == CHUNK_DATA:
+            chunks.append(_parse_data(&r, cflags, start, chunk_end))
+        elif ctype == CHUNK_SACK:
+            chunks.append(_parse_sack(&r, start, chunk_end))
+        elif ctype == CHUNK_FORWARD_TSN:
+            chunks.append(_parse_forward_tsn(&r, start, chunk_end))
+        else:
+            chunks.append((ctype, cflags, bytes(view[r.pos:chunk_end])))
+        r.pos = min(n, _padded(chunk_end))
+    return source_port, destination_port, tag, chunks
+
+
+cdef DataChunk _parse_data(Reader* r, int flags, Py_ssize_t start, Py_ssize_t end):
+    if end - start < DATA_HEADER:
+        decode_fail(start + 2, f"DATA chunk length {end - start} is shorter than its 16-byte header", "chunk length")
+    cdef DataChunk chunk = DataChunk.__new__(DataChunk)
+    cdef Py_ssize_t saved_end = r.end
+    r.end = end
+    chunk.flags = flags
+    chunk.tsn = <uint32_t>rd_u32(r, "DATA TSN")
+    chunk.stream_id = rd_u16(r, "DATA stream id")
+    chunk.stream_seq = rd_u16(r, "DATA stream sequence")
+    chunk.protocol = <uint32_t>rd_u32(r, "DATA payload protocol")
+    chunk.user_data = PyBytes_FromStringAndSize(<const char*>(r.data + r.pos), end - r.pos)
+    chunk._book_size = _padded(end - start)
+    r.end = saved_end
+    return chunk
+
+
+cdef tuple _parse_sack(Reader* r, Py_ssize_t start, Py_ssize_t end):
+    cdef Py_ssize_t saved_end = r.end
+    r.end = end
+    cdef int64_t cumulative = rd_u32(r, "SACK cumulative TSN")
+    cdef int64_t rwnd = rd_u32(r, "SACK a_rwnd")
+    cdef int ngaps = rd_u16(r, "SACK gap block count")
+    cdef int ndups = rd_u16(r, "SACK duplicate count")
+    cdef list gaps = []
+    cdef list dups = []
+    cdef int i, gap_start, gap_end
+    need(r, 4 * (<Py_ssize_t>ngaps + ndups), "SACK gap blocks")
+    for i in range(ngaps):
+        gap_start = rd_u16(r, "SACK gap start")
+        gap_end = rd_u16(r, "SACK gap end")
+        gaps.append((gap_start, gap_end))
+    for i in range(ndups):
+        dups.append(rd_u32(r, "SACK duplicate TSN"))
+    r.end = saved_end
+    return (CHUNK_SACK, cumulative, rwnd, gaps, dups)
+
+
+cdef tuple _parse_forward_tsn(Reader* r, Py_ssize_t start, Py_ssize_t end):
+    cdef Py_ssize_t saved_end = r.end
+    r.end = end
+    cdef int64_t cumulative = rd_u32(r, "FORWARD-TSN new cumulative TSN")
+    cdef list streams = []
+    cdef int sid, seq
+    while r.end - r.pos >= 4:
+        sid = rd_u16(r, "FORWARD-TSN stream id")
+        seq = rd_u16(r, "FORWARD-TSN stream sequence")
+        streams.append((sid, seq))
+    r.end = saved_end
+    return (CHUNK_FORWARD_TSN, cumulative, streams)

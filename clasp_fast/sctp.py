@@ -1,0 +1,528 @@
+"""A faster SCTP data path for aiortc's data channels (RFC 4960/9260, RFC 3758, RFC 8831/8832).
+
+aiortc keeps doing ICE, DTLS, SDP, the association set-up, stream resets and the data channel
+protocol; :class:`FastSctpTransport` replaces the data path of its ``RTCSctpTransport``:
+
+* several DATA chunks (and a pending SACK or FORWARD-TSN) go out in one packet, up to
+  :data:`MAX_PACKET_LENGTH` (aiortc's packet size, which every WebRTC stack accepts);
+* SACKs are delayed as RFC 4960 section 6.2 allows: one at least for every second packet with DATA,
+  at once when a packet shows a gap or a duplicate, and otherwise at the end of the current event
+  loop iteration (when the receive queue has drained), never on a timer. Delivery to the
+  application is never delayed; a SACK also rides along with outgoing DATA;
+* packets are parsed and built in compiled code (``clasp_fast._sctp``), with every read checked;
+* a send queues its message and schedules one flush per event-loop iteration instead of a task
+  per message, and a transmit scans for retransmissions only after a loss was detected;
+* chunk overhead counts in the congestion window.
+
+The seam: :class:`FastPeerConnection` is an ``RTCPeerConnection`` subclass whose SCTP transport is
+turned into a :class:`FastSctpTransport` right after aiortc creates it (aiortc builds it in the
+private ``RTCPeerConnection.__createSctpTransport``; the subclass overrides that one method, calls
+aiortc's own and adopts the result). Nothing in aiortc is patched, so other ``RTCPeerConnection``
+objects in the process keep aiortc's implementation. clasp_fast's WebRTC transport uses
+:func:`peer_connection_class` with ``WebRtcConfig.fast_sctp``; ``fast_sctp=False`` gives aiortc's
+own ``RTCPeerConnection``.
+
+The subclass relies on aiortc internals, so it refuses to run on an aiortc version it was not
+tested with (:data:`TESTED_AIORTC_VERSIONS`): :func:`check_aiortc_version` raises TransportError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Optional, Union
+
+import aiortc
+from aiortc import RTCPeerConnection
+from aiortc import rtcsctptransport as _aio
+from aiortc.rtcdatachannel import RTCDataChannel
+from aiortc.rtcsctptransport import RTCSctpTransport
+
+from ._build_check import load_extension
+from .errors import DecodeError, TransportError
+
+_sctp = load_extension("_sctp")
+DataChunk = _sctp.DataChunk
+
+__all__ = [
+    "TESTED_AIORTC_VERSIONS",
+    "MAX_PACKET_LENGTH",
+    "FastSctpTransport",
+    "FastPeerConnection",
+    "SctpStats",
+    "check_aiortc_version",
+    "peer_connection_class",
+]
+
+#: aiortc versions this data path was tested against (it uses their private attributes).
+TESTED_AIORTC_VERSIONS: tuple[str, ...] = ("1.16.0",)
+
+#: Largest SCTP packet sent (common header included): aiortc's own limit, which fits the minimum
+#: IPv6 MTU after UDP and DTLS overhead, and which stock aiortc peers can receive (they read DTLS
+#: records of at most 1,500 bytes).
+MAX_PACKET_LENGTH = _aio.SCTP_MAX_PACKET_LENGTH
+USER_DATA_MAX = _aio.USERDATA_MAX_LENGTH
+
+#: Packets a burst may add to the flight at one transmit opportunity (RFC 4960 section 6.1
+#: suggests Max.Burst = 4; the loopback and LAN paths clasp_fast targets take more).
+MAX_BURST_PACKETS = 8
+#: Cap on the SACK's gap blocks and duplicate TSNs, so one SACK always fits one packet.
+MAX_SACK_GAPS = 200
+MAX_SACK_DUPLICATES = 16
+
+_CHUNK_SACK = _sctp.CHUNK_SACK
+_CHUNK_FORWARD_TSN = _sctp.CHUNK_FORWARD_TSN
+_CHUNK_INIT = _aio.InitChunk.type
+_FIRST_LAST = _aio.SCTP_DATA_FIRST_FRAG | _aio.SCTP_DATA_LAST_FRAG
+_UNORDERED = _aio.SCTP_DATA_UNORDERED
+_ESTABLISHED = RTCSctpTransport.State.ESTABLISHED
+_CLOSED = RTCSctpTransport.State.CLOSED
+
+
+def check_aiortc_version(version: str | None = None) -> None:
+    """Raise TransportError unless ``version`` (default: the installed aiortc) is a tested one."""
+    version = aiortc.__version__ if version is None else version
+    if version not in TESTED_AIORTC_VERSIONS:
+        raise TransportError(
+            f"clasp_fast's fast SCTP data path is tested with aiortc {', '.join(TESTED_AIORTC_VERSIONS)} "
+            f"and aiortc {version} is installed; install a tested version "
+            f"(pip install 'aiortc=={TESTED_AIORTC_VERSIONS[-1]}') or set WebRtcConfig(fast_sctp=False)",
+            step="sctp",
+        )
+
+
+class SctpStats:
+    """Packet counters of one :class:`FastSctpTransport`."""
+
+    __slots__ = (
+        "packets_sent",
+        "packets_received",
+        "data_chunks_sent",
+        "data_chunks_received",
+        "retransmissions",
+        "sacks_sent",
+        "sacks_bundled",
+        "malformed_packets",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        return f"SctpStats({self.as_dict()})"
+
+
+def _tsn_add(tsn: int, n: int) -> int:
+    return (tsn + n) & 0xFFFFFFFF
+
+
+class FastSctpTransport(RTCSctpTransport):
+    """aiortc's SCTP transport with a bundling, SACK-delaying, compiled data path.
+
+    Created by adopting a fresh ``RTCSctpTransport`` (:meth:`adopt`) before it starts.
+    """
+
+    stats: SctpStats
+
+    @classmethod
+    def adopt(cls, transport: RTCSctpTransport) -> "FastSctpTransport":
+        """Turn an aiortc SCTP transport that has not started yet into a FastSctpTransport."""
+        if type(transport) is not RTCSctpTransport:
+            raise TypeError(f"can only adopt an aiortc RTCSctpTransport, got {type(transport).__name__}")
+        if transport.state != "new":
+            raise TransportError("the SCTP transport has already started", step="sctp")
+        transport.__class__ = cls
+        transport._fast_init()  # type: ignore[attr-defined]
+        return transport  # type: ignore[return-value]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast_init()
+
+    def _fast_init(self) -> None:
+        self.stats = SctpStats()
+        self._outbound_queue = deque(self._outbound_queue)
+        self._outbound_bytes = 0
+        self._flush_handle: Optional[asyncio.Handle] = None
+        self._sack_handle: Optional[asyncio.Handle] = None
+        self._packets_since_sack = 0
+        self._retransmit_scan = False
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            error = task.exception()
+            # A send racing the DTLS transport's close: the association is going away anyway.
+            if error is not None and not isinstance(error, ConnectionError):
+                self._loop.call_exception_handler(
+                    {"message": "FastSctpTransport task failed", "exception": error, "task": task}
+                )
+
+    async def _send_packet(self, control: bytes, chunks: list) -> None:
+        packet = _sctp.build_packet(self._local_port, self._remote_port, self._remote_verification_tag, control, chunks)
+        self.stats.packets_sent += 1
+        await self.transport._send_data(packet)
+
+    # -- receive -----------------------------------------------------------------------------
+
+    async def _handle_data(self, data: bytes) -> None:
+        try:
+            _, _, verification_tag, chunks = _sctp.parse_packet(data)
+        except DecodeError:
+            self.stats.malformed_packets += 1
+            return
+        self.stats.packets_received += 1
+
+        expected_tag = self._local_verification_tag
+        for chunk in chunks:
+            if type(chunk) is tuple and chunk[0] == _CHUNK_INIT:
+                if len(chunks) != 1:
+                    # RFC 4960 section 6.10: an INIT is never bundled.
+                    self.stats.malformed_packets += 1
+                    return
+                expected_tag = 0
+        if verification_tag != expected_tag:
+            return
+
+        with_data = False
+        urgent = False
+        for chunk in chunks:
+            if type(chunk) is DataChunk:
+                with_data = True
+                await self._receive_data_chunk(chunk)
+            elif chunk[0] == _CHUNK_SACK:
+                await self._receive_sack(chunk)
+            elif chunk[0] == _CHUNK_FORWARD_TSN:
+                forward = _aio.ForwardTsnChunk()
+                forward.cumulative_tsn = chunk[1]
+                forward.streams = chunk[2]
+                await self._receive_forward_tsn_chunk(forward)
+                urgent = True
+            else:
+                cls = _aio.CHUNK_TYPES.get(chunk[0])
+                if cls is not None:
+                    await self._receive_chunk(cls(flags=chunk[1], body=chunk[2]))
+
+        if self._sack_needed:
+            self._packets_since_sack += with_data
+            if urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
+                await self._send_sack()
+            elif self._sack_handle is None:
+                self._sack_handle = self._loop.call_soon(self._sack_due, 1)
+
+    def _sack_due(self, wait: int) -> None:
+        # asyncio reads one datagram per wake-up: give the socket one more loop iteration to hand
+        # over a second packet (then the every-second-packet rule answers both at once).
+        if wait:
+            self._sack_handle = self._loop.call_soon(self._sack_due, wait - 1)
+            return
+        self._sack_handle = None
+        if self._sack_needed and self._association_state != _CLOSED:
+            self._spawn(self._send_sack())
+
+    def _mark_received(self, tsn: int) -> bool:
+        # In-order arrival with no gap outstanding: the common case, in constant time.
+        if not self._sack_misordered and tsn == _tsn_add(self._last_received_tsn, 1):
+            self._last_received_tsn = tsn
+            return False
+        return super()._mark_received(tsn)
+
+    async def _receive_data_chunk(self, chunk) -> None:
+        self._sack_needed = True
+        self.stats.data_chunks_received += 1
+        if self._mark_received(chunk.tsn):
+            return
+
+        stream = self._inbound_streams.get(chunk.stream_id)
+        if stream is None:
+            stream = self._get_inbound_stream(chunk.stream_id)
+
+        # A whole message with nothing waiting for reassembly on its stream goes straight up.
+        if (chunk.flags & _FIRST_LAST) == _FIRST_LAST and not stream.reassembly:
+            if chunk.flags & _UNORDERED:
+                await self._receive(chunk.stream_id, chunk.protocol, chunk.user_data)
+                if self._reconfig_deferred is not None:
+                    await self._reset_deferred_streams()
+                return
+            if chunk.stream_seq == stream.sequence_number:
+                stream.sequence_number = (stream.sequence_number + 1) & 0xFFFF
+                await self._receive(chunk.stream_id, chunk.protocol, chunk.user_data)
+                if self._reconfig_deferred is not None:
+                    await self._reset_deferred_streams()
+                return
+
+        stream.add_chunk(chunk)
+        self._advertised_rwnd -= len(chunk.user_data)
+        for message in stream.pop_messages():
+            self._advertised_rwnd += len(message[2])
+            await self._receive(*message)
+        if self._reconfig_deferred is not None:
+            await self._reset_deferred_streams()
+
+    async def _receive_sack(self, parsed: tuple) -> None:
+        sack = _aio.SackChunk()
+        _, sack.cumulative_tsn, sack.advertised_rwnd, sack.gaps, sack.duplicates = parsed
+        await self._receive_sack_chunk(sack)
+
+    async def _send_sack(self) -> None:
+        await self._send_packet(self._take_sack(), [])
+
+    def _take_sack(self) -> bytes:
+        """The SACK chunk for the current receive state; resets the 'SACK needed' bookkeeping."""
+        if self._sack_handle is not None:
+            self._sack_handle.cancel()
+            self._sack_handle = None
+        gaps: list[tuple[int, int]] = []
+        if self._sack_misordered:
+            last = self._last_received_tsn
+            start = end = -1
+            for tsn in sorted(self._sack_misordered, key=lambda t: (t - last) & 0xFFFFFFFF):
+                offset = (tsn - last) & 0xFFFFFFFF
+                if offset > 0xFFFF:
+                    break  # beyond what a gap block can say; reported once the cumulative TSN moves
+                if offset == end + 1:
+                    end = offset
+                else:
+                    if start >= 0:
+                        gaps.append((start, end))
+                    start = end = offset
+            if start >= 0:
+                gaps.append((start, end))
+            del gaps[MAX_SACK_GAPS:]
+        chunk = _sctp.build_sack(
+            self._last_received_tsn,
+            max(0, self._advertised_rwnd),
+            gaps,
+            self._sack_duplicates[:MAX_SACK_DUPLICATES],
+        )
+        self._sack_duplicates.clear()
+        self._sack_needed = False
+        self._packets_since_sack = 0
+        self.stats.sacks_sent += 1
+        return chunk
+
+    # -- send --------------------------------------------------------------------------------
+
+    def _data_channel_send(self, channel: RTCDataChannel, data: Union[bytes, str]) -> None:
+        if data == "":
+            pp_id, user_data = _aio.WEBRTC_STRING_EMPTY, b"\x00"
+        elif isinstance(data, str):
+            pp_id, user_data = _aio.WEBRTC_STRING, data.encode("utf8")
+        elif data == b"":
+            pp_id, user_data = _aio.WEBRTC_BINARY_EMPTY, b"\x00"
+        else:
+            pp_id, user_data = _aio.WEBRTC_BINARY, bytes(data)
+        if self._remote_max_message_size and len(user_data) > self._remote_max_message_size:
+            raise ValueError(
+                f"Cannot send message of {len(user_data)} bytes, the remote party "
+                f"only supports messages up to {self._remote_max_message_size} bytes"
+            )
+        channel._addBufferedAmount(len(user_data))
+        self._data_channel_queue.append((channel, pp_id, user_data))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_handle = None
+        if self._association_state == _ESTABLISHED:
+            self._spawn(self._data_channel_flush())
+
+    async def _data_channel_flush(self) -> None:
+        if self._association_state != _ESTABLISHED:
+            return
+        queue = self._data_channel_queue
+        while queue and self._outbound_bytes < max(0, self._cwnd - self._flight_size) + USER_DATA_MAX:
+            channel, protocol, user_data = queue.popleft()
+            stream_id = channel.id
+            if stream_id is None:
+                stream_id = self._data_channel_id
+                while stream_id in self._data_channels:
+                    stream_id += 2
+                self._data_channels[stream_id] = channel
+                channel._setId(stream_id)
+            if protocol == _aio.WEBRTC_DCEP:
+                self._enqueue(stream_id, protocol, user_data, None, None, True)
+            else:
+                life = channel.maxPacketLifeTime
+                expiry = time.time() + life / 1000 if life else None
+                self._enqueue(stream_id, protocol, user_data, expiry, channel.maxRetransmits, channel.ordered)
+                channel._addBufferedAmount(-len(user_data))
+        await self._transmit()
+        await self._transmit_reconfig()
+
+    async def _send(
+        self,
+        stream_id: int,
+        pp_id: int,
+        user_data: bytes,
+        expiry: Optional[float] = None,
+        max_retransmits: Optional[int] = None,
+        ordered: bool = True,
+    ) -> None:
+        self._enqueue(stream_id, pp_id, user_data, expiry, max_retransmits, ordered)
+        await self._transmit()
+
+    def _enqueue(
+        self,
+        stream_id: int,
+        pp_id: int,
+        user_data: bytes,
+        expiry: Optional[float],
+        max_retransmits: Optional[int],
+        ordered: bool,
+    ) -> None:
+        """Split a message into DATA chunks on the outbound queue (RFC 4960 section 6.9)."""
+        if ordered:
+            stream_seq = self._outbound_stream_seq.get(stream_id, 0)
+            self._outbound_stream_seq[stream_id] = (stream_seq + 1) & 0xFFFF
+            base_flags = 0
+        else:
+            stream_seq = 0
+            base_flags = _UNORDERED
+        size = len(user_data)
+        fragments = max(1, -(-size // USER_DATA_MAX))
+        queue = self._outbound_queue
+        tsn = self._local_tsn
+        for index in range(fragments):
+            flags = base_flags
+            if index == 0:
+                flags |= _aio.SCTP_DATA_FIRST_FRAG
+            if index == fragments - 1:
+                flags |= _aio.SCTP_DATA_LAST_FRAG
+            piece = user_data if fragments == 1 else user_data[index * USER_DATA_MAX : (index + 1) * USER_DATA_MAX]
+            chunk = DataChunk(flags, tsn, stream_id, stream_seq, pp_id, piece)
+            chunk._expiry = expiry
+            chunk._max_retransmits = max_retransmits
+            queue.append(chunk)
+            self._outbound_bytes += chunk._book_size
+            tsn = _tsn_add(tsn, 1)
+        self._local_tsn = tsn
+
+    def _maybe_abandon(self, chunk) -> bool:
+        # aiortc calls this just before it marks a chunk for retransmission (fast retransmit, T3).
+        self._retransmit_scan = True
+        return super()._maybe_abandon(chunk)
+
+    async def _transmit(self) -> None:
+        """Send what the congestion window allows, bundling chunks into packets."""
+        if self._association_state != _ESTABLISHED:
+            return
+        control = b""
+        if self._sack_needed:
+            control = self._take_sack()
+            self.stats.sacks_bundled += 1
+        if self._forward_tsn_chunk is not None:
+            forward = self._forward_tsn_chunk
+            control += _sctp.build_forward_tsn(forward.cumulative_tsn, list(forward.streams))
+            self._forward_tsn_chunk = None
+            if not self._t3_handle:
+                self._t3_start()
+
+        burst = (2 if self._fast_recovery_exit is not None else MAX_BURST_PACKETS) * USER_DATA_MAX
+        cwnd = min(self._flight_size + burst, self._cwnd)
+        room = MAX_PACKET_LENGTH - _sctp.COMMON_HEADER_LENGTH
+        used = len(control)
+        packet: list = []
+        packets: list[tuple[bytes, list]] = []
+        blocked = False
+
+        if self._retransmit_scan:
+            self._retransmit_scan = False
+            earliest = True
+            for chunk in self._sent_queue:
+                if chunk._retransmit:
+                    if self._fast_recovery_transmit:
+                        self._fast_recovery_transmit = False
+                    elif self._flight_size >= cwnd:
+                        self._retransmit_scan = True
+                        blocked = True
+                        break
+                    self._flight_size_increase(chunk)
+                    chunk._misses = 0
+                    chunk._retransmit = False
+                    chunk._sent_count += 1
+                    self.stats.retransmissions += 1
+                    if used + chunk._book_size > room and (packet or control):
+                        packets.append((control, packet))
+                        control, packet, used = b"", [], 0
+                    packet.append(chunk)
+                    used += chunk._book_size
+                    if earliest:
+                        self._t3_restart()
+                earliest = False
+
+        if not blocked and self._outbound_queue:
+            now = time.time()
+            queue = self._outbound_queue
+            sent_queue = self._sent_queue
+            while queue and self._flight_size < cwnd:
+                chunk = queue.popleft()
+                self._outbound_bytes -= chunk._book_size
+                sent_queue.append(chunk)
+                if chunk._abandoned:
+                    continue  # its TSN is skipped with a FORWARD-TSN
+                self._flight_size_increase(chunk)
+                chunk._sent_count += 1
+                chunk._sent_time = now
+                if used + chunk._book_size > room and (packet or control):
+                    packets.append((control, packet))
+                    control, packet, used = b"", [], 0
+                packet.append(chunk)
+                used += chunk._book_size
+            if sent_queue and not self._t3_handle:
+                self._t3_start()
+
+        if packet or control:
+            packets.append((control, packet))
+        for control, chunks in packets:
+            self.stats.data_chunks_sent += len(chunks)
+            await self._send_packet(control, chunks)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _set_state(self, state: "RTCSctpTransport.State") -> None:
+        if state == _CLOSED:
+            for handle in (self._flush_handle, self._sack_handle):
+                if handle is not None:
+                    handle.cancel()
+            self._flush_handle = self._sack_handle = None
+        super()._set_state(state)
+
+
+class FastPeerConnection(RTCPeerConnection):
+    """An ``RTCPeerConnection`` whose data channels run over :class:`FastSctpTransport`.
+
+    Everything else (ICE, DTLS, SDP, media) is aiortc's. Raises TransportError on an aiortc
+    version outside :data:`TESTED_AIORTC_VERSIONS`.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        check_aiortc_version()
+        super().__init__(*args, **kwargs)
+
+    # aiortc creates its SCTP transport in this private method (name-mangled, hence the spelling);
+    # it is the only place an RTCSctpTransport is constructed for a peer connection.
+    def _RTCPeerConnection__createSctpTransport(self) -> None:
+        RTCPeerConnection._RTCPeerConnection__createSctpTransport(self)  # type: ignore[attr-defined]
+        FastSctpTransport.adopt(self.sctp)
+
+
+def peer_connection_class(fast_sctp: bool) -> type[RTCPeerConnection]:
+    """The peer connection class for ``WebRtcConfig.fast_sctp``."""
+    return FastPeerConnection if fast_sctp else RTCPeerConnection

@@ -1,0 +1,115 @@
+"""Two aiortc peer connections in one process on loopback, for the SCTP data path tests.
+
+Either side can run clasp_fast's FastSctpTransport or aiortc's own; :class:`FaultyLink` drops,
+duplicates and reorders SCTP packets on their way from SCTP to DTLS, from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Awaitable, Callable
+
+from aiortc import RTCPeerConnection
+
+from clasp_fast.ice import install_gathering_policy, is_loopback
+from clasp_fast.sctp import FastSctpTransport, peer_connection_class
+
+
+def _restrict_to_loopback(pc: RTCPeerConnection) -> None:
+    install_gathering_policy(
+        pc.sctp.transport.transport.iceGatherer._connection,
+        host_addresses=["127.0.0.1"],
+        udp_receive_buffer=4 * 1024 * 1024,
+    )
+
+
+async def connect_pair(fast_offerer: bool, fast_answerer: bool, channels: list[dict]) -> tuple:
+    """Connect two peers; the offerer creates ``channels`` (RTCPeerConnection.createDataChannel kwargs).
+
+    Returns (offerer pc, answerer pc, offerer channels, answerer channels), each channel open.
+    """
+    offerer = peer_connection_class(fast_offerer)()
+    answerer = peer_connection_class(fast_answerer)()
+    local = [offerer.createDataChannel(**spec) for spec in channels]
+    _restrict_to_loopback(offerer)
+    remote: dict[str, object] = {}
+    all_remote = asyncio.Event()
+
+    @answerer.on("datachannel")
+    def on_datachannel(channel) -> None:
+        remote[channel.label] = channel
+        if len(remote) == len(channels):
+            all_remote.set()
+
+    await offerer.setLocalDescription(await offerer.createOffer())
+    await answerer.setRemoteDescription(offerer.localDescription)
+    _restrict_to_loopback(answerer)
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    await offerer.setRemoteDescription(answerer.localDescription)
+    for description in (offerer.localDescription, answerer.localDescription):
+        for line in description.sdp.splitlines():
+            if line.startswith("a=candidate:"):
+                assert is_loopback(line.split()[4]), line
+
+    async def opened(channel) -> None:
+        if channel.readyState != "open":
+            event = asyncio.Event()
+            channel.on("open", event.set)
+            if channel.readyState != "open":
+                await event.wait()
+
+    await asyncio.wait_for(asyncio.gather(all_remote.wait(), *(opened(c) for c in local)), 15)
+    assert isinstance(offerer.sctp, FastSctpTransport) == fast_offerer
+    assert isinstance(answerer.sctp, FastSctpTransport) == fast_answerer
+    return offerer, answerer, local, [remote[spec["label"]] for spec in channels]
+
+
+class FaultyLink:
+    """Drops, duplicates and reorders the SCTP packets one peer hands to DTLS (seeded, bounded)."""
+
+    def __init__(self, pc: RTCPeerConnection, *, seed: int, loss: float = 0.0, duplicate: float = 0.0,
+                 reorder: float = 0.0, limit: int = 100_000) -> None:
+        self.random = random.Random(seed)
+        self.loss, self.duplicate, self.reorder = loss, duplicate, reorder
+        self.limit = limit  # faults stop after this many packets, so every test ends
+        self.seen = self.dropped = self.duplicated = self.reordered = 0
+        self.held: bytes | None = None
+        self.dtls = pc.sctp.transport
+        self.send: Callable[[bytes], Awaitable[None]] = self.dtls._send_data
+        self.dtls._send_data = self._send_data
+
+    async def _send_data(self, data: bytes) -> None:
+        self.seen += 1
+        if self.seen > self.limit:
+            await self._release()
+            await self.send(data)
+            return
+        roll = self.random.random()
+        if roll < self.loss:
+            self.dropped += 1
+            return
+        if roll < self.loss + self.reorder and self.held is None:
+            self.reordered += 1
+            self.held = data
+            # Released after the next packet, or soon if nothing follows.
+            asyncio.get_running_loop().call_later(0.005, lambda: asyncio.ensure_future(self._release()))
+            return
+        await self.send(data)
+        await self._release()
+        if roll < self.loss + self.reorder + self.duplicate:
+            self.duplicated += 1
+            await self.send(data)
+
+    async def _release(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            try:
+                await self.send(held)
+            except ConnectionError:
+                pass
+
+
+async def close_pair(*pcs: RTCPeerConnection) -> None:
+    for pc in pcs:
+        await pc.close()
