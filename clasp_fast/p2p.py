@@ -46,6 +46,7 @@ from .messages import (
     MISSING,
     Bundle,
     Get,
+    Message,
     Param,
     Ping,
     Pong,
@@ -142,8 +143,23 @@ class Peer:
         self._sent = dict.fromkeys(("set", "emit", "stream", "gesture", "publish", "get", "other"), 0)
         self._received = dict.fromkeys(("set", "publish", "get", "snapshot", "bundle", "other"), 0)
         self._closed_notified = False
-        transport.receiver.on_message(self._on_message)
         transport.add_state_listener(self._on_state)
+
+    def start(self) -> None:
+        """Start delivering received messages (those that arrived while connecting first).
+
+        ``ClaspP2P`` calls this after its ``on_connection`` callbacks ran, so handlers registered
+        there see every message.
+        """
+        receiver = self.transport.receiver
+        receiver.on_message(self._on_message)
+        queue = receiver._queue  # messages received before the callback was set
+        while not queue.empty():
+            item = queue.get_nowait()
+            if not isinstance(item, Message):  # the end-of-stream marker stays for iterators
+                queue.put_nowait(item)
+                break
+            self._on_message(item)
 
     # -- identity -----------------------------------------------------------------------
 
@@ -174,8 +190,12 @@ class Peer:
     # -- sending ------------------------------------------------------------------------
 
     async def send(self, message: Any, *, reliable: bool | None = None) -> None:
-        """Send a ready-made message (or encoded frame); the channel follows its QoS unless ``reliable`` says."""
+        """Send a ready-made message (or encoded frame); the channel follows its QoS unless ``reliable`` says.
+        A SET sent this way is held like one from :meth:`set`."""
+        if type(message) is Set:
+            self._store(message.address, message.value, self.transport.signaling.session_id)
         await self.transport.sender.send(message, reliable=reliable)
+        self._sent["other"] += 1
 
     async def set(self, address: str, value: Any, *, ttl: Ttl | None = None) -> int:
         """Write a param on the peer (reliable channel); return the revision this side now holds."""
@@ -786,9 +806,10 @@ class ClaspP2P:
         self._connections[info.session_id] = peer
         peer.on_close(self._on_peer_closed)
         self._finish_pending(info.session_id, peer=peer)
+        self._notify(self._on_connection, peer)
+        peer.start()
         if incoming:
             self._incoming.put_nowait(peer)
-        self._notify(self._on_connection, peer)
         return peer
 
     def _on_peer_closed(self, peer: Peer, reason: str | None) -> None:
