@@ -264,8 +264,16 @@ class FastSctpTransport(RTCSctpTransport):
                     await self._reset_deferred_streams()
                 return
 
+        reassembly = stream.reassembly
+        at_end = not reassembly or ((chunk.tsn - reassembly[-1].tsn) & 0xFFFFFFFF) < 0x80000000
         stream.add_chunk(chunk)
         self._advertised_rwnd -= len(chunk.user_data)
+        # A fragment appended after every other one that is not a message's last cannot complete
+        # anything: skip aiortc's scan of the whole reassembly list (quadratic in fragments).
+        if at_end and not chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+            if self._reconfig_deferred is not None:
+                await self._reset_deferred_streams()
+            return
         for message in stream.pop_messages():
             self._advertised_rwnd += len(message[2])
             await self._receive(*message)
