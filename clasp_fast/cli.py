@@ -181,6 +181,10 @@ def add_peer(subparsers) -> None:
 
 SUBCOMMANDS.append(add_peer)
 
+from .demo import add_demo  # noqa: E402
+
+SUBCOMMANDS.append(add_demo)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
