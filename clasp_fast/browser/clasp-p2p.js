@@ -830,6 +830,10 @@ class Channel {
     this.pending = [];
     this.pendingSize = 0;
     this.scheduled = false;
+    this.framesSent = 0;
+    this.messagesSent = 0;
+    this.framesReceived = 0;
+    this.messagesReceived = 0;
     dc.binaryType = "arraybuffer";
     this.opened = dc.readyState === "open" ? Promise.resolve() : new Promise((resolve, reject) => {
       dc.addEventListener("open", () => resolve(), { once: true });
@@ -841,7 +845,8 @@ class Channel {
   }
 
   send(frame) {
-    if (!this.peer.batching) { this.dc.send(frame); return; }
+    this.framesSent++;
+    if (!this.peer.batching) { this.messagesSent++; this.dc.send(frame); return; }
     if (this.pendingSize + frame.length > this.limit) this.flush();
     this.pending.push(frame);
     this.pendingSize += frame.length;
@@ -860,6 +865,7 @@ class Channel {
     }
     this.pending = [];
     this.pendingSize = 0;
+    this.messagesSent++;
     this.dc.send(out);
   }
 }
@@ -958,8 +964,17 @@ export class Peer extends Emitter {
         reject(new ClaspTransportError(`no answer to GET ${address} within ${timeout} ms`, this.sessionId, "get"));
       }, timeout);
       this._gets.push(entry);
-      try { this.send({ type: "GET", address }); } catch (err) { clearTimeout(entry.timer); this._gets = this._gets.filter((g) => g !== entry); reject(err); }
+      try { this.send({ type: "GET", address }, { reliable: true }); } catch (err) { clearTimeout(entry.timer); this._gets = this._gets.filter((g) => g !== entry); reject(err); }
     });
+  }
+
+  /** Counters per DataChannel label: frames and DataChannel messages sent and received. */
+  stats() {
+    const channels = {};
+    for (const [label, ch] of this._channels) {
+      channels[label] = { framesSent: ch.framesSent, messagesSent: ch.messagesSent, framesReceived: ch.framesReceived, messagesReceived: ch.messagesReceived };
+    }
+    return { state: this.state, role: this.role, batching: this.batching, features: this.remoteFeatures, channels };
   }
 
   /** Hand pending batches to the DataChannels now. */
@@ -1014,11 +1029,13 @@ export class Peer extends Emitter {
   _onData(ch, data) {
     if (typeof data === "string") { this.owner._emit("error", new ClaspDecodeError("text DataChannel message: CLASP travels as binary", 0, "message")); return; }
     const bytes = new Uint8Array(data);
+    ch.messagesReceived++;
     let offset = 0;
     while (offset < bytes.length) {
       let frame;
       try { frame = decodeFrame(bytes, offset); } catch (err) { this.owner._emit("error", err); return; }
       offset += frame.size;
+      ch.framesReceived++;
       try { this._apply(frame.message); } catch (err) { this.owner._emit("error", err); }
     }
   }
