@@ -39,6 +39,7 @@ from aiortc import rtcsctptransport as _aio
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.rtcsctptransport import RTCSctpTransport
 
+from . import fast_path
 from ._build_check import load_extension
 from .errors import DecodeError, TransportError
 
@@ -121,6 +122,11 @@ def _tsn_add(tsn: int, n: int) -> int:
     return (tsn + n) & 0xFFFFFFFF
 
 
+def _tsn_gte(a: int, b: int) -> bool:
+    """Serial number arithmetic (RFC 1982): a is b or after it."""
+    return ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+
 class FastSctpTransport(RTCSctpTransport):
     """aiortc's SCTP transport with a bundling, SACK-delaying, compiled data path.
 
@@ -128,6 +134,8 @@ class FastSctpTransport(RTCSctpTransport):
     """
 
     stats: SctpStats
+    #: Use clasp_fast.fast_path's shorter receive path (set before the transport starts).
+    fast_receive: bool = True
 
     @classmethod
     def adopt(cls, transport: RTCSctpTransport) -> "FastSctpTransport":
@@ -152,24 +160,8 @@ class FastSctpTransport(RTCSctpTransport):
         self._sack_handle: Optional[asyncio.Handle] = None
         self._packets_since_sack = 0
         self._retransmit_scan = False
-        self._tasks: set[asyncio.Task] = set()
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled():
-            error = task.exception()
-            # A send racing the DTLS transport's close: the association is going away anyway.
-            if error is not None and not isinstance(error, ConnectionError):
-                self._loop.call_exception_handler(
-                    {"message": "FastSctpTransport task failed", "exception": error, "task": task}
-                )
 
     async def _send_packet(self, control: bytes, chunks: list) -> None:
         packet = _sctp.build_packet(self._local_port, self._remote_port, self._remote_verification_tag, control, chunks)
@@ -231,7 +223,7 @@ class FastSctpTransport(RTCSctpTransport):
             return
         self._sack_handle = None
         if self._sack_needed and self._association_state != _CLOSED:
-            self._spawn(self._send_sack())
+            fast_path.run_now(self._send_sack(), self._loop)
 
     def _mark_received(self, tsn: int) -> bool:
         # In-order arrival with no gap outstanding: the common case, in constant time.
@@ -281,9 +273,57 @@ class FastSctpTransport(RTCSctpTransport):
             await self._reset_deferred_streams()
 
     async def _receive_sack(self, parsed: tuple) -> None:
-        sack = _aio.SackChunk()
-        _, sack.cumulative_tsn, sack.advertised_rwnd, sack.gaps, sack.duplicates = parsed
-        await self._receive_sack_chunk(sack)
+        _, cumulative, rwnd, gaps, duplicates = parsed
+        if (
+            gaps
+            or self._fast_recovery_exit is not None
+            or self._forward_tsn_streams
+            or self._advanced_peer_ack_tsn != self._last_sacked_tsn
+            or not _tsn_gte(cumulative, self._last_sacked_tsn)
+        ):
+            # Loss, recovery or partial reliability at work: aiortc's full SACK handling.
+            sack = _aio.SackChunk()
+            sack.cumulative_tsn, sack.advertised_rwnd, sack.gaps, sack.duplicates = cumulative, rwnd, gaps, duplicates
+            await self._receive_sack_chunk(sack)
+            return
+
+        # The common case, as aiortc (RFC 4960 sections 6.3.3, 7.2.1 and 7.2.2) without gap blocks.
+        received_time = time.time()
+        self._last_sacked_tsn = cumulative
+        cwnd_fully_utilized = self._flight_size >= self._cwnd
+        done = done_bytes = 0
+        sent_queue = self._sent_queue
+        while sent_queue and _tsn_gte(cumulative, sent_queue[0].tsn):
+            chunk = sent_queue.popleft()
+            done += 1
+            if not chunk._acked:
+                done_bytes += chunk._book_size
+            if chunk._in_flight:
+                chunk._in_flight = False
+                self._flight_size -= chunk._book_size
+            if done == 1 and chunk._sent_count == 1:
+                self._update_rto(received_time - chunk._sent_time)
+        if done and cwnd_fully_utilized:
+            if self._cwnd <= self._ssthresh:
+                self._cwnd += min(done_bytes, USER_DATA_MAX)
+            else:
+                self._partial_bytes_acked += done_bytes
+                if self._partial_bytes_acked >= self._cwnd:
+                    self._partial_bytes_acked -= self._cwnd
+                    self._cwnd += USER_DATA_MAX
+        if not sent_queue:
+            self._t3_cancel()
+        elif done:
+            self._t3_restart()
+
+        if (sent_queue and sent_queue[0]._abandoned) or (self._outbound_queue and self._outbound_queue[0]._abandoned):
+            self._update_advanced_peer_ack_point()
+        else:
+            self._advanced_peer_ack_tsn = cumulative
+        if self._data_channel_queue:
+            await self._data_channel_flush()
+        elif self._outbound_queue or self._retransmit_scan or self._forward_tsn_chunk is not None:
+            await self._transmit()
 
     async def _send_sack(self) -> None:
         await self._send_packet(self._take_sack(), [])
@@ -349,7 +389,7 @@ class FastSctpTransport(RTCSctpTransport):
     def _flush_due(self) -> None:
         self._flush_handle = None
         if self._association_state == _ESTABLISHED:
-            self._spawn(self._data_channel_flush())
+            fast_path.run_now(self._data_channel_flush(), self._loop)
 
     async def _data_channel_flush(self) -> None:
         if self._association_state != _ESTABLISHED:
@@ -503,6 +543,11 @@ class FastSctpTransport(RTCSctpTransport):
             await self._send_packet(control, chunks)
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, remoteCaps, remotePort: int) -> None:  # noqa: N803 - aiortc's signature
+        if self.state == "new" and self.fast_receive:
+            fast_path.install(self)
+        await super().start(remoteCaps, remotePort)
 
     def _set_state(self, state: "RTCSctpTransport.State") -> None:
         if state == _CLOSED:
