@@ -277,23 +277,7 @@ class Peer:
         """
         spec = ChannelSpec(label or f"clasp{prefix}", prefix=prefix, ordered=ordered,
                            max_retransmits=max_retransmits, max_packet_life_time=max_packet_life_time)
-        transport = self.transport
-        transport._check_open()
-        if spec.label in transport.channels:
-            raise ValueError(f"peer {self.session_id}: a channel labelled {spec.label!r} exists already")
-        # The transport opens its channels at connection time; a later one is added the same way.
-        dc = transport.peer_connection.createDataChannel(
-            spec.label, ordered=ordered, maxRetransmits=max_retransmits,
-            maxPacketLifeTime=max_packet_life_time, protocol=prefix)
-        transport._add_channel(spec, dc)
-        channel = transport._channels[spec.label]
-        try:
-            await asyncio.wait_for(channel.opened.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise TransportError(f"channel {spec.label!r} did not open within {timeout:g} s",
-                                 peer=self.session_id, step="channel open") from None
-        channel.configure_batching(transport.batching)
-        transport._rebuild_routes()
+        await self.transport.add_channel(spec, timeout)
         return spec
 
     # -- receiving ----------------------------------------------------------------------

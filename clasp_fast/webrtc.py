@@ -621,6 +621,26 @@ class WebRtcTransport:
         """Call ``callback(state)`` on every state change (connecting, connected, closing, closed, failed)."""
         self._state_listeners.append(callback)
 
+    async def add_channel(self, spec: ChannelSpec, timeout: float = 10.0) -> None:
+        """Open one more DataChannel on a connected transport and wait until it is open.
+
+        The peer learns ``spec.prefix`` from the channel's protocol field and routes that prefix to it too.
+        """
+        self._check_open()
+        if spec.label in self._channels or spec.label == CONTROL_LABEL:
+            raise ValueError(f"a channel labelled {spec.label!r} exists already")
+        dc = self._pc.createDataChannel(spec.label, ordered=spec.ordered, maxRetransmits=spec.max_retransmits,
+                                        maxPacketLifeTime=spec.max_packet_life_time, protocol=spec.prefix or "")
+        self._add_channel(spec, dc)
+        channel = self._channels[spec.label]
+        try:
+            await asyncio.wait_for(channel.opened.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise TransportError(f"channel {spec.label!r} did not open within {timeout:g} s",
+                                 peer=self.peer, step="channel open") from None
+        channel.configure_batching(self.batching)
+        self._rebuild_routes()
+
     def channel_for(
         self, message_or_frame: object, *, reliable: bool | None = None, qos: int | None = None
     ) -> str:
