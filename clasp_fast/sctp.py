@@ -75,6 +75,7 @@ MAX_SACK_DUPLICATES = 16
 _CHUNK_SACK = _sctp.CHUNK_SACK
 _CHUNK_FORWARD_TSN = _sctp.CHUNK_FORWARD_TSN
 _CHUNK_INIT = _aio.InitChunk.type
+_CHUNK_ABORT = _aio.AbortChunk.type
 _FIRST_LAST = _aio.SCTP_DATA_FIRST_FRAG | _aio.SCTP_DATA_LAST_FRAG
 _UNORDERED = _aio.SCTP_DATA_UNORDERED
 _ESTABLISHED = RTCSctpTransport.State.ESTABLISHED
@@ -203,6 +204,11 @@ class FastSctpTransport(RTCSctpTransport):
                 forward.streams = chunk[2]
                 await self._receive_forward_tsn_chunk(forward)
                 urgent = True
+            elif chunk[0] == _CHUNK_ABORT:
+                # aiortc's own receive path reaches SCTP one loop iteration after the datagram;
+                # the ABORT keeps that timing, so that what arrived just before it on another path
+                # (e.g. a "disconnected" signal) is seen before every channel closes.
+                self._loop.call_soon(self._abort_received, _aio.AbortChunk(flags=chunk[1], body=chunk[2]))
             else:
                 cls = _aio.CHUNK_TYPES.get(chunk[0])
                 if cls is not None:
@@ -214,6 +220,10 @@ class FastSctpTransport(RTCSctpTransport):
                 await self._send_sack()
             elif self._sack_handle is None:
                 self._sack_handle = self._loop.call_soon(self._sack_due, 1)
+
+    def _abort_received(self, chunk) -> None:
+        if self._association_state != _CLOSED:
+            fast_path.run_now(self._receive_chunk(chunk), self._loop)
 
     def _sack_due(self, wait: int) -> None:
         # asyncio reads one datagram per wake-up: give the socket one more loop iteration to hand
