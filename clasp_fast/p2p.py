@@ -497,6 +497,7 @@ class ClaspP2P:
         self._peer_changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        self._started = False
         self._presence_address: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -507,6 +508,9 @@ class ClaspP2P:
 
     async def connect(self) -> "ClaspP2P":
         """Connect to the relay (unless a client was given), subscribe, announce and publish presence."""
+        if self._started:
+            return self
+        self._started = True
         if self.client is None:
             self.client = await ClaspClient.connect(self.url, name=self.name)
         client = self.client
@@ -548,8 +552,7 @@ class ClaspP2P:
             await client.close()
 
     async def __aenter__(self) -> "ClaspP2P":
-        if self.client is None or not self._tasks:
-            await self.connect()
+        await self.connect()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

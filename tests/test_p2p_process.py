@@ -68,7 +68,8 @@ async def test_every_operation_crosses_to_another_process_and_back() -> None:
                 await peer.close()
             result = await last_line(process)
     assert result["received"] == 4
-    assert result["reason"] == "User requested disconnect"
+    # The disconnected signal (via the relay) and the channel close (direct) race each other.
+    assert result["reason"] in ("User requested disconnect", "reliable channel closed")
     assert result["params"] == ["/echo/p", "/p"]
 
 
