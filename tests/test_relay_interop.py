@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -41,7 +42,10 @@ class JsPeer:
     @classmethod
     async def start(cls) -> "JsPeer":
         if NODE is None or not (NODE_DIR / "node_modules" / "@clasp-to" / "core").exists():
-            pytest.skip("Node or tests/node/node_modules missing (run npm ci in tests/node)")
+            reason = "Node or tests/node/node_modules missing (run npm ci in tests/node)"
+            if os.environ.get("CLASP_REQUIRE_NODE") == "1":
+                pytest.fail(f"CLASP_REQUIRE_NODE=1 but {reason}", pytrace=False)
+            pytest.skip(reason)
         process = await asyncio.create_subprocess_exec(
             NODE, str(NODE_DIR / "relay_peer.mjs"), cwd=NODE_DIR,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)

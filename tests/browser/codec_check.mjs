@@ -2,8 +2,14 @@
 // stdin: JSON list of frame hex strings. stdout: JSON list of
 // {neutral, reencoded} or {error, offset, field} — values in the neutral form of WIRE.md §14,
 // where every JS number is written as a float (its f64 bits) and a BigInt as an int.
+// The module under test is given by CLASP_P2P_JS (a path), so the installed package's copy is tested
+// when the suite runs against a wheel; by default, the source tree's.
 import { readFileSync } from "node:fs";
-import { decodeFrame, encodeFrame, ClaspDecodeError } from "../../clasp_fast/browser/clasp-p2p.js";
+import { pathToFileURL } from "node:url";
+
+const modulePath = process.env.CLASP_P2P_JS
+  ?? new URL("../../clasp_fast/browser/clasp-p2p.js", import.meta.url).pathname;
+const { decodeFrame, encodeFrame, ClaspDecodeError } = await import(pathToFileURL(modulePath).href);
 
 const bitsView = new DataView(new ArrayBuffer(8));
 function floatBits(x) {
