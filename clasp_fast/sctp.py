@@ -38,6 +38,7 @@ from aiortc import RTCPeerConnection
 from aiortc import rtcsctptransport as _aio
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.rtcsctptransport import RTCSctpTransport
+from OpenSSL import SSL
 
 from . import fast_path
 from ._build_check import load_extension
@@ -167,7 +168,11 @@ class FastSctpTransport(RTCSctpTransport):
     async def _send_packet(self, control: bytes, chunks: list) -> None:
         packet = _sctp.build_packet(self._local_port, self._remote_port, self._remote_verification_tag, control, chunks)
         self.stats.packets_sent += 1
-        await self.transport._send_data(packet)
+        try:
+            await self.transport._send_data(packet)
+        except SSL.Error as error:
+            # DTLS shut down (close() in progress) but not marked closed yet.
+            raise ConnectionError(f"DTLS transport is shutting down: {error}") from None
 
     # -- receive -----------------------------------------------------------------------------
 
