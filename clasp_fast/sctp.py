@@ -395,7 +395,18 @@ class FastSctpTransport(RTCSctpTransport):
             )
         channel._addBufferedAmount(len(user_data))
         self._data_channel_queue.append((channel, pp_id, user_data))
-        self._schedule_flush()
+        if (
+            self._flush_handle is None
+            and len(self._data_channel_queue) == 1
+            and not self._sent_queue
+            and not self._outbound_queue
+            and self._association_state == _ESTABLISHED
+        ):
+            # Nothing in flight or queued: this message leaves now. Messages sent while it is
+            # unacknowledged are bundled at the end of the loop iteration.
+            fast_path.run_now(self._data_channel_flush(), self._loop)
+        else:
+            self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
