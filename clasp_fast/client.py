@@ -59,6 +59,7 @@ from .messages import (
     Welcome,
 )
 from .signaling import SIGNAL_PREFIX, parse_signal, signal_address
+from ._tasks import TaskSet
 
 __all__ = ["ClaspClient", "ClaspBuilder", "ClaspTimeoutError", "RelaySignaling"]
 
@@ -152,7 +153,7 @@ class ClaspClient:
         self._on_connect: list[Callable[[], Any]] = []
         self._on_disconnect: list[Callable[[str | None], Any]] = []
         self._on_error: list[Callable[[Exception], Any]] = []
-        self._tasks: set[asyncio.Task] = set()
+        self._background = TaskSet(self._report)
         # Created up front so that no signal arriving before first use is lost.
         self._signaling = RelaySignaling(self)
 
@@ -219,8 +220,7 @@ class ClaspClient:
                 await self._receiver
             except asyncio.CancelledError:
                 pass
-        for task in list(self._tasks):
-            task.cancel()
+        self._background.cancel()
         self._fail_pending(TransportError("client closed", peer=self.url, step="close"))
 
     async def __aenter__(self) -> "ClaspClient":
@@ -253,28 +253,15 @@ class ClaspClient:
         return callback
 
     def _notify(self, callbacks: list[Callable], *args: Any) -> None:
-        for callback in callbacks:
-            try:
-                result = callback(*args)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception:
-                log.exception("callback %r failed", callback)
+        self._background.notify(callbacks, *args)
 
     def _report(self, exc: Exception) -> None:
         if not self._on_error:
             log.warning("%s", exc)
         self._notify(self._on_error, exc)
 
-    def _spawn(self, awaitable: Awaitable) -> None:
-        task = asyncio.ensure_future(awaitable)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._report(task.exception())
+    def _spawn(self, awaitable: Awaitable) -> asyncio.Task:
+        return self._background.spawn(awaitable)
 
     # -- sending ----------------------------------------------------------------------------
 

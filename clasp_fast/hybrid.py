@@ -44,6 +44,7 @@ from .errors import ClaspError, TransportError
 from .messages import MISSING, QOS_FIRE, Ack, Bundle, Publish, Set, default_qos
 from .p2p import AcceptHook, ClaspP2P, Peer, _wants_message
 from .webrtc import WebRtcConfig
+from ._tasks import TaskSet
 
 __all__ = ["HybridClient", "P2POptions", "Route", "RoutingMode", "ENVELOPE_ID", "PEER_PREFIX"]
 
@@ -161,7 +162,7 @@ class HybridClient:
         self._index = SubscriptionIndex(256)
         self._subs: dict[int, _UserSub] = {}
         self._next_id = itertools.count(1)
-        self._tasks: set[asyncio.Task] = set()
+        self._background = TaskSet(self._report_task_error)
         self._counters = dict.fromkeys(
             ("sent_p2p", "sent_relay", "received_p2p", "received_relay", "fallbacks", "resent",
              "duplicates", "p2p_attempts", "p2p_failures"), 0)
@@ -185,9 +186,7 @@ class HybridClient:
         for link in self._links.values():
             if link.attempt is not None:
                 link.attempt.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.cancel_and_wait()
         await self.p2p.close()
         await self.relay.close()
 
@@ -595,12 +594,7 @@ class HybridClient:
         }
 
     def _spawn(self, awaitable: Awaitable) -> asyncio.Task:
-        task = asyncio.ensure_future(awaitable)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+        return self._background.spawn(awaitable)
 
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.relay._report(task.exception())
+    def _report_task_error(self, exc: BaseException) -> None:
+        self.relay._report(exc)

@@ -41,7 +41,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from .address import SubscriptionIndex, validate_pattern
 from .client import ClaspClient
-from .errors import ClaspError, SignalingError, TransportError
+from .errors import ClaspError, TransportError
 from .messages import (
     MISSING,
     Bundle,
@@ -56,6 +56,7 @@ from .messages import (
     Ttl,
 )
 from .signaling import ANNOUNCE_ADDRESS, parse_signal
+from ._tasks import TaskSet
 from .webrtc import LOCAL_FEATURES, ChannelSpec, WebRtcConfig, WebRtcStats, WebRtcTransport
 
 __all__ = ["ClaspP2P", "Peer", "PeerInfo", "PeerStats", "PRESENCE_PREFIX", "DEFAULT_RELAY_URL"]
@@ -143,6 +144,7 @@ class Peer:
         self._sent = dict.fromkeys(("set", "emit", "stream", "gesture", "publish", "get", "other"), 0)
         self._received = dict.fromkeys(("set", "publish", "get", "snapshot", "bundle", "other"), 0)
         self._closed_notified = False
+        self._background = TaskSet(self._task_failed)
         transport.add_state_listener(self._on_state)
 
     def start(self) -> None:
@@ -394,15 +396,13 @@ class Peer:
             except Exception as exc:
                 self._report(exc)
 
-    def _spawn(self, awaitable: Awaitable) -> None:
-        task = asyncio.ensure_future(awaitable)
-        task.add_done_callback(self._task_done)
+    def _spawn(self, awaitable: Awaitable) -> asyncio.Task:
+        return self._background.spawn(awaitable)
 
-    def _task_done(self, task: asyncio.Future) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            if not isinstance(exc, TransportError) or self.connected:
-                self._report(exc)
+    def _task_failed(self, exc: BaseException) -> None:
+        # A send that fails because the connection is going away is not worth reporting.
+        if not isinstance(exc, TransportError) or self.connected:
+            self._report(exc)
 
     def _report(self, exc: Exception) -> None:
         if self._owner is not None:
@@ -495,7 +495,7 @@ class ClaspP2P:
         self._on_error: list[Callable[[Exception], Any]] = []
         self._incoming: asyncio.Queue[Peer | None] = asyncio.Queue()
         self._peer_changed = asyncio.Event()
-        self._tasks: set[asyncio.Task] = set()
+        self._background = TaskSet(self._report)
         self._closed = False
         self._started = False
         self._presence_address: str | None = None
@@ -542,11 +542,7 @@ class ClaspP2P:
                 await client.set(self._presence_address, None, ttl=Ttl.absolute(1), wait=False)
             except ClaspError:
                 pass
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
-        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
+        await self._background.cancel_and_wait()
         self._incoming.put_nowait(None)
         if client is not None and self._owns_client:
             await client.close()
@@ -580,13 +576,7 @@ class ClaspP2P:
         self._accept = hook
 
     def _notify(self, callbacks: list[Callable], *args: Any) -> None:
-        for callback in callbacks:
-            try:
-                result = callback(*args)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception:
-                log.exception("callback %r failed", callback)
+        self._background.notify(callbacks, *args)
 
     def _report(self, exc: Exception) -> None:
         if not self._on_error:
@@ -594,15 +584,7 @@ class ClaspP2P:
         self._notify(self._on_error, exc)
 
     def _spawn(self, awaitable: Awaitable) -> asyncio.Task:
-        task = asyncio.ensure_future(awaitable)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._report(task.exception())
+        return self._background.spawn(awaitable)
 
     # -- discovery ----------------------------------------------------------------------
 
