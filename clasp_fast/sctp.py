@@ -6,13 +6,17 @@ protocol; :class:`FastSctpTransport` replaces the data path of its ``RTCSctpTran
 * several DATA chunks (and a pending SACK or FORWARD-TSN) go out in one packet, up to
   :data:`MAX_PACKET_LENGTH` (aiortc's packet size, which every WebRTC stack accepts);
 * SACKs are delayed as RFC 4960 section 6.2 allows: one at least for every second packet with DATA,
-  at once when a packet shows a gap or a duplicate, and otherwise at the end of the current event
-  loop iteration (when the receive queue has drained), never on a timer. Delivery to the
-  application is never delayed; a SACK also rides along with outgoing DATA;
+  at once when a packet shows a gap or a duplicate or carries a FORWARD-TSN, and otherwise two
+  event-loop iterations later (when the socket has nothing more queued), never on a timer.
+  Delivery to the application is never delayed; a pending SACK rides along with outgoing DATA;
 * packets are parsed and built in compiled code (``clasp_fast._sctp``), with every read checked;
-* a send queues its message and schedules one flush per event-loop iteration instead of a task
-  per message, and a transmit scans for retransmissions only after a loss was detected;
-* chunk overhead counts in the congestion window.
+* a message sent with nothing in flight leaves at once; messages sent while data is in flight are
+  queued and flushed once per event-loop iteration (no task per message); a transmit scans for
+  retransmissions only after a loss was detected, and a SACK without gap blocks is handled in
+  constant time per acknowledged chunk (aiortc's own handling takes over for gaps, fast recovery
+  and abandoned chunks); a fragment that cannot complete a message skips the reassembly scan;
+* chunk overhead (header and padding) counts in the congestion window;
+* :mod:`clasp_fast.fast_path` shortens the receive path below SCTP (``fast_receive``).
 
 The seam: :class:`FastPeerConnection` is an ``RTCPeerConnection`` subclass whose SCTP transport is
 turned into a :class:`FastSctpTransport` right after aiortc creates it (aiortc builds it in the
