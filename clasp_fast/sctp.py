@@ -245,6 +245,8 @@ class FastSctpTransport(RTCSctpTransport):
             fast_path.run_now(self._send_sack(), self._loop)
 
     def _mark_received(self, tsn: int) -> bool:
+        if self._last_received_tsn is None:
+            return True  # DATA before the association's INIT: nothing to deliver it against
         # In-order arrival with no gap outstanding: the common case, in constant time.
         if not self._sack_misordered and tsn == _tsn_add(self._last_received_tsn, 1):
             self._last_received_tsn = tsn

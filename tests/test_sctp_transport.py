@@ -304,3 +304,27 @@ async def test_webrtc_transport_follows_the_switch(fast):
             if len(received) == 50:
                 break
         assert received == list(range(50))
+
+
+async def test_malformed_packets_are_counted_and_dropped_and_the_association_goes_on():
+    from clasp_fast import _sctp
+    from google_crc32c import value as crc32c
+
+    o, a, (local,), (remote,) = await connect_pair(True, True, [dict(label="r")])
+    try:
+        transport = a.sctp
+        tag = transport._local_verification_tag
+        header = (5000).to_bytes(2, "big") * 2 + tag.to_bytes(4, "big")
+        overlong = header + bytes(4) + b"\x00\x03\x04\x00" + bytes(12)  # DATA chunk claiming 1,024 bytes
+        overlong = overlong[:8] + crc32c(overlong).to_bytes(4, "little") + overlong[12:]
+        bad_crc = _sctp.build_packet(5000, 5000, tag, b"", [_sctp.DataChunk(3, 1, 0, 0, 53, b"x")])[:-1] + b"\xff"
+        for packet in (b"", b"\x00" * 11, overlong, bad_crc):
+            await transport._handle_data(packet)
+        assert transport.stats.malformed_packets == 4
+        got = Collector(remote, 10)
+        for i in range(10):
+            local.send(numbered(i))
+        await asyncio.wait_for(got.done.wait(), 10)
+        assert got.numbers() == list(range(10))
+    finally:
+        await close_pair(o, a)
