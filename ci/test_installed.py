@@ -34,6 +34,9 @@ def find_spec_dir(project: Path, given: str | None) -> Path:
 def copy_tests(project: Path, workdir: Path) -> None:
     shutil.copytree(project / "tests", workdir / "tests",
                     ignore=shutil.ignore_patterns("node_modules", "__pycache__"))
+    # The example pages are driven by the browser tests; they use the installed package too.
+    shutil.copytree(project / "examples", workdir / "examples",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(project / "conftest.py", workdir / "conftest.py")
     shutil.copy2(project / "pyproject.toml", workdir / "pyproject.toml")
 

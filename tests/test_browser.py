@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import clasp_fast
 from clasp_fast.p2p import ClaspP2P, Peer
 from clasp_fast.relay import Relay
 from clasp_fast.webrtc import WebRtcConfig
@@ -280,4 +281,4 @@ def test_relay_serves_the_module_with_a_javascript_content_type():
     assert head.startswith("HTTP/1.1 200")
     assert "content-type: text/javascript" in head.lower()
     assert "export class ClaspP2P" in body
-    assert body.encode() == (ROOT / "clasp_fast" / "browser" / "clasp-p2p.js").read_bytes()
+    assert body.encode() == (Path(clasp_fast.__file__).parent / "browser" / "clasp-p2p.js").read_bytes()
