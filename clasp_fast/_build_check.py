@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 BUILD_HINT = (
     "clasp_fast's compiled extension {name!r} is not built or cannot be loaded ({error}). "
@@ -11,10 +12,20 @@ BUILD_HINT = (
     "or install a prebuilt wheel with `pip install clasp-fast`."
 )
 
+SOURCE_TREE_HINT = (
+    " Note: this clasp_fast was imported from the source tree at {tree} (the current directory "
+    "comes first on sys.path), which shadows any installed copy: build the tree in place with "
+    "`pip install -e .`, or run from another directory."
+)
+
 
 def load_extension(name: str):
     """Import ``clasp_fast.<name>`` and turn a failure into an ImportError that says how to build it."""
     try:
         return importlib.import_module(f"clasp_fast.{name}")
     except ImportError as error:
-        raise ImportError(BUILD_HINT.format(name=f"clasp_fast.{name}", error=error)) from error
+        message = BUILD_HINT.format(name=f"clasp_fast.{name}", error=error)
+        tree = Path(__file__).resolve().parent.parent
+        if (tree / "setup.py").exists() and (tree / "_ext").is_dir():
+            message += SOURCE_TREE_HINT.format(tree=tree)
+        raise ImportError(message) from error

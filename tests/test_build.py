@@ -62,6 +62,28 @@ def test_import_without_compiled_extension_says_how_to_build(tmp_path):
     assert "pip install clasp-fast" in last_line
 
 
+def test_unbuilt_source_tree_says_it_shadows_the_installed_package(tmp_path):
+    # `pip install .` then `python -m clasp_fast` inside the checkout imports the unbuilt tree.
+    copy_package(tmp_path, with_extensions=False)
+    (tmp_path / "setup.py").write_text("# a source tree\n")
+    (tmp_path / "_ext").mkdir()
+
+    result = run_python("import clasp_fast", tmp_path)
+
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "imported from the source tree at" in last_line
+    assert str(tmp_path.resolve()) in last_line
+    assert "pip install -e ." in last_line
+
+
+def test_package_outside_a_source_tree_gets_no_source_tree_note(tmp_path):
+    copy_package(tmp_path, with_extensions=False)
+
+    result = run_python("import clasp_fast", tmp_path)
+
+    assert "source tree at" not in result.stderr
+
+
 def test_copied_package_with_extensions_imports_from_the_copy(tmp_path):
     # Control for the test above: the same copy with its compiled modules imports fine,
     # so the failure there comes from the missing extension and nothing else.
