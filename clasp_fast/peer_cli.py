@@ -42,7 +42,7 @@ def add_peer(subparsers) -> None:
                     "relay on 127.0.0.1:PORT and starts an embedded one there when none answers.")
     p.add_argument("--id", required=True, help="this peer's client id (one address segment)")
     p.add_argument("--relay", default=None, metavar="URL",
-                   help=f"relay URL (default ws://127.0.0.1:PORT, started here if none answers)")
+                   help="relay URL (default ws://127.0.0.1:PORT, started here if none answers)")
     p.add_argument("--port", type=int, default=DEFAULT_RELAY_PORT,
                    help=f"port of the default relay on 127.0.0.1 (default {DEFAULT_RELAY_PORT})")
     mode = p.add_mutually_exclusive_group(required=True)
