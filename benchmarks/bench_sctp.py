@@ -41,10 +41,13 @@ BULK_MESSAGES = {"fast": 400, "stock": 120}
 # -- peer connections ----------------------------------------------------------------------
 
 def _new_pc(fast: bool):
+    from aiortc import RTCConfiguration
+
     from clasp_fast.ice import install_gathering_policy
     from clasp_fast.sctp import peer_connection_class
 
-    pc = peer_connection_class(fast)()
+    # No ICE servers: without a configuration aiortc would query a public STUN server.
+    pc = peer_connection_class(fast)(RTCConfiguration(iceServers=[]))
     return pc, lambda: install_gathering_policy(
         pc.sctp.transport.transport.iceGatherer._connection,
         host_addresses=["127.0.0.1"],

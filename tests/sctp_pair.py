@@ -10,7 +10,7 @@ import asyncio
 import random
 from typing import Awaitable, Callable
 
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from clasp_fast.ice import install_gathering_policy, is_loopback
 from clasp_fast.sctp import FastSctpTransport, peer_connection_class
@@ -29,8 +29,9 @@ async def connect_pair(fast_offerer: bool, fast_answerer: bool, channels: list[d
 
     Returns (offerer pc, answerer pc, offerer channels, answerer channels), each channel open.
     """
-    offerer = peer_connection_class(fast_offerer)()
-    answerer = peer_connection_class(fast_answerer)()
+    # No ICE servers: without a configuration aiortc would query a public STUN server.
+    offerer = peer_connection_class(fast_offerer)(RTCConfiguration(iceServers=[]))
+    answerer = peer_connection_class(fast_answerer)(RTCConfiguration(iceServers=[]))
     local = [offerer.createDataChannel(**spec) for spec in channels]
     _restrict_to_loopback(offerer)
     remote: dict[str, object] = {}
@@ -47,6 +48,8 @@ async def connect_pair(fast_offerer: bool, fast_answerer: bool, channels: list[d
     _restrict_to_loopback(answerer)
     await answerer.setLocalDescription(await answerer.createAnswer())
     await offerer.setRemoteDescription(answerer.localDescription)
+    for pc in (offerer, answerer):
+        assert pc.sctp.transport.transport.iceGatherer._connection.stun_server is None
     for description in (offerer.localDescription, answerer.localDescription):
         for line in description.sdp.splitlines():
             if line.startswith("a=candidate:"):
