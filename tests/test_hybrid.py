@@ -171,8 +171,9 @@ async def test_failover_is_exactly_once_and_p2p_recovers_after_the_retry_interva
     assert sorted(received) == list(range(count))  # every message ...
     assert len(received) == count  # ... once
     assert fallback_at is not None, "never fell back to the relay"
-    # Noticed through the keepalive: within the documented timeout (plus one interval and scheduling slack).
-    assert fallback_at - blocked_at <= KEEPALIVE_TIMEOUT + KEEPALIVE_INTERVAL + 2.0
+    # Noticed through the keepalive, not ICE consent expiry (about 30 s): a liveness bound with room
+    # for a busy machine, not a measurement.
+    assert fallback_at - blocked_at <= KEEPALIVE_TIMEOUT + 10.0
     assert recovered_at is not None, "P2P never came back"
     assert recovered_at - fallback_at >= RETRY_INTERVAL - 0.05
     assert routes[-1] == "p2p"

@@ -115,6 +115,7 @@ def free_port() -> int:
 
 async def test_peer_cli_streams_to_a_watcher_over_p2p_with_an_embedded_relay() -> None:
     port = str(free_port())
+    streamer = None
     watcher = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "clasp_fast", "peer", "--id", "viewer", "--watch", "/sensor/**", "--port", port,
         "--seconds", "9", cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -133,9 +134,10 @@ async def test_peer_cli_streams_to_a_watcher_over_p2p_with_an_embedded_relay() -
         out, err = await asyncio.wait_for(watcher.communicate(), TIMEOUT)
         assert watcher.returncode == 0, err.decode()[-2000:]
     finally:
-        if watcher.returncode is None:
-            watcher.kill()
-            await watcher.wait()
+        for process in (streamer, watcher):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
     text = out.decode()
     assert re.search(r"\d+ msg/s  latency p50 [\d.]+ ms  p99 [\d.]+ ms  p2p \d+  relay \d+", text), text
     received = re.search(r"done: received (\d+) messages, p2p (\d+), relay (\d+)", text)
