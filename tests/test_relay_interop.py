@@ -82,6 +82,14 @@ class JsPeer:
                 await self.process.wait()
 
 
+async def wait_for_subscriber(relay: Relay, session_id: str, address: str, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while session_id not in {s.id for s in relay.router.subscribers(address, None)}:
+        assert loop.time() < deadline, f"{session_id} never subscribed to {address}"
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 async def js():
     peer = await JsPeer.start()
@@ -98,7 +106,8 @@ async def test_js_client_handshake_subscribe_set_get_publish(relay, js):
         # ClaspClient -> JS: SET echo and PUBLISH delivered to the JS subscriber.
         await js.command(op="subscribe", pattern="/js/**")
         await js.expect("subscribed")
-        await asyncio.sleep(0.1)  # the JS client sends SUBSCRIBE without any confirmation
+        # The JS client sends SUBSCRIBE without any confirmation: wait until the relay has it.
+        await wait_for_subscriber(relay, session, "/js/gain")
         await py.set("/js/gain", 0.25)
         got = await js.expect("value", address="/js/gain")
         assert got["value"] == 0.25
@@ -141,7 +150,7 @@ async def test_js_late_joiner_gets_snapshot(relay, js):
 
 
 async def test_official_python_client_within_its_limits(relay):
-    clasp = pytest.importorskip("clasp")
+    import clasp  # clasp-to is a test dependency (pyproject's test extra): missing it is a failure
     async with await ClaspClient.connect(relay.url, name="fast") as fast:
         await fast.set("/pyo/known", "hello")
         official = clasp.Clasp(relay.url, name="official-py", reconnect=False)
@@ -154,7 +163,7 @@ async def test_official_python_client_within_its_limits(relay):
             values: list[tuple] = []
             arrived = asyncio.Event()
             official.subscribe("/pyo/**", lambda value, address: (values.append((address, value)), arrived.set()))
-            await asyncio.sleep(0.1)
+            await wait_for_subscriber(relay, official.session_id, "/pyo/x")
             await fast.set("/pyo/x", 3)
             await asyncio.wait_for(arrived.wait(), 3.0)
             assert ("/pyo/x", 3) in values
