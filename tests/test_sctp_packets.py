@@ -111,12 +111,21 @@ def test_short_packet():
 
 def test_every_truncation_of_a_valid_packet_is_refused_or_parsed():
     packet = _sctp.build_packet(1, 2, 3, _sctp.build_sack(1, 2, [(1, 1)], [5]), [_sctp.DataChunk(3, 9, 0, 0, 53, b"hello")])
+    full = _sctp.parse_packet(packet)[3]
+    assert len(full) == 2
+    parsed_cuts = 0
     for cut in range(len(packet)):
         body = _with_crc(packet[:cut]) if cut >= 12 else packet[:cut]
         try:
-            _sctp.parse_packet(body)
-        except DecodeError:
-            pass
+            chunks = _sctp.parse_packet(body)[3]
+        except DecodeError as error:
+            assert 0 <= error.offset <= len(body)
+        else:
+            # Only whole chunks come out of a truncated packet: a proper prefix of the full list.
+            parsed_cuts += 1
+            assert 0 < len(chunks) < len(full) or cut >= len(packet) - 3
+            assert repr(chunks) == repr(full[:len(chunks)])
+    assert parsed_cuts > 0
 
 
 @settings(max_examples=300, deadline=None)
