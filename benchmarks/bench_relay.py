@@ -26,6 +26,7 @@ THROUGHPUT_MESSAGES = {1: 20_000, 10: 4_000}
 RTT_ROUNDS = 1_000
 RTT_WARMUP = 100
 TIMEOUT = 60.0  # bound on every phase
+LIFETIME = 600.0  # no server or ponger process outlives this, even if the parent never stops it
 
 
 # -- servers (run in their own process) ---------------------------------------------------
@@ -36,7 +37,8 @@ async def _run_relay(port_queue, stop_event) -> None:
     # A large queue: the benchmark measures routing, not the slow-consumer policy.
     relay = await Relay.start(host="127.0.0.1", port=0, queue_size=1_000_000)
     port_queue.put(relay.port)
-    while not stop_event.is_set():
+    deadline = time.monotonic() + LIFETIME
+    while not stop_event.is_set() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     await relay.close()
 
@@ -58,7 +60,8 @@ async def _run_forwarder(port_queue, stop_event) -> None:
 
     async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None) as server:
         port_queue.put(server.sockets[0].getsockname()[1])
-        while not stop_event.is_set():
+        deadline = time.monotonic() + LIFETIME
+        while not stop_event.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
 
@@ -122,7 +125,8 @@ async def _ponger(url, clasp, ready, stop_event) -> None:
         await ws.send(encode(Ping()))
         await ws.recv()
     ready.set()
-    while not stop_event.is_set():
+    deadline = time.monotonic() + LIFETIME
+    while not stop_event.is_set() and time.monotonic() < deadline:
         try:
             await asyncio.wait_for(ws.recv(), 0.2)
         except asyncio.TimeoutError:

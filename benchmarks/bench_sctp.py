@@ -55,6 +55,13 @@ def _new_pc(fast: bool):
     )
 
 
+def _recv(conn):
+    """The next message on a pipe, waiting at most TIMEOUT seconds."""
+    if not conn.poll(TIMEOUT):
+        raise TimeoutError(f"no message from the other process in {TIMEOUT} s")
+    return conn.recv()
+
+
 def _child_main(fast: bool, mode: str, conn) -> None:
     asyncio.run(_child(fast, mode, conn))
 
@@ -87,14 +94,14 @@ async def _child(fast: bool, mode: str, conn) -> None:
             if expected["frames"] is not None and counts["frames"] >= expected["frames"]:
                 done.set()
 
-    offer = await loop.run_in_executor(None, conn.recv)
+    offer = await loop.run_in_executor(None, _recv, conn)
     await pc.setRemoteDescription(RTCSessionDescription(**offer))
     restrict()
     await pc.setLocalDescription(await pc.createAnswer())
     conn.send({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
-    expected["frames"] = await loop.run_in_executor(None, conn.recv)
+    expected["frames"] = await loop.run_in_executor(None, _recv, conn)
     if mode == "echo":
-        await loop.run_in_executor(None, conn.recv)  # parent says stop
+        await loop.run_in_executor(None, _recv, conn)  # parent says stop
     else:
         try:
             await asyncio.wait_for(done.wait(), TIMEOUT)
@@ -123,7 +130,7 @@ class Peer:
         restrict()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.conn.send({"sdp": self.pc.localDescription.sdp, "type": self.pc.localDescription.type})
-        answer = await loop.run_in_executor(None, self.conn.recv)
+        answer = await loop.run_in_executor(None, _recv, self.conn)
         await self.pc.setRemoteDescription(RTCSessionDescription(**answer))
         opened = asyncio.Event()
         channel.on("open", opened.set)
