@@ -7,6 +7,8 @@ sets ``func``; ``main`` dispatches.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from typing import Sequence
 
@@ -35,6 +37,14 @@ def add_relay(subparsers) -> None:
                    help="per-session message rate limit (default off; the reference uses 1000)")
     p.add_argument("--queue-size", type=int, default=1024, help="outgoing frames queued per session")
     p.add_argument("--no-gesture-coalescing", action="store_true")
+    p.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE[,SCOPE...]",
+                   help="accept TOKEN with these scopes (repeatable); turns on authenticated mode. "
+                        "A scope is read:PATTERN or write:PATTERN, e.g. "
+                        "--token cpsk_desk=read:/lights/**,write:/lights/** ; a PATTERN with * is a glob, "
+                        "otherwise one exact address (write:/lights/** does not cover /lights)")
+    p.add_argument("--tokens-file", metavar="PATH",
+                   help='JSON file {"TOKEN": ["read:PATTERN", "write:PATTERN", ...], ...}; '
+                        "turns on authenticated mode (combined with --token)")
 
     def run(args) -> int:
         import asyncio
@@ -43,14 +53,20 @@ def add_relay(subparsers) -> None:
         from .relay import Relay
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        try:
+            auth = relay_auth(args.token, args.tokens_file)
+        except ValueError as exc:
+            return _fail(str(exc))
 
         async def serve() -> None:
             relay = await Relay.start(
                 args.host, args.port, name=args.name, max_sessions=args.max_sessions,
                 max_subscriptions=args.max_subscriptions, rate_limit=args.rate_limit,
                 queue_size=args.queue_size,
-                gesture_coalesce=None if args.no_gesture_coalescing else 0.016)
+                gesture_coalesce=None if args.no_gesture_coalescing else 0.016, auth=auth)
             print(f"clasp_fast relay listening on {relay.url}", flush=True)
+            if auth is not None:
+                print(f"authenticated mode: {len(auth.tokens)} tokens", flush=True)
             try:
                 await relay.serve_forever()
             finally:
@@ -63,6 +79,36 @@ def add_relay(subparsers) -> None:
 
 
 SUBCOMMANDS.append(add_relay)
+
+# A scope list is split on the commas that start another scope, so that a
+# pattern's own commas ("read:/x/{a,b}") survive.
+_SCOPE_SEPARATOR = re.compile(r",(?=\s*(?:read|write):)")
+
+
+def relay_auth(token_options: Sequence[str], tokens_file: str | None):
+    """The ``TokenAuth`` of ``--token`` / ``--tokens-file``, or None (open mode); ValueError if bad."""
+    from .auth import TokenAuth
+
+    if not token_options and tokens_file is None:
+        return None
+    tokens: dict[str, list[str]] = {}
+    if tokens_file is not None:
+        try:
+            with open(tokens_file, encoding="utf-8") as f:
+                loaded = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--tokens-file {tokens_file}: {exc}") from None
+        if not isinstance(loaded, dict) or not all(
+                isinstance(v, list) and all(isinstance(x, str) for x in v) for v in loaded.values()):
+            raise ValueError(f'--tokens-file {tokens_file}: expected {{"TOKEN": ["read:PATTERN", ...]}}')
+        tokens.update(loaded)
+    for option in token_options:
+        token, sep, scopes = option.partition("=")
+        if not sep or not token:
+            raise ValueError(f"--token {option!r}: expected TOKEN=SCOPE[,SCOPE...]")
+        listed = [s.strip() for s in _SCOPE_SEPARATOR.split(scopes) if s.strip()]
+        tokens[token] = tokens.get(token, []) + listed
+    return TokenAuth(tokens)
 
 
 def _fail(message: str) -> int:

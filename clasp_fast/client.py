@@ -506,7 +506,14 @@ class ClaspClient:
             delay = min(delay * 2, self.reconnect_max_delay)
             try:
                 await self._handshake()
-            except (TransportError, ProtocolError) as exc:
+            except ProtocolError as exc:
+                if exc.code is not None and 300 <= exc.code < 400:
+                    # The relay refused the token (300/302): retrying cannot help.
+                    self._report(exc)
+                    return
+                log.info("reconnect attempt %d failed: %s", attempt, exc)
+                continue
+            except TransportError as exc:
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 continue
             if self._closing:

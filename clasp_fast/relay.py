@@ -20,6 +20,12 @@ router is silent about bad input, this relay answers and keeps the connection:
 * a text message gets ERROR 100;
 * a message larger than ``max_message_size`` closes that connection (code 1009).
 
+Authenticated mode: ``Relay(auth=TokenAuth({...}))`` (or any validator, see
+:mod:`clasp_fast.auth`). A HELLO without a token gets ERROR 300 "Authentication
+required", an unknown token ERROR 300, an expired one ERROR 302, a failing validator
+ERROR 500; the connection is then closed with 1008. Operations outside the token's
+scopes get ERROR 301. A second HELLO with a bad token ends the connection the same way.
+
 Plain HTTP on the same port: ``GET /clasp-p2p.js`` returns the browser module
 (``clasp_fast/browser/clasp-p2p.js``, ``text/javascript``); with ``static_dir`` set, ``GET /name``
 returns files from that folder (``/`` is ``index.html``); anything else without
@@ -40,14 +46,16 @@ from collections import deque
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
+from typing import Iterable
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from .auth import Validator
 from .codec import decode, encode, frame_size
-from .errors import DecodeError
+from .errors import DecodeError, ProtocolError
 from .messages import Error, Hello
 from .router import Router, RouterConfig, Session
 
@@ -91,6 +99,15 @@ class _Connection:
             self.queue.clear()
             asyncio.get_running_loop().create_task(self.ws.close(code, reason))
 
+    async def stop_writer(self) -> None:
+        """Cancel the writer task and wait for it; frames not yet sent stay in ``queue``."""
+        if self.writer is not None:
+            self.writer.cancel()
+            try:
+                await self.writer
+            except asyncio.CancelledError:
+                pass
+
     async def run_writer(self) -> None:
         queue = self.queue
         send = self.ws.send
@@ -122,6 +139,7 @@ class Relay:
         ttl_sweep_interval: float = 1.0,
         max_message_size: int = MAX_FRAME,
         static_dir: str | Path | None = None,
+        auth: Validator | None = None,
     ) -> None:
         self.host = host
         self.static_dir = Path(static_dir).resolve() if static_dir is not None else None
@@ -132,7 +150,7 @@ class Relay:
         self.max_message_size = max_message_size
         self.router = Router(RouterConfig(
             name=name, max_sessions=max_sessions, max_subscriptions=max_subscriptions,
-            rate_limit=rate_limit, gesture_coalesce=gesture_coalesce))
+            rate_limit=rate_limit, gesture_coalesce=gesture_coalesce, auth=auth))
         self._server = None
         self._sweeper: asyncio.Task | None = None
         self._handlers: set[asyncio.Task] = set()
@@ -217,8 +235,12 @@ class Relay:
             await ws.close(1002, "the first message must be a CLASP HELLO")
             return
         conn = _Connection(ws, self.queue_size)
+        try:
+            session = router.connect(conn, hello)
+        except ProtocolError as exc:
+            await _refuse(ws, exc)
+            return
         conn.writer = asyncio.get_running_loop().create_task(conn.run_writer())
-        session = router.connect(conn, hello)
         receive = router.receive
         try:
             async for data in ws:
@@ -233,7 +255,12 @@ class Relay:
                 if type(message) is Hello:
                     # A second HELLO starts a new session on this connection (WIRE.md §8.1).
                     router.disconnect(session)
-                    session = router.connect(conn, message)
+                    try:
+                        session = router.connect(conn, message)
+                    except ProtocolError as exc:
+                        await conn.stop_writer()
+                        await _refuse(ws, exc, list(conn.queue))
+                        return
                     continue
                 receive(session, message)
         except ConnectionClosed:
@@ -245,6 +272,17 @@ class Relay:
             router.disconnect(session)
             conn.closing = True
             conn.writer.cancel()
+
+
+async def _refuse(ws: ServerConnection, exc: ProtocolError, queued: Iterable[bytes] = ()) -> None:
+    """Send what is still ``queued``, then the failed handshake's ERROR (300/302/500); close with 1008."""
+    try:
+        for frame in queued:
+            await ws.send(frame)
+        await ws.send(encode(Error(code=exc.code, message=exc.reason)))
+    except ConnectionClosed:
+        return
+    await ws.close(1008, "authentication failed")
 
 
 _TEXT_ERROR = encode(Error(code=100, message="text WebSocket messages are not CLASP frames; send binary"))

@@ -15,11 +15,20 @@ Behaviour follows the reference router (WIRE.md §8) except where documented:
   the old pattern alive until the connection ends, §8.2);
 * a P2P signal whose ``from`` is not the sender's session is refused with
   ERROR 403 and not forwarded (§10.2 has no such check).
+
+Authenticated mode (``RouterConfig.auth``, see :mod:`clasp_fast.auth`) checks the
+HELLO token (ERROR 300 / 302 / 500, then disconnect) and the scopes of SUBSCRIBE,
+GET (read) and SET, PUBLISH (write), answering ERROR 301. A BUNDLE whose inner
+SET/PUBLISH lacks a write scope is refused whole with ERROR 403 (§8.6). Unlike the
+reference, a session also never *receives* a param or PUBLISH its read scopes do not
+cover (the WELCOME and subscribe SNAPSHOTs and live fan-out are filtered); P2P
+signals, addressed to one session, are exempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -27,8 +36,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
 from .address import SubscriptionIndex, glob_match, validate_pattern
+from .auth import Scopes, TokenRejected, Validator
 from .codec import encode
-from .errors import AddressError
+from .errors import AddressError, ProtocolError
 from .messages import (
     Ack,
     Announce,
@@ -52,6 +62,8 @@ from .messages import (
 )
 
 __all__ = ["Outbox", "Router", "RouterConfig", "Session"]
+
+log = logging.getLogger("clasp_fast.router")
 
 SIGNAL_PREFIX = "/clasp/p2p/signal/"
 ANNOUNCE_ADDRESS = "/clasp/p2p/announce"
@@ -89,6 +101,7 @@ class RouterConfig:
     default_ttl: int = 3600  # seconds after the last write, for SETs without a TTL
     max_params: int = 10_000  # least recently written params are evicted beyond this
     overflow_errors_after: int = 100  # drops within overflow_window before ERROR 503
+    auth: Validator | None = None  # token -> Scopes; None = open mode (tokens ignored)
     overflow_window: float = 10.0
 
 
@@ -112,13 +125,14 @@ class Session:
     """A connected client: its id, outbox, subscriptions and flow-control counters."""
 
     __slots__ = (
-        "id", "name", "features", "outbox", "subscriptions", "p2p_capable",
+        "id", "name", "features", "outbox", "subscriptions", "p2p_capable", "scopes",
         "_rate_window", "_rate_count", "_drops", "_drop_window", "_last_overflow_error",
         "dropped", "received", "refused",
     )
 
-    def __init__(self, outbox: Outbox, name: str, features: list[str]) -> None:
+    def __init__(self, outbox: Outbox, name: str, features: list[str], scopes: Scopes | None = None) -> None:
         self.id = str(uuid.uuid4())
+        self.scopes = scopes  # None in open mode
         self.name = name
         self.features = list(features)
         self.outbox = outbox
@@ -171,13 +185,42 @@ class Router:
         """True when no further session may join (``max_sessions`` reached)."""
         return len(self.sessions) >= self.config.max_sessions
 
+    def authenticate(self, hello: Hello) -> Scopes | None:
+        """The scopes of the HELLO's token (None in open mode).
+
+        Raises ``ProtocolError`` with code 300 (no token, invalid token), 302 (expired)
+        or 500 (the validator failed); the caller answers with that ERROR and disconnects.
+        """
+        validator = self.config.auth
+        if validator is None:
+            return None
+        token = hello.token
+        if not token:
+            raise ProtocolError("Authentication required", 300)
+        try:
+            scopes = validator(token)
+        except TokenRejected as exc:
+            raise ProtocolError(str(exc) or "Invalid token", exc.code) from None
+        except Exception as exc:
+            log.exception("token validator failed")
+            raise ProtocolError("Internal error: token validation failed", 500) from exc
+        if not isinstance(scopes, Scopes):
+            log.error("token validator returned %r instead of Scopes", scopes)
+            raise ProtocolError("Internal error: token validation failed", 500)
+        return scopes
+
     def connect(self, outbox: Outbox, hello: Hello) -> Session:
-        """Create a session for a HELLO; send WELCOME and the SNAPSHOT of all stored params."""
-        session = Session(outbox, hello.name, hello.features)
+        """Create a session for a HELLO; send WELCOME and the SNAPSHOT of all stored params.
+
+        In authenticated mode the token is checked first (:meth:`authenticate`); on failure
+        the ``ProtocolError`` propagates, nothing is sent and no session exists.
+        """
+        scopes = self.authenticate(hello)
+        session = Session(outbox, hello.name, hello.features, scopes)
         self.sessions[session.id] = session
         outbox.reply(encode(Welcome(session=session.id, name=self.config.name,
                                     features=ROUTER_FEATURES, time=now_us())))
-        params = self._live_params(None)
+        params = self._live_params(None, scopes)
         if not params:
             outbox.reply(encode(Snapshot(params=[])))
         else:
@@ -253,8 +296,19 @@ class Router:
 
     def fan_out(self, address: str, signal: str | None, frame: bytes, exclude: Session | None) -> None:
         for target in self.subscribers(address, signal):
-            if target is not exclude:
+            if target is not exclude and (target.scopes is None or target.scopes.can_read(address)):
                 self.deliver(target, frame)
+
+    def _forbidden(self, session: Session, action: str, address: str) -> bool:
+        """Answer ERROR 301 and return True when ``session`` lacks the scope (authenticated mode)."""
+        scopes = session.scopes
+        if scopes is None:
+            return False
+        allowed = scopes.can_read(address) if action == "read" else scopes.can_write(address)
+        if allowed:
+            return False
+        self._error(session, 301, f"Forbidden: no {action} scope for {address}", address)
+        return True
 
     # -- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------------
 
@@ -264,6 +318,8 @@ class Router:
             validate_pattern(pattern)
         except AddressError as exc:
             self._error(session, 202, f"invalid address: {exc.reason}", pattern)
+            return
+        if self._forbidden(session, "read", pattern):
             return
         old = session.subscriptions.get(message.id)
         if old is None and len(session.subscriptions) >= self.config.max_subscriptions:
@@ -275,7 +331,7 @@ class Router:
         sub = Subscription(session, message.id, pattern, message.types)
         sub.key = self._index.add(pattern, sub)
         session.subscriptions[message.id] = sub
-        params = self._live_params(pattern)
+        params = self._live_params(pattern, session.scopes)
         if params:
             self._send_snapshot(session, params)
 
@@ -286,13 +342,15 @@ class Router:
 
     # -- state ------------------------------------------------------------------------------
 
-    def _live_params(self, pattern: str | None) -> list[Param]:
+    def _live_params(self, pattern: str | None, scopes: Scopes | None) -> list[Param]:
         now = self._clock()
         params = []
         for address, state in self._params.items():
             if state.expires_at is not None and state.expires_at <= now:
                 continue
             if pattern is not None and not glob_match(pattern, address):
+                continue
+            if scopes is not None and not scopes.can_read(address):
                 continue
             params.append(Param(address=address, value=state.value, revision=state.revision,
                                 writer=state.writer, timestamp=state.timestamp))
@@ -365,6 +423,8 @@ class Router:
         self.fan_out(message.address, "param", encode(echo), None)
 
     def _on_set(self, session: Session, message: Set) -> None:
+        if self._forbidden(session, "write", message.address):
+            return
         revision = self.apply_set(session, message)
         if revision is None:
             return
@@ -372,6 +432,8 @@ class Router:
         session.outbox.reply(encode(Ack(address=message.address, revision=revision)))
 
     def _on_get(self, session: Session, message: Get) -> None:
+        if self._forbidden(session, "read", message.address):
+            return
         state = self._get_state(message.address)
         if state is None:
             return  # the reference router answers nothing for an unknown address
@@ -391,6 +453,8 @@ class Router:
 
     def _on_publish(self, session: Session, message: Publish) -> None:
         address = message.address
+        if self._forbidden(session, "write", address):
+            return
         if address.startswith("/clasp/p2p/"):
             if address.startswith(SIGNAL_PREFIX):
                 target = address[len(SIGNAL_PREFIX):]
@@ -401,8 +465,9 @@ class Router:
                 session.p2p_capable = True
                 frame = encode(message)
                 for sub in self._index.match(address):
-                    if sub.session is not session:
-                        self.deliver(sub.session, frame)
+                    target = sub.session
+                    if target is not session and (target.scopes is None or target.scopes.can_read(address)):
+                        self.deliver(target, frame)
                 return
         if message.signal == "gesture" and self._gestures.enabled:
             self._gestures.publish(session, message)
@@ -425,7 +490,14 @@ class Router:
     # -- BUNDLE and the rest ----------------------------------------------------------------
 
     def _on_bundle(self, session: Session, message: Bundle) -> None:
-        # Open mode has no scopes or validators, so validation cannot fail (§8.6).
+        # Every inner write is validated before anything is applied (§8.6).
+        scopes = session.scopes
+        if scopes is not None:
+            for inner in message.messages:
+                if isinstance(inner, (Set, Publish)) and not scopes.can_write(inner.address):
+                    self._error(session, 403, f"Bundle rejected: no write scope for {inner.address}",
+                                inner.address)
+                    return
         revision = None
         for inner in message.messages:
             if isinstance(inner, Set):
