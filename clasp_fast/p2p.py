@@ -450,7 +450,8 @@ class ClaspP2P:
     """Discovery, signaling and WebRTC connections to other CLASP peers through a relay.
 
     ``signaling`` is the relay URL or an already connected :class:`ClaspClient` (which is then
-    shared, not closed). ``accept(info)`` decides on incoming offers (default: accept all); a refused
+    shared, not closed); ``token`` is sent in HELLO to a relay in authenticated mode.
+    ``accept(info)`` decides on incoming offers (default: accept all); a refused
     offerer gets a ``disconnected`` signal with reason ``"refused"``.
     """
 
@@ -461,6 +462,7 @@ class ClaspP2P:
         client_id: str | None = None,
         rtc_config: WebRtcConfig | None = None,
         name: str | None = None,
+        token: str | None = None,
         accept: AcceptHook | None = None,
         features: Iterable[str] = (),
         presence_interval: float = 5.0,
@@ -479,6 +481,7 @@ class ClaspP2P:
             raise ValueError(f"client_id must be one non-empty address segment, got {self.client_id!r}")
         self.rtc_config = rtc_config or WebRtcConfig()
         self.name = name or f"clasp_fast p2p {self.client_id}"
+        self.token = token
         self.features = tuple(dict.fromkeys((*BASE_FEATURES, *features)))
         self.presence_interval = presence_interval
         self.presence_ttl = max(1, int(round(presence_interval * 3)))
@@ -512,7 +515,7 @@ class ClaspP2P:
             return self
         self._started = True
         if self.client is None:
-            self.client = await ClaspClient.connect(self.url, name=self.name)
+            self.client = await ClaspClient.connect(self.url, name=self.name, token=self.token)
         client = self.client
         client.on_error(self._report)
         client.on_connect(self._on_relay_reconnect)
