@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
 import time as _time
 from collections import deque
@@ -34,7 +33,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from .address import SubscriptionIndex, validate_pattern
 from .codec import decode, encode
 from .errors import ClaspError, DecodeError, ProtocolError, SignalingError, TransportError
 from .messages import (
@@ -59,6 +57,7 @@ from .messages import (
     Welcome,
 )
 from .signaling import SIGNAL_PREFIX, parse_signal, signal_address
+from ._callbacks import CallbackRegistry
 from ._tasks import TaskSet
 
 __all__ = ["ClaspClient", "ClaspBuilder", "ClaspTimeoutError", "RelaySignaling"]
@@ -84,26 +83,6 @@ def _ttl(ttl: Ttl | int | float | None) -> Ttl | None:
     if ttl is None or isinstance(ttl, Ttl):
         return ttl
     return Ttl.sliding(int(ttl))  # a number of seconds: expires that long after the last write
-
-
-class _Subscription:
-    __slots__ = ("id", "pattern", "callback", "types", "wants_message")
-
-    def __init__(self, id: int, pattern: str, callback: Callable, types: frozenset[str] | None) -> None:
-        self.id = id
-        self.pattern = pattern
-        self.callback = callback
-        self.types = types
-        self.wants_message = _accepts_three_args(callback)
-
-
-def _accepts_three_args(callback: Callable) -> bool:
-    try:
-        params = inspect.signature(callback).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 class ClaspClient:
@@ -139,9 +118,7 @@ class ClaspClient:
         self._connected = asyncio.Event()
         self._clock_offset = 0  # server µs minus local µs
         self._cache: dict[str, Any] = {}
-        self._index = SubscriptionIndex(1024)
-        self._subscriptions: dict[int, _Subscription] = {}
-        self._next_id = itertools.count(1)
+        self._callbacks = CallbackRegistry(1024)
         self._set_waiters: dict[str, deque[asyncio.Future | None]] = {}
         self._set_values: dict[int, Any] = {}
         self._get_waiters: dict[str, list[asyncio.Future]] = {}
@@ -428,20 +405,15 @@ class ClaspClient:
     async def subscribe(self, pattern: str, callback: Callable, types: Iterable[str] | None = None) -> int:
         """Call ``callback(value, address)`` (or ``(value, address, message)``) for every SET echo,
         PUBLISH and snapshot param matching ``pattern``; return the subscription id."""
-        validate_pattern(pattern)
-        sub_id = next(self._next_id)
-        sub = _Subscription(sub_id, pattern, callback, frozenset(types) if types else None)
-        self._subscriptions[sub_id] = sub
-        self._index.add(pattern, sub, sub_id)
+        sub = self._callbacks.add(pattern, callback, types)
         if self.connected:
-            await self._send(Subscribe(id=sub_id, pattern=pattern, types=sorted(sub.types or ())))
-        return sub_id
+            await self._send(Subscribe(id=sub.id, pattern=pattern, types=sorted(sub.types or ())))
+        return sub.id
 
     async def unsubscribe(self, subscription_id: int) -> None:
         """Remove a subscription made with ``subscribe``."""
-        if self._subscriptions.pop(subscription_id, None) is None:
+        if self._callbacks.remove(subscription_id) is None:
             return
-        self._index.remove(subscription_id)
         if self.connected:
             await self._send(Unsubscribe(id=subscription_id))
 
@@ -453,15 +425,7 @@ class ClaspClient:
         return decorator
 
     def _dispatch(self, address: str, value: Any, signal: str, message: Any) -> None:
-        for _key, _pattern, sub in self._index.match_entries(address):
-            if sub.types is not None and signal not in sub.types:
-                continue
-            try:
-                result = sub.callback(value, address, message) if sub.wants_message else sub.callback(value, address)
-                if result is not None and inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception as exc:
-                self._report(exc)
+        self._callbacks.dispatch(address, value, signal, message, self._spawn, self._report)
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -520,7 +484,7 @@ class ClaspClient:
                 await self._ws.close()
                 return
             try:
-                for sub in self._subscriptions.values():
+                for sub in self._callbacks:
                     await self._send(Subscribe(id=sub.id, pattern=sub.pattern, types=sorted(sub.types or ())))
             except TransportError:
                 continue

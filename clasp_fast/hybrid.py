@@ -29,8 +29,6 @@ Toward other peers frames stay plain (one CLASP frame per message, no envelope).
 from __future__ import annotations
 
 import asyncio
-import inspect
-import itertools
 import logging
 import secrets
 import time
@@ -38,12 +36,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Literal
 
-from .address import SubscriptionIndex, validate_pattern
+from .address import validate_pattern
 from .client import ClaspClient
 from .errors import ClaspError, TransportError
 from .messages import MISSING, QOS_FIRE, Ack, Bundle, Publish, Set, default_qos
-from .p2p import AcceptHook, ClaspP2P, Peer, _wants_message
+from .p2p import AcceptHook, ClaspP2P, Peer
 from .webrtc import WebRtcConfig
+from ._callbacks import CallbackRegistry, Subscription
 from ._tasks import TaskSet
 
 __all__ = ["HybridClient", "P2POptions", "Route", "RoutingMode", "ENVELOPE_ID", "PEER_PREFIX"]
@@ -127,18 +126,6 @@ class _Dedupe:
         return True
 
 
-class _UserSub:
-    __slots__ = ("id", "pattern", "callback", "types", "wants_message", "relay_id")
-
-    def __init__(self, id: int, pattern: str, callback: Callable, types: frozenset[str] | None) -> None:
-        self.id = id
-        self.pattern = pattern
-        self.callback = callback
-        self.types = types
-        self.wants_message = _wants_message(callback)
-        self.relay_id: int | None = None
-
-
 class HybridClient:
     """A relay client and a P2P layer behind one API; sends to ``/peer/{id}/...`` pick their route."""
 
@@ -159,9 +146,8 @@ class HybridClient:
         self._dedupe: dict[int, _Dedupe] = {}
         self._ack_pending: dict[Peer, int] = {}
         self._ack_scheduled = False
-        self._index = SubscriptionIndex(256)
-        self._subs: dict[int, _UserSub] = {}
-        self._next_id = itertools.count(1)
+        self._callbacks = CallbackRegistry(256)
+        self._relay_ids: dict[int, int] = {}  # our subscription id -> the relay client's
         self._background = TaskSet(self._report_task_error)
         self._counters = dict.fromkeys(
             ("sent_p2p", "sent_relay", "received_p2p", "received_relay", "fallbacks", "resent",
@@ -424,14 +410,11 @@ class HybridClient:
         validate_pattern(pattern)
 
         def register(fn: Callable) -> int:
-            sub_id = next(self._next_id)
-            sub = _UserSub(sub_id, pattern, fn, frozenset(types) if types else None)
-            self._subs[sub_id] = sub
-            self._index.add(pattern, sub, sub_id)
+            sub = self._callbacks.add(pattern, fn, types)
             if not pattern.startswith(self._own_prefix):
                 # Also wanted from the relay; our own /peer/ traffic comes through _from_relay.
                 self._spawn(self._relay_subscribe(sub))
-            return sub_id
+            return sub.id
 
         if callback is not None:
             return register(callback)
@@ -444,41 +427,29 @@ class HybridClient:
 
     async def subscribe(self, pattern: str, callback: Callable, types: Iterable[str] | None = None) -> int:
         """Like :meth:`on` with a callback, and wait until the relay has the subscription."""
-        validate_pattern(pattern)
-        sub_id = next(self._next_id)
-        sub = _UserSub(sub_id, pattern, callback, frozenset(types) if types else None)
-        self._subs[sub_id] = sub
-        self._index.add(pattern, sub, sub_id)
+        sub = self._callbacks.add(pattern, callback, types)
         if not pattern.startswith(self._own_prefix):
             await self._relay_subscribe(sub)
-        return sub_id
+        return sub.id
 
     async def unsubscribe(self, subscription_id: int) -> None:
-        sub = self._subs.pop(subscription_id, None)
-        if sub is None:
+        if self._callbacks.remove(subscription_id) is None:
             return
-        self._index.remove(subscription_id)
-        if sub.relay_id is not None:
-            await self.relay.unsubscribe(sub.relay_id)
+        relay_id = self._relay_ids.pop(subscription_id, None)
+        if relay_id is not None:
+            await self.relay.unsubscribe(relay_id)
 
-    async def _relay_subscribe(self, sub: _UserSub) -> None:
+    async def _relay_subscribe(self, sub: Subscription) -> None:
         own = self._own_prefix
 
         def from_relay(value: Any, address: str, message: Any) -> None:
             if address.startswith(own):
                 return  # delivered once by _from_relay
             self._counters["received_relay"] += 1
-            self._call(sub, value, address, message)
+            sub.deliver(value, address, message, self._spawn, self.relay._report)
 
-        sub.relay_id = await self.relay.subscribe(sub.pattern, from_relay, sorted(sub.types) if sub.types else None)
-
-    def _call(self, sub: _UserSub, value: Any, address: str, message: Any) -> None:
-        try:
-            result = sub.callback(value, address, message) if sub.wants_message else sub.callback(value, address)
-            if result is not None and inspect.isawaitable(result):
-                self._spawn(result)
-        except Exception as exc:
-            self.relay._report(exc)
+        types = sorted(sub.types) if sub.types else None
+        self._relay_ids[sub.id] = await self.relay.subscribe(sub.pattern, from_relay, types)
 
     def _dispatch(self, message: Any) -> None:
         kind = type(message)
@@ -489,10 +460,7 @@ class HybridClient:
             signal = message.signal or "event"
         else:  # a snapshot Param
             value, signal = message.value, "param"
-        address = message.address
-        for _key, _pattern, sub in self._index.match_entries(address):
-            if sub.types is None or signal in sub.types:
-                self._call(sub, value, address, message)
+        self._callbacks.dispatch(message.address, value, signal, message, self._spawn, self.relay._report)
 
     def _from_relay(self, value: Any, address: str, message: Any) -> None:
         if type(message) is Publish and message.id == ENVELOPE_ID and message.timestamp is not None:

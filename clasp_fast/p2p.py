@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
 import re
 import time
@@ -39,7 +38,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
-from .address import SubscriptionIndex, validate_pattern
+from .address import validate_pattern
 from .client import ClaspClient
 from .errors import ClaspError, TransportError
 from .messages import (
@@ -56,6 +55,7 @@ from .messages import (
     Ttl,
 )
 from .signaling import ANNOUNCE_ADDRESS, parse_signal
+from ._callbacks import CallbackRegistry
 from ._tasks import TaskSet
 from .webrtc import LOCAL_FEATURES, ChannelSpec, WebRtcConfig, WebRtcStats, WebRtcTransport
 
@@ -74,16 +74,6 @@ AcceptHook = Callable[["PeerInfo"], "bool | Awaitable[bool]"]
 
 def _now_us() -> int:
     return time.time_ns() // 1000
-
-
-def _wants_message(callback: Callable) -> bool:
-    """True when ``callback`` takes a third positional argument (the message)."""
-    try:
-        params = inspect.signature(callback).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 @dataclass
@@ -112,17 +102,6 @@ class PeerStats:
     transport: WebRtcStats
 
 
-class _Subscription:
-    __slots__ = ("id", "pattern", "callback", "types", "wants_message")
-
-    def __init__(self, id: int, pattern: str, callback: Callable, types: frozenset[str] | None) -> None:
-        self.id = id
-        self.pattern = pattern
-        self.callback = callback
-        self.types = types
-        self.wants_message = _wants_message(callback)
-
-
 MessageHook = Callable[["Peer", Any], bool]
 
 
@@ -133,9 +112,7 @@ class Peer:
         self.transport = transport
         self.info = info
         self._owner = owner
-        self._index = SubscriptionIndex(256)
-        self._subscriptions: dict[int, _Subscription] = {}
-        self._next_id = itertools.count(1)
+        self._callbacks = CallbackRegistry(256)
         self._params: dict[str, Param] = {}
         self._gets: dict[str, list[asyncio.Future]] = {}
         self._get_order: list[str] = []
@@ -289,27 +266,18 @@ class Peer:
         from the peer matching ``pattern``. Without ``callback`` it is a decorator; with one it returns
         the subscription id (for :meth:`off`)."""
         validate_pattern(pattern)
-
-        def register(fn: Callable) -> int:
-            sub_id = next(self._next_id)
-            sub = _Subscription(sub_id, pattern, fn, frozenset(types) if types else None)
-            self._subscriptions[sub_id] = sub
-            self._index.add(pattern, sub, sub_id)
-            return sub_id
-
         if callback is not None:
-            return register(callback)
+            return self._callbacks.add(pattern, callback, types).id
 
         def decorator(fn: Callable) -> Callable:
-            register(fn)
+            self._callbacks.add(pattern, fn, types)
             return fn
 
         return decorator
 
     def off(self, subscription_id: int) -> None:
         """Remove a subscription made with :meth:`on`."""
-        if self._subscriptions.pop(subscription_id, None) is not None:
-            self._index.remove(subscription_id)
+        self._callbacks.remove(subscription_id)
 
     def add_message_hook(self, hook: MessageHook) -> None:
         """Call ``hook(peer, message)`` first for each received message; a True result consumes it."""
@@ -386,15 +354,7 @@ class Peer:
                     future.set_exception(KeyError(f"peer {self.session_id} holds no value for {address}"))
 
     def _dispatch(self, address: str, value: Any, signal: str, message: Any) -> None:
-        for _key, _pattern, sub in self._index.match_entries(address):
-            if sub.types is not None and signal not in sub.types:
-                continue
-            try:
-                result = sub.callback(value, address, message) if sub.wants_message else sub.callback(value, address)
-                if result is not None and inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception as exc:
-                self._report(exc)
+        self._callbacks.dispatch(address, value, signal, message, self._spawn, self._report)
 
     def _spawn(self, awaitable: Awaitable) -> asyncio.Task:
         return self._background.spawn(awaitable)
