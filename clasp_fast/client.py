@@ -561,16 +561,22 @@ class ClaspClient:
             self.session_id = message.session
         # ANNOUNCE, HELLO, SUBSCRIBE, ... from a relay carry nothing for a client: ignored.
 
+    def _next_set_waiter(self, address: str) -> asyncio.Future | None:
+        """The oldest SET to ``address`` still waiting for its ACK or ERROR, taken off the queue."""
+        waiters = self._set_waiters.get(address)
+        if not waiters:
+            return None
+        future = waiters.popleft()
+        if not waiters:
+            del self._set_waiters[address]
+        return future if future is not None and not future.done() else None
+
     def _on_ack(self, message: Ack) -> None:
         address = message.address
         if address is not None:
-            waiters = self._set_waiters.get(address)
-            if waiters:
-                future = waiters.popleft()
-                if not waiters:
-                    del self._set_waiters[address]
-                if future is not None and not future.done():
-                    future.set_result(message.revision)
+            future = self._next_set_waiter(address)
+            if future is not None:
+                future.set_result(message.revision)
             return
         while self._ack_waiters:
             future = self._ack_waiters.popleft()
@@ -587,14 +593,10 @@ class ClaspClient:
                 watch.set_exception(exc)
                 return
             if message.code in (400, 301, 403):
-                waiters = self._set_waiters.get(address)
-                if waiters:
-                    future = waiters.popleft()
-                    if not waiters:
-                        del self._set_waiters[address]
-                    if future is not None and not future.done():
-                        future.set_exception(exc)
-                        return
+                future = self._next_set_waiter(address)
+                if future is not None:
+                    future.set_exception(exc)
+                    return
             getters = self._get_waiters.pop(address, None)
             if getters and message.code == 301:
                 for future in getters:
