@@ -155,19 +155,12 @@ async def _drain(channel, limit: int, deadline: float) -> None:
         await asyncio.sleep(0.0005)
 
 
-# -- scenarios -----------------------------------------------------------------------------
-
-async def batched_32(fast: bool) -> dict:
-    """Frames/s for 32-byte-value SET frames packed into 16 KiB messages, one way."""
-    kind = "fast" if fast else "stock"
-    frame = encode(Set(address="/bench/x", value=VALUE))
-    per_message = BATCH_BYTES // len(frame)
-    messages = BATCHED_FRAMES[kind] // per_message
-    payload = frame * per_message
-    peer = Peer(fast, "frames")
+async def _send_one_way(fast: bool, mode: str, expected: int, payload: bytes, messages: int) -> tuple[dict, float]:
+    """Send ``payload`` ``messages`` times to a receiving peer process; its counts and our start time."""
+    peer = Peer(fast, mode)
     try:
         channel = await peer.connect()
-        peer.conn.send(messages * per_message)
+        peer.conn.send(expected)
         deadline = time.monotonic() + TIMEOUT
         started = time.time()
         for _ in range(messages):
@@ -176,6 +169,18 @@ async def batched_32(fast: bool) -> dict:
         counts = await peer.result()
     finally:
         await peer.close()
+    return counts, started
+
+
+# -- scenarios -----------------------------------------------------------------------------
+
+async def batched_32(fast: bool) -> dict:
+    """Frames/s for 32-byte-value SET frames packed into 16 KiB messages, one way."""
+    kind = "fast" if fast else "stock"
+    frame = encode(Set(address="/bench/x", value=VALUE))
+    per_message = BATCH_BYTES // len(frame)
+    messages = BATCHED_FRAMES[kind] // per_message
+    counts, started = await _send_one_way(fast, "frames", messages * per_message, frame * per_message, messages)
     elapsed = (counts.get("last") or started) - started
     frames = counts.get("frames", 0)
     return {"implementation": kind, "frames": frames, "frame_bytes": len(frame), "frames_per_message": per_message,
@@ -186,19 +191,7 @@ async def bulk_64k(fast: bool) -> dict:
     """MB/s for 64 KiB messages, one way."""
     kind = "fast" if fast else "stock"
     messages = BULK_MESSAGES[kind]
-    payload = bytes(BULK_MESSAGE)
-    peer = Peer(fast, "bytes")
-    try:
-        channel = await peer.connect()
-        peer.conn.send(messages)
-        deadline = time.monotonic() + TIMEOUT
-        started = time.time()
-        for _ in range(messages):
-            await _drain(channel, 1024 * 1024, deadline)
-            channel.send(payload)
-        counts = await peer.result()
-    finally:
-        await peer.close()
+    counts, started = await _send_one_way(fast, "bytes", messages, bytes(BULK_MESSAGE), messages)
     elapsed = (counts.get("last") or started) - started
     received = counts.get("bytes", 0)
     return {"implementation": kind, "messages": counts.get("frames", 0), "bytes": received,
