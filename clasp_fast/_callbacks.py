@@ -47,9 +47,16 @@ class Subscription:
 
 
 class CallbackRegistry:
-    """Subscriptions with ids, and dispatch of a received value to every matching callback."""
+    """Subscriptions with ids, and dispatch of a received value to every matching callback.
 
-    def __init__(self, cache_size: int = 1024) -> None:
+    A coroutine a callback returns goes to ``spawn``; an exception it raises goes to ``report``
+    and the other callbacks still run.
+    """
+
+    def __init__(self, spawn: Callable[[Awaitable], Any], report: Callable[[Exception], Any],
+                 cache_size: int = 1024) -> None:
+        self.spawn = spawn
+        self.report = report
         self._index = SubscriptionIndex(cache_size)
         self._subscriptions: dict[int, Subscription] = {}
         self._ids = itertools.count(1)
@@ -75,13 +82,8 @@ class CallbackRegistry:
     def __len__(self) -> int:
         return len(self._subscriptions)
 
-    def dispatch(self, address: str, value: Any, signal: str, message: Any,
-                 spawn: Callable[[Awaitable], Any], report: Callable[[Exception], Any]) -> None:
-        """Call every callback whose pattern matches ``address`` and whose types admit ``signal``.
-
-        A coroutine a callback returns goes to ``spawn``; an exception it raises goes to ``report``
-        and the other callbacks still run.
-        """
+    def dispatch(self, address: str, value: Any, signal: str, message: Any) -> None:
+        """Call every callback whose pattern matches ``address`` and whose types admit ``signal``."""
         for _key, _pattern, sub in self._index.match_entries(address):
             if sub.types is None or signal in sub.types:
-                sub.deliver(value, address, message, spawn, report)
+                sub.deliver(value, address, message, self.spawn, self.report)

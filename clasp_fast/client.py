@@ -118,7 +118,7 @@ class ClaspClient:
         self._connected = asyncio.Event()
         self._clock_offset = 0  # server µs minus local µs
         self._cache: dict[str, Any] = {}
-        self._callbacks = CallbackRegistry(1024)
+        self._callbacks = CallbackRegistry(self._spawn, self._report, 1024)
         self._set_waiters: dict[str, deque[asyncio.Future | None]] = {}
         self._set_values: dict[int, Any] = {}
         self._get_waiters: dict[str, list[asyncio.Future]] = {}
@@ -425,7 +425,7 @@ class ClaspClient:
         return decorator
 
     def _dispatch(self, address: str, value: Any, signal: str, message: Any) -> None:
-        self._callbacks.dispatch(address, value, signal, message, self._spawn, self._report)
+        self._callbacks.dispatch(address, value, signal, message)
 
     # -- receiving --------------------------------------------------------------------------
 

@@ -146,9 +146,9 @@ class HybridClient:
         self._dedupe: dict[int, _Dedupe] = {}
         self._ack_pending: dict[Peer, int] = {}
         self._ack_scheduled = False
-        self._callbacks = CallbackRegistry(256)
+        self._callbacks = CallbackRegistry(self._spawn, self._report, 256)
         self._relay_ids: dict[int, int] = {}  # our subscription id -> the relay client's
-        self._background = TaskSet(self._report_task_error)
+        self._background = TaskSet(self._report)
         self._counters = dict.fromkeys(
             ("sent_p2p", "sent_relay", "received_p2p", "received_relay", "fallbacks", "resent",
              "duplicates", "p2p_attempts", "p2p_failures"), 0)
@@ -446,7 +446,7 @@ class HybridClient:
             if address.startswith(own):
                 return  # delivered once by _from_relay
             self._counters["received_relay"] += 1
-            sub.deliver(value, address, message, self._spawn, self.relay._report)
+            sub.deliver(value, address, message, self._spawn, self._report)
 
         types = sorted(sub.types) if sub.types else None
         self._relay_ids[sub.id] = await self.relay.subscribe(sub.pattern, from_relay, types)
@@ -460,7 +460,7 @@ class HybridClient:
             signal = message.signal or "event"
         else:  # a snapshot Param
             value, signal = message.value, "param"
-        self._callbacks.dispatch(message.address, value, signal, message, self._spawn, self.relay._report)
+        self._callbacks.dispatch(message.address, value, signal, message)
 
     def _from_relay(self, value: Any, address: str, message: Any) -> None:
         if type(message) is Publish and message.id == ENVELOPE_ID and message.timestamp is not None:
@@ -564,5 +564,5 @@ class HybridClient:
     def _spawn(self, awaitable: Awaitable) -> asyncio.Task:
         return self._background.spawn(awaitable)
 
-    def _report_task_error(self, exc: BaseException) -> None:
-        self.relay._report(exc)
+    def _report(self, exc: BaseException) -> None:
+        self.relay._report(exc)  # errors reach the relay client's on_error callbacks

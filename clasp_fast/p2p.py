@@ -112,7 +112,7 @@ class Peer:
         self.transport = transport
         self.info = info
         self._owner = owner
-        self._callbacks = CallbackRegistry(256)
+        self._callbacks = CallbackRegistry(self._spawn, self._report, 256)
         self._params: dict[str, Param] = {}
         self._gets: dict[str, list[asyncio.Future]] = {}
         self._get_order: list[str] = []
@@ -354,7 +354,7 @@ class Peer:
                     future.set_exception(KeyError(f"peer {self.session_id} holds no value for {address}"))
 
     def _dispatch(self, address: str, value: Any, signal: str, message: Any) -> None:
-        self._callbacks.dispatch(address, value, signal, message, self._spawn, self._report)
+        self._callbacks.dispatch(address, value, signal, message)
 
     def _spawn(self, awaitable: Awaitable) -> asyncio.Task:
         return self._background.spawn(awaitable)
