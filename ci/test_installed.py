@@ -1,34 +1,23 @@
 """Run the test suite against the installed clasp_fast, never the source tree.
 
-    python ci/test_installed.py --project . [--spec-dir DIR] [-- PYTEST ARGS...]
+    python ci/test_installed.py --project . [-- PYTEST ARGS...]
 
 Copies ``tests/``, the root ``conftest.py`` and ``pyproject.toml`` (the pytest settings) into a
 temporary folder, installs the Node interop peers there with ``npm ci`` (when npm exists),
 checks that ``import clasp_fast`` resolves to the interpreter's site-packages, then runs
-pytest from that folder with ``CLASP_SPEC_DIR`` pointing at the conformance data.
+pytest from that folder (the conformance data travels with ``tests/data``).
 Used by ``.ci/run`` (in a fresh virtual environment) and by cibuildwheel's test command.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tempfile
 from pathlib import Path
-
-
-def find_spec_dir(project: Path, given: str | None) -> Path:
-    """The conformance data: --spec-dir, $CLASP_SPEC_DIR, ../shared/spec, or .shared/spec."""
-    candidates = [given, os.environ.get("CLASP_SPEC_DIR"),
-                  project.parent / "shared" / "spec", project / ".shared" / "spec"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "vectors").is_dir():
-            return Path(candidate).resolve()
-    sys.exit(f"conformance data not found (looked at {[str(c) for c in candidates if c]})")
 
 
 def copy_tests(project: Path, workdir: Path) -> None:
@@ -69,22 +58,19 @@ def check_installed_package(workdir: Path, project: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, required=True, help="source tree holding tests/")
-    parser.add_argument("--spec-dir", help="conformance data (default: see find_spec_dir)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args(argv)
     project = args.project.resolve()
-    spec_dir = find_spec_dir(project, args.spec_dir)
 
     with tempfile.TemporaryDirectory(prefix="clasp_fast_installed_") as temp:
         workdir = Path(temp)
         copy_tests(project, workdir)
         install_node_peers(workdir)
         check_installed_package(workdir, project)
-        env = dict(os.environ, CLASP_SPEC_DIR=str(spec_dir))
         command = [sys.executable, "-m", "pytest", "-c", "pyproject.toml",
                    "--rootdir", str(workdir), "-p", "no:cacheprovider", "-rs", "tests",
                    *args.pytest_args]
-        return subprocess.run(command, cwd=workdir, env=env).returncode
+        return subprocess.run(command, cwd=workdir).returncode
 
 
 if __name__ == "__main__":

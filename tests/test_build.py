@@ -159,6 +159,7 @@ def test_manifest_ships_cython_sources_and_no_generated_files(tmp_path, monkeypa
         "clasp_fast/__pycache__/cli.cpython-311.pyc",
         "tests/test_codec.py", "tests/node/package.json", "tests/node/package-lock.json",
         "tests/node/codec_peer.mjs", "tests/node/node_modules/ws/index.js",
+        "tests/data/patterns.json", "tests/data/vectors/reference_rust.json",
     ]
     for name in layout:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,8 @@ def test_manifest_ships_cython_sources_and_no_generated_files(tmp_path, monkeypa
 
     for required in ["setup.py", "pyproject.toml", "README.md", "LICENSE", "_ext/codec.pyx",
                      "_ext/address.pyx", "_ext/buffers.pxd", "_ext/batching.pxi",
-                     "clasp_fast/py.typed", "tests/node/package-lock.json"]:
+                     "clasp_fast/py.typed", "tests/node/package-lock.json",
+                     "tests/data/patterns.json", "tests/data/vectors/reference_rust.json"]:
         assert required in selected
     for excluded in ["_ext/codec.c", "_ext/address.c", "_ext/codec.html",
                      "clasp_fast/_codec.cpython-311-x86_64-linux-gnu.so", "clasp_fast/_address.pyd",
