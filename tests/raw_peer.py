@@ -141,6 +141,16 @@ class RawPeer:
 
 def blackhole(pc: RTCPeerConnection) -> None:
     """Drop every datagram this peer connection's ICE sockets receive, as a hung peer would."""
-    connection = pc.sctp.transport.transport.iceGatherer._connection
+    silence(pc.sctp.transport.transport.iceGatherer._connection, outgoing=False)
+
+
+def silence(connection, *, outgoing: bool = True) -> None:
+    """Drop what the aioice ``connection``'s sockets receive (and send): a dead peer or network."""
+
+    async def send_nothing(data: bytes, addr) -> None:
+        return None
+
     for protocol in connection._protocols:
         protocol.datagram_received = lambda data, addr: None
+        if outgoing:
+            protocol.send_data = send_nothing
