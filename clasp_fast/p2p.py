@@ -797,7 +797,8 @@ class ClaspP2P:
             return
         if kind == "disconnected":
             attempt = self._attempts.get(sender)
-            if transport.state == "connecting" and attempt is not None and transport is self._transports.get(sender):
+            if (transport.state == "connecting" and not transport.negotiated and attempt is not None
+                    and transport is self._transports.get(sender)):
                 self._refusals[sender] = str(signal.get("reason") or "disconnected")
                 attempt.cancel()
                 return

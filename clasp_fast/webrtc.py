@@ -517,6 +517,7 @@ class WebRtcTransport:
         self._closed = asyncio.Event()
         self._peer_closed = asyncio.Event()  # every channel closed or the association gone
         self._disconnected_sent = False
+        self._remote_disconnect: str | None = None  # a "disconnected" that came during set-up
         self._state_listeners: list[Callable[[str], Any]] = []
         self._step = "offer"
         # Seconds from start() to each set-up step: "offer"/"answer" (sent or applied), "reliable_open", "connected".
@@ -630,6 +631,8 @@ class WebRtcTransport:
             self._spawn(self._keepalive())
         self._mark("connected")
         self._set_state("connected")
+        if self._remote_disconnect is not None:
+            self._spawn(self._shutdown(None, "closed", graceful=True, remote_reason=self._remote_disconnect))
 
     def _mark(self, step: str) -> None:
         self.timings[step] = time.perf_counter() - self._started_at
@@ -667,6 +670,11 @@ class WebRtcTransport:
     ) -> str:
         """The label of the channel :meth:`WebRtcSender.send` would use for this message or frame."""
         return self._route(message_or_frame, reliable, qos, None).spec.label
+
+    @property
+    def negotiated(self) -> bool:
+        """True once offer and answer are both applied: from then on the peer may send data."""
+        return self._remote_description_set.is_set()
 
     @property
     def batching(self) -> bool:
@@ -817,7 +825,6 @@ class WebRtcTransport:
             return
         dc = self._pc.createDataChannel(CONTROL_LABEL, negotiated=True, id=CONTROL_CHANNEL_ID)
         dc.on("message", self._on_control_message)
-        dc.on("close", self._check_peer_closed)
         self._control = dc
 
     async def _channel_opened(self, label: str) -> _Channel:
@@ -882,9 +889,14 @@ class WebRtcTransport:
             kind = signal["type"]
             if kind == "disconnected":
                 reason = signal.get("reason")
+                reason = str(reason) if reason else "remote disconnected"
+                if self.negotiated and self.state == "connecting":
+                    # The peer may see the channels open first and have sent data already:
+                    # finish setting up, then end as from a connected state.
+                    self._remote_disconnect = reason
+                    return
                 # Once connected, the peer's data may still be in flight behind its signal.
-                self._spawn(self._shutdown(None, "closed", graceful=True,
-                                           remote_reason=str(reason) if reason else "remote disconnected"))
+                self._spawn(self._shutdown(None, "closed", graceful=True, remote_reason=reason))
                 return
             if signal["correlation_id"] != self.correlation_id:
                 self._counters["ignored_signals"] += 1
@@ -1027,8 +1039,8 @@ class WebRtcTransport:
     def _on_pc_state(self) -> None:
         if self._pc.connectionState not in ("failed", "closed"):
             return
-        if self.state == "connected":
-            # Nothing more can arrive: close at once.
+        if self.state in ("connecting", "connected"):
+            # Nothing more can arrive: close at once (during set-up: the set-up fails).
             self._spawn(self._shutdown(None, "closed", remote_reason=f"peer connection {self._pc.connectionState}"))
         self._check_peer_closed()
 
@@ -1039,12 +1051,11 @@ class WebRtcTransport:
         self._check_peer_closed()
 
     def _check_peer_closed(self) -> None:
-        channels = [ch.dc for ch in self._channels.values()]
-        if self._control is not None:
-            channels.append(self._control)
+        # Reliable channels only: some stacks (werift) never reset a stream they sent nothing
+        # ordered on, and what is in flight on the others may be lost anyway.
         sctp = self._pc.sctp
         if (
-            all(dc.readyState == "closed" for dc in channels)
+            all(ch.dc.readyState == "closed" for ch in self._channels.values() if ch.spec.reliable)
             or self._pc.connectionState in ("failed", "closed")
             or (sctp is not None and sctp.state == "closed")
         ):
@@ -1073,16 +1084,19 @@ class WebRtcTransport:
         while self._unacknowledged() and self._loop.time() < deadline:
             await asyncio.sleep(0.005)
 
-    async def _wait_peer_closed(self, deadline: float) -> None:
-        """Close our channels and keep delivering until the peer closed its side (or ``deadline``).
+    async def _wait_peer_closed(self, deadline: float, *, reset: bool) -> None:
+        """Keep delivering until the peer has closed its side (or ``deadline``); ``reset``: close our channels first.
 
         A channel closes once both directions are reset, and the peer's stack resets its direction
         only after the data it had queued, so every message the peer sent before has arrived then.
+        The peer has closed when every reliable channel has, or the association or the peer
+        connection is gone.
         """
-        for ch in self._channels.values():
-            ch.dc.close()
-        if self._control is not None:
-            self._control.close()
+        if reset:
+            for ch in self._channels.values():
+                ch.dc.close()
+            if self._control is not None:
+                self._control.close()
         self._check_peer_closed()
         try:
             await asyncio.wait_for(self._peer_closed.wait(), max(0.0, deadline - self._loop.time()))
@@ -1153,9 +1167,14 @@ class WebRtcTransport:
                     ch.flush()
                 await self._drain(deadline)
                 if reason is not None:
+                    # We end it: the peer may still be sending; it closes its side when done.
                     await self._send_disconnected(reason)
-                await self._wait_peer_closed(deadline)
-                await self._send_disconnected(reason or "closed by the peer")
+                    await self._wait_peer_closed(deadline, reset=False)
+                else:
+                    # The peer ended it after its data: our stream resets make its stack close its
+                    # side behind that data.
+                    await self._wait_peer_closed(deadline, reset=True)
+                    await self._send_disconnected("closed by the peer")
             elif reason is not None:
                 await self._send_disconnected(reason)
         finally:

@@ -37,7 +37,7 @@ class RawPeer:
         self.remote_disconnected = asyncio.Event()
         self.target: str | None = None
         self.correlation_id: str | None = None
-        self.drop_on_disconnected = False  # §10.5 step 6: drop the connection on the peer's "disconnected"
+        self.drop_on_disconnected = True  # §10.5 step 6: drop the connection on the peer's "disconnected"
         self._pump: asyncio.Task | None = None
         self._reliable_open = asyncio.Event()
         self.pc.on("datachannel", self._add_channel)

@@ -96,7 +96,6 @@ async def test_peer_disconnecting_right_after_its_data_loses_nothing(role: str) 
 @pytest.mark.parametrize("role", ROLES)
 async def test_close_delivers_everything_to_a_peer_that_drops_the_connection_on_disconnected(role: str) -> None:
     async with connected_pair(role) as (p2p, peer, raw, _):
-        raw.drop_on_disconnected = True
         for i in range(COUNT):
             await peer.send(Set(address="/lifecycle/value", value=i.to_bytes(4, "big") + PAYLOAD))
         await peer.close()
@@ -110,12 +109,14 @@ async def test_teardown_toward_a_peer_that_never_closes_is_bounded_by_close_time
     config = loopback(close_timeout=1.0)
     async with connected_pair("clasp_fast answers", config) as (p2p, peer, raw, _):
         closed = closed_future(p2p)
+        raw.drop_on_disconnected = False
         await raw.signal_now("disconnected", reason="hung")
         blackhole(raw.pc)  # the peer's stack never answers the stream resets
         started = time.monotonic()
         assert await asyncio.wait_for(closed, TIMEOUT) == "hung"
         assert 0.9 <= time.monotonic() - started < 3.0
     async with connected_pair("clasp_fast offers", config) as (p2p, peer, raw, _):
+        raw.drop_on_disconnected = False
         blackhole(raw.pc)
         started = time.monotonic()
         await asyncio.wait_for(peer.close(), TIMEOUT)
