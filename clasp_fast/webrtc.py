@@ -19,12 +19,13 @@ Liveness: between clasp_fast peers (feature ``"keepalive"``) a negotiated contro
 time, and silence on every channel for ``keepalive_timeout`` seconds closes the connection with
 reason ``"timeout"``. With other peers, loss is noticed through aiortc's ICE consent checks (about 30 s).
 
-Teardown never drops what the peer already sent (docs/p2p-lifecycle.md). Whoever ends the connection
-(our :meth:`WebRtcTransport.close` or the peer's ``disconnected`` signal) stops new sends, hands what
-is pending to SCTP and waits until the peer acknowledged it, then closes its DataChannels (SCTP
-stream resets, which a peer's stack answers only after its own queued data) and keeps delivering
-until every channel has closed, the association has gone or ``close_timeout`` passed. Our own
-``disconnected`` goes out before the wait when we end the connection, after it when the peer did.
+Teardown never drops what the peer already sent (docs/p2p-lifecycle.md). Either way new sends stop,
+what is pending goes to SCTP and we wait until the peer acknowledged it. :meth:`WebRtcTransport.close`
+then sends ``disconnected`` and keeps delivering until the peer has closed its side. On the peer's
+``disconnected`` (it sends nothing more) we close our DataChannels: SCTP stream resets, which the
+peer's stack answers only after the data it still holds, so our channels close behind that data;
+then our ``disconnected`` goes out. Every wait ends when the reliable channels have closed, the
+association has gone or ``close_timeout`` passed.
 """
 
 from __future__ import annotations
@@ -518,6 +519,7 @@ class WebRtcTransport:
         self._peer_closed = asyncio.Event()  # every channel closed or the association gone
         self._disconnected_sent = False
         self._remote_disconnect: str | None = None  # a "disconnected" that came during set-up
+        self._peer_disconnected = False  # the peer's "disconnected" came while we were closing
         self._state_listeners: list[Callable[[str], Any]] = []
         self._step = "offer"
         # Seconds from start() to each set-up step: "offer"/"answer" (sent or applied), "reliable_open", "connected".
@@ -890,6 +892,12 @@ class WebRtcTransport:
             if kind == "disconnected":
                 reason = signal.get("reason")
                 reason = str(reason) if reason else "remote disconnected"
+                if self.state == "closing":
+                    # We are ending it too: once both sides said so, nothing new is coming either way.
+                    self._peer_disconnected = True
+                    if self._disconnected_sent:
+                        self._reset_channels()
+                    return
                 if self.negotiated and self.state == "connecting":
                     # The peer may see the channels open first and have sent data already:
                     # finish setting up, then end as from a connected state.
@@ -1085,7 +1093,8 @@ class WebRtcTransport:
             await asyncio.sleep(0.005)
 
     async def _wait_peer_closed(self, deadline: float, *, reset: bool) -> None:
-        """Keep delivering until the peer has closed its side (or ``deadline``); ``reset``: close our channels first.
+        """Keep delivering until the peer has closed its side (or ``deadline``); ``reset``: close our channels first
+        (also done later if the peer's ``disconnected`` comes during the wait).
 
         A channel closes once both directions are reset, and the peer's stack resets its direction
         only after the data it had queued, so every message the peer sent before has arrived then.
@@ -1093,15 +1102,18 @@ class WebRtcTransport:
         connection is gone.
         """
         if reset:
-            for ch in self._channels.values():
-                ch.dc.close()
-            if self._control is not None:
-                self._control.close()
+            self._reset_channels()
         self._check_peer_closed()
         try:
             await asyncio.wait_for(self._peer_closed.wait(), max(0.0, deadline - self._loop.time()))
         except asyncio.TimeoutError:
             logger.info("peer %s did not close its channels within %g s", self.peer, self.config.close_timeout)
+
+    def _reset_channels(self) -> None:
+        for ch in self._channels.values():
+            ch.dc.close()
+        if self._control is not None:
+            self._control.close()
 
     async def _send_disconnected(self, reason: str) -> None:
         if self._disconnected_sent or self.correlation_id is None:
@@ -1169,7 +1181,7 @@ class WebRtcTransport:
                 if reason is not None:
                     # We end it: the peer may still be sending; it closes its side when done.
                     await self._send_disconnected(reason)
-                    await self._wait_peer_closed(deadline, reset=False)
+                    await self._wait_peer_closed(deadline, reset=self._peer_disconnected)
                 else:
                     # The peer ended it after its data: our stream resets make its stack close its
                     # side behind that data.
