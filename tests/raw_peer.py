@@ -1,5 +1,5 @@
-"""A WebRTC peer on plain aiortc that follows WIRE.md §10.5 step by step, as the Rust reference client
-does: no clasp_fast transport, one CLASP frame per DataChannel message, signals through a plain
+"""A WebRTC peer on plain aiortc that follows the Rust reference client's P2P procedure step by step:
+no clasp_fast transport, one CLASP frame per DataChannel message, signals through a plain
 ``ClaspClient``. Tests use it as a peer that clasp_fast did not write.
 
 Choices a test can make: send the offer (or answer) and the local candidates back to back, straight
@@ -37,7 +37,7 @@ class RawPeer:
         self.remote_disconnected = asyncio.Event()
         self.target: str | None = None
         self.correlation_id: str | None = None
-        self.drop_on_disconnected = True  # §10.5 step 6: drop the connection on the peer's "disconnected"
+        self.drop_on_disconnected = True  # as the reference client: drop the connection on the peer's "disconnected"
         self._pump: asyncio.Task | None = None
         self._reliable_open = asyncio.Event()
         self.pc.on("datachannel", self._add_channel)
@@ -72,7 +72,7 @@ class RawPeer:
         await self._opened()
 
     async def wait_for_offer(self) -> dict:
-        """The next offer addressed to this client (other signals before it are dropped, as §10.5 says)."""
+        """The next offer addressed to this client (signals before it are dropped, as the reference client does)."""
         while True:
             signal = await asyncio.wait_for(self.client.signaling.recv_signal(), TIMEOUT)
             if signal.get("type") == "offer":

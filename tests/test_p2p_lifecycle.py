@@ -1,4 +1,4 @@
-"""Connection lifecycle of ClaspP2P against a peer clasp_fast did not write (plain aiortc, WIRE.md §10.5):
+"""Connection lifecycle of ClaspP2P against a peer clasp_fast did not write (plain aiortc, reference procedure):
 teardown that loses nothing either way, every ICE candidate applied whatever its timing, and offers
 that claim a live peer's session."""
 
@@ -9,14 +9,13 @@ import contextlib
 import time
 
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from clasp_fast import ClaspP2P, Peer
 from clasp_fast.client import ClaspClient
 from clasp_fast.codec import decode_frame, encode
 from clasp_fast.errors import SignalingError
-from aiortc import RTCConfiguration, RTCPeerConnection
 from clasp_fast.messages import Set
-from clasp_fast.signaling import parse_signal
 from clasp_fast.webrtc import RELIABLE_LABEL, WebRtcConfig, WebRtcTransport
 
 from .raw_peer import RawPeer, blackhole, silence
