@@ -173,7 +173,8 @@ def run():
                 return {"got": got, "role": peer.transport.role, "pair": pair, "stats": peer.stats(),
                         "remote_hosts": _remote_hosts(peer)}
 
-            life = ClaspP2P(relay.url, client_id="py-life", rtc_config=rtc, presence_interval=1.0,
+            life = ClaspP2P(relay.url, client_id="py-life", presence_interval=1.0,
+                            rtc_config=WebRtcConfig(host_addresses=["127.0.0.1"], close_timeout=15.0),
                             discovery_timeout=40)
             lifecycle: dict[str, dict] = {}
 

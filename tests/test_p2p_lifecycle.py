@@ -76,17 +76,24 @@ def closed_future(p2p: ClaspP2P) -> asyncio.Future:
     return future
 
 
+def generous() -> WebRtcConfig:
+    # 2 MB through stock aiortc can take longer than the default 2 s on a loaded machine; the tests
+    # are about order and completeness, which hold whenever the bound is not reached.
+    return loopback(close_timeout=15.0)
+
+
 @pytest.mark.parametrize("role", ROLES)
 async def test_peer_disconnecting_right_after_its_data_loses_nothing(role: str) -> None:
-    async with connected_pair(role) as (p2p, peer, raw, _):
+    async with connected_pair(role, generous()) as (p2p, peer, raw, _):
         got: list[int] = []
         peer.on("/lifecycle/value", lambda value, address: got.append(index(value)))
         closed = closed_future(p2p)
         for i in range(COUNT):
             raw.send(frame(i))
         await raw.signal_now("disconnected", reason="raw peer done")  # no delay: data still in flight
+        started = time.monotonic()
         assert await asyncio.wait_for(closed, TIMEOUT) == "raw peer done"
-        assert got == list(range(COUNT))
+        assert got == list(range(COUNT)), f"{len(got)} of {COUNT} after {time.monotonic() - started:.2f} s"
         # clasp_fast answers with its own disconnected once the data is in.
         await asyncio.wait_for(raw.remote_disconnected.wait(), TIMEOUT)
         assert [s["type"] for s in raw.signals][-1] == "disconnected"
@@ -94,7 +101,7 @@ async def test_peer_disconnecting_right_after_its_data_loses_nothing(role: str) 
 
 @pytest.mark.parametrize("role", ROLES)
 async def test_close_delivers_everything_to_a_peer_that_drops_the_connection_on_disconnected(role: str) -> None:
-    async with connected_pair(role) as (p2p, peer, raw, _):
+    async with connected_pair(role, generous()) as (p2p, peer, raw, _):
         for i in range(COUNT):
             await peer.send(Set(address="/lifecycle/value", value=i.to_bytes(4, "big") + PAYLOAD))
         await peer.close()

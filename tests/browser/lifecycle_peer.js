@@ -11,7 +11,7 @@ const count = Number(q.get("count") ?? 500);
 const errors = [];
 
 async function main() {
-  const p2p = new ClaspP2P({ signaling: q.get("relay"), clientId: q.get("client"), hostCandidateAddress: "127.0.0.1", presenceInterval: 1 });
+  const p2p = new ClaspP2P({ signaling: q.get("relay"), clientId: q.get("client"), hostCandidateAddress: "127.0.0.1", presenceInterval: 1, closeTimeout: 15000 });
   p2p.on("error", (err) => errors.push(String(err && err.message || err)));
   const reliable = [];
   let streamed = 0;
