@@ -40,7 +40,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from .address import validate_pattern
 from .client import ClaspClient
-from .errors import ClaspError, TransportError
+from .errors import ClaspError, SignalingError, TransportError
 from .messages import (
     MISSING,
     Bundle,
@@ -54,7 +54,7 @@ from .messages import (
     Snapshot,
     Ttl,
 )
-from .signaling import ANNOUNCE_ADDRESS, parse_signal
+from .signaling import ANNOUNCE_ADDRESS, new_correlation_id, parse_signal
 from ._callbacks import CallbackRegistry
 from ._tasks import TaskSet
 from .webrtc import LOCAL_FEATURES, ChannelSpec, WebRtcConfig, WebRtcStats, WebRtcTransport
@@ -449,7 +449,9 @@ class ClaspP2P:
         self._accept = accept
         self._peers: dict[str, PeerInfo] = {}
         self._connections: dict[str, Peer] = {}
-        self._transports: dict[str, WebRtcTransport] = {}
+        self._transports: dict[str, WebRtcTransport] = {}  # the current connection per peer session
+        self._answering: dict[str, WebRtcTransport] = {}  # by correlation id: offers not answered yet
+        self._correlation_ids: dict[str, None] = {}  # every id we offered or were offered (bounded)
         self._pending: dict[str, asyncio.Future] = {}
         self._attempts: dict[str, asyncio.Task] = {}
         self._refusals: dict[str, str] = {}
@@ -497,7 +499,7 @@ class ClaspP2P:
             self._finish_pending(session_id, exc=TransportError("ClaspP2P closed", peer=session_id, step="close"))
         peers = list(self._connections.values())
         await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
-        for transport in list(self._transports.values()):
+        for transport in [*self._transports.values(), *self._answering.values()]:
             await transport.close()
         client = self.client
         if client is not None and client.connected and self._presence_address is not None:
@@ -700,7 +702,10 @@ class ClaspP2P:
 
     async def _offer(self, info: PeerInfo, future: asyncio.Future) -> None:
         session_id = info.session_id
-        transport = WebRtcTransport(self.rtc_config, self.client.signaling, session_id, pump_signals=False)
+        correlation_id = new_correlation_id(self.session_id or "", session_id)
+        self._remember(correlation_id)
+        transport = WebRtcTransport(self.rtc_config, self.client.signaling, session_id, pump_signals=False,
+                                    correlation_id=correlation_id)
         self._transports[session_id] = transport
         try:
             await transport.start()
@@ -761,21 +766,39 @@ class ClaspP2P:
             except Exception as exc:
                 self._report(exc)
 
+    def _remember(self, correlation_id: str) -> None:
+        self._correlation_ids[correlation_id] = None
+        if len(self._correlation_ids) > 1024:
+            del self._correlation_ids[next(iter(self._correlation_ids))]
+
+    def _transport_for(self, sender: str, correlation_id: str) -> WebRtcTransport | None:
+        transport = self._transports.get(sender)
+        if transport is not None and transport.correlation_id == correlation_id:
+            return transport
+        transport = self._answering.get(correlation_id)
+        return transport if transport is not None and transport.peer == sender else None
+
     def _on_signal(self, signal: dict[str, object]) -> None:
         sender = str(signal["from"])
         kind = signal["type"]
-        transport = self._transports.get(sender)
+        correlation_id = str(signal["correlation_id"])
         if kind == "offer":
-            self._on_offer(signal, transport)
+            self._on_offer(signal, self._transports.get(sender))
             return
+        # Each signal goes to the connection it names, whatever its timing: an offer's transport
+        # exists (and queues signals) from the moment the offer arrives.
+        transport = self._transport_for(sender, correlation_id)
         if transport is None:
+            # A disconnected for a connection that has ended is expected; it must not end a newer one.
+            if kind != "disconnected" and correlation_id not in self._correlation_ids:
+                self._report(SignalingError(
+                    f"{kind} from {sender} for unknown correlation id {correlation_id!r} ignored",
+                    peer=sender, step=str(kind)))
             return
         if kind == "disconnected":
-            # Honoured only for the connection it names: a late one must not end a newer connection.
-            if signal["correlation_id"] != transport.correlation_id:
-                return
             attempt = self._attempts.get(sender)
-            if transport.state == "connecting" and attempt is not None:
+            if (transport.state == "connecting" and not transport.negotiated and attempt is not None
+                    and transport is self._transports.get(sender)):
                 self._refusals[sender] = str(signal.get("reason") or "disconnected")
                 attempt.cancel()
                 return
@@ -783,6 +806,12 @@ class ClaspP2P:
 
     def _on_offer(self, offer: dict[str, object], current: WebRtcTransport | None) -> None:
         sender = str(offer["from"])
+        correlation_id = str(offer["correlation_id"])
+        if correlation_id in self._correlation_ids:
+            return  # a repeated offer
+        self._remember(correlation_id)
+        if any(t.peer == sender for t in self._answering.values()):
+            return  # another offer from that session is being handled
         if current is not None and current.state in ("new", "connecting") and current.role != "answerer":
             # Both sides offered at once: the smaller session id stays the offerer.
             if (self.session_id or "") < sender:
@@ -792,28 +821,55 @@ class ClaspP2P:
                 attempt.cancel()
             self._transports.pop(sender, None)
         elif current is not None and current.state in ("new", "connecting"):
-            return  # a repeated offer while answering
+            return  # an offer while answering another one
         info = self._peers.get(sender)
         if info is None:
             info = self._peers[sender] = PeerInfo(session_id=sender, source="offer")
         if isinstance(offer.get("features"), (list, tuple)) and not info.features:
             info.features = tuple(f for f in offer["features"] if isinstance(f, str))
-        self._spawn(self._answer(offer, info, current))
+        transport = WebRtcTransport(self.rtc_config, self.client.signaling, sender, pump_signals=False)
+        self._answering[correlation_id] = transport
+        self._spawn(self._answer(offer, info, current, transport))
 
-    async def _answer(self, offer: dict[str, object], info: PeerInfo, previous: WebRtcTransport | None) -> None:
+    async def _may_answer(self, info: PeerInfo, correlation_id: str, previous: WebRtcTransport | None) -> bool:
+        """Whether to answer an offer: not when a live connection to its sender still answers
+        (the relay may not check "from"), nor when ``accept`` refuses (the offerer is told)."""
         sender = info.session_id
+        if previous is not None and previous.state == "connected":
+            if await previous.probe():
+                self._report(SignalingError(
+                    f"offer from {sender} ignored: the open connection to that session still answers, "
+                    "so the offer did not come from its peer", peer=sender, step="offer"))
+                return False
+            # Not told with "disconnected": the peer would take it for its new connection.
+            await previous.abort("replaced by a new connection")
         if self._accept is not None:
             decision = self._accept(info)
             if inspect.isawaitable(decision):
                 decision = await decision
             if not decision:
                 await self.client.signaling.send_signal(sender, {
-                    "type": "disconnected", "correlation_id": offer["correlation_id"], "reason": "refused"})
-                return
-        if previous is not None and previous.state == "connected":
-            await previous.close("replaced by a new connection")
-        transport = WebRtcTransport(self.rtc_config, self.client.signaling, sender, pump_signals=False)
-        self._transports[sender] = transport
+                    "type": "disconnected", "correlation_id": correlation_id, "reason": "refused"})
+                return False
+        return True
+
+    async def _answer(
+        self, offer: dict[str, object], info: PeerInfo, previous: WebRtcTransport | None, transport: WebRtcTransport
+    ) -> None:
+        sender = info.session_id
+        correlation_id = str(offer["correlation_id"])
+        answer = False
+        try:
+            answer = await self._may_answer(info, correlation_id, previous)
+        finally:
+            if self._answering.get(correlation_id) is transport:
+                del self._answering[correlation_id]
+            if answer:  # in the same step, so no signal finds neither
+                self._transports[sender] = transport
+            else:
+                await transport.abort("offer not answered")
+        if not answer:
+            return
         try:
             await transport.start(offer)
         except Exception as exc:
