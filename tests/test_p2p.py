@@ -62,7 +62,7 @@ async def test_late_joiner_finds_earlier_peer_by_client_id_and_every_operation_w
                 # bob learns alice from the presence SNAPSHOT, alice learns bob from his announce.
                 info = await bob.wait_for_peer("alice", TIMEOUT)
                 assert info.session_id == alice.session_id
-                assert "seq" not in info.features and "presence" in info.features
+                assert "seq2" not in info.features and "presence" in info.features
                 await alice.wait_for_peer("bob", TIMEOUT)
                 assert {p.client_id for p in alice.peers()} == {"bob"}
                 connected_events: list[Peer] = []
