@@ -662,6 +662,8 @@ class ClaspP2P:
             self._forget(session_id)
             return
         if not isinstance(value, dict):
+            self._report(ProtocolError(f"presence value must be a map, got {type(value).__name__}; ignored",
+                                       address=address))
             return
         ttl = value.get("ttl")  # the sender's refresh period decides when its entry is stale
         if type(ttl) is not int or not 1 <= ttl <= MAX_PRESENCE_TTL:
@@ -669,8 +671,11 @@ class ClaspP2P:
         self._learn(session_id, value.get("client_id"), value.get("features"), "presence", time.monotonic() + ttl)
 
     def _on_announce(self, value: Any, address: str) -> None:
-        if isinstance(value, dict):
-            self._learn(value.get("session_id"), value.get("client_id"), value.get("features"), "announce", None)
+        if not isinstance(value, dict):
+            self._report(ProtocolError(f"announce value must be a map, got {type(value).__name__}; ignored",
+                                       address=address))
+            return
+        self._learn(value.get("session_id"), value.get("client_id"), value.get("features"), "announce", None)
 
     async def _announce(self) -> None:
         client = self.client

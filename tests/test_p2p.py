@@ -360,7 +360,7 @@ async def test_closed_connections_are_released() -> None:
             assert alive == [], f"{len(alive)} objects of closed connections are still alive: {alive[:3]}"
 
 
-async def test_second_live_claim_of_a_client_id_is_ignored_and_reported() -> None:
+async def test_second_live_claim_of_a_client_id_is_ignored_and_reported_as_is_malformed_discovery() -> None:
     async with relay_running() as relay:
         impostor = await ClaspClient.connect(relay.url)
         claiming = None
@@ -388,6 +388,14 @@ async def test_second_live_claim_of_a_client_id_is_ignored_and_reported() -> Non
                 conflicts = [e for e in errors if "claim client id 'victim'" in str(e)]
                 assert len(conflicts) == 1 and isinstance(conflicts[0], ProtocolError)
                 assert victim.session_id in str(conflicts[0]) and impostor.session_id in str(conflicts[0])
+                # Malformed discovery data is reported by address and changes nothing.
+                await impostor.emit(ANNOUNCE_ADDRESS, "not a map")
+                await impostor.set(PRESENCE_PREFIX + "bogus", [1, 2], wait=True)
+                await wait_until(lambda: len([e for e in errors if "must be a map" in str(e)]) == 2,
+                                 what="two reports of malformed discovery data")
+                malformed = {e.address for e in errors if "must be a map" in str(e)}
+                assert malformed == {ANNOUNCE_ADDRESS, PRESENCE_PREFIX + "bogus"}
+                assert observer.find_peer("bogus") is None
                 peer = await asyncio.wait_for(observer.connect_to_peer("victim"), TIMEOUT)
                 assert peer.session_id == victim.session_id and observer.connection("victim") is peer
                 # Once the first claimant leaves, the id is free and the other live claim holds it.
