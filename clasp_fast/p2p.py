@@ -624,13 +624,13 @@ class ClaspP2P:
             # A client id claimed only by announces lapses like presence unless it is repeated.
             info.expires = now + self.presence_ttl if info.client_id else None
         if info.client_id:
-            self._check_claim(info, now)
+            self._check_claim(info)
         self._peer_changed.set()
         if is_new and source == "announce":
             # A newcomer: announce back so reference peers (which only listen to announces) see us.
             self._spawn(self._announce())
 
-    def _check_claim(self, info: PeerInfo, now: float) -> None:
+    def _check_claim(self, info: PeerInfo) -> None:
         """Report once when ``info`` claims a client id that another live session claimed first."""
         if info.session_id in self._claim_conflicts:
             return
