@@ -679,6 +679,11 @@ class WebRtcTransport:
         return self._remote_description_set.is_set()
 
     @property
+    def last_received(self) -> float:
+        """``time.monotonic()`` when something last arrived from the peer (any channel, keepalives too)."""
+        return self._last_received
+
+    @property
     def batching(self) -> bool:
         """True when frames are batched toward this peer."""
         return self.config.batching and "batch" in self.remote_features
