@@ -1,6 +1,6 @@
 """A WebRTC peer in its own process whose clock runs ``--shift-us`` µs ahead, for the clock tests.
 
-Run as ``python -m tests.clock_peer --port P --shift-us N``: it connects to the parent's signaling
+Run as ``python -m tests.clock_peer --port P --mode clock --shift-us N``: it connects to the parent's signaling
 server on 127.0.0.1:P, answers the parent's offer, answers the parent's SYNC requests and sends its
 own (every --interval s) over the ``clasp`` DataChannel, with a clock that is the wall clock plus N
 µs. When the parent closes the connection (or after --seconds) it prints one JSON line: its estimate
@@ -13,19 +13,15 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import time
 from dataclasses import asdict
-from typing import AsyncIterator
 
 from clasp_fast.clock import ClockSync, wall_clock_us
 from clasp_fast.messages import Sync
 from clasp_fast.signaling import StreamSignaling
 from clasp_fast.webrtc import WebRtcTransport
 
-from .webrtc_peer import CHILD, PARENT, REPO_ROOT, loopback_config
+from .webrtc_peer import CHILD, PARENT, loopback_config, spawn_peer
 
 
 def attach_clock_sync(transport: WebRtcTransport, clock) -> ClockSync:
@@ -65,6 +61,7 @@ async def _run(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--mode", choices=["clock"], default="clock")
     parser.add_argument("--shift-us", type=int, required=True)
     parser.add_argument("--interval", type=float, default=0.02)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -72,44 +69,10 @@ def main() -> None:
     print(json.dumps(asyncio.run(_run(args))), flush=True)
 
 
-@contextlib.asynccontextmanager
-async def spawn_shifted_peer(
-    shift_us: int, timeout: float = 20.0
-) -> AsyncIterator[tuple[WebRtcTransport, asyncio.subprocess.Process]]:
+def spawn_shifted_peer(shift_us: int, timeout: float = 20.0):
     """Start a child whose clock is ``shift_us`` ahead and connect to it; yields (transport, process)."""
-    accepted: asyncio.Future = asyncio.get_running_loop().create_future()
-
-    def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not accepted.done():
-            accepted.set_result((reader, writer))
-
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.clock_peer", "--port", str(port), "--shift-us", str(shift_us),
-        "--seconds", str(timeout), cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE,
-    )
-    signaling = None
-    transport = None
-    try:
-        reader, writer = await asyncio.wait_for(accepted, timeout)
-        signaling = StreamSignaling(PARENT, reader, writer)
-        transport = WebRtcTransport(loopback_config(), signaling, CHILD)
-        await transport.start()
-        yield transport, process
-    finally:
-        if transport is not None:
-            await transport.close()
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
-        if signaling is not None:
-            signaling.close()
-        server.close()
-        await server.wait_closed()
+    return spawn_peer("clock", "--shift-us", str(shift_us), "--seconds", str(timeout), timeout=timeout,
+                      module="tests.clock_peer")
 
 
 if __name__ == "__main__":
