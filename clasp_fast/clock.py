@@ -1,6 +1,6 @@
 """A peer's clock: offset and round-trip time estimated NTP-style from CLASP SYNC exchanges.
 
-One exchange (WIRE.md §6.13 SYNC: ``t1`` and optional ``t2``, ``t3``, all µs)::
+One exchange (a CLASP SYNC message carries ``t1`` and optionally ``t2``, ``t3``, all µs)::
 
     A: t1 = A's clock          --- SYNC {t1} --------------------->  B: t2 = B's clock on receipt
     A: t4 = A's clock on receipt <-- SYNC {t1, t2, t3} ------------  B: t3 = B's clock just before sending
