@@ -77,6 +77,7 @@ class _Lane:
                 self.hand_over(frame)
         except TransportError:
             backlog.clear()  # the connection is gone; the member fails on its next send
+            self.kept = 0
 
     def offer(self, frame: bytes, address: str | None, kind: int | None, fire: bool) -> None:
         if self.backlog:

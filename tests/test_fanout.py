@@ -81,6 +81,15 @@ async def test_each_message_is_encoded_once_and_reaches_every_viewer_in_order() 
             assert await collect_until(viewer, lambda got: len(got) == 300) == sent
         assert {(s.member, s.channel, s.sent, s.waiting) for s in group.stats()} == {
             (f"viewer-{i}", "clasp-reliable", 300, 0) for i in range(3)}
+        group.remove("viewer-0")
+        last = Set(address="/m/last", value=-1)
+        group.send(last)
+        for _, viewer in pairs[1:]:
+            assert await collect_until(viewer, lambda got: len(got) == 1) == [last]
+        assert group.members == ("viewer-1", "viewer-2")
+        # viewer-0 gets nothing more: its next message is one sent to it directly.
+        await pairs[0][0].sender.send(Set(address="/m/direct", value=0))
+        assert await collect_until(pairs[0][1], lambda got: len(got) == 1) == [Set(address="/m/direct", value=0)]
 
 
 async def test_a_stalled_viewer_gets_the_latest_values_and_every_event_without_slowing_the_others() -> None:
