@@ -46,7 +46,7 @@ from collections import deque
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
+from typing import Iterator
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -57,6 +57,7 @@ from .auth import Validator
 from .codec import decode, encode, frame_size
 from .errors import DecodeError, ProtocolError
 from .messages import Error, Hello
+from .fair_queue import OWN, FairQueue
 from .router import Router, RouterConfig, Session
 
 __all__ = ["Relay"]
@@ -64,34 +65,45 @@ __all__ = ["Relay"]
 log = logging.getLogger("clasp_fast.relay")
 
 MAX_FRAME = 12 + 65535  # the largest CLASP frame: 12-byte header + 65 535-byte payload
+# Fairness between connections: a writer yields to the event loop after WRITE_TURN frames, a
+# reader after READ_TURN units of work (one per message plus one per fan-out frame it caused).
+WRITE_TURN = 32
+READ_TURN = 256
 
 
 class _Connection:
-    """The socket side of one session: a bounded queue and the writer task that drains it."""
+    """The socket side of one session: its :class:`FairQueue` and the writer task that drains it."""
 
     __slots__ = ("ws", "limit", "queue", "wakeup", "closing", "writer")
 
     def __init__(self, ws: ServerConnection, limit: int) -> None:
         self.ws = ws
         self.limit = limit
-        self.queue: deque[bytes] = deque()
+        self.queue = FairQueue(limit)
         self.wakeup = asyncio.Event()
         self.closing = False
         self.writer: asyncio.Task | None = None
 
-    def reply(self, frame: bytes) -> None:
-        if len(self.queue) >= 2 * self.limit:
+    def reply(self, frame: bytes, address: str | None = None) -> None:
+        if self.queue.backlog(OWN) >= 2 * self.limit:
             self.close(1008, "outgoing queue overflow: the client does not read")
             return
-        self.queue.append(frame)
+        self.queue.put(OWN, frame, address)
         self.wakeup.set()
 
-    def broadcast(self, frame: bytes) -> bool:
-        if len(self.queue) >= self.limit or self.closing:
-            return False
-        self.queue.append(frame)
+    def stream(self, frames: Iterator[bytes]) -> None:
+        if self.queue.backlog(OWN) >= 2 * self.limit:
+            self.close(1008, "outgoing queue overflow: the client does not read")
+            return
+        self.queue.put_stream(OWN, frames)
         self.wakeup.set()
-        return True
+
+    def broadcast(self, frame: bytes, sender: str | None = None, address: str | None = None) -> bool:
+        if self.closing:
+            return False
+        admitted = self.queue.offer(sender or OWN, frame, address)
+        self.wakeup.set()
+        return admitted
 
     def close(self, code: int, reason: str) -> None:
         if not self.closing:
@@ -109,14 +121,23 @@ class _Connection:
                 pass
 
     async def run_writer(self) -> None:
-        queue = self.queue
+        pop = self.queue.pop
         send = self.ws.send
+        wakeup = self.wakeup
+        sent = 0
         try:
             while True:
-                await self.wakeup.wait()
-                self.wakeup.clear()
-                while queue:
-                    await send(queue.popleft())
+                frame = pop()
+                if frame is None:
+                    wakeup.clear()
+                    await wakeup.wait()
+                    sent = 0
+                    continue
+                await send(frame)
+                sent += 1
+                if sent == WRITE_TURN:  # let the other connections have the loop
+                    sent = 0
+                    await asyncio.sleep(0)
         except ConnectionClosed:
             pass
 
@@ -140,6 +161,8 @@ class Relay:
         max_message_size: int = MAX_FRAME,
         static_dir: str | Path | None = None,
         auth: Validator | None = None,
+        max_store_bytes: int = RouterConfig.max_store_bytes,
+        max_params: int = RouterConfig.max_params,
     ) -> None:
         self.host = host
         self.static_dir = Path(static_dir).resolve() if static_dir is not None else None
@@ -150,7 +173,8 @@ class Relay:
         self.max_message_size = max_message_size
         self.router = Router(RouterConfig(
             name=name, max_sessions=max_sessions, max_subscriptions=max_subscriptions,
-            rate_limit=rate_limit, gesture_coalesce=gesture_coalesce, auth=auth))
+            rate_limit=rate_limit, gesture_coalesce=gesture_coalesce, auth=auth,
+            max_store_bytes=max_store_bytes, max_params=max_params))
         self._server = None
         self._sweeper: asyncio.Task | None = None
         self._handlers: set[asyncio.Task] = set()
@@ -242,8 +266,12 @@ class Relay:
             return
         conn.writer = asyncio.get_running_loop().create_task(conn.run_writer())
         receive = router.receive
+        work = 0
         try:
             async for data in ws:
+                if work >= READ_TURN:  # a busy sender yields to the others between messages
+                    work = 0
+                    await asyncio.sleep(0)
                 if type(data) is not bytes:
                     conn.reply(_TEXT_ERROR)
                     continue
@@ -259,10 +287,12 @@ class Relay:
                         session = router.connect(conn, message)
                     except ProtocolError as exc:
                         await conn.stop_writer()
-                        await _refuse(ws, exc, list(conn.queue))
+                        await _refuse(ws, exc, conn.queue)
                         return
                     continue
+                before = router.delivered
                 receive(session, message)
+                work += 1 + router.delivered - before
         except ConnectionClosed:
             pass
         except Exception:  # a router bug must not take other sessions down
@@ -274,10 +304,10 @@ class Relay:
             conn.writer.cancel()
 
 
-async def _refuse(ws: ServerConnection, exc: ProtocolError, queued: Iterable[bytes] = ()) -> None:
+async def _refuse(ws: ServerConnection, exc: ProtocolError, queued: FairQueue | None = None) -> None:
     """Send what is still ``queued``, then the failed handshake's ERROR (300/302/500); close with 1008."""
     try:
-        for frame in queued:
+        while queued is not None and (frame := queued.pop()) is not None:
             await ws.send(frame)
         await ws.send(encode(Error(code=exc.code, message=exc.reason)))
     except ConnectionClosed:
