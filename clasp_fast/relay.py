@@ -31,10 +31,17 @@ Plain HTTP on the same port: ``GET /clasp-p2p.js`` returns the browser module
 returns files from that folder (``/`` is ``index.html``); anything else without
 ``Upgrade: websocket`` gets ``200 ok`` (health check).
 
-Each session has a bounded outgoing queue drained by its own writer task, so a slow
-consumer never blocks routing: fan-out to a full queue is dropped (and reported with
-ERROR 503, WIRE.md §8.8); direct replies may use up to twice the queue size, beyond
-which the connection is closed with 1008. Shutdown closes every connection with 1001.
+Each session has a bounded outgoing queue (:class:`~clasp_fast.fair_queue.FairQueue`: one
+lane per sending session, served round-robin) drained by its own writer task, so a slow
+consumer never blocks routing and a flooding sender cannot make others' messages wait
+behind its own: fan-out to a full queue drops the newest frame of the busiest sender
+(reported with ERROR 503, WIRE.md §8.8); direct replies may use up to twice the queue
+size, beyond which the connection is closed with 1008. SNAPSHOTs are streamed, produced
+frame by frame as the socket drains, and never count against that limit. Between
+connections the event loop is shared fairly: a writer yields after ``WRITE_TURN``
+frames, a reader after ``READ_TURN`` units of routing work, and a socket read takes at
+most ``READ_CHUNK`` bytes. Shutdown closes every connection with 1001.
+See docs/security.md for the threat model and every limit.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-from collections import deque
+import socket
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
@@ -67,8 +74,9 @@ log = logging.getLogger("clasp_fast.relay")
 MAX_FRAME = 12 + 65535  # the largest CLASP frame: 12-byte header + 65 535-byte payload
 # Fairness between connections: a writer yields to the event loop after WRITE_TURN frames, a
 # reader after READ_TURN units of work (one per message plus one per fan-out frame it caused).
-WRITE_TURN = 32
-READ_TURN = 256
+WRITE_TURN = 16
+READ_TURN = 128
+READ_CHUNK = 16 * 1024  # bytes taken from a socket per read
 
 
 class _Connection:
@@ -121,25 +129,57 @@ class _Connection:
                 pass
 
     async def run_writer(self) -> None:
+        """Send queued frames, at most WRITE_TURN per turn of the event loop."""
         pop = self.queue.pop
         send = self.ws.send
         wakeup = self.wakeup
-        sent = 0
+        cork = _Cork(self.ws)
         try:
             while True:
                 frame = pop()
                 if frame is None:
                     wakeup.clear()
                     await wakeup.wait()
-                    sent = 0
                     continue
                 await send(frame)
-                sent += 1
-                if sent == WRITE_TURN:  # let the other connections have the loop
-                    sent = 0
-                    await asyncio.sleep(0)
+                frame = pop()
+                if frame is not None:  # more than one frame this turn: let the kernel pack them
+                    cork.hold()
+                    try:
+                        sent = 1
+                        while frame is not None:
+                            await send(frame)
+                            sent += 1
+                            frame = pop() if sent < WRITE_TURN else None
+                    finally:
+                        cork.release()
+                await asyncio.sleep(0)  # let the other connections have the loop
         except ConnectionClosed:
             pass
+
+
+class _Cork:
+    """TCP_CORK around a turn's frames where the platform has it (Linux): the kernel sends them
+    in full segments instead of one segment (and one wake-up of the reader) per frame."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, ws: ServerConnection) -> None:
+        sock = ws.transport.get_extra_info("socket")
+        self.sock = sock if hasattr(socket, "TCP_CORK") and sock is not None else None
+
+    def hold(self) -> None:
+        self._set(1)
+
+    def release(self) -> None:
+        self._set(0)
+
+    def _set(self, value: int) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, value)
+            except OSError:  # the connection is gone; the send reports it
+                self.sock = None
 
 
 class Relay:
@@ -258,6 +298,7 @@ class Relay:
         if not isinstance(hello, Hello):
             await ws.close(1002, "the first message must be a CLASP HELLO")
             return
+        _limit_read_chunk(ws)
         conn = _Connection(ws, self.queue_size)
         try:
             session = router.connect(conn, hello)
@@ -302,6 +343,15 @@ class Relay:
             router.disconnect(session)
             conn.closing = True
             conn.writer.cancel()
+
+
+def _limit_read_chunk(ws: ServerConnection) -> None:
+    # asyncio reads up to 256 KiB per socket read, and websockets parses every frame in it
+    # before the loop moves on: for a flood of small frames that is ~5,000 frames, a stall of
+    # tens of milliseconds for every other connection. Smaller reads bound that stall.
+    transport = ws.transport
+    if isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = READ_CHUNK
 
 
 async def _refuse(ws: ServerConnection, exc: ProtocolError, queued: FairQueue | None = None) -> None:
