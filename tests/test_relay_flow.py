@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from clasp_fast.client import ClaspClient
-from clasp_fast.codec import decode, encode
+from clasp_fast.codec import encode
 from clasp_fast.errors import ProtocolError
 from clasp_fast.messages import (
     Ack,
@@ -31,19 +31,16 @@ from clasp_fast.messages import (
 )
 from clasp_fast.relay import Relay
 
+from .relay_wire import recv
+from .relay_wire import session as open_session
+
 BIG = "v" * 40_000  # one param per SNAPSHOT frame
 
 
 async def session(url: str):
-    ws = await connect(url, subprotocols=["clasp"], max_size=None)
-    await ws.send(encode(Hello(name="t")))
-    welcome = decode(await asyncio.wait_for(ws.recv(), 5.0))
-    assert isinstance(welcome, Welcome)
-    return ws, welcome.session
-
-
-async def recv(ws, timeout: float = 5.0):
-    return decode(await asyncio.wait_for(ws.recv(), timeout))
+    """A bare WebSocket past WELCOME (the SNAPSHOT after it is left to the test)."""
+    ws, session_id, _ = await open_session(url, snapshot=False)
+    return ws, session_id
 
 
 async def fill(url: str, count: int, prefix: str = "/big") -> None:

@@ -10,23 +10,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 from clasp_fast.auth import TokenAuth
 from clasp_fast.client import ClaspClient
-from clasp_fast.codec import decode, encode
+from clasp_fast.codec import encode
 from clasp_fast.errors import ProtocolError
 from clasp_fast.messages import (
     Ack,
     Bundle,
-    Error,
-    Hello,
-    Ping,
-    Pong,
     Publish,
     Set,
-    Snapshot,
     Subscribe,
     Ttl,
     Welcome,
@@ -34,6 +28,9 @@ from clasp_fast.messages import (
 from clasp_fast.p2p import ClaspP2P
 from clasp_fast.relay import Relay
 from clasp_fast.webrtc import WebRtcConfig
+
+from .relay_wire import expect_error, recv, round_trip
+from .relay_wire import session as open_session
 
 PRESENCE = "/clasp/p2p/presence/"
 ANNOUNCE = "/clasp/p2p/announce"
@@ -49,28 +46,8 @@ async def relay():
 
 async def session(url: str, token: str | None = None):
     """A bare WebSocket past WELCOME and its SNAPSHOT; returns (ws, session id)."""
-    ws = await connect(url, subprotocols=["clasp"])
-    await ws.send(encode(Hello(name="t", token=token)))
-    welcome = decode(await asyncio.wait_for(ws.recv(), 5.0))
-    assert isinstance(welcome, Welcome), welcome
-    assert isinstance(decode(await asyncio.wait_for(ws.recv(), 5.0)), Snapshot)
-    return ws, welcome.session
-
-
-async def recv(ws, timeout: float = 5.0):
-    return decode(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def round_trip(ws) -> None:
-    await ws.send(encode(Ping()))
-    assert isinstance(await recv(ws), Pong)
-
-
-async def expect_error(ws, code: int, address: str) -> Error:
-    error = await recv(ws)
-    assert isinstance(error, Error), error
-    assert (error.code, error.address) == (code, address), error
-    return error
+    ws, session_id, _ = await open_session(url, token)
+    return ws, session_id
 
 
 def presence(session_id: str, client_id: str | None) -> Set:
