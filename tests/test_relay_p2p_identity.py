@@ -198,6 +198,10 @@ async def test_reference_announce_without_client_id_needs_no_claim():
         await a.send(encode(announce(a_id, "rx")))
         error = await expect_error(a, 301, ANNOUNCE)
         assert "claim" in error.message and "'rx'" in error.message
+        await a.send(encode(presence(a_id, "rx")))
+        await expect_error(a, 301, PRESENCE + a_id)
+        await a.send(encode(presence(a_id, None)))  # a presence without a client id is fine
+        assert await recv(a) == Ack(address=PRESENCE + a_id, revision=1)  # so the refused one stored nothing
         await a.close()
         await watch.close()
 
