@@ -73,7 +73,9 @@ log = logging.getLogger("clasp_fast.relay")
 
 MAX_FRAME = 12 + 65535  # the largest CLASP frame: 12-byte header + 65 535-byte payload
 # Fairness between connections: a writer yields to the event loop after WRITE_TURN frames, a
-# reader after READ_TURN units of work (one per message plus one per fan-out frame it caused).
+# reader after READ_TURN units of work (one per message plus one per fan-out frame it caused),
+# or after one message when that message found a subscriber's queue half full while its socket
+# takes data (routing outpacing that writer: the sender waits instead of the frames being dropped).
 WRITE_TURN = 16
 READ_TURN = 128
 READ_CHUNK = 16 * 1024  # bytes taken from a socket per read
@@ -82,7 +84,7 @@ READ_CHUNK = 16 * 1024  # bytes taken from a socket per read
 class _Connection:
     """The socket side of one session: its :class:`FairQueue` and the writer task that drains it."""
 
-    __slots__ = ("ws", "limit", "queue", "wakeup", "closing", "writer")
+    __slots__ = ("ws", "limit", "queue", "wakeup", "closing", "writer", "sending")
 
     def __init__(self, ws: ServerConnection, limit: int) -> None:
         self.ws = ws
@@ -91,6 +93,11 @@ class _Connection:
         self.wakeup = asyncio.Event()
         self.closing = False
         self.writer: asyncio.Task | None = None
+        self.sending = False  # seen True by others only while a send waits for the socket
+
+    @property
+    def behind(self) -> bool:
+        return 2 * len(self.queue) >= self.limit and not self.sending
 
     def reply(self, frame: bytes, address: str | None = None) -> None:
         if self.queue.backlog(OWN) >= 2 * self.limit:
@@ -141,6 +148,7 @@ class _Connection:
                     wakeup.clear()
                     await wakeup.wait()
                     continue
+                self.sending = True
                 await send(frame)
                 frame = pop()
                 if frame is not None:  # more than one frame this turn: let the kernel pack them
@@ -153,6 +161,7 @@ class _Connection:
                             frame = pop() if sent < WRITE_TURN else None
                     finally:
                         cork.release()
+                self.sending = False
                 await asyncio.sleep(0)  # let the other connections have the loop
         except ConnectionClosed:
             pass
@@ -332,8 +341,11 @@ class Relay:
                         return
                     continue
                 before = router.delivered
+                router.behind = False
                 receive(session, message)
                 work += 1 + router.delivered - before
+                if router.behind:  # a subscriber's writer falls behind this sender: let it catch up
+                    work = READ_TURN
         except ConnectionClosed:
             pass
         except Exception:  # a router bug must not take other sessions down

@@ -101,6 +101,11 @@ class Outbox(Protocol):
     def broadcast(self, frame: bytes, sender: str | None = None, address: str | None = None) -> bool:
         """Queue a fan-out frame; return False when a frame was dropped because the queue is full."""
 
+    @property
+    def behind(self) -> bool:
+        """True while frames pile up although the connection takes them as fast as they are
+        written: routing outpaces this connection's writer (not a slow consumer)."""
+
     def close(self, code: int, reason: str) -> None:
         """Close the connection (used when a session must go)."""
 
@@ -192,6 +197,7 @@ class Router:
         self._rate_error_frame = encode(Error(
             code=429, message=f"Rate limit exceeded: {config.rate_limit} messages/second"))
         self.delivered = 0  # fan-out frames handed to outboxes (the socket layer's measure of work)
+        self.behind = False  # set when a delivery found its outbox behind (the socket layer resets it)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -308,7 +314,11 @@ class Router:
         """Fan-out delivery with the slow-consumer policy of WIRE.md §8.8."""
         self.delivered += 1
         lane = None if sender is target or sender is None else sender.id
-        if target.outbox.broadcast(frame, lane, address):
+        outbox = target.outbox
+        admitted = outbox.broadcast(frame, lane, address)
+        if outbox.behind:
+            self.behind = True
+        if admitted:
             return
         target.dropped += 1
         now = self._clock()
