@@ -9,10 +9,14 @@ table of tokens::
                      expires={"cpsk_desk": time.time() + 3600})
     relay = await Relay.start(port=0, auth=auth)
 
-A scope is ``read:PATTERN`` or ``write:PATTERN``; there is no admin scope, and write
-does not imply read. ``PATTERN`` is matched like the reference's ``Pattern::matches``:
-``glob_match`` (§9.3) when it contains ``*``, otherwise plain equality — so
-``write:/lights/**`` does not cover ``/lights`` itself.
+A scope is ``read:PATTERN``, ``write:PATTERN`` or ``claim:IDS``; there is no admin
+scope, and write does not imply read. ``PATTERN`` is matched like the reference's
+``Pattern::matches``: ``glob_match`` (§9.3) when it contains ``*``, otherwise plain
+equality — so ``write:/lights/**`` does not cover ``/lights`` itself.
+
+``claim:IDS`` names the P2P client ids a session may claim in its presence param and
+announces (``claim:mixer``, ``claim:sensor-*``; ``*`` is any run of characters). A
+token without a claim scope can still do P2P by session id, but cannot take a name.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from .errors import ClaspError
 
 __all__ = ["Scopes", "TokenAuth", "TokenExpired", "TokenRejected", "Validator", "scope_matches"]
 
-ACTIONS = ("read", "write")
+ACTIONS = ("read", "write", "claim")
 
 
 class TokenRejected(ClaspError):
@@ -48,18 +52,18 @@ def scope_matches(pattern: str, address: str) -> bool:
 
 
 class Scopes:
-    """What one token may do: the read and write patterns of its ``read:``/``write:`` scopes."""
+    """What one token may do: the patterns of its ``read:``, ``write:`` and ``claim:`` scopes."""
 
-    __slots__ = ("read", "write")
+    __slots__ = ("read", "write", "claim")
 
     def __init__(self, scopes: Iterable[str]) -> None:
-        read: list[str] = []
-        write: list[str] = []
+        found: dict[str, list[str]] = {action: [] for action in ACTIONS}
         for scope in scopes:
             action, pattern = parse_scope(scope)
-            (read if action == "read" else write).append(pattern)
-        self.read = tuple(read)
-        self.write = tuple(write)
+            found[action].append(pattern)
+        self.read = tuple(found["read"])
+        self.write = tuple(found["write"])
+        self.claim = tuple(found["claim"])
 
     def can_read(self, address: str) -> bool:
         """SUBSCRIBE (for its pattern), GET and receiving data need a read scope covering the address."""
@@ -69,12 +73,17 @@ class Scopes:
         """SET and PUBLISH (P2P signals and announces included) need a write scope covering the address."""
         return any(scope_matches(p, address) for p in self.write)
 
+    def can_claim(self, client_id: str) -> bool:
+        """A P2P client id in a presence param or announce needs a claim scope naming it."""
+        return any(scope_matches(p, client_id) for p in self.claim)
+
     def strings(self) -> list[str]:
-        """The scopes as ``action:pattern`` strings, reads first."""
-        return [f"read:{p}" for p in self.read] + [f"write:{p}" for p in self.write]
+        """The scopes as ``action:pattern`` strings: reads, writes, then claims."""
+        return [f"{action}:{p}" for action in ACTIONS for p in getattr(self, action)]
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Scopes) and (self.read, self.write) == (other.read, other.write)
+        return isinstance(other, Scopes) and (self.read, self.write, self.claim) == (
+            other.read, other.write, other.claim)
 
     def __repr__(self) -> str:
         return f"Scopes({self.strings()!r})"
@@ -84,7 +93,11 @@ def parse_scope(scope: str) -> tuple[str, str]:
     """Split ``read:/a/**`` into ``("read", "/a/**")``; ValueError naming the bad part."""
     action, sep, pattern = scope.partition(":")
     if not sep or action not in ACTIONS:
-        raise ValueError(f"scope {scope!r}: expected 'read:PATTERN' or 'write:PATTERN'")
+        raise ValueError(f"scope {scope!r}: expected 'read:PATTERN', 'write:PATTERN' or 'claim:IDS'")
+    if action == "claim":
+        if not pattern or "/" in pattern:
+            raise ValueError(f"scope {scope!r}: a claim scope names client ids: non-empty, no '/'")
+        return action, pattern
     try:
         validate_pattern(pattern)
     except ClaspError as exc:

@@ -39,12 +39,16 @@ def add_relay(subparsers) -> None:
     p.add_argument("--no-gesture-coalescing", action="store_true")
     p.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE[,SCOPE...]",
                    help="accept TOKEN with these scopes (repeatable); turns on authenticated mode. "
-                        "A scope is read:PATTERN or write:PATTERN, e.g. "
-                        "--token cpsk_desk=read:/lights/**,write:/lights/** ; a PATTERN with * is a glob, "
-                        "otherwise one exact address (write:/lights/** does not cover /lights)")
+                        "A scope is read:PATTERN, write:PATTERN or claim:IDS, e.g. "
+                        "--token cpsk_desk=read:/lights/**,write:/lights/**,claim:desk-* ; a PATTERN with * "
+                        "is a glob, otherwise one exact address (write:/lights/** does not cover /lights); "
+                        "claim:IDS names the P2P client ids the token may use (docs/security.md)")
     p.add_argument("--tokens-file", metavar="PATH",
-                   help='JSON file {"TOKEN": ["read:PATTERN", "write:PATTERN", ...], ...}; '
+                   help='JSON file {"TOKEN": ["read:PATTERN", "write:PATTERN", "claim:IDS", ...], ...}; '
                         "turns on authenticated mode (combined with --token)")
+    p.add_argument("--max-store-bytes", type=int, default=64 * 1024 * 1024, metavar="BYTES",
+                   help="bound on stored params and announced signals (default 64 MiB); "
+                        "SETs beyond it get ERROR 507")
 
     def run(args) -> int:
         import asyncio
@@ -62,7 +66,7 @@ def add_relay(subparsers) -> None:
             relay = await Relay.start(
                 args.host, args.port, name=args.name, max_sessions=args.max_sessions,
                 max_subscriptions=args.max_subscriptions, rate_limit=args.rate_limit,
-                queue_size=args.queue_size,
+                queue_size=args.queue_size, max_store_bytes=args.max_store_bytes,
                 gesture_coalesce=None if args.no_gesture_coalescing else 0.016, auth=auth)
             print(f"clasp_fast relay listening on {relay.url}", flush=True)
             if auth is not None:
@@ -82,7 +86,7 @@ SUBCOMMANDS.append(add_relay)
 
 # A scope list is split on the commas that start another scope, so that a
 # pattern's own commas ("read:/x/{a,b}") survive.
-_SCOPE_SEPARATOR = re.compile(r",(?=\s*(?:read|write):)")
+_SCOPE_SEPARATOR = re.compile(r",(?=\s*(?:read|write|claim):)")
 
 
 def relay_auth(token_options: Sequence[str], tokens_file: str | None):

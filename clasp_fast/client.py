@@ -513,11 +513,14 @@ class ClaspClient:
                 future.set_exception(exc)
                 future.exception()  # mark retrieved: nobody may be waiting any more
 
-    def _handle(self, message: Any) -> None:
+    def _handle(self, message: Any, routed: bool = True) -> None:
+        """Handle one message from the relay; ``routed`` is False for the parts of a BUNDLE."""
         kind = type(message)
         if kind is Publish:
             address = message.address
-            if address.startswith(SIGNAL_PREFIX) and address[len(SIGNAL_PREFIX):] == self.session_id:
+            # A P2P signal is only what the relay routes to this session: a PUBLISH of its own,
+            # never one carried inside a BUNDLE (a reference router fans those out unchecked).
+            if routed and address.startswith(SIGNAL_PREFIX) and address[len(SIGNAL_PREFIX):] == self.session_id:
                 self._signaling._deliver(message.value, self._report)
             value = message.samples if message.samples is not None else message.value
             self._dispatch(address, value, message.signal or "event", message)
@@ -556,7 +559,7 @@ class ClaspClient:
                     future.set_result(list(message.signals))
         elif kind is Bundle:
             for inner in message.messages:
-                self._handle(inner)
+                self._handle(inner, routed=False)
         elif kind is Welcome:
             self.session_id = message.session
         # ANNOUNCE, HELLO, SUBSCRIBE, ... from a relay carry nothing for a client: ignored.
@@ -592,7 +595,7 @@ class ClaspClient:
             if watch is not None and not watch.done():
                 watch.set_exception(exc)
                 return
-            if message.code in (400, 301, 403):
+            if message.code in (400, 301, 402, 403, 409, 429, 507):  # a refused SET or ANNOUNCE
                 future = self._next_set_waiter(address)
                 if future is not None:
                     future.set_exception(exc)

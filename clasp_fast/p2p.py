@@ -499,10 +499,16 @@ class ClaspP2P:
         client = self.client
         client.on_error(self._report)
         client.on_connect(self._on_relay_reconnect)
-        await client.subscribe(PRESENCE_PREFIX + "*", self._on_presence)
-        await client.subscribe(ANNOUNCE_ADDRESS, self._on_announce)
-        self._spawn(self._pump_signals())
-        await self._publish_presence()
+        try:
+            await client.subscribe(PRESENCE_PREFIX + "*", self._on_presence)
+            await client.subscribe(ANNOUNCE_ADDRESS, self._on_announce)
+            self._spawn(self._pump_signals())
+            # Waits for the relay's ACK: a relay that refuses the client id (ERROR 409 taken,
+            # 301 not granted by the token) makes connect() raise that ProtocolError.
+            await self._publish_presence(wait=True)
+        except BaseException:
+            await self.close()
+            raise
         self._spawn(self._refresh_presence())
         return self
 
@@ -686,21 +692,26 @@ class ClaspP2P:
         await client.emit(ANNOUNCE_ADDRESS, {"session_id": client.session_id, "p2p_capable": True,
                                              "features": list(self.features), "client_id": self.client_id})
 
-    async def _publish_presence(self) -> None:
+    async def _publish_presence(self, wait: bool = False) -> None:
         client = self.client
         if client is None or not client.connected:
             return
         address = PRESENCE_PREFIX + client.session_id
         if self._presence_address not in (None, address):
-            try:  # the relay client reconnected under a new session id
-                await client.set(self._presence_address, None, ttl=Ttl.absolute(1), wait=False)
-            except ClaspError:
-                pass
+            # The relay client reconnected under a new session id. A clasp_fast relay has already
+            # removed the old entry and refuses this write (only a session writes its own presence).
+            self._spawn(self._withdraw_quietly(self._presence_address))
         self._presence_address = address
         value = {"client_id": self.client_id, "session_id": client.session_id, "features": list(self.features),
                  "ttl": self.presence_ttl}
-        await client.set(address, value, ttl=Ttl.absolute(self.presence_ttl), wait=False)
+        await client.set(address, value, ttl=Ttl.absolute(self.presence_ttl), wait=wait)
         await self._announce()
+
+    async def _withdraw_quietly(self, address: str) -> None:
+        try:
+            await self.client.set(address, None, ttl=Ttl.absolute(1))
+        except ClaspError:
+            pass
 
     async def _refresh_presence(self) -> None:
         while not self._closed:

@@ -31,10 +31,17 @@ Plain HTTP on the same port: ``GET /clasp-p2p.js`` returns the browser module
 returns files from that folder (``/`` is ``index.html``); anything else without
 ``Upgrade: websocket`` gets ``200 ok`` (health check).
 
-Each session has a bounded outgoing queue drained by its own writer task, so a slow
-consumer never blocks routing: fan-out to a full queue is dropped (and reported with
-ERROR 503, WIRE.md §8.8); direct replies may use up to twice the queue size, beyond
-which the connection is closed with 1008. Shutdown closes every connection with 1001.
+Each session has a bounded outgoing queue (:class:`~clasp_fast.fair_queue.FairQueue`: one
+lane per sending session, served round-robin) drained by its own writer task, so a slow
+consumer never blocks routing and a flooding sender cannot make others' messages wait
+behind its own: fan-out to a full queue drops the newest frame of the busiest sender
+(reported with ERROR 503, WIRE.md §8.8); direct replies may use up to twice the queue
+size, beyond which the connection is closed with 1008. SNAPSHOTs are streamed, produced
+frame by frame as the socket drains, and never count against that limit. Between
+connections the event loop is shared fairly: a writer yields after ``WRITE_TURN``
+frames, a reader after ``READ_TURN`` units of routing work, and a socket read takes at
+most ``READ_CHUNK`` bytes. Shutdown closes every connection with 1001.
+See docs/security.md for the threat model and every limit.
 """
 
 from __future__ import annotations
@@ -42,11 +49,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-from collections import deque
+import socket
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
+from typing import Iterator
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -57,6 +64,7 @@ from .auth import Validator
 from .codec import decode, encode, frame_size
 from .errors import DecodeError, ProtocolError
 from .messages import Error, Hello
+from .fair_queue import OWN, FairQueue
 from .router import Router, RouterConfig, Session
 
 __all__ = ["Relay"]
@@ -64,34 +72,53 @@ __all__ = ["Relay"]
 log = logging.getLogger("clasp_fast.relay")
 
 MAX_FRAME = 12 + 65535  # the largest CLASP frame: 12-byte header + 65 535-byte payload
+# Fairness between connections: a writer yields to the event loop after WRITE_TURN frames, a
+# reader after READ_TURN units of work (one per message plus one per fan-out frame it caused),
+# or after one message when that message found a subscriber's queue half full while its socket
+# takes data (routing outpacing that writer: the sender waits instead of the frames being dropped).
+WRITE_TURN = 16
+READ_TURN = 128
+READ_CHUNK = 16 * 1024  # bytes taken from a socket per read
 
 
 class _Connection:
-    """The socket side of one session: a bounded queue and the writer task that drains it."""
+    """The socket side of one session: its :class:`FairQueue` and the writer task that drains it."""
 
-    __slots__ = ("ws", "limit", "queue", "wakeup", "closing", "writer")
+    __slots__ = ("ws", "limit", "queue", "wakeup", "closing", "writer", "sending")
 
     def __init__(self, ws: ServerConnection, limit: int) -> None:
         self.ws = ws
         self.limit = limit
-        self.queue: deque[bytes] = deque()
+        self.queue = FairQueue(limit)
         self.wakeup = asyncio.Event()
         self.closing = False
         self.writer: asyncio.Task | None = None
+        self.sending = False  # seen True by others only while a send waits for the socket
 
-    def reply(self, frame: bytes) -> None:
-        if len(self.queue) >= 2 * self.limit:
+    @property
+    def behind(self) -> bool:
+        return 2 * len(self.queue) >= self.limit and not self.sending
+
+    def reply(self, frame: bytes, address: str | None = None) -> None:
+        if self.queue.backlog(OWN) >= 2 * self.limit:
             self.close(1008, "outgoing queue overflow: the client does not read")
             return
-        self.queue.append(frame)
+        self.queue.put(OWN, frame, address)
         self.wakeup.set()
 
-    def broadcast(self, frame: bytes) -> bool:
-        if len(self.queue) >= self.limit or self.closing:
-            return False
-        self.queue.append(frame)
+    def stream(self, frames: Iterator[bytes]) -> None:
+        if self.queue.backlog(OWN) >= 2 * self.limit:
+            self.close(1008, "outgoing queue overflow: the client does not read")
+            return
+        self.queue.put_stream(OWN, frames)
         self.wakeup.set()
-        return True
+
+    def broadcast(self, frame: bytes, sender: str | None = None, address: str | None = None) -> bool:
+        if self.closing:
+            return False
+        admitted = self.queue.offer(sender or OWN, frame, address)
+        self.wakeup.set()
+        return admitted
 
     def close(self, code: int, reason: str) -> None:
         if not self.closing:
@@ -109,16 +136,59 @@ class _Connection:
                 pass
 
     async def run_writer(self) -> None:
-        queue = self.queue
+        """Send queued frames, at most WRITE_TURN per turn of the event loop."""
+        pop = self.queue.pop
         send = self.ws.send
+        wakeup = self.wakeup
+        cork = _Cork(self.ws)
         try:
             while True:
-                await self.wakeup.wait()
-                self.wakeup.clear()
-                while queue:
-                    await send(queue.popleft())
+                frame = pop()
+                if frame is None:
+                    wakeup.clear()
+                    await wakeup.wait()
+                    continue
+                self.sending = True
+                await send(frame)
+                frame = pop()
+                if frame is not None:  # more than one frame this turn: let the kernel pack them
+                    cork.hold()
+                    try:
+                        sent = 1
+                        while frame is not None:
+                            await send(frame)
+                            sent += 1
+                            frame = pop() if sent < WRITE_TURN else None
+                    finally:
+                        cork.release()
+                self.sending = False
+                await asyncio.sleep(0)  # let the other connections have the loop
         except ConnectionClosed:
             pass
+
+
+class _Cork:
+    """TCP_CORK around a turn's frames where the platform has it (Linux): the kernel sends them
+    in full segments instead of one segment (and one wake-up of the reader) per frame."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, ws: ServerConnection) -> None:
+        sock = ws.transport.get_extra_info("socket")
+        self.sock = sock if hasattr(socket, "TCP_CORK") and sock is not None else None
+
+    def hold(self) -> None:
+        self._set(1)
+
+    def release(self) -> None:
+        self._set(0)
+
+    def _set(self, value: int) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, value)
+            except OSError:  # the connection is gone; the send reports it
+                self.sock = None
 
 
 class Relay:
@@ -140,6 +210,8 @@ class Relay:
         max_message_size: int = MAX_FRAME,
         static_dir: str | Path | None = None,
         auth: Validator | None = None,
+        max_store_bytes: int = RouterConfig.max_store_bytes,
+        max_params: int = RouterConfig.max_params,
     ) -> None:
         self.host = host
         self.static_dir = Path(static_dir).resolve() if static_dir is not None else None
@@ -150,7 +222,8 @@ class Relay:
         self.max_message_size = max_message_size
         self.router = Router(RouterConfig(
             name=name, max_sessions=max_sessions, max_subscriptions=max_subscriptions,
-            rate_limit=rate_limit, gesture_coalesce=gesture_coalesce, auth=auth))
+            rate_limit=rate_limit, gesture_coalesce=gesture_coalesce, auth=auth,
+            max_store_bytes=max_store_bytes, max_params=max_params))
         self._server = None
         self._sweeper: asyncio.Task | None = None
         self._handlers: set[asyncio.Task] = set()
@@ -234,6 +307,7 @@ class Relay:
         if not isinstance(hello, Hello):
             await ws.close(1002, "the first message must be a CLASP HELLO")
             return
+        _limit_read_chunk(ws)
         conn = _Connection(ws, self.queue_size)
         try:
             session = router.connect(conn, hello)
@@ -242,8 +316,12 @@ class Relay:
             return
         conn.writer = asyncio.get_running_loop().create_task(conn.run_writer())
         receive = router.receive
+        work = 0
         try:
             async for data in ws:
+                if work >= READ_TURN:  # a busy sender yields to the others between messages
+                    work = 0
+                    await asyncio.sleep(0)
                 if type(data) is not bytes:
                     conn.reply(_TEXT_ERROR)
                     continue
@@ -259,10 +337,15 @@ class Relay:
                         session = router.connect(conn, message)
                     except ProtocolError as exc:
                         await conn.stop_writer()
-                        await _refuse(ws, exc, list(conn.queue))
+                        await _refuse(ws, exc, conn.queue)
                         return
                     continue
+                before = router.delivered
+                router.behind = False
                 receive(session, message)
+                work += 1 + router.delivered - before
+                if router.behind:  # a subscriber's writer falls behind this sender: let it catch up
+                    work = READ_TURN
         except ConnectionClosed:
             pass
         except Exception:  # a router bug must not take other sessions down
@@ -274,10 +357,19 @@ class Relay:
             conn.writer.cancel()
 
 
-async def _refuse(ws: ServerConnection, exc: ProtocolError, queued: Iterable[bytes] = ()) -> None:
+def _limit_read_chunk(ws: ServerConnection) -> None:
+    # asyncio reads up to 256 KiB per socket read, and websockets parses every frame in it
+    # before the loop moves on: for a flood of small frames that is ~5,000 frames, a stall of
+    # tens of milliseconds for every other connection. Smaller reads bound that stall.
+    transport = ws.transport
+    if isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = READ_CHUNK
+
+
+async def _refuse(ws: ServerConnection, exc: ProtocolError, queued: FairQueue | None = None) -> None:
     """Send what is still ``queued``, then the failed handshake's ERROR (300/302/500); close with 1008."""
     try:
-        for frame in queued:
+        while queued is not None and (frame := queued.pop()) is not None:
             await ws.send(frame)
         await ws.send(encode(Error(code=exc.code, message=exc.reason)))
     except ConnectionClosed:

@@ -1,10 +1,11 @@
 """The routing and state logic of the embedded relay, independent of any socket.
 
 A :class:`Router` holds the sessions, their subscriptions (on the compiled
-``SubscriptionIndex``), the param store (revisions, locks, TTL), the announced
-signals and the gesture coalescer. It receives decoded messages with
-:meth:`Router.receive` and answers through each session's :class:`Outbox`, which
-the socket layer (``clasp_fast.relay``) implements with a bounded queue.
+``SubscriptionIndex``), the param store and announced signals (:mod:`clasp_fast.store`),
+the P2P client-id claims (:mod:`clasp_fast.claims`) and the gesture coalescer. It
+receives decoded messages with :meth:`Router.receive` and answers through each
+session's :class:`Outbox`, which the socket layer (``clasp_fast.relay``) implements
+with per-sender lanes (:mod:`clasp_fast.fair_queue`).
 
 Behaviour follows the reference router (WIRE.md §8) except where documented:
 
@@ -13,16 +14,28 @@ Behaviour follows the reference router (WIRE.md §8) except where documented:
   (:meth:`Router.expire`, run every second by the relay) removes them;
 * re-using a subscription id replaces the old subscription (the reference keeps
   the old pattern alive until the connection ends, §8.2);
-* a P2P signal whose ``from`` is not the sender's session is refused with
-  ERROR 403 and not forwarded (§10.2 has no such check).
+* the store is bounded in bytes and params; a SET beyond either bound, or too large
+  to be served in a SNAPSHOT, is refused (ERROR 507 / 402) instead of evicting others;
+* SNAPSHOTs are streamed: produced frame by frame as the connection drains;
+* P2P signaling is checked (docs/security.md): a signal's ``from`` must be its sender
+  (403); a presence param ``/clasp/p2p/presence/{id}`` is written only by session
+  ``id`` (403); the client id in a presence param or announce must be claimable
+  (409 taken, 301 not granted, 402 malformed); an announce's ``session_id`` must be its
+  sender (403); signals, announces and presence are never accepted inside a BUNDLE
+  (403), as a SET to a signal or announce address (403) or as a PUBLISH to a presence
+  address (403). When a session closes, its claim ends and its presence param is
+  withdrawn (a null SET echo) and removed;
+* announced signals belong to their session and go when it closes; the registry is
+  bounded (429 per session, 507 in all).
 
 Authenticated mode (``RouterConfig.auth``, see :mod:`clasp_fast.auth`) checks the
 HELLO token (ERROR 300 / 302 / 500, then disconnect) and the scopes of SUBSCRIBE,
-GET (read) and SET, PUBLISH (write), answering ERROR 301. A BUNDLE whose inner
-SET/PUBLISH lacks a write scope is refused whole with ERROR 403 (§8.6). Unlike the
-reference, a session also never *receives* a param or PUBLISH its read scopes do not
-cover (the WELCOME and subscribe SNAPSHOTs and live fan-out are filtered); P2P
-signals, addressed to one session, are exempt.
+GET (read) and SET, PUBLISH, ANNOUNCE (write), answering ERROR 301; QUERY lists only
+readable signals; client ids need a ``claim:`` scope. A BUNDLE whose inner SET/PUBLISH
+lacks a write scope is refused whole with ERROR 403 (§8.6). Unlike the reference, a
+session also never *receives* a param or PUBLISH its read scopes do not cover (the
+WELCOME and subscribe SNAPSHOTs and live fan-out are filtered); P2P signals, addressed
+to one session, are exempt.
 """
 
 from __future__ import annotations
@@ -31,14 +44,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
-from .address import SubscriptionIndex, glob_match, validate_pattern
+from .address import SubscriptionIndex, validate_pattern
 from .auth import Scopes, TokenRejected, Validator
+from .claims import PRESENCE_PREFIX, ClientIdClaims, client_id_problem, presence_owner
 from .codec import encode
-from .errors import AddressError, ProtocolError
+from .errors import AddressError, EncodeError, ProtocolError
 from .messages import (
     Ack,
     Announce,
@@ -46,44 +59,52 @@ from .messages import (
     Error,
     Get,
     Hello,
-    Param,
     Ping,
     Pong,
     Publish,
     Query,
     Result,
     Set,
-    SignalInfo,
     Snapshot,
     Subscribe,
     Sync,
     Unsubscribe,
     Welcome,
 )
+from .store import ParamStore, SignalRegistry, StoreRefused, now_us
 
 __all__ = ["Outbox", "Router", "RouterConfig", "Session"]
 
 log = logging.getLogger("clasp_fast.router")
 
+P2P_PREFIX = "/clasp/p2p/"
 SIGNAL_PREFIX = "/clasp/p2p/signal/"
 ANNOUNCE_ADDRESS = "/clasp/p2p/announce"
 ROUTER_FEATURES = ["param", "event", "stream", "gesture", "timeline"]
-SNAPSHOT_CHUNK = 800
-
-
-def now_us() -> int:
-    """Wall-clock time in microseconds since the Unix epoch (the protocol's clock)."""
-    return time.time_ns() // 1000
+MAX_ERROR_TEXT = 1000  # characters of an ERROR message (addresses in it are shortened)
 
 
 class Outbox(Protocol):
-    """Where a session's outgoing frames go (implemented by the socket layer)."""
+    """Where a session's outgoing frames go (implemented by the socket layer).
 
-    def reply(self, frame: bytes) -> None:
-        """Queue a direct reply (WELCOME, SNAPSHOT, ACK, ERROR, ...); never dropped silently."""
+    ``sender`` names the session a fan-out frame comes from (None: this session itself);
+    frames of one sender stay in order. ``address`` marks a frame carrying the state of a
+    param (SET echo, GET reply): frames for one address stay in order across senders.
+    """
 
-    def broadcast(self, frame: bytes) -> bool:
-        """Queue a fan-out frame; return False when it was dropped because the queue is full."""
+    def reply(self, frame: bytes, address: str | None = None) -> None:
+        """Queue a direct reply (WELCOME, ACK, ERROR, ...); never dropped silently."""
+
+    def stream(self, frames: Iterator[bytes]) -> None:
+        """Queue a reply of many frames (SNAPSHOT), produced one by one as the connection drains."""
+
+    def broadcast(self, frame: bytes, sender: str | None = None, address: str | None = None) -> bool:
+        """Queue a fan-out frame; return False when a frame was dropped because the queue is full."""
+
+    @property
+    def behind(self) -> bool:
+        """True while frames pile up although the connection takes them as fast as they are
+        written: routing outpaces this connection's writer (not a slow consumer)."""
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection (used when a session must go)."""
@@ -91,7 +112,7 @@ class Outbox(Protocol):
 
 @dataclass
 class RouterConfig:
-    """Router options; defaults follow the reference router except ``rate_limit``."""
+    """Router options; defaults follow the reference router except ``rate_limit`` and the store bounds."""
 
     name: str = "clasp_fast relay"
     max_sessions: int = 100
@@ -99,7 +120,11 @@ class RouterConfig:
     rate_limit: int | None = None  # messages per second per session; None = off
     gesture_coalesce: float | None = 0.016  # seconds; None = forward every move
     default_ttl: int = 3600  # seconds after the last write, for SETs without a TTL
-    max_params: int = 10_000  # least recently written params are evicted beyond this
+    max_params: int = 10_000  # new addresses beyond this are refused (507)
+    max_store_bytes: int = 64 * 1024 * 1024  # params and announced signals; beyond: 507
+    max_signals: int = 10_000  # announced signals in all (507)
+    max_signals_per_session: int = 1000  # announced signals per session (429)
+    max_gestures_per_session: int = 256  # gestures coalesced at once per session; more pass uncoalesced
     overflow_errors_after: int = 100  # drops within overflow_window before ERROR 503
     auth: Validator | None = None  # token -> Scopes; None = open mode (tokens ignored)
     overflow_window: float = 10.0
@@ -150,33 +175,29 @@ class Session:
     def __repr__(self) -> str:
         return f"Session(id={self.id!r}, name={self.name!r})"
 
-
-class _ParamState:
-    __slots__ = ("value", "revision", "writer", "timestamp", "holder", "ttl", "expires_at")
-
-    def __init__(self) -> None:
-        self.value = None
-        self.revision = 0
-        self.writer = None
-        self.timestamp = 0
-        self.holder = None
-        self.ttl = None
-        self.expires_at = None
+    def readable(self) -> Callable[[str], bool] | None:
+        """The read-scope check for this session's data (None in open mode: everything)."""
+        return self.scopes.can_read if self.scopes is not None else None
 
 
 class Router:
     """Sessions, subscriptions, state and routing rules of a CLASP relay."""
 
     def __init__(self, config: RouterConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config or RouterConfig()
+        self.config = config = config or RouterConfig()
         self._clock = clock
         self.sessions: dict[str, Session] = {}
         self._index = SubscriptionIndex(4096)
-        self._params: OrderedDict[str, _ParamState] = OrderedDict()
-        self._signals: dict[str, SignalInfo] = {}
-        self._gestures = _GestureCoalescer(self, self.config.gesture_coalesce)
+        self.store = ParamStore(max_params=config.max_params, max_bytes=config.max_store_bytes,
+                                default_ttl=config.default_ttl, clock=clock, on_remove=self._param_removed)
+        self.signals = SignalRegistry(self.store, max_signals=config.max_signals,
+                                      per_session=config.max_signals_per_session)
+        self.claims = ClientIdClaims()
+        self._gestures = _GestureCoalescer(self, config.gesture_coalesce, config.max_gestures_per_session)
         self._rate_error_frame = encode(Error(
-            code=429, message=f"Rate limit exceeded: {self.config.rate_limit} messages/second"))
+            code=429, message=f"Rate limit exceeded: {config.rate_limit} messages/second"))
+        self.delivered = 0  # fan-out frames handed to outboxes (the socket layer's measure of work)
+        self.behind = False  # set when a delivery found its outbox behind (the socket layer resets it)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -220,21 +241,25 @@ class Router:
         self.sessions[session.id] = session
         outbox.reply(encode(Welcome(session=session.id, name=self.config.name,
                                     features=ROUTER_FEATURES, time=now_us())))
-        params = self._live_params(None, scopes)
-        if not params:
-            outbox.reply(encode(Snapshot(params=[])))
-        else:
-            self._send_snapshot(session, params)
+        outbox.stream(self.store.snapshot_frames(self.store.addresses(), session.readable(), always=True))
         return session
 
     def disconnect(self, session: Session) -> None:
-        """Forget a session: its subscriptions, pending gestures and its place in the tables."""
+        """Forget a session: subscriptions, pending gestures, announced signals, its client-id
+        claim and its presence param (withdrawn with a null SET echo)."""
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
         for sub in session.subscriptions.values():
             self._index.remove(sub.key)
         session.subscriptions.clear()
         self._gestures.drop_session(session)
+        self.signals.drop_session(session.id)
+        self.claims.release(session.id)
+        address = PRESENCE_PREFIX + session.id
+        state = self.store.remove(address)
+        if state is not None and state.value is not None:
+            withdrawal = encode(Set(address=address, value=None, revision=state.revision + 1))
+            self.fan_out(address, "param", withdrawal, session, exclude_sender=True, state=True)
 
     def close(self) -> None:
         """Cancel timers; the socket layer closes the connections."""
@@ -266,25 +291,46 @@ class Router:
         return session._rate_count <= limit
 
     def _error(self, session: Session, code: int, text: str, address: str | None = None) -> None:
-        session.outbox.reply(encode(Error(code=code, message=text, address=address)))
+        if len(text) > MAX_ERROR_TEXT:
+            text = text[:MAX_ERROR_TEXT - 3] + "..."
+        try:
+            frame = encode(Error(code=code, message=text, address=address))
+        except EncodeError:  # an address of nearly a whole frame: the text alone must do
+            frame = encode(Error(code=code, message=f"{text} (address of {len(address or '')} characters)"))
+        session.outbox.reply(frame)
+
+    def _encode_or_refuse(self, session: Session, message: Publish) -> bytes | None:
+        """The PUBLISH re-encoded for its receivers, or None after ERROR 402 (it grew past a frame:
+        a legacy v0 payload re-encoded as v1)."""
+        try:
+            return encode(message)
+        except EncodeError as exc:
+            self._error(session, 402, f"cannot forward: {exc}", message.address)
+            return None
 
     # -- delivery ---------------------------------------------------------------------------
 
-    def deliver(self, session: Session, frame: bytes) -> None:
+    def deliver(self, target: Session, frame: bytes, sender: Session | None, address: str | None = None) -> None:
         """Fan-out delivery with the slow-consumer policy of WIRE.md §8.8."""
-        if session.outbox.broadcast(frame):
+        self.delivered += 1
+        lane = None if sender is target or sender is None else sender.id
+        outbox = target.outbox
+        admitted = outbox.broadcast(frame, lane, address)
+        if outbox.behind:
+            self.behind = True
+        if admitted:
             return
-        session.dropped += 1
+        target.dropped += 1
         now = self._clock()
-        if now - session._drop_window > self.config.overflow_window:
-            session._drop_window = now
-            session._drops = 0
-        session._drops += 1
-        if (session._drops >= self.config.overflow_errors_after
-                and now - session._last_overflow_error >= self.config.overflow_window):
-            session._last_overflow_error = now
-            self._error(session, 503, f"Buffer overflow: {session._drops} messages dropped "
-                                      f"in {self.config.overflow_window:g} s (slow consumer)")
+        if now - target._drop_window > self.config.overflow_window:
+            target._drop_window = now
+            target._drops = 0
+        target._drops += 1
+        if (target._drops >= self.config.overflow_errors_after
+                and now - target._last_overflow_error >= self.config.overflow_window):
+            target._last_overflow_error = now
+            self._error(target, 503, f"Buffer overflow: {target._drops} messages dropped "
+                                     f"in {self.config.overflow_window:g} s (slow consumer)")
 
     def subscribers(self, address: str, signal: str | None) -> list[Session]:
         """Sessions with a subscription matching ``address`` that admits ``signal``, once each."""
@@ -294,10 +340,15 @@ class Router:
                 found[sub.session.id] = sub.session
         return list(found.values())
 
-    def fan_out(self, address: str, signal: str | None, frame: bytes, exclude: Session | None) -> None:
+    def fan_out(self, address: str, signal: str | None, frame: bytes, sender: Session,
+                *, exclude_sender: bool, state: bool = False) -> None:
+        """Deliver ``frame`` to every subscriber of ``address`` admitting ``signal`` and allowed to read it."""
+        state_address = address if state else None
         for target in self.subscribers(address, signal):
-            if target is not exclude and (target.scopes is None or target.scopes.can_read(address)):
-                self.deliver(target, frame)
+            if exclude_sender and target is sender:
+                continue
+            if target.scopes is None or target.scopes.can_read(address):
+                self.deliver(target, frame, sender, state_address)
 
     def _forbidden(self, session: Session, action: str, address: str) -> bool:
         """Answer ERROR 301 and return True when ``session`` lacks the scope (authenticated mode)."""
@@ -331,9 +382,9 @@ class Router:
         sub = Subscription(session, message.id, pattern, message.types)
         sub.key = self._index.add(pattern, sub)
         session.subscriptions[message.id] = sub
-        params = self._live_params(pattern, session.scopes)
-        if params:
-            self._send_snapshot(session, params)
+        addresses = self.store.addresses(pattern)
+        if addresses:
+            session.outbox.stream(self.store.snapshot_frames(addresses, session.readable(), always=False))
 
     def _on_unsubscribe(self, session: Session, message: Unsubscribe) -> None:
         sub = session.subscriptions.pop(message.id, None)
@@ -342,112 +393,104 @@ class Router:
 
     # -- state ------------------------------------------------------------------------------
 
-    def _live_params(self, pattern: str | None, scopes: Scopes | None) -> list[Param]:
-        now = self._clock()
-        params = []
-        for address, state in self._params.items():
-            if state.expires_at is not None and state.expires_at <= now:
-                continue
-            if pattern is not None and not glob_match(pattern, address):
-                continue
-            if scopes is not None and not scopes.can_read(address):
-                continue
-            params.append(Param(address=address, value=state.value, revision=state.revision,
-                                writer=state.writer, timestamp=state.timestamp))
-        return params
-
-    def _send_snapshot(self, session: Session, params: list[Param]) -> None:
-        for start in range(0, len(params), SNAPSHOT_CHUNK):
-            self._send_snapshot_chunk(session, params[start:start + SNAPSHOT_CHUNK])
-
-    def _send_snapshot_chunk(self, session: Session, params: list[Param]) -> None:
+    def apply_set(self, session: Session, message: Set, *, quiet_conflicts: bool = False) -> tuple[int, bytes] | None:
+        """Apply a SET to the store; return the new revision and the echo frame, or None after
+        answering ERROR (400 conflicts — silent with ``quiet_conflicts`` —, 402, 507)."""
         try:
-            frame = encode(Snapshot(params=params))
-        except Exception:
-            # Too large for one frame (payload > 65 535 bytes): split in halves.
-            if len(params) == 1:
-                return  # a single param too large to encode cannot be in the store
-            half = len(params) // 2
-            self._send_snapshot_chunk(session, params[:half])
-            self._send_snapshot_chunk(session, params[half:])
-            return
-        session.outbox.reply(frame)
-
-    def _get_state(self, address: str) -> _ParamState | None:
-        state = self._params.get(address)
-        if state is not None and state.expires_at is not None and state.expires_at <= self._clock():
-            del self._params[address]
+            return self.store.write(session.id, message)
+        except StoreRefused as refused:
+            if not (quiet_conflicts and refused.code == 400):
+                self._error(session, refused.code, refused.text, message.address)
             return None
-        return state
-
-    def apply_set(self, session: Session, message: Set) -> int | None:
-        """Apply a SET to the store; return the new revision, or None after answering ERROR 400."""
-        address = message.address
-        state = self._get_state(address)
-        if state is not None:
-            if state.holder is not None and state.holder != session.id and not message.unlock:
-                self._error(session, 400, f'LockHeld {{ holder: "{state.holder}" }}', address)
-                return None
-            if message.revision is not None and message.revision != state.revision:
-                self._error(session, 400, f"RevisionConflict {{ expected: {message.revision}, "
-                                          f"actual: {state.revision} }}", address)
-                return None
-        else:
-            state = _ParamState()
-            self._params[address] = state
-            if len(self._params) > self.config.max_params:
-                self._params.popitem(last=False)
-        self._params.move_to_end(address)
-        state.value = message.value
-        state.revision += 1
-        state.writer = session.id
-        state.timestamp = now_us()
-        if message.lock:
-            state.holder = session.id
-        elif message.unlock and state.holder == session.id:
-            state.holder = None
-        ttl = message.ttl
-        if ttl is not None:
-            state.ttl = ttl
-        if state.ttl is None:
-            state.expires_at = self._clock() + self.config.default_ttl
-        elif state.ttl.mode == "never":
-            state.expires_at = None
-        else:
-            state.expires_at = self._clock() + state.ttl.secs
-        return state.revision
-
-    def _echo_set(self, session: Session, message: Set, revision: int) -> None:
-        echo = Set(address=message.address, value=message.value, revision=revision,
-                   lock=message.lock, unlock=message.unlock, ttl=message.ttl)
-        self.fan_out(message.address, "param", encode(echo), None)
 
     def _on_set(self, session: Session, message: Set) -> None:
-        if self._forbidden(session, "write", message.address):
+        address = message.address
+        if self._forbidden(session, "write", address):
             return
-        revision = self.apply_set(session, message)
-        if revision is None:
+        claim = None
+        if address.startswith(P2P_PREFIX):
+            if address.startswith(SIGNAL_PREFIX) or address == ANNOUNCE_ADDRESS:
+                self._error(session, 403, f"Forbidden: {address} carries P2P signaling, which is a PUBLISH "
+                                          "routed by the relay; a SET there is refused", address)
+                return
+            owner = presence_owner(address)
+            if owner is not None:
+                claim = self._check_presence(session, owner, message)
+                if claim is False:
+                    return
+        applied = self.apply_set(session, message)
+        if applied is None:
             return
-        self._echo_set(session, message, revision)
-        session.outbox.reply(encode(Ack(address=message.address, revision=revision)))
+        revision, echo = applied
+        if claim is not None:
+            if claim:
+                self.claims.claim(session.id, claim)
+            else:  # withdrawn
+                self.claims.release(session.id)
+        self.fan_out(address, "param", echo, session, exclude_sender=False, state=True)
+        session.outbox.reply(encode(Ack(address=address, revision=revision)))
 
     def _on_get(self, session: Session, message: Get) -> None:
-        if self._forbidden(session, "read", message.address):
+        address = message.address
+        if self._forbidden(session, "read", address):
             return
-        state = self._get_state(message.address)
+        state = self.store.get(address)
         if state is None:
             return  # the reference router answers nothing for an unknown address
-        session.outbox.reply(encode(Snapshot(params=[Param(
-            address=message.address, value=state.value, revision=state.revision,
-            writer=state.writer, timestamp=state.timestamp)])))
+        session.outbox.reply(encode(Snapshot(params=[state.param(address)])), address)
 
     def expire(self) -> int:
         """Remove every expired param; return how many went. Expiry sends nothing."""
-        now = self._clock()
-        expired = [a for a, s in self._params.items() if s.expires_at is not None and s.expires_at <= now]
-        for address in expired:
-            del self._params[address]
-        return len(expired)
+        return self.store.expire()
+
+    def _param_removed(self, address: str) -> None:
+        owner = presence_owner(address)
+        if owner is not None:  # an expired presence ends its session's claim
+            self.claims.release(owner)
+
+    # -- P2P identity ---------------------------------------------------------------------
+
+    def _check_presence(self, session: Session, owner: str, message: Set) -> str | bool:
+        """Check a SET of a presence param. Return the client id to claim once applied, ``""``
+        for a withdrawal, or False after answering ERROR."""
+        address = message.address
+        if owner != session.id:
+            self._error(session, 403, f"Forbidden: the presence param {address} belongs to session "
+                                      f"{owner}; a session writes only {PRESENCE_PREFIX}{{its own id}}", address)
+            return False
+        value = message.value
+        if value is None:
+            return ""
+        if not isinstance(value, dict):
+            self._error(session, 402, "a presence value must be a map {client_id, session_id, features} "
+                                      f"or null, not {type(value).__name__}", address)
+            return False
+        return self._check_identity(session, value, address)
+
+    def _check_identity(self, session: Session, value: dict, address: str) -> str | bool:
+        """The ``session_id`` and ``client_id`` of a presence or announce map: the client id to
+        claim (``""`` if none), or False after answering ERROR."""
+        claimed_session = value.get("session_id")
+        if claimed_session is not None and claimed_session != session.id:
+            self._error(session, 403, f"Forbidden: session_id {claimed_session!r} is not the sender's "
+                                      f"session {session.id}", address)
+            return False
+        client_id = value.get("client_id")
+        if client_id is None:
+            return ""
+        problem = client_id_problem(client_id)
+        if problem is not None:
+            self._error(session, 402, problem, address)
+            return False
+        if session.scopes is not None and not session.scopes.can_claim(client_id):
+            self._error(session, 301, f"Forbidden: no claim scope for client id {client_id!r}", address)
+            return False
+        holder = self.claims.holder(client_id)
+        if holder is not None and holder != session.id:
+            self._error(session, 409, f"client id {client_id!r} is claimed by another live session "
+                                      f"({holder}); choose another id or wait until that session ends", address)
+            return False
+        return client_id
 
     # -- PUBLISH ----------------------------------------------------------------------------
 
@@ -455,24 +498,25 @@ class Router:
         address = message.address
         if self._forbidden(session, "write", address):
             return
-        if address.startswith("/clasp/p2p/"):
+        if address.startswith(P2P_PREFIX):
             if address.startswith(SIGNAL_PREFIX):
                 target = address[len(SIGNAL_PREFIX):]
                 if target and "/" not in target:
                     self._route_signal(session, message, target)
                     return
             elif address == ANNOUNCE_ADDRESS:
-                session.p2p_capable = True
-                frame = encode(message)
-                for sub in self._index.match(address):
-                    target = sub.session
-                    if target is not session and (target.scopes is None or target.scopes.can_read(address)):
-                        self.deliver(target, frame)
+                self._route_announce(session, message)
+                return
+            elif address.startswith(PRESENCE_PREFIX):
+                self._error(session, 403, f"Forbidden: presence is a param; SET {PRESENCE_PREFIX}{{your "
+                                          f"session id}} instead of a PUBLISH to {address}", address)
                 return
         if message.signal == "gesture" and self._gestures.enabled:
             self._gestures.publish(session, message)
             return
-        self.fan_out(address, message.signal, encode(message), session)
+        frame = self._encode_or_refuse(session, message)
+        if frame is not None:
+            self.fan_out(address, message.signal, frame, session, exclude_sender=True)
 
     def _route_signal(self, session: Session, message: Publish, target: str) -> None:
         value = message.value
@@ -485,48 +529,84 @@ class Router:
         if peer is None:
             self._error(session, 404, f"Target session not found: {target}", message.address)
             return
-        self.deliver(peer, encode(message))
+        frame = self._encode_or_refuse(session, message)
+        if frame is not None:
+            self.deliver(peer, frame, session)
+
+    def _route_announce(self, session: Session, message: Publish) -> None:
+        address = message.address
+        value = message.value
+        if not isinstance(value, dict):
+            self._error(session, 402, "an announce value must be a map {session_id, p2p_capable, features, "
+                                      f"client_id?}}, not {type(value).__name__}", address)
+            return
+        claim = self._check_identity(session, value, address)
+        if claim is False:
+            return
+        frame = self._encode_or_refuse(session, message)
+        if frame is None:
+            return
+        if claim:
+            self.claims.claim(session.id, claim)
+        session.p2p_capable = True
+        for sub in self._index.match(address):  # every subscriber, whatever its type filter (§10.2)
+            target = sub.session
+            if target is not session and (target.scopes is None or target.scopes.can_read(address)):
+                self.deliver(target, frame, session)
 
     # -- BUNDLE and the rest ----------------------------------------------------------------
 
     def _on_bundle(self, session: Session, message: Bundle) -> None:
         # Every inner write is validated before anything is applied (§8.6).
         scopes = session.scopes
-        if scopes is not None:
-            for inner in message.messages:
-                if isinstance(inner, (Set, Publish)) and not scopes.can_write(inner.address):
-                    self._error(session, 403, f"Bundle rejected: no write scope for {inner.address}",
-                                inner.address)
-                    return
+        for inner in message.messages:
+            if not isinstance(inner, (Set, Publish)):
+                continue
+            address = inner.address
+            if scopes is not None and not scopes.can_write(address):
+                self._error(session, 403, f"Bundle rejected: no write scope for {address}", address)
+                return
+            if address.startswith(P2P_PREFIX) and (address.startswith(SIGNAL_PREFIX) or address == ANNOUNCE_ADDRESS
+                                                   or address.startswith(PRESENCE_PREFIX)):
+                self._error(session, 403, f"Bundle rejected: {address} is P2P signaling (signal, announce "
+                                          "or presence), which must be sent on its own", address)
+                return
         revision = None
         for inner in message.messages:
             if isinstance(inner, Set):
-                applied = self._apply_set_quietly(session, inner)
+                # A conflicting SET is dropped without an ERROR, as the reference does; a SET the
+                # store cannot take (too large, store full) is answered.
+                applied = self.apply_set(session, inner, quiet_conflicts=True)
                 if applied is not None:
-                    revision = applied
-                    self._echo_set(session, inner, applied)
+                    revision, echo = applied
+                    self.fan_out(inner.address, "param", echo, session, exclude_sender=False, state=True)
             elif isinstance(inner, Publish):
-                self.fan_out(inner.address, inner.signal, encode(inner), session)
+                frame = self._encode_or_refuse(session, inner)
+                if frame is not None:
+                    self.fan_out(inner.address, inner.signal, frame, session, exclude_sender=True)
         session.outbox.reply(encode(Ack(revision=revision)))
 
-    def _apply_set_quietly(self, session: Session, message: Set) -> int | None:
-        # Inside a BUNDLE a rejected SET is dropped without an ERROR, as the reference does.
-        outbox = session.outbox
-        session.outbox = _Discard()
-        try:
-            return self.apply_set(session, message)
-        finally:
-            session.outbox = outbox
-
     def _on_announce(self, session: Session, message: Announce) -> None:
-        for signal in message.signals:
-            self._signals[signal.address] = signal
+        # Errors carry the namespace, the address the ACK would carry.
+        if session.scopes is not None:
+            for signal in message.signals:
+                if not session.scopes.can_write(signal.address):
+                    self._error(session, 301, f"Forbidden: no write scope for {signal.address} (ANNOUNCE)",
+                                message.namespace)
+                    return
+        try:
+            self.signals.announce(session.id, message.signals)
+        except StoreRefused as refused:
+            self._error(session, refused.code, refused.text, message.namespace)
+            return
         session.outbox.reply(encode(Ack(address=message.namespace)))
 
     def _on_query(self, session: Session, message: Query) -> None:
-        found = [SignalInfo(address=s.address, signal_type=s.signal_type, datatype=s.datatype, access=s.access)
-                 for a, s in self._signals.items() if glob_match(message.pattern, a)]
+        found, matched = self.signals.query(message.pattern, session.readable())
         session.outbox.reply(encode(Result(signals=found)))
+        if len(found) < matched:
+            self._error(session, 413, f"QUERY result truncated: {len(found)} of {matched} signals fit one "
+                                      "RESULT frame; narrow the pattern", message.pattern)
 
     def _on_sync(self, session: Session, message: Sync) -> None:
         now = now_us()
@@ -552,36 +632,30 @@ class Router:
 _PONG = encode(Pong())
 
 
-class _Discard:
-    def reply(self, frame: bytes) -> None:
-        pass
-
-    def broadcast(self, frame: bytes) -> bool:
-        return True
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-
 class _GestureCoalescer:
     """Holds gesture ``move``s and forwards only the latest (WIRE.md §8.4).
 
     Keyed by (sender, address, gesture id). The flush after ``interval`` excludes the
-    sender, like every other PUBLISH (the reference's timer does not: §11.1).
+    sender, like every other PUBLISH (the reference's timer does not: §11.1). A session
+    coalesces at most ``per_session`` gestures at once; moves of further gestures pass
+    uncoalesced (nothing is lost, the memory stays bounded).
     """
 
-    def __init__(self, router: Router, interval: float | None) -> None:
+    def __init__(self, router: Router, interval: float | None, per_session: int) -> None:
         self._router = router
         self._interval = interval
+        self._per_session = per_session
         self.enabled = interval is not None
-        self._active: set[tuple[str, str, int]] = set()
+        self._active: dict[str, set[tuple[str, int]]] = {}  # session id -> (address, gesture id)
         self._pending: dict[tuple[str, str, int], tuple[Session, Publish, asyncio.TimerHandle]] = {}
 
     def publish(self, session: Session, message: Publish) -> None:
-        key = (session.id, message.address, message.id or 0)
+        gesture = (message.address, message.id or 0)
+        key = (session.id, *gesture)
+        active = self._active.get(session.id)
         phase = message.phase
         if phase == "move":
-            if key not in self._active:
+            if active is None or gesture not in active:
                 self._forward(session, message)
                 return
             held = self._pending.get(key)
@@ -591,12 +665,16 @@ class _GestureCoalescer:
                 timer = asyncio.get_running_loop().call_later(self._interval, self._flush, key)
                 self._pending[key] = (session, message, timer)
             return
+        self._flush(key)
         if phase == "start":
-            self._flush(key)
-            self._active.add(key)
-        else:  # end / cancel
-            self._flush(key)
-            self._active.discard(key)
+            if active is None:
+                active = self._active[session.id] = set()
+            if len(active) < self._per_session:
+                active.add(gesture)
+        elif active is not None:  # end / cancel
+            active.discard(gesture)
+            if not active:
+                del self._active[session.id]
         self._forward(session, message)
 
     def _flush(self, key: tuple[str, str, int]) -> None:
@@ -608,12 +686,15 @@ class _GestureCoalescer:
                 self._forward(session, message)
 
     def _forward(self, session: Session, message: Publish) -> None:
-        self._router.fan_out(message.address, "gesture", encode(message), session)
+        frame = self._router._encode_or_refuse(session, message)
+        if frame is not None:
+            self._router.fan_out(message.address, "gesture", frame, session, exclude_sender=True)
 
     def drop_session(self, session: Session) -> None:
-        for key in [k for k in self._pending if k[0] == session.id]:
-            self._pending.pop(key)[2].cancel()
-        self._active = {k for k in self._active if k[0] != session.id}
+        for gesture in self._active.pop(session.id, ()):
+            held = self._pending.pop((session.id, *gesture), None)
+            if held is not None:
+                held[2].cancel()
 
     def cancel_all(self) -> None:
         for _, _, timer in self._pending.values():

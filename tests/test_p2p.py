@@ -372,10 +372,15 @@ async def test_second_live_claim_of_a_client_id_is_ignored_and_reported_as_is_ma
                 claim = {"session_id": impostor.session_id, "p2p_capable": True, "features": ["webrtc"],
                          "client_id": "victim"}
 
+                def from_router(message) -> None:
+                    # The embedded relay refuses a second claim (409) and malformed discovery data;
+                    # a reference router forwards them: the observer gets them as it would from one.
+                    observer.client._handle(decode(encode(message)))
+
                 async def keep_claiming():  # more often than the victim refreshes its claim
                     while True:
-                        await impostor.emit(ANNOUNCE_ADDRESS, claim)
-                        await impostor.set(PRESENCE_PREFIX + impostor.session_id, claim, wait=True)
+                        from_router(Publish(address=ANNOUNCE_ADDRESS, signal="event", value=claim))
+                        from_router(Set(address=PRESENCE_PREFIX + impostor.session_id, value=claim, revision=1))
                         await asyncio.sleep(0.02)
 
                 claiming = asyncio.ensure_future(keep_claiming())
@@ -389,8 +394,8 @@ async def test_second_live_claim_of_a_client_id_is_ignored_and_reported_as_is_ma
                 assert len(conflicts) == 1 and isinstance(conflicts[0], ProtocolError)
                 assert victim.session_id in str(conflicts[0]) and impostor.session_id in str(conflicts[0])
                 # Malformed discovery data is reported by address and changes nothing.
-                await impostor.emit(ANNOUNCE_ADDRESS, "not a map")
-                await impostor.set(PRESENCE_PREFIX + "bogus", [1, 2], wait=True)
+                from_router(Publish(address=ANNOUNCE_ADDRESS, signal="event", value="not a map"))
+                from_router(Set(address=PRESENCE_PREFIX + "bogus", value=[1, 2], revision=1))
                 await wait_until(lambda: len([e for e in errors if "must be a map" in str(e)]) == 2,
                                  what="two reports of malformed discovery data")
                 malformed = {e.address for e in errors if "must be a map" in str(e)}

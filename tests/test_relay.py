@@ -260,14 +260,14 @@ async def test_ttl_sweep_removes_expired_params():
         await ws.send(encode(Set(address="/t/keep", value=2, ttl=Ttl.never())))
         await recv_message(ws)
         await recv_message(ws)
-        assert "/t/short" in relay.router._params
+        assert "/t/short" in relay.router.store
         # The sweep removes it once its TTL passed; polled (bounded) rather than one fixed sleep.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
-        while "/t/short" in relay.router._params and loop.time() < deadline:
+        while "/t/short" in relay.router.store and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        assert "/t/short" not in relay.router._params
-        assert "/t/keep" in relay.router._params
+        assert "/t/short" not in relay.router.store
+        assert "/t/keep" in relay.router.store
         await ws.close()
 
 

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from clasp_fast.auth import Scopes, TokenAuth, TokenExpired, TokenRejected, scope_matches
 from clasp_fast.cli import build_parser, relay_auth
 from clasp_fast.client import ClaspClient
-from clasp_fast.codec import decode, encode
+from clasp_fast.codec import encode
 from clasp_fast.errors import ProtocolError
 from clasp_fast.messages import (
     Ack,
@@ -22,16 +22,14 @@ from clasp_fast.messages import (
     Error,
     Get,
     Hello,
-    Ping,
-    Pong,
     Publish,
     Set,
     Snapshot,
     Subscribe,
-    Welcome,
 )
 from clasp_fast.relay import Relay
 
+from .relay_wire import assert_silent, expect_error, recv, round_trip, session
 from .spec_data import load_json
 
 TOKENS = {
@@ -53,26 +51,6 @@ async def relay():
     await relay.close()
 
 
-async def recv(ws, timeout: float = 2.0):
-    return decode(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def assert_silent(ws, window: float = 0.15) -> None:
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(ws.recv(), window)
-
-
-async def session(url: str, token: str | None):
-    """A bare WebSocket past WELCOME; returns (ws, session id, params of the first SNAPSHOT)."""
-    ws = await connect(url, subprotocols=["clasp"])
-    await ws.send(encode(Hello(name="t", token=token)))
-    welcome = await recv(ws)
-    assert isinstance(welcome, Welcome), welcome
-    snapshot = await recv(ws)
-    assert isinstance(snapshot, Snapshot)
-    return ws, welcome.session, snapshot.params
-
-
 async def refused(url: str, token: str | None) -> Error:
     """HELLO with ``token``; return the ERROR and check that the relay then disconnects (1008)."""
     async with connect(url, subprotocols=["clasp"]) as ws:
@@ -81,19 +59,6 @@ async def refused(url: str, token: str | None) -> Error:
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 2.0)
         assert ws.close_code == 1008
-    return error
-
-
-async def round_trip(ws) -> None:
-    """PING/PONG: everything the relay sent before the PONG has been received by then."""
-    await ws.send(encode(Ping()))
-    assert isinstance(await recv(ws), Pong)
-
-
-async def expect_error(ws, code: int, address: str) -> Error:
-    error = await recv(ws)
-    assert isinstance(error, Error), error
-    assert (error.code, error.address) == (code, address)
     return error
 
 
