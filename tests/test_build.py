@@ -152,7 +152,10 @@ def manifest_selection(tree: Path, monkeypatch) -> set[str]:
 @needs_source_tree
 def test_manifest_ships_cython_sources_and_no_generated_files(tmp_path, monkeypatch):
     layout = [
-        "setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "conftest.py",
+        "setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "conftest.py", "noxfile.py",
+        "docs/protocol.md", "docs/bench-loopback.png", "tests/browser/drive.mjs", "tests/browser/p2p_peer.html",
+        "examples/browser/index.html", "examples/browser/serve.py", "clasp_fast/browser/clasp-p2p.js",
+        "tests/data/__pycache__/x.pyc", "docs/_build/x.c",
         "_ext/codec.pyx", "_ext/address.pyx", "_ext/buffers.pxd", "_ext/batching.pxi",
         "_ext/codec.c", "_ext/codec.html", "_ext/address.c",
         "clasp_fast/__init__.py", "clasp_fast/py.typed",
@@ -170,13 +173,16 @@ def test_manifest_ships_cython_sources_and_no_generated_files(tmp_path, monkeypa
 
     for required in ["setup.py", "pyproject.toml", "README.md", "LICENSE", "_ext/codec.pyx",
                      "_ext/address.pyx", "_ext/buffers.pxd", "_ext/batching.pxi",
-                     "clasp_fast/py.typed", "tests/node/package-lock.json",
-                     "tests/data/patterns.json", "tests/data/vectors/reference_rust.json"]:
+                     "clasp_fast/py.typed", "tests/node/package-lock.json", "conftest.py", "noxfile.py",
+                     "tests/data/patterns.json", "tests/data/vectors/reference_rust.json",
+                     "docs/protocol.md", "docs/bench-loopback.png", "tests/browser/drive.mjs",
+                     "tests/browser/p2p_peer.html", "examples/browser/index.html",
+                     "clasp_fast/browser/clasp-p2p.js"]:
         assert required in selected
     for excluded in ["_ext/codec.c", "_ext/address.c", "_ext/codec.html",
                      "clasp_fast/_codec.cpython-311-x86_64-linux-gnu.so", "clasp_fast/_address.pyd",
-                     "clasp_fast/__pycache__/cli.cpython-311.pyc",
-                     "tests/node/node_modules/ws/index.js"]:
+                     "clasp_fast/__pycache__/cli.cpython-311.pyc", "tests/data/__pycache__/x.pyc",
+                     "tests/node/node_modules/ws/index.js", "docs/_build/x.c"]:
         assert excluded not in selected
 
 
