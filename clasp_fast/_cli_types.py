@@ -76,28 +76,28 @@ def client_id(text: str) -> str:
     return text
 
 
-def address(text: str) -> str:
-    """A CLASP address such as ``/sensor/accel``."""
-    from .address import validate_address
+def _checked(text: str, validate: Callable[[str], object], example: str) -> str:
     from .errors import AddressError
 
     try:
-        validate_address(text)
-    except AddressError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (an address looks like /sensor/accel)") from None
+        validate(text)
+    except AddressError as exc:  # PatternError too
+        raise argparse.ArgumentTypeError(f"{exc} ({example})") from None
     return text
+
+
+def address(text: str) -> str:
+    """A CLASP address such as ``/sensor/accel``."""
+    from .address import validate_address
+
+    return _checked(text, validate_address, "an address looks like /sensor/accel")
 
 
 def pattern(text: str) -> str:
     """A subscription pattern such as ``/sensor/**``."""
     from .address import validate_pattern
-    from .errors import PatternError
 
-    try:
-        validate_pattern(text)
-    except PatternError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (a pattern looks like '/sensor/**')") from None
-    return text
+    return _checked(text, validate_pattern, "a pattern looks like '/sensor/**'")
 
 
 def _number(convert: Callable[[str], float], check: Callable[[float], bool], rule: str):

@@ -22,40 +22,11 @@ from clasp_fast.bench import BenchConfig, run_bench_sync
 from clasp_fast.bench import lan as lan_module
 from clasp_fast.bench.worker import PATHS
 
+from .cli_process import descendants as _descendants
+from .cli_process import running as _running
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--duration", "0.3", "--rate", "200", "--load-rate", "1000", "--timeout", "60"]
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _bench(*args: str) -> subprocess.Popen:
