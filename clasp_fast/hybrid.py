@@ -16,19 +16,30 @@ fallback traffic reaches it). Other addresses always use the relay. Routing mode
 * ``p2p_only``: a send with no P2P connection (after one connection attempt) raises ``TransportError``.
 * ``relay_only``: never P2P.
 
-Exactly once across failover (between hybrid clients, feature ``"seq"``): each reliable message to a
-peer gets a message id -- a random 32-bit sender token and a per-link 32-bit sequence number -- carried
-on P2P as the timestamp of a one-message BUNDLE, and on the relay as a PUBLISH (signal ``param`` for a
-SET) whose ``timestamp`` is the id and whose ``id`` is :data:`ENVELOPE_ID` (the relay forwards both
-fields unchanged; it would unpack a BUNDLE). The receiver acknowledges P2P ids cumulatively (an ACK
-whose ``revision`` is the highest id received without a gap); when the link dies, every message not
-yet acknowledged is re-sent through the relay, and the receiver drops ids it has already delivered.
-Toward other peers frames stay plain (one CLASP frame per message, no envelope).
+A P2P link counts as dead once it is *suspect*: nothing arrived on it (keepalives included) for
+``suspect_after`` seconds, or messages sent over it waited that long without an acknowledgement
+making progress. From then on sends report and take the relay; the connection is closed and tried
+again ``retry_interval`` seconds later. ``suspect_after`` defaults to twice the keepalive interval,
+at least one second (2 s with the default ``WebRtcConfig``).
+
+Exactly once across failover (between hybrid clients, feature ``"seq2"``; docs/hybrid.md has the
+full rules): on each P2P connection the sender first declares a random 128-bit *epoch handle* and a
+128-bit key, then numbers its reliable messages (one-message BUNDLEs whose timestamp is the number).
+The receiver acknowledges them cumulatively (an ACK whose ``revision`` is the highest number received
+without a gap). When the link is lost or suspect, what was not acknowledged is re-sent through the
+relay as a PUBLISH whose ``id`` is :data:`ENVELOPE_ID`, ``timestamp`` the number and value the map
+``{"v": value, "h": handle, "t": tag}``, where the 128-bit tag (HMAC-SHA256 with the key over handle,
+number and address) proves it comes from the session that declared the handle over the P2P link. The
+receiver drops numbers it has delivered and envelopes whose tag does not verify. Messages that never
+went over P2P travel through the relay unnumbered (a PUBLISH with ``id`` :data:`ENVELOPE_ID` and no
+timestamp). Toward other peers frames stay plain (one CLASP frame per message, no envelope).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -38,14 +49,14 @@ from typing import Any, Awaitable, Callable, Iterable, Literal
 
 from .address import validate_pattern
 from .client import ClaspClient
-from .errors import ClaspError, TransportError
+from .errors import ClaspError, ProtocolError, TransportError
 from .messages import MISSING, QOS_FIRE, Ack, Bundle, Publish, Set, default_qos
 from .p2p import AcceptHook, ClaspP2P, Peer
 from .webrtc import WebRtcConfig
 from ._callbacks import CallbackRegistry, Subscription
 from ._tasks import TaskSet
 
-__all__ = ["HybridClient", "P2POptions", "Route", "RoutingMode", "ENVELOPE_ID", "PEER_PREFIX"]
+__all__ = ["HybridClient", "P2POptions", "Route", "RoutingMode", "ENVELOPE_ID", "EPOCH_ADDRESS", "PEER_PREFIX"]
 
 log = logging.getLogger("clasp_fast.hybrid")
 
@@ -53,17 +64,28 @@ Route = Literal["p2p", "relay"]
 RoutingMode = Literal["prefer_p2p", "p2p_only", "relay_only"]
 
 PEER_PREFIX = "/peer/"
-SEQ_FEATURE = "seq"
-# Marks a relayed PUBLISH whose timestamp is a message id (ASCII "CLSQ").
+SEQ_FEATURE = "seq2"
+# Marks a hybrid envelope: a relayed PUBLISH carrying a message, or an epoch declaration (ASCII "CLSQ").
 ENVELOPE_ID = 0x434C5351
+# Address of the epoch declaration a sender makes first on each P2P connection (never relayed).
+EPOCH_ADDRESS = "/clasp/hybrid/epoch"
+_HANDLE_SIZE = 16  # bytes of an epoch handle, of its key and of a relay envelope's tag
 _ACK_DELAY = 0.02
-_MAX_AHEAD = 65536
+_MAX_AHEAD = 4096  # numbers received ahead of a gap, per epoch; beyond it the gap is given up
+_MAX_EPOCHS = 64  # epochs of other senders remembered (LRU); each holds at most _MAX_AHEAD numbers
+_MAX_UNVERIFIED = 4096  # relay envelopes of unknown epochs remembered (replays are dropped)
 _RESEND_PACE = 128
+_DROP = object()  # a relay envelope not to deliver
 
 
 @dataclass
 class P2POptions:
-    """P2P settings of a hybrid client (``ClaspBuilder.with_p2p``)."""
+    """P2P settings of a hybrid client (``ClaspBuilder.with_p2p``).
+
+    ``suspect_after``: seconds of silence on a P2P link, or of unacknowledged messages without
+    progress, after which the link counts as dead and traffic moves to the relay. None: twice the
+    keepalive interval of ``rtc_config``, at least 1 s. It must be longer than the keepalive interval.
+    """
 
     enabled: bool = True
     rtc_config: WebRtcConfig | None = None
@@ -75,6 +97,7 @@ class P2POptions:
     presence_interval: float = 5.0
     accept: AcceptHook | None = None
     features: tuple[str, ...] = ()  # extra features to announce
+    suspect_after: float | None = None
 
     @property
     def mode(self) -> RoutingMode:
@@ -83,24 +106,47 @@ class P2POptions:
         return "prefer_p2p" if self.fallback_to_router else "p2p_only"
 
 
+def _tag(key: bytes, handle: bytes, seq: int, address: str) -> bytes:
+    """The 128-bit proof that a relayed message ``seq`` of epoch ``handle`` comes from the key's holder."""
+    data = handle + seq.to_bytes(8, "big") + address.encode()
+    return hmac.new(key, data, hashlib.sha256).digest()[:_HANDLE_SIZE]
+
+
+class _OutEpoch:
+    """Numbering of our reliable messages on one P2P connection."""
+
+    __slots__ = ("handle", "key", "seq")
+
+    def __init__(self) -> None:
+        self.handle = secrets.token_bytes(_HANDLE_SIZE)
+        self.key = secrets.token_bytes(_HANDLE_SIZE)
+        self.seq = 0
+
+    def declaration(self) -> Publish:
+        return Publish(address=EPOCH_ADDRESS, signal="event", value=self.handle + self.key, id=ENVELOPE_ID)
+
+
 class _Link:
     """Send-side state toward one peer (by client id)."""
 
-    __slots__ = ("client_id", "seq", "unacked", "peer", "attempt", "retry_at", "lost", "fallback")
+    __slots__ = ("client_id", "unacked", "progress_at", "peer", "epoch", "attempt", "retry_at", "lost",
+                 "fallback")
 
     def __init__(self, client_id: str) -> None:
         self.client_id = client_id
-        self.seq = 0
         self.unacked: OrderedDict[int, Any] = OrderedDict()  # seq -> message sent over P2P, not yet acknowledged
+        self.progress_at = 0.0  # when an acknowledgement last made progress (or the oldest unacked was sent)
         self.peer: Peer | None = None  # the connection whose unacked messages these are
+        self.epoch: _OutEpoch | None = None  # the numbering on that connection (declared on first use)
         self.attempt: asyncio.Task | None = None
         self.retry_at = 0.0
-        self.lost: Peer | None = None  # the last connection whose loss was handled
+        self.lost: Peer | None = None  # the last connection given up (closed, failed or suspect)
         self.fallback: asyncio.Task | None = None  # re-sending through the relay
 
 
 class _Dedupe:
-    """Receive-side record of the sequence numbers seen from one sender token."""
+    """Receive-side record of the sequence numbers delivered in one epoch: a watermark and the
+    numbers above it, at most ``_MAX_AHEAD``."""
 
     __slots__ = ("next", "ahead")
 
@@ -126,6 +172,21 @@ class _Dedupe:
         return True
 
 
+class _InEpoch:
+    """Another sender's numbering on one P2P connection, as it declared it to us."""
+
+    __slots__ = ("handle", "key", "session_id", "dedupe")
+
+    def __init__(self, handle: bytes, key: bytes, session_id: str) -> None:
+        self.handle = handle
+        self.key = key
+        self.session_id = session_id
+        self.dedupe = _Dedupe()
+
+    def verify(self, seq: int, address: str, tag: bytes) -> bool:
+        return hmac.compare_digest(_tag(self.key, self.handle, seq, address), tag)
+
+
 class HybridClient:
     """A relay client and a P2P layer behind one API; sends to ``/peer/{id}/...`` pick their route."""
 
@@ -140,18 +201,26 @@ class HybridClient:
         self.client_id = self.p2p.client_id
         self.retry_interval = self.options.retry_interval
         self.connect_timeout = self.options.connect_timeout or rtc.connection_timeout
+        suspect_after = self.options.suspect_after
+        if suspect_after is None:
+            suspect_after = max(1.0, 2 * rtc.keepalive_interval)
+        elif not suspect_after > rtc.keepalive_interval:
+            raise ValueError(f"suspect_after ({suspect_after:g} s) must be longer than the keepalive interval "
+                             f"of rtc_config ({rtc.keepalive_interval:g} s)")
+        self.suspect_after: float = suspect_after
         self._own_prefix = f"{PEER_PREFIX}{self.client_id}/"
-        self._token = secrets.randbits(32) or 1
         self._links: dict[str, _Link] = {}
-        self._dedupe: dict[int, _Dedupe] = {}
-        self._ack_pending: dict[Peer, int] = {}
+        self._inbound: dict[Peer, _InEpoch] = {}  # the epoch each open connection declared to us
+        self._epochs: OrderedDict[bytes, _InEpoch] = OrderedDict()  # by handle, least recently used first
+        self._unverified: OrderedDict[tuple[bytes, int, bytes], str] = OrderedDict()  # (handle, seq, tag) -> address
+        self._ack_pending: dict[Peer, _InEpoch] = {}
         self._ack_scheduled = False
         self._callbacks = CallbackRegistry(self._spawn, self._report, 256)
         self._relay_ids: dict[int, int] = {}  # our subscription id -> the relay client's
         self._background = TaskSet(self._report)
         self._counters = dict.fromkeys(
-            ("sent_p2p", "sent_relay", "received_p2p", "received_relay", "fallbacks", "resent",
-             "duplicates", "p2p_attempts", "p2p_failures"), 0)
+            ("sent_p2p", "sent_relay", "received_p2p", "received_relay", "fallbacks", "suspected", "resent",
+             "duplicates", "rejected", "p2p_attempts", "p2p_failures"), 0)
         self._route_callbacks: list[Callable[[str, Route], Any]] = []
         self._closing = False
 
@@ -164,6 +233,7 @@ class HybridClient:
         self.p2p.on_connection(self._on_peer)
         await self.p2p.connect()
         await self.relay.subscribe(self._own_prefix + "**", self._from_relay)
+        self._spawn(self._watch_links())
         return self
 
     async def close(self) -> None:
@@ -204,9 +274,9 @@ class HybridClient:
     def route_for(self, address: str) -> Route:
         """The route a send to ``address`` would take now."""
         target = self._target(address)
-        if target is None or self.mode == "relay_only":
+        if target is None or self.mode == "relay_only" or target == self.client_id:
             return "relay"
-        return "p2p" if self.p2p.connection(target) is not None else "relay"
+        return "p2p" if self._connection(self._link(target)) is not None else "relay"
 
     def on_route(self, callback: Callable[[str, Route], Any]) -> Callable:
         """Call ``callback(address, route)`` after every send."""
@@ -219,6 +289,17 @@ class HybridClient:
             link = self._links[target] = _Link(target)
         return link
 
+    def _connection(self, link: _Link) -> Peer | None:
+        """The P2P connection to send to ``link``'s peer on, or None (none, given up, or suspect now)."""
+        peer = self.p2p.connection(link.client_id)
+        if peer is None or peer is link.lost:
+            return None
+        reason = self._suspect_reason(link, peer, time.monotonic())
+        if reason is not None:
+            self._give_up(link, peer, reason)
+            return None
+        return peer
+
     async def _send(self, message: Any, relay_send: Callable[[], Awaitable[Any]]) -> Route:
         address = message.address
         target = self._target(address)
@@ -226,7 +307,7 @@ class HybridClient:
             await relay_send()
             return self._sent(address, "relay")
         link = self._link(target)
-        peer = self.p2p.connection(target)
+        peer = self._connection(link)
         if peer is None:
             if self.mode == "p2p_only":
                 peer = await self._connect_now(link)
@@ -245,8 +326,7 @@ class HybridClient:
         if link.fallback is not None and not link.fallback.done():
             await asyncio.shield(link.fallback)  # keep order: earlier messages are being re-sent
         if reliable and self._seq_capable(target):
-            link.seq += 1
-            await self._relay_envelope(message, link.seq)
+            await self.relay.publish(self._envelope(message))  # forwarded, not stored
         else:
             await relay_send()
         return self._sent(address, "relay")
@@ -267,27 +347,37 @@ class HybridClient:
     async def _send_p2p(self, link: _Link, peer: Peer, message: Any, reliable: bool) -> str:
         """Send over P2P: "p2p"; "resent" when the link failed and the message went through the relay;
         "failed" when it failed and the caller must send it."""
+        if link.peer is not peer:
+            if link.peer is not None and link.unacked:  # a connection replaced before its loss was seen
+                self._start_fallback(link, link.peer, "replaced by a new connection")
+            link.peer, link.epoch = peer, None
+        declaration = None
         seq = None
         if reliable and SEQ_FEATURE in peer.features:
-            link.peer = peer
-            link.seq += 1
-            seq = link.seq
+            epoch = link.epoch
+            if epoch is None:
+                epoch = link.epoch = _OutEpoch()
+                declaration = epoch.declaration()
+            epoch.seq += 1
+            seq = epoch.seq
+            if not link.unacked:
+                link.progress_at = time.monotonic()
             link.unacked[seq] = message
-            wire = Bundle(messages=[message], timestamp=(self._token << 32) | seq)
+            wire = Bundle(messages=[message], timestamp=seq)
         else:
             wire = message
         try:
+            if declaration is not None:
+                await peer.send(declaration, reliable=True)
             await peer.send(wire, reliable=True if seq is not None else None)
             return "p2p"
         except TransportError as exc:
             log.info("P2P send to %s failed: %s", link.client_id, exc)
-            await asyncio.shield(self._start_fallback(link, peer, str(exc)))
-        if seq is None:
-            return "failed"
-        if link.unacked.pop(seq, None) is not None and self.mode != "p2p_only":
-            await self._relay_envelope(message, seq)  # queued after that fallback had run
-            self._counters["resent"] += 1
-        return "resent"
+            fallback = self._start_fallback(link, peer, str(exc))
+            if fallback is not None:
+                await asyncio.shield(fallback)
+        # A numbered message was unacknowledged when the link was lost, so that fallback re-sent it.
+        return "failed" if seq is None else "resent"
 
     def _maybe_connect(self, link: _Link) -> None:
         if link.attempt is not None or time.monotonic() < link.retry_at:
@@ -299,7 +389,11 @@ class HybridClient:
     async def _attempt(self, link: _Link) -> Peer | None:
         self._counters["p2p_attempts"] += 1
         try:
-            return await asyncio.wait_for(self.p2p.connect_to_peer(link.client_id), self.connect_timeout)
+            peer = await asyncio.wait_for(self.p2p.connect_to_peer(link.client_id), self.connect_timeout)
+            if peer is link.lost:
+                raise TransportError("the connection was given up and is closing", peer=link.client_id,
+                                     step="connect")
+            return peer
         except (ClaspError, asyncio.TimeoutError) as exc:
             self._counters["p2p_failures"] += 1
             link.retry_at = time.monotonic() + self.retry_interval
@@ -321,26 +415,62 @@ class HybridClient:
         """Open (or return) the P2P connection to ``client_id`` now."""
         return await self._connect_now(self._link(client_id))
 
-    # -- fallback -----------------------------------------------------------------------
+    # -- failure detection and fallback -------------------------------------------------
 
-    def _start_fallback(self, link: _Link, peer: Peer, reason: str | None) -> asyncio.Task:
-        """Handle the loss of ``peer`` once: re-send what it did not acknowledge through the relay."""
+    def _suspect_reason(self, link: _Link, peer: Peer, now: float) -> str | None:
+        """Why the connection counts as dead although it is open, or None."""
+        if "keepalive" in peer.transport.remote_features:  # the peer sends something every keepalive interval
+            silent = now - peer.transport.last_received
+            if silent > self.suspect_after:
+                return f"nothing received for {silent:.1f} s"
+        if link.peer is peer and link.unacked and now - link.progress_at > self.suspect_after:
+            return f"{len(link.unacked)} messages unacknowledged for {now - link.progress_at:.1f} s"
+        return None
+
+    async def _watch_links(self) -> None:
+        """Notice suspect links between sends, so their unacknowledged messages move on in time."""
+        period = self.suspect_after / 4
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for link in list(self._links.values()):
+                peer = link.peer
+                if peer is not None and peer is not link.lost and peer.connected:
+                    reason = self._suspect_reason(link, peer, now)
+                    if reason is not None:
+                        self._give_up(link, peer, reason)
+
+    def _give_up(self, link: _Link, peer: Peer, reason: str) -> None:
+        """Treat an open but suspect connection as lost: fall back now and close it."""
+        self._counters["suspected"] += 1
+        log.info("P2P link to %s is suspect (%s): using the relay", link.client_id, reason)
+        if self._start_fallback(link, peer, f"suspect: {reason}") is None:
+            link.lost = peer
+            link.retry_at = time.monotonic() + self.retry_interval
+        self._spawn(peer.close(f"suspect: {reason}"))
+
+    def _start_fallback(self, link: _Link, peer: Peer, reason: str | None) -> asyncio.Task | None:
+        """Handle the loss of ``peer`` once: re-send what it did not acknowledge through the relay.
+        None when ``peer`` carries none of this link's messages (then there is nothing to do)."""
         if link.lost is peer and link.fallback is not None:
             return link.fallback
+        if link.peer is not peer:
+            return None
         link.lost = peer
-        pending = list(link.unacked.items()) if link.peer is peer else []
+        pending = list(link.unacked.items())
+        epoch = link.epoch
         link.unacked.clear()
-        link.peer = None
+        link.peer = link.epoch = None
         link.retry_at = time.monotonic() + self.retry_interval
         self._counters["fallbacks"] += 1
-        link.fallback = self._spawn(self._resend(link, pending, reason))
+        link.fallback = self._spawn(self._resend(link, epoch, pending, reason))
         return link.fallback
 
-    async def _resend(self, link: _Link, pending: list, reason: str | None) -> None:
-        if self.mode == "p2p_only":
+    async def _resend(self, link: _Link, epoch: _OutEpoch | None, pending: list, reason: str | None) -> None:
+        if self.mode == "p2p_only" or epoch is None:
             return
         for count, (seq, message) in enumerate(pending, 1):
-            await self._relay_envelope(message, seq)
+            await self.relay.publish(self._envelope(message, epoch, seq))
             self._counters["resent"] += 1
             if count % _RESEND_PACE == 0:
                 # The relay drops fan-out to a full session queue: let it catch up.
@@ -352,16 +482,21 @@ class HybridClient:
         link = self._links.get(peer.client_id or "")
         if link is not None and not self._closing:
             self._start_fallback(link, peer, reason)
+        if peer.state in ("closed", "failed"):  # nothing more arrives on it
+            self._inbound.pop(peer, None)
+            self._ack_pending.pop(peer, None)
 
-    async def _relay_envelope(self, message: Any, seq: int) -> None:
-        msgid = (self._token << 32) | seq
-        if type(message) is Set:
-            wire = Publish(address=message.address, signal="param", value=message.value, timestamp=msgid,
-                           id=ENVELOPE_ID)
-        else:
-            wire = Publish(address=message.address, signal=message.signal, value=message.value,
-                           timestamp=msgid, id=ENVELOPE_ID)
-        await self.relay.publish(wire)
+    def _envelope(self, message: Any, epoch: _OutEpoch | None = None, seq: int | None = None) -> Publish:
+        """The relay form of a reliable message: numbered (with its epoch's proof) when it went over P2P."""
+        signal = "param" if type(message) is Set else message.signal
+        value = message.value
+        timestamp = None
+        if epoch is not None and seq is not None:
+            value = {"h": epoch.handle, "t": _tag(epoch.key, epoch.handle, seq, message.address)}
+            if message.value is not MISSING:
+                value["v"] = message.value
+            timestamp = seq
+        return Publish(address=message.address, signal=signal, value=value, timestamp=timestamp, id=ENVELOPE_ID)
 
     # -- sending API --------------------------------------------------------------------
 
@@ -397,7 +532,9 @@ class HybridClient:
     async def get(self, address: str, timeout: float = 5.0) -> Any:
         """Read ``address``: from the peer over P2P for ``/peer/{id}/...`` when connected, else the relay."""
         target = self._target(address)
-        peer = self.p2p.connection(target) if target is not None and self.mode != "relay_only" else None
+        peer = None
+        if target is not None and self.mode != "relay_only" and target != self.client_id:
+            peer = self._connection(self._link(target))
         if peer is not None:
             return await peer.get(address, timeout)
         return await self.relay.get(address, timeout)
@@ -463,25 +600,68 @@ class HybridClient:
         self._callbacks.dispatch(message.address, value, signal, message)
 
     def _from_relay(self, value: Any, address: str, message: Any) -> None:
-        if type(message) is Publish and message.id == ENVELOPE_ID and message.timestamp is not None:
-            if not self._first_time(message.timestamp):
-                return
-            if message.signal == "param":
-                message = Set(address=address, value=message.value)
-            else:
-                message = Publish(address=address, signal=message.signal, value=message.value)
+        if type(message) is Publish and message.id == ENVELOPE_ID:
+            if message.timestamp is not None:
+                value = self._open_envelope(address, message.timestamp, message.value)
+                if value is _DROP:
+                    return
+            message = Set(address=address, value=value) if message.signal == "param" else \
+                Publish(address=address, signal=message.signal, value=value)
         self._counters["received_relay"] += 1
         self._dispatch(message)
 
-    def _first_time(self, msgid: int) -> bool:
-        token, seq = msgid >> 32, msgid & 0xFFFFFFFF
-        record = self._dedupe.get(token)
-        if record is None:
-            record = self._dedupe[token] = _Dedupe()
-        if record.first_time(seq):
-            return True
-        self._counters["duplicates"] += 1
-        return False
+    def _open_envelope(self, address: str, seq: int, fields: Any) -> Any:
+        """The value of a numbered relay envelope to deliver now, or ``_DROP`` (duplicate or bad)."""
+        handle = fields.get("h") if isinstance(fields, dict) else None
+        tag = fields.get("t") if isinstance(fields, dict) else None
+        if not (isinstance(handle, bytes) and len(handle) == _HANDLE_SIZE
+                and isinstance(tag, bytes) and len(tag) == _HANDLE_SIZE):
+            self._reject(f"relay envelope for {address}: value must be a map with 16-byte 'h' and 't', got "
+                         f"{type(fields).__name__}", address)
+            return _DROP
+        epoch = self._epochs.get(handle)
+        if epoch is None:
+            # An epoch whose declaration has not arrived (or was forgotten): deliver, drop replays,
+            # and let a later declaration recognise it.
+            key = (handle, seq, tag)
+            if key in self._unverified:
+                self._counters["duplicates"] += 1
+                return _DROP
+            self._unverified[key] = address
+            if len(self._unverified) > _MAX_UNVERIFIED:
+                self._unverified.popitem(last=False)
+        else:
+            if not epoch.verify(seq, address, tag):
+                self._reject(f"relay envelope for {address}: message {seq} claims the P2P link of session "
+                             f"{epoch.session_id} but its tag does not verify", address)
+                return _DROP
+            self._epochs.move_to_end(handle)
+            if not epoch.dedupe.first_time(seq):
+                self._counters["duplicates"] += 1
+                return _DROP
+        return fields.get("v", MISSING)
+
+    def _reject(self, text: str, address: str | None = None) -> None:
+        self._counters["rejected"] += 1
+        self._report(ProtocolError(f"{text}; dropped", address=address))
+
+    def _declare(self, peer: Peer, value: Any) -> None:
+        """A peer's epoch declaration: what its numbered messages on this connection are checked against."""
+        if not isinstance(value, bytes) or len(value) != 2 * _HANDLE_SIZE:
+            self._reject(f"epoch declaration from peer {peer.session_id}: value must be "
+                         f"{2 * _HANDLE_SIZE} bytes, got {type(value).__name__}")
+            return
+        handle, key = value[:_HANDLE_SIZE], value[_HANDLE_SIZE:]
+        if handle in self._epochs:
+            self._reject(f"epoch declaration from peer {peer.session_id}: handle already in use")
+            return
+        epoch = self._inbound[peer] = self._epochs[handle] = _InEpoch(handle, key, peer.session_id)
+        while len(self._epochs) > _MAX_EPOCHS:
+            self._epochs.popitem(last=False)
+        for seq_key in [k for k in self._unverified if k[0] == handle]:
+            address = self._unverified.pop(seq_key)
+            if epoch.verify(seq_key[1], address, seq_key[2]):
+                epoch.dedupe.first_time(seq_key[1])  # delivered already through the relay
 
     def _on_peer(self, peer: Peer) -> None:
         peer.add_message_hook(self._p2p_hook)
@@ -499,21 +679,34 @@ class HybridClient:
         self._dispatch(message)
 
     def _p2p_hook(self, peer: Peer, message: Any) -> bool:
+        if SEQ_FEATURE not in peer.features:
+            return False
         kind = type(message)
-        if kind is Bundle and message.timestamp is not None and SEQ_FEATURE in peer.features:
-            msgid = message.timestamp
-            if self._first_time(msgid):
+        if kind is Bundle and message.timestamp is not None:
+            epoch = self._inbound.get(peer)
+            if epoch is None:
+                self._report(ProtocolError(f"peer {peer.session_id} sent numbered message {message.timestamp} "
+                                           f"before declaring its epoch; delivered without a duplicate check"))
+                first_time = True
+            else:
+                first_time = epoch.dedupe.first_time(message.timestamp)
+                self._schedule_ack(peer, epoch)
+            if first_time:
                 for inner in message.messages:
                     peer.apply(inner)
-            self._schedule_ack(peer, msgid >> 32)
+            else:
+                self._counters["duplicates"] += 1
             return True
-        if kind is Ack and message.revision is not None and SEQ_FEATURE in peer.features:
+        if kind is Ack and message.revision is not None:
             self._on_ack(peer, message.revision)
+            return True
+        if kind is Publish and message.id == ENVELOPE_ID and message.address == EPOCH_ADDRESS:
+            self._declare(peer, message.value)
             return True
         return False
 
-    def _schedule_ack(self, peer: Peer, token: int) -> None:
-        self._ack_pending[peer] = token
+    def _schedule_ack(self, peer: Peer, epoch: _InEpoch) -> None:
+        self._ack_pending[peer] = epoch
         if not self._ack_scheduled:
             self._ack_scheduled = True
             asyncio.get_running_loop().call_later(_ACK_DELAY, self._send_acks)
@@ -521,33 +714,34 @@ class HybridClient:
     def _send_acks(self) -> None:
         self._ack_scheduled = False
         pending, self._ack_pending = self._ack_pending, {}
-        for peer, token in pending.items():
-            record = self._dedupe.get(token)
-            if record is None or not peer.connected:
+        for peer, epoch in pending.items():
+            if not peer.connected:
                 continue
             try:
-                peer.transport.sender.send_nowait(Ack(revision=(token << 32) | (record.next - 1)), reliable=True)
+                peer.transport.sender.send_nowait(Ack(revision=epoch.dedupe.next - 1), reliable=True)
             except TransportError:
                 pass  # the link is going down; the sender re-sends what it misses
 
-    def _on_ack(self, peer: Peer, msgid: int) -> None:
-        if msgid >> 32 != self._token:
-            return
+    def _on_ack(self, peer: Peer, upto: int) -> None:
         link = self._links.get(peer.client_id or "")
         if link is None or link.peer is not peer:
             return
-        upto = msgid & 0xFFFFFFFF
         unacked = link.unacked
+        progress = False
         while unacked:
             seq = next(iter(unacked))
             if seq > upto:
                 break
             del unacked[seq]
+            progress = True
+        if progress:
+            link.progress_at = time.monotonic()
 
     # -- stats --------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Messages per route (sent and received), fallbacks, re-sent and duplicate messages, and links."""
+        """Messages per route (sent and received), fallbacks (``suspected``: links given up by the
+        ``suspect_after`` bound), re-sent, duplicate and rejected messages, and links."""
         c = self._counters
         return {
             "sent": {"p2p": c["sent_p2p"], "relay": c["sent_relay"]},
@@ -555,9 +749,13 @@ class HybridClient:
             "fallbacks": c["fallbacks"],
             "resent": c["resent"],
             "duplicates_dropped": c["duplicates"],
+            "suspected": c["suspected"],
+            "rejected": c["rejected"],
             "p2p_attempts": c["p2p_attempts"],
             "p2p_failures": c["p2p_failures"],
             "unacknowledged": sum(len(link.unacked) for link in self._links.values()),
+            # Receive-side duplicate tracking: epochs of other senders, unverified relay envelopes.
+            "tracked": {"epochs": len(self._epochs), "unverified": len(self._unverified)},
             "p2p_connected": sorted(p.client_id or p.session_id for p in self.p2p.connections),
         }
 

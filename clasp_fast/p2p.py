@@ -14,14 +14,17 @@
 
 Discovery (both ways, WIRE.md §10): every ``presence_interval`` seconds a peer
 
-* sets the param ``/clasp/p2p/presence/{session_id}`` to ``{client_id, session_id, features}`` with an
-  absolute TTL of three intervals, so peers that subscribe later find it in the SNAPSHOT the relay
-  sends on subscribing to ``/clasp/p2p/presence/*``, and
+* sets the param ``/clasp/p2p/presence/{session_id}`` to ``{client_id, session_id, features, ttl}``
+  with an absolute TTL of three intervals (``ttl``, in seconds), so peers that subscribe later find
+  it in the SNAPSHOT the relay sends on subscribing to ``/clasp/p2p/presence/*``, and
 * publishes the reference announce ``{session_id, p2p_capable, features, client_id}`` to
   ``/clasp/p2p/announce``, which reference peers listen to.
 
 Peers are looked up by the client id they chose or by their session id; a peer that only speaks the
-reference protocol (no presence, no ``features``) is reachable by its session id.
+reference protocol (no presence, no ``features``) is reachable by its session id. An entry is live
+for ``ttl`` seconds after its last presence or announce (at most :data:`MAX_PRESENCE_TTL`). When two
+live sessions claim one client id, the claim seen first keeps it; the other is reported to
+``on_error`` and ignored until the first one lapses or withdraws.
 
 Each :class:`Peer` keeps the params it set and was sent, and answers a GET with a SNAPSHOT as a
 router would (an empty SNAPSHOT when it holds no value).
@@ -30,17 +33,19 @@ router would (an empty SNAPSHOT when it holds no value).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from .address import validate_pattern
 from .client import ClaspClient
-from .errors import ClaspError, TransportError
+from .errors import ClaspError, ProtocolError, SignalingError, TransportError
 from .messages import (
     MISSING,
     Bundle,
@@ -54,7 +59,7 @@ from .messages import (
     Snapshot,
     Ttl,
 )
-from .signaling import ANNOUNCE_ADDRESS, parse_signal
+from .signaling import ANNOUNCE_ADDRESS, new_correlation_id, parse_signal
 from ._callbacks import CallbackRegistry
 from ._tasks import TaskSet
 from .webrtc import LOCAL_FEATURES, ChannelSpec, WebRtcConfig, WebRtcStats, WebRtcTransport
@@ -67,6 +72,8 @@ DEFAULT_RELAY_URL = "ws://127.0.0.1:7330"
 PRESENCE_PREFIX = "/clasp/p2p/presence/"
 # What the reference announce lists (WIRE.md §10.3), then clasp_fast's own features.
 BASE_FEATURES = ("webrtc", "reliable", "unreliable", "presence", *LOCAL_FEATURES)
+# The longest presence TTL a peer's entry is trusted for (a larger advertised TTL is not honoured).
+MAX_PRESENCE_TTL = 60
 _SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 AcceptHook = Callable[["PeerInfo"], "bool | Awaitable[bool]"]
@@ -86,7 +93,11 @@ class PeerInfo:
     p2p_capable: bool = True
     source: str = "announce"  # "presence", "announce" or "offer"
     last_seen: float = field(default_factory=time.monotonic)
-    expires: float | None = None  # monotonic time after which a presence entry is stale
+    expires: float | None = None  # monotonic time after which the entry is stale
+    claimed_at: float = field(default_factory=time.monotonic)  # when this session's client id claim began
+
+    def live(self, now: float) -> bool:
+        return self.expires is None or self.expires > now
 
 
 @dataclass(frozen=True)
@@ -114,12 +125,12 @@ class Peer:
         self._owner = owner
         self._callbacks = CallbackRegistry(self._spawn, self._report, 256)
         self._params: dict[str, Param] = {}
-        self._gets: dict[str, list[asyncio.Future]] = {}
-        self._get_order: list[str] = []
+        self._gets: deque[tuple[str, asyncio.Future]] = deque()  # GETs waiting for an answer, oldest first
         self._hooks: list[MessageHook] = []
         self._close_callbacks: list[Callable[["Peer", str | None], Any]] = []
         self._sent = dict.fromkeys(("set", "emit", "stream", "gesture", "publish", "get", "other"), 0)
-        self._received = dict.fromkeys(("set", "publish", "get", "snapshot", "bundle", "other"), 0)
+        self._received = dict.fromkeys(("set", "publish", "get", "snapshot", "unsolicited_snapshot", "bundle",
+                                         "other"), 0)
         self._closed_notified = False
         self._background = TaskSet(self._task_failed)
         transport.add_state_listener(self._on_state)
@@ -212,10 +223,16 @@ class Peer:
 
         Raises ``KeyError`` when the peer holds no value (it answered with an empty SNAPSHOT) and
         ``TransportError`` (step ``get``) when no answer came in time -- reference peers never answer.
+
+        A SNAPSHOT carries no request id, so answers are matched by order and content: answers come
+        in the order of the GETs (ordered reliable channel), and a SNAPSHOT answers the oldest
+        waiting GET only if it fits it -- every param in it has the requested address, or it is
+        empty (no value). A SNAPSHOT that fits no waiting GET answers nothing and is reported. A GET
+        that ends (answer, timeout, cancellation, closed connection) leaves no state behind.
         """
         future = asyncio.get_running_loop().create_future()
-        self._gets.setdefault(address, []).append(future)
-        self._get_order.append(address)
+        request = (address, future)
+        self._gets.append(request)
         try:
             await self.transport.sender.send(Get(address=address))
             self._sent["get"] += 1
@@ -224,13 +241,8 @@ class Peer:
             raise TransportError(f"no answer to GET {address} within {timeout:g} s",
                                  peer=self.session_id, step="get") from None
         finally:
-            waiters = self._gets.get(address)
-            if waiters is not None and future in waiters:
-                waiters.remove(future)
-                if not waiters:
-                    del self._gets[address]
-            if address in self._get_order and not future.done():
-                self._get_order.remove(address)
+            with contextlib.suppress(ValueError):
+                self._gets.remove(request)
 
     def flush(self) -> None:
         """Hand pending batches to the DataChannels now."""
@@ -339,19 +351,22 @@ class Peer:
             self._received["other"] += 1
 
     def _on_snapshot(self, message: Snapshot) -> None:
-        # Answers come in the order of the GETs (ordered reliable channel).
-        address = self._get_order.pop(0) if self._get_order else None
-        found = {p.address: p for p in message.params}
-        for param in message.params:
-            for future in self._gets.pop(param.address, ()):
-                if not future.done():
-                    future.set_result(param.value)
-        if address is not None and address not in found:
-            waiters = self._gets.get(address)
-            if waiters:
-                future = waiters.pop(0)
-                if not future.done():
+        # The matching rule is in get()'s docstring.
+        if self._gets:
+            address, future = self._gets[0]
+            if all(param.address == address for param in message.params):
+                self._gets.popleft()
+                if future.done():  # timed out a moment ago: this was its answer
+                    return
+                if message.params:
+                    future.set_result(message.params[0].value)
+                else:
                     future.set_exception(KeyError(f"peer {self.session_id} holds no value for {address}"))
+                return
+        self._received["unsolicited_snapshot"] += 1
+        addresses = ", ".join(param.address for param in message.params) or "no params"
+        self._report(ProtocolError(f"peer {self.session_id} sent a SNAPSHOT ({addresses}) that answers no "
+                                   f"waiting GET; ignored"))
 
     def _dispatch(self, address: str, value: Any, signal: str, message: Any) -> None:
         self._callbacks.dispatch(address, value, signal, message)
@@ -373,10 +388,9 @@ class Peer:
     def _on_state(self, state: str) -> None:
         if state in ("closed", "failed") and not self._closed_notified:
             self._closed_notified = True
-            for futures in self._gets.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(TransportError("connection closed", peer=self.session_id, step="get"))
+            for _, future in self._gets:
+                if not future.done():
+                    future.set_exception(TransportError("connection closed", peer=self.session_id, step="get"))
             for callback in self._close_callbacks:
                 try:
                     result = callback(self, self.transport.close_reason)
@@ -448,15 +462,21 @@ class ClaspP2P:
         self.discovery_timeout = discovery_timeout
         self._accept = accept
         self._peers: dict[str, PeerInfo] = {}
+        self._claim_conflicts: set[str] = set()  # sessions reported as second claimants of a client id
         self._connections: dict[str, Peer] = {}
-        self._transports: dict[str, WebRtcTransport] = {}
+        self._transports: dict[str, WebRtcTransport] = {}  # the current connection per peer session
+        self._answering: dict[str, WebRtcTransport] = {}  # by correlation id: offers not answered yet
+        self._correlation_ids: dict[str, None] = {}  # every id we offered or were offered (bounded)
         self._pending: dict[str, asyncio.Future] = {}
         self._attempts: dict[str, asyncio.Task] = {}
         self._refusals: dict[str, str] = {}
         self._on_connection: list[Callable[[Peer], Any]] = []
         self._on_disconnection: list[Callable[[Peer, str | None], Any]] = []
         self._on_error: list[Callable[[Exception], Any]] = []
-        self._incoming: asyncio.Queue[Peer | None] = asyncio.Queue()
+        # Accepted incoming connections not yet taken by incoming(); a peer leaves when it closes,
+        # so connections nobody iterates over are not kept alive.
+        self._incoming: deque[Peer] = deque()
+        self._incoming_changed = asyncio.Event()
         self._peer_changed = asyncio.Event()
         self._background = TaskSet(self._report)
         self._closed = False
@@ -497,7 +517,7 @@ class ClaspP2P:
             self._finish_pending(session_id, exc=TransportError("ClaspP2P closed", peer=session_id, step="close"))
         peers = list(self._connections.values())
         await asyncio.gather(*(peer.close() for peer in peers), return_exceptions=True)
-        for transport in list(self._transports.values()):
+        for transport in [*self._transports.values(), *self._answering.values()]:
             await transport.close()
         client = self.client
         if client is not None and client.connected and self._presence_address is not None:
@@ -506,7 +526,7 @@ class ClaspP2P:
             except ClaspError:
                 pass
         await self._background.cancel_and_wait()
-        self._incoming.put_nowait(None)
+        self._incoming_changed.set()
         if client is not None and self._owns_client:
             await client.close()
 
@@ -552,17 +572,21 @@ class ClaspP2P:
     # -- discovery ----------------------------------------------------------------------
 
     def peers(self) -> list[PeerInfo]:
-        """Known peers (from presence, announces and offers), stale presence entries left out."""
+        """Known peers (from presence, announces and offers), stale entries left out."""
         now = time.monotonic()
-        return [info for info in self._peers.values() if info.expires is None or info.expires > now]
+        return [info for info in self._peers.values() if info.live(now)]
 
     def find_peer(self, id: str) -> PeerInfo | None:
-        """The known peer whose client id or session id is ``id`` (the freshest if several)."""
+        """The known peer whose session id or client id is ``id``.
+
+        When two live sessions claim the same client id, the claim seen first wins: ``id`` keeps
+        resolving to that session (the later claimant is reported once to :meth:`on_error`).
+        """
         info = self._peers.get(id)
         if info is not None:
             return info
         matches = [p for p in self.peers() if p.client_id == id]
-        return max(matches, key=lambda p: p.last_seen) if matches else None
+        return min(matches, key=lambda p: p.claimed_at) if matches else None
 
     async def wait_for_peer(self, id: str, timeout: float | None = None) -> PeerInfo:
         """Wait until a peer with client id or session id ``id`` is known."""
@@ -583,28 +607,56 @@ class ClaspP2P:
     def _learn(self, session_id: str, client_id: Any, features: Any, source: str, expires: float | None) -> None:
         if not isinstance(session_id, str) or not session_id or session_id == self.session_id:
             return
+        now = time.monotonic()
         info = self._peers.get(session_id)
         is_new = info is None
         if info is None:
             info = self._peers[session_id] = PeerInfo(session_id=session_id, source=source)
-        if isinstance(client_id, str) and client_id:
+        if isinstance(client_id, str) and client_id and (client_id != info.client_id or not info.live(now)):
+            # A new claim (a lapsed claim that comes back is new too): it ranks after the live ones.
             info.client_id = client_id
+            info.claimed_at = now
         if isinstance(features, (list, tuple)):
             info.features = tuple(f for f in features if isinstance(f, str))
-        info.last_seen = time.monotonic()
+        info.last_seen = now
         if source == "presence":
             info.source = source
             info.expires = expires
         elif info.source != "presence":
-            info.expires = None
+            # A client id claimed only by announces lapses like presence unless it is repeated.
+            info.expires = now + self.presence_ttl if info.client_id else None
+        if info.client_id:
+            self._check_claim(info)
         self._peer_changed.set()
         if is_new and source == "announce":
             # A newcomer: announce back so reference peers (which only listen to announces) see us.
             self._spawn(self._announce())
 
+    def _check_claim(self, info: PeerInfo) -> None:
+        """Report once when ``info`` claims a client id that another live session claimed first."""
+        if info.session_id in self._claim_conflicts:
+            return
+        first = self.find_peer(info.client_id)
+        if first is None or first is info:
+            return
+        self._claim_conflicts.add(info.session_id)
+        error = ProtocolError(
+            f"two live sessions claim client id {info.client_id!r}: {first.session_id} (seen first, kept) "
+            f"and {info.session_id} (ignored)")
+        log.warning("%s", error)
+        self._report(error)
+
     def _forget(self, session_id: str) -> None:
+        self._claim_conflicts.discard(session_id)
         if self._peers.pop(session_id, None) is not None:
             self._peer_changed.set()
+
+    def _forget_stale(self) -> None:
+        """Drop entries stale for a whole presence TTL (peers that left without withdrawing)."""
+        limit = time.monotonic() - self.presence_ttl
+        for session_id, info in list(self._peers.items()):
+            if info.expires is not None and info.expires < limit and session_id not in self._connections:
+                self._forget(session_id)
 
     def _on_presence(self, value: Any, address: str) -> None:
         session_id = address[len(PRESENCE_PREFIX):]
@@ -612,13 +664,20 @@ class ClaspP2P:
             self._forget(session_id)
             return
         if not isinstance(value, dict):
+            self._report(ProtocolError(f"presence value must be a map, got {type(value).__name__}; ignored",
+                                       address=address))
             return
-        self._learn(session_id, value.get("client_id"), value.get("features"), "presence",
-                    time.monotonic() + self.presence_ttl)
+        ttl = value.get("ttl")  # the sender's refresh period decides when its entry is stale
+        if type(ttl) is not int or not 1 <= ttl <= MAX_PRESENCE_TTL:
+            ttl = self.presence_ttl
+        self._learn(session_id, value.get("client_id"), value.get("features"), "presence", time.monotonic() + ttl)
 
     def _on_announce(self, value: Any, address: str) -> None:
-        if isinstance(value, dict):
-            self._learn(value.get("session_id"), value.get("client_id"), value.get("features"), "announce", None)
+        if not isinstance(value, dict):
+            self._report(ProtocolError(f"announce value must be a map, got {type(value).__name__}; ignored",
+                                       address=address))
+            return
+        self._learn(value.get("session_id"), value.get("client_id"), value.get("features"), "announce", None)
 
     async def _announce(self) -> None:
         client = self.client
@@ -638,13 +697,15 @@ class ClaspP2P:
             except ClaspError:
                 pass
         self._presence_address = address
-        value = {"client_id": self.client_id, "session_id": client.session_id, "features": list(self.features)}
+        value = {"client_id": self.client_id, "session_id": client.session_id, "features": list(self.features),
+                 "ttl": self.presence_ttl}
         await client.set(address, value, ttl=Ttl.absolute(self.presence_ttl), wait=False)
         await self._announce()
 
     async def _refresh_presence(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.presence_interval)
+            self._forget_stale()
             try:
                 await self._publish_presence()
             except ClaspError as exc:
@@ -660,10 +721,11 @@ class ClaspP2P:
         """The open connection to the peer with client id or session id ``id``, if any."""
         peer = self._connections.get(id)
         if peer is None:
-            for candidate in self._connections.values():
-                if candidate.client_id == id:
-                    peer = candidate
-                    break
+            owner = self.find_peer(id)
+            if owner is not None:  # a later claimant of the same client id is not this peer
+                peer = self._connections.get(owner.session_id)
+            else:
+                peer = next((c for c in self._connections.values() if c.client_id == id), None)
         return peer if peer is not None and peer.connected else None
 
     @property
@@ -700,7 +762,10 @@ class ClaspP2P:
 
     async def _offer(self, info: PeerInfo, future: asyncio.Future) -> None:
         session_id = info.session_id
-        transport = WebRtcTransport(self.rtc_config, self.client.signaling, session_id, pump_signals=False)
+        correlation_id = new_correlation_id(self.session_id or "", session_id)
+        self._remember(correlation_id)
+        transport = WebRtcTransport(self.rtc_config, self.client.signaling, session_id, pump_signals=False,
+                                    correlation_id=correlation_id)
         self._transports[session_id] = transport
         try:
             await transport.start()
@@ -741,7 +806,8 @@ class ClaspP2P:
         self._notify(self._on_connection, peer)
         peer.start()
         if incoming:
-            self._incoming.put_nowait(peer)
+            self._incoming.append(peer)
+            self._incoming_changed.set()
         return peer
 
     def _on_peer_closed(self, peer: Peer, reason: str | None) -> None:
@@ -749,6 +815,8 @@ class ClaspP2P:
             del self._connections[peer.session_id]
         if self._transports.get(peer.session_id) is peer.transport:
             del self._transports[peer.session_id]
+        with contextlib.suppress(ValueError):
+            self._incoming.remove(peer)
         self._notify(self._on_disconnection, peer, reason)
 
     async def _pump_signals(self) -> None:
@@ -761,21 +829,39 @@ class ClaspP2P:
             except Exception as exc:
                 self._report(exc)
 
+    def _remember(self, correlation_id: str) -> None:
+        self._correlation_ids[correlation_id] = None
+        if len(self._correlation_ids) > 1024:
+            del self._correlation_ids[next(iter(self._correlation_ids))]
+
+    def _transport_for(self, sender: str, correlation_id: str) -> WebRtcTransport | None:
+        transport = self._transports.get(sender)
+        if transport is not None and transport.correlation_id == correlation_id:
+            return transport
+        transport = self._answering.get(correlation_id)
+        return transport if transport is not None and transport.peer == sender else None
+
     def _on_signal(self, signal: dict[str, object]) -> None:
         sender = str(signal["from"])
         kind = signal["type"]
-        transport = self._transports.get(sender)
+        correlation_id = str(signal["correlation_id"])
         if kind == "offer":
-            self._on_offer(signal, transport)
+            self._on_offer(signal, self._transports.get(sender))
             return
+        # Each signal goes to the connection it names, whatever its timing: an offer's transport
+        # exists (and queues signals) from the moment the offer arrives.
+        transport = self._transport_for(sender, correlation_id)
         if transport is None:
+            # A disconnected for a connection that has ended is expected; it must not end a newer one.
+            if kind != "disconnected" and correlation_id not in self._correlation_ids:
+                self._report(SignalingError(
+                    f"{kind} from {sender} for unknown correlation id {correlation_id!r} ignored",
+                    peer=sender, step=str(kind)))
             return
         if kind == "disconnected":
-            # Honoured only for the connection it names: a late one must not end a newer connection.
-            if signal["correlation_id"] != transport.correlation_id:
-                return
             attempt = self._attempts.get(sender)
-            if transport.state == "connecting" and attempt is not None:
+            if (transport.state == "connecting" and not transport.negotiated and attempt is not None
+                    and transport is self._transports.get(sender)):
                 self._refusals[sender] = str(signal.get("reason") or "disconnected")
                 attempt.cancel()
                 return
@@ -783,6 +869,12 @@ class ClaspP2P:
 
     def _on_offer(self, offer: dict[str, object], current: WebRtcTransport | None) -> None:
         sender = str(offer["from"])
+        correlation_id = str(offer["correlation_id"])
+        if correlation_id in self._correlation_ids:
+            return  # a repeated offer
+        self._remember(correlation_id)
+        if any(t.peer == sender for t in self._answering.values()):
+            return  # another offer from that session is being handled
         if current is not None and current.state in ("new", "connecting") and current.role != "answerer":
             # Both sides offered at once: the smaller session id stays the offerer.
             if (self.session_id or "") < sender:
@@ -792,28 +884,55 @@ class ClaspP2P:
                 attempt.cancel()
             self._transports.pop(sender, None)
         elif current is not None and current.state in ("new", "connecting"):
-            return  # a repeated offer while answering
+            return  # an offer while answering another one
         info = self._peers.get(sender)
         if info is None:
             info = self._peers[sender] = PeerInfo(session_id=sender, source="offer")
         if isinstance(offer.get("features"), (list, tuple)) and not info.features:
             info.features = tuple(f for f in offer["features"] if isinstance(f, str))
-        self._spawn(self._answer(offer, info, current))
+        transport = WebRtcTransport(self.rtc_config, self.client.signaling, sender, pump_signals=False)
+        self._answering[correlation_id] = transport
+        self._spawn(self._answer(offer, info, current, transport))
 
-    async def _answer(self, offer: dict[str, object], info: PeerInfo, previous: WebRtcTransport | None) -> None:
+    async def _may_answer(self, info: PeerInfo, correlation_id: str, previous: WebRtcTransport | None) -> bool:
+        """Whether to answer an offer: not when a live connection to its sender still answers
+        (the relay may not check "from"), nor when ``accept`` refuses (the offerer is told)."""
         sender = info.session_id
+        if previous is not None and previous.state == "connected":
+            if await previous.probe():
+                self._report(SignalingError(
+                    f"offer from {sender} ignored: the open connection to that session still answers, "
+                    "so the offer did not come from its peer", peer=sender, step="offer"))
+                return False
+            # Not told with "disconnected": the peer would take it for its new connection.
+            await previous.abort("replaced by a new connection")
         if self._accept is not None:
             decision = self._accept(info)
             if inspect.isawaitable(decision):
                 decision = await decision
             if not decision:
                 await self.client.signaling.send_signal(sender, {
-                    "type": "disconnected", "correlation_id": offer["correlation_id"], "reason": "refused"})
-                return
-        if previous is not None and previous.state == "connected":
-            await previous.close("replaced by a new connection")
-        transport = WebRtcTransport(self.rtc_config, self.client.signaling, sender, pump_signals=False)
-        self._transports[sender] = transport
+                    "type": "disconnected", "correlation_id": correlation_id, "reason": "refused"})
+                return False
+        return True
+
+    async def _answer(
+        self, offer: dict[str, object], info: PeerInfo, previous: WebRtcTransport | None, transport: WebRtcTransport
+    ) -> None:
+        sender = info.session_id
+        correlation_id = str(offer["correlation_id"])
+        answer = False
+        try:
+            answer = await self._may_answer(info, correlation_id, previous)
+        finally:
+            if self._answering.get(correlation_id) is transport:
+                del self._answering[correlation_id]
+            if answer:  # in the same step, so no signal finds neither
+                self._transports[sender] = transport
+            else:
+                await transport.abort("offer not answered")
+        if not answer:
+            return
         try:
             await transport.start(offer)
         except Exception as exc:
@@ -827,15 +946,19 @@ class ClaspP2P:
     # -- incoming peers -----------------------------------------------------------------
 
     def incoming(self) -> AsyncIterator[Peer]:
-        """Accepted incoming connections as they open; ends when this object closes."""
+        """Accepted incoming connections as they open; ends when this object closes.
+
+        Connections wait here until taken; one that closes before it is taken is dropped.
+        """
         return self
 
     def __aiter__(self) -> AsyncIterator[Peer]:
         return self
 
     async def __anext__(self) -> Peer:
-        peer = await self._incoming.get()
-        if peer is None:
-            self._incoming.put_nowait(None)
-            raise StopAsyncIteration
-        return peer
+        while not self._incoming:
+            if self._closed:
+                raise StopAsyncIteration
+            self._incoming_changed.clear()
+            await self._incoming_changed.wait()
+        return self._incoming.popleft()

@@ -18,6 +18,14 @@ Liveness: between clasp_fast peers (feature ``"keepalive"``) a negotiated contro
 ``clasp-control`` carries PING/PONG every ``keepalive_interval`` seconds; they measure the round-trip
 time, and silence on every channel for ``keepalive_timeout`` seconds closes the connection with
 reason ``"timeout"``. With other peers, loss is noticed through aiortc's ICE consent checks (about 30 s).
+
+Teardown never drops what the peer already sent (docs/p2p-lifecycle.md). Either way new sends stop,
+what is pending goes to SCTP and we wait until the peer acknowledged it. :meth:`WebRtcTransport.close`
+then sends ``disconnected`` and keeps delivering until the peer has closed its side. On the peer's
+``disconnected`` (it sends nothing more) we close our DataChannels: SCTP stream resets, which the
+peer's stack answers only after the data it still holds, so our channels close behind that data;
+then our ``disconnected`` goes out. Every wait ends when the reliable channels have closed, the
+association has gone or ``close_timeout`` passed.
 """
 
 from __future__ import annotations
@@ -473,12 +481,14 @@ class WebRtcTransport:
         *,
         pump_signals: bool = True,
         on_error: ErrorCallback | None = None,
+        correlation_id: str | None = None,
     ) -> None:
         self.config = config
         self.signaling = signaling
         self.peer = peer
         self.role: Literal["offerer", "answerer"] | None = None
-        self.correlation_id: str | None = None
+        # The offerer's id may be chosen by the caller (a P2P layer routing signals by it).
+        self.correlation_id: str | None = correlation_id
         self.remote_features: tuple[str, ...] = ()
         self.state: State = "new"
         self.close_reason: str | None = None
@@ -500,10 +510,16 @@ class WebRtcTransport:
         self._signals: asyncio.Queue[dict[str, object]] = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
         self._answer_applied = asyncio.Event()
-        self._pending_candidates: list[str] = []
+        # Remote candidates in arrival order; applied once the remote description is set.
+        self._remote_candidates: asyncio.Queue[str] = asyncio.Queue()
+        self._remote_description_set = asyncio.Event()
         self._remote_connected = asyncio.Event()
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
+        self._peer_closed = asyncio.Event()  # every channel closed or the association gone
+        self._disconnected_sent = False
+        self._remote_disconnect: str | None = None  # a "disconnected" that came during set-up
+        self._peer_disconnected = False  # the peer's "disconnected" came while we were closing
         self._state_listeners: list[Callable[[str], Any]] = []
         self._step = "offer"
         # Seconds from start() to each set-up step: "offer"/"answer" (sent or applied), "reliable_open", "connected".
@@ -579,9 +595,17 @@ class WebRtcTransport:
             raise TransportError("transport already started", peer=self.peer, step="start")
         self._set_state("connecting")
         self._started_at = time.perf_counter()
+        # Role and correlation id are known before any queued signal is looked at.
+        if offer is None:
+            self.role = "offerer"
+            self.correlation_id = self.correlation_id or new_correlation_id(self.signaling.session_id, self.peer)
+        else:
+            self.role = "answerer"
+            self.correlation_id = str(offer["correlation_id"])
         if self._pump_signals:
             self._spawn(self._pump())
         self._spawn(self._process_signals())
+        self._spawn(self._apply_remote_candidates())
         establishing = self._spawn(self._establish(offer))
         try:
             await asyncio.wait_for(asyncio.shield(establishing), self.config.connection_timeout)
@@ -609,6 +633,8 @@ class WebRtcTransport:
             self._spawn(self._keepalive())
         self._mark("connected")
         self._set_state("connected")
+        if self._remote_disconnect is not None:
+            self._spawn(self._shutdown(None, "closed", graceful=True, remote_reason=self._remote_disconnect))
 
     def _mark(self, step: str) -> None:
         self.timings[step] = time.perf_counter() - self._started_at
@@ -646,6 +672,16 @@ class WebRtcTransport:
     ) -> str:
         """The label of the channel :meth:`WebRtcSender.send` would use for this message or frame."""
         return self._route(message_or_frame, reliable, qos, None).spec.label
+
+    @property
+    def negotiated(self) -> bool:
+        """True once offer and answer are both applied: from then on the peer may send data."""
+        return self._remote_description_set.is_set()
+
+    @property
+    def last_received(self) -> float:
+        """``time.monotonic()`` when something last arrived from the peer (any channel, keepalives too)."""
+        return self._last_received
 
     @property
     def batching(self) -> bool:
@@ -704,19 +740,23 @@ class WebRtcTransport:
         await self._closed.wait()
 
     async def close(self, reason: str = "User requested disconnect") -> None:
-        """Flush, send ``disconnected`` with ``reason``, close channels and the peer connection."""
+        """End the connection without losing data either way.
+
+        Hands pending batches to SCTP and waits until the peer acknowledged them, sends
+        ``disconnected`` with ``reason``, closes the DataChannels and keeps delivering what the peer
+        still sends until its side has closed; then closes the peer connection. Everything before
+        the final close is bounded by ``config.close_timeout``.
+        """
         if self.state in ("closing", "closed", "failed"):
             await self._closed.wait()
             return
-        await self._shutdown(reason, "closed", flush=True)
+        await self._shutdown(reason, "closed", graceful=True)
 
     # -- set-up --------------------------------------------------------------------------
 
     async def _establish(self, offer: dict[str, object] | None) -> None:
         pc = self._pc
         if offer is None:
-            self.role = "offerer"
-            self.correlation_id = new_correlation_id(self.signaling.session_id, self.peer)
             for spec in (*DEFAULT_CHANNELS, *self.config.extra_channels):
                 dc = pc.createDataChannel(
                     spec.label,
@@ -737,11 +777,10 @@ class WebRtcTransport:
             await self._answer_applied.wait()
             self._mark("answer")
         else:
-            self.role = "answerer"
-            self.correlation_id = str(offer["correlation_id"])
             self.remote_features = _features(offer)
             self._step = "offer"
             await pc.setRemoteDescription(RTCSessionDescription(sdp=str(offer["sdp"]), type="offer"))
+            self._remote_description_set.set()
             self._install_gathering_policy()
             description = await pc.createAnswer()
             await pc.setLocalDescription(description)
@@ -857,10 +896,27 @@ class WebRtcTransport:
             kind = signal["type"]
             if kind == "disconnected":
                 reason = signal.get("reason")
-                self._spawn(self._shutdown(None, "closed", remote_reason=str(reason) if reason else "remote disconnected"))
+                reason = str(reason) if reason else "remote disconnected"
+                if self.state == "closing":
+                    # We are ending it too: once both sides said so, nothing new is coming either way.
+                    self._peer_disconnected = True
+                    if self._disconnected_sent:
+                        self._reset_channels()
+                    return
+                if self.negotiated and self.state == "connecting":
+                    # The peer may see the channels open first and have sent data already:
+                    # finish setting up, then end as from a connected state.
+                    self._remote_disconnect = reason
+                    return
+                # Once connected, the peer's data may still be in flight behind its signal.
+                self._spawn(self._shutdown(None, "closed", graceful=True, remote_reason=reason))
                 return
             if signal["correlation_id"] != self.correlation_id:
                 self._counters["ignored_signals"] += 1
+                if kind == "ice_candidate":
+                    self.receiver._report(SignalingError(
+                        f"ICE candidate for unknown correlation id {signal['correlation_id']!r} not applied",
+                        peer=self.peer, step="ice_candidate"), decode=False)
                 continue
             try:
                 if kind == "answer" and self.role == "offerer" and not self._answer_applied.is_set():
@@ -868,20 +924,27 @@ class WebRtcTransport:
                     await self._pc.setRemoteDescription(RTCSessionDescription(sdp=str(signal["sdp"]), type="answer"))
                     self._create_control_channel()
                     self._answer_applied.set()
-                    for text in self._pending_candidates:
-                        await self._add_remote_candidate(text)
-                    self._pending_candidates.clear()
+                    self._remote_description_set.set()
                 elif kind == "ice_candidate":
-                    if self._pc.remoteDescription is None:
-                        self._pending_candidates.append(str(signal["candidate"]))
-                    else:
-                        await self._add_remote_candidate(str(signal["candidate"]))
+                    self._remote_candidates.put_nowait(str(signal["candidate"]))
                 elif kind == "connected":
                     self._remote_connected.set()
                 else:
                     self._counters["ignored_signals"] += 1
             except Exception as exc:  # a bad SDP or candidate from the peer
                 logger.warning("signal %s from %s rejected: %s", kind, self.peer, exc)
+                self._counters["ignored_signals"] += 1
+                self.receiver._report(exc, decode=False)
+
+    async def _apply_remote_candidates(self) -> None:
+        """Apply every remote candidate in arrival order, from the moment the remote description is set."""
+        await self._remote_description_set.wait()
+        while True:
+            text = await self._remote_candidates.get()
+            try:
+                await self._add_remote_candidate(text)
+            except Exception as exc:  # a candidate aiortc cannot use
+                logger.warning("ICE candidate from %s rejected: %s", self.peer, exc)
                 self._counters["ignored_signals"] += 1
                 self.receiver._report(exc, decode=False)
 
@@ -966,7 +1029,7 @@ class WebRtcTransport:
         while self.state == "connected":
             await asyncio.sleep(interval)
             if time.monotonic() - self._last_received > timeout:
-                self._spawn(self._shutdown("timeout", "closed", remote_reason="timeout"))
+                self._spawn(self._shutdown("timeout", "closed"))
                 return
             if self._control is not None and self._control.readyState == "open":
                 if len(self._pings) > 16:
@@ -987,12 +1050,29 @@ class WebRtcTransport:
                 logger.exception("state listener failed")
 
     def _on_pc_state(self) -> None:
-        if self._pc.connectionState in ("failed", "closed") and self.state == "connected":
+        if self._pc.connectionState not in ("failed", "closed"):
+            return
+        if self.state in ("connecting", "connected"):
+            # Nothing more can arrive: close at once (during set-up: the set-up fails).
             self._spawn(self._shutdown(None, "closed", remote_reason=f"peer connection {self._pc.connectionState}"))
+        self._check_peer_closed()
 
     def _channel_closed(self, ch: _Channel) -> None:
         if ch.spec.label == RELIABLE_LABEL and self.state == "connected":
-            self._spawn(self._shutdown(None, "closed", remote_reason="reliable channel closed"))
+            # The peer reset the stream after its data; other channels may still be delivering.
+            self._spawn(self._shutdown(None, "closed", graceful=True, remote_reason="reliable channel closed"))
+        self._check_peer_closed()
+
+    def _check_peer_closed(self) -> None:
+        # Reliable channels only: some stacks (werift) never reset a stream they sent nothing
+        # ordered on, and what is in flight on the others may be lost anyway.
+        sctp = self._pc.sctp
+        if (
+            all(ch.dc.readyState == "closed" for ch in self._channels.values() if ch.spec.reliable)
+            or self._pc.connectionState in ("failed", "closed")
+            or (sctp is not None and sctp.state == "closed")
+        ):
+            self._peer_closed.set()
 
     def _spawn(self, coro) -> asyncio.Task:
         task = self._loop.create_task(coro)
@@ -1000,37 +1080,120 @@ class WebRtcTransport:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _drain(self) -> None:
-        """Wait (bounded by close_timeout) until aiortc has sent and the peer acknowledged our data."""
-        deadline = self._loop.time() + self.config.close_timeout
+    def _unacknowledged(self) -> bool:
+        """True while aiortc holds data for the peer that the peer has not acknowledged."""
+        channels = [ch.dc for ch in self._channels.values()]
+        if self._control is not None:
+            channels.append(self._control)
+        if any(dc.bufferedAmount for dc in channels if dc.readyState == "open"):
+            return True
         sctp = self._pc.sctp
-        while self._loop.time() < deadline:
-            busy = any(ch.dc.bufferedAmount for ch in self._channels.values() if ch.dc.readyState == "open")
-            if sctp is not None:
-                busy = busy or bool(getattr(sctp, "_outbound_queue", None)) or bool(getattr(sctp, "_sent_queue", None))
-            if not busy:
-                return
+        return sctp is not None and any(
+            getattr(sctp, queue, None) for queue in ("_data_channel_queue", "_outbound_queue", "_sent_queue")
+        )
+
+    async def _drain(self, deadline: float) -> None:
+        """Wait (until ``deadline``, loop time) until aiortc has sent and the peer acknowledged our data."""
+        while self._unacknowledged() and self._loop.time() < deadline:
             await asyncio.sleep(0.005)
 
+    async def _wait_peer_closed(self, deadline: float, *, reset: bool) -> None:
+        """Keep delivering until the peer has closed its side (or ``deadline``); ``reset``: close our channels first
+        (also done later if the peer's ``disconnected`` comes during the wait).
+
+        A channel closes once both directions are reset, and the peer's stack resets its direction
+        only after the data it had queued, so every message the peer sent before has arrived then.
+        The peer has closed when every reliable channel has, or the association or the peer
+        connection is gone.
+        """
+        if reset:
+            self._reset_channels()
+        self._check_peer_closed()
+        try:
+            await asyncio.wait_for(self._peer_closed.wait(), max(0.0, deadline - self._loop.time()))
+        except asyncio.TimeoutError:
+            logger.info("peer %s did not close its channels within %g s", self.peer, self.config.close_timeout)
+
+    def _reset_channels(self) -> None:
+        for ch in self._channels.values():
+            ch.dc.close()
+        if self._control is not None:
+            self._control.close()
+
+    async def _send_disconnected(self, reason: str) -> None:
+        if self._disconnected_sent or self.correlation_id is None:
+            return
+        self._disconnected_sent = True
+        try:
+            await self._send_signal({"type": "disconnected", "reason": reason})
+        except Exception as exc:  # the signaling path may be gone too
+            logger.info("could not send disconnected to %s: %s", self.peer, exc)
+
+    async def probe(self, timeout: float | None = None) -> bool:
+        """Whether the peer still answers on this connection, within ``timeout`` (default ``close_timeout``).
+
+        Sends a PING (on ``clasp-control`` when negotiated, else on ``clasp-reliable``); the peer is
+        alive when it sends anything afterwards or its SCTP stack acknowledges our data. Only the
+        real peer can do either: the connection is DTLS-protected.
+        """
+        if self.state != "connected":
+            return False
+        sctp = self._pc.sctp
+        acked = getattr(sctp, "_last_sacked_tsn", None)
+        started = time.monotonic()
+        ping = encode(Ping())
+        if self._control is not None and self._control.readyState == "open":
+            self._control.send(ping)
+        elif self._reliable is not None and self._reliable.dc.readyState == "open":
+            self._reliable.send_now(ping)
+        deadline = started + (self.config.close_timeout if timeout is None else timeout)
+        while self.state == "connected" and time.monotonic() < deadline:
+            if self._last_received > started or getattr(sctp, "_last_sacked_tsn", None) != acked:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    async def abort(self, reason: str) -> None:
+        """Close at once with ``reason``: no ``disconnected`` signal and no waiting for in-flight data."""
+        if self.state in ("closing", "closed", "failed"):
+            await self._closed.wait()
+            return
+        await self._shutdown(None, "closed", remote_reason=reason)
+
     async def _shutdown(
-        self, reason: str | None, final: State, *, flush: bool = False, remote_reason: str | None = None
+        self, reason: str | None, final: State, *, graceful: bool = False, remote_reason: str | None = None
     ) -> None:
+        """End the connection.
+
+        ``reason`` set: we end it and send ``disconnected`` with that reason. ``graceful`` (only for
+        a connection that was up): flush and drain our data, then wait for the peer's channels to
+        close, all within ``close_timeout``; a ``disconnected`` we owe the peer goes out after that.
+        """
         if self.state in ("closing", "closed", "failed"):
             return
-        was_connected = self.state == "connected"
-        self._set_state("closing")
+        graceful = graceful and self.state == "connected"
         self.close_reason = reason or remote_reason
+        if self.state == "new":  # never started: the peer knows nothing of this connection
+            reason = None
+        self._set_state("closing")
         current = asyncio.current_task()
         try:
-            if flush and was_connected:
+            if graceful:
+                deadline = self._loop.time() + self.config.close_timeout
                 for ch in self._channels.values():
                     ch.flush()
-                await self._drain()
-            if reason is not None and self.correlation_id is not None:
-                try:
-                    await self._send_signal({"type": "disconnected", "reason": reason})
-                except Exception as exc:  # the signaling path may be gone too
-                    logger.info("could not send disconnected to %s: %s", self.peer, exc)
+                await self._drain(deadline)
+                if reason is not None:
+                    # We end it: the peer may still be sending; it closes its side when done.
+                    await self._send_disconnected(reason)
+                    await self._wait_peer_closed(deadline, reset=self._peer_disconnected)
+                else:
+                    # The peer ended it after its data: our stream resets make its stack close its
+                    # side behind that data.
+                    await self._wait_peer_closed(deadline, reset=True)
+                    await self._send_disconnected("closed by the peer")
+            elif reason is not None:
+                await self._send_disconnected(reason)
         finally:
             for task in list(self._tasks):
                 if task is not current:

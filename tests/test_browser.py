@@ -7,7 +7,10 @@ One Chromium run (module fixture) holds every page at once, to keep the cost of 
 * ``answer``: the Python peer offers to the page;
 * ``b2b-a`` / ``b2b-b``: two pages connect to each other (signaling through the relay);
 * ``example``: examples/browser/index.html against the example's Python peer; screenshot saved to
-  ``artifacts/browser-example.png``.
+  ``artifacts/browser-example.png``;
+* ``lifecycle`` (tests/browser/lifecycle_peer.js), both roles: as the connection opens each side sends
+  500 SETs and 500 stream PUBLISHes, then its ``disconnected`` at once, and closes; every SET must
+  arrive, in order, both ways.
 
 Each pair exchanges SETs, events (map values with an i64 beyond 2^53 and bytes), streams and GETs in
 both directions. Everything runs on 127.0.0.1; the pages rewrite their host candidates to 127.0.0.1.
@@ -26,6 +29,7 @@ from pathlib import Path
 import pytest
 
 import clasp_fast
+from clasp_fast.messages import Publish, Set
 from clasp_fast.p2p import ClaspP2P, Peer
 from clasp_fast.relay import Relay
 from clasp_fast.webrtc import WebRtcConfig
@@ -36,6 +40,7 @@ EXAMPLE = ROOT / "examples" / "browser"
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = os.environ.get("CLASP_CHROMIUM", "/usr/bin/chromium")
 PUPPETEER = ROOT / "tests" / "node" / "node_modules" / "puppeteer-core"
+LIFECYCLE_COUNT = 500
 INSTALL_HINT = ("install it with: apt-get update && apt-get install -y chromium "
                 "(and `npm ci` in tests/node for puppeteer-core)")
 
@@ -168,6 +173,36 @@ def run():
                 return {"got": got, "role": peer.transport.role, "pair": pair, "stats": peer.stats(),
                         "remote_hosts": _remote_hosts(peer)}
 
+            life = ClaspP2P(relay.url, client_id="py-life", presence_interval=1.0,
+                            rtc_config=WebRtcConfig(host_addresses=["127.0.0.1"], close_timeout=15.0),
+                            discovery_timeout=40)
+            lifecycle: dict[str, dict] = {}
+
+            @life.on_connection
+            def send_everything(peer: Peer) -> None:
+                # As the connection opens, before the page's "disconnected" can be looked at.
+                seen = lifecycle.setdefault(peer.client_id or peer.session_id, {"reliable": [], "streamed": 0})
+                peer.on("/web/rel", lambda value, address: seen["reliable"].append(int(value)))
+                peer.on("/web/stream", lambda value, address: seen.__setitem__("streamed", seen["streamed"] + 1))
+                peer.on_close(lambda peer, reason: seen.__setitem__("reason", reason))
+                for i in range(LIFECYCLE_COUNT):
+                    peer.transport.sender.send_nowait(Set(address="/py/rel", value=i))
+                    peer.transport.sender.send_nowait(Publish(address="/py/stream", signal="stream", value=i))
+                seen["closing"] = asyncio.ensure_future(peer.close())
+
+            async def python_lifecycle() -> dict:
+                try:  # a failure here fails the lifecycle tests only
+                    await life.connect()
+                    await asyncio.wait_for(life.connect_to_peer("web-life-answer", timeout=40), 60)
+                    while len(lifecycle) < 2 or any("closing" not in seen for seen in lifecycle.values()):
+                        await asyncio.sleep(0.05)
+                    for seen in lifecycle.values():
+                        await asyncio.wait_for(seen.pop("closing"), 30)
+                except Exception as exc:
+                    lifecycle["error"] = repr(exc)
+                return lifecycle
+
+            life_base = f"http://127.0.0.1:{relay.port}/lifecycle_peer.html?relay={relay.url}&count={LIFECYCLE_COUNT}"
             pages = [
                 {"url": f"{base}&client=web-offer&role=offer&peer=py-peer&channel=/web/fast"},
                 {"url": f"{base}&client=web-answer&role=answer"},
@@ -177,15 +212,19 @@ def run():
                  "ready": "window.__example && window.__example.frames > 30 && window.__example.gainAck === 0.3"
                           " && window.__example.temperature !== null && window.__example.presses === 1",
                  "resultExpr": "window.__example"},
+                {"url": f"{life_base}&client=web-life-offer&role=offer&peer=py-life"},
+                {"url": f"{life_base}&client=web-life-answer&role=answer"},
             ]
             try:
-                browser, answered, offered = await asyncio.gather(
-                    _drive(pages), python_answers(), python_offers())
+                browser, answered, offered, lifecycle_result = await asyncio.gather(
+                    _drive(pages), python_answers(), python_offers(), python_lifecycle())
             finally:
                 stop_example.set()
                 await asyncio.wait_for(sensor, 15)
                 await py.close()
-            return {"pages": browser, "answered": answered, "offered": offered, "screenshot": screenshot}
+                await life.close()
+            return {"pages": browser, "answered": answered, "offered": offered, "screenshot": screenshot,
+                    "lifecycle": lifecycle_result}
 
     return asyncio.run(scenario())
 
@@ -282,3 +321,18 @@ def test_relay_serves_the_module_with_a_javascript_content_type():
     assert "content-type: text/javascript" in head.lower()
     assert "export class ClaspP2P" in body
     assert body.encode() == (Path(clasp_fast.__file__).parent / "browser" / "clasp-p2p.js").read_bytes()
+
+
+@pytest.mark.parametrize("page, client", [(5, "web-life-offer"), (6, "web-life-answer")])
+def test_abrupt_disconnected_both_ways_with_the_browser(run, page: int, client: str):
+    assert "error" not in run["lifecycle"], run["lifecycle"]["error"]
+    result = _page(run, page)
+    python_side = run["lifecycle"][client]
+    assert python_side["reliable"] == list(range(LIFECYCLE_COUNT)), f"{len(python_side['reliable'])} SETs from the page"
+    assert result["reliable"] == list(range(LIFECYCLE_COUNT)), f"{len(result['reliable'])} SETs at the page"
+    assert python_side["streamed"] <= LIFECYCLE_COUNT and result["streamed"] <= LIFECYCLE_COUNT
+    assert python_side["reason"] in ("web done", "User requested disconnect")
+    assert result["closeReason"] in ("web done", "User requested disconnect")
+    assert result["errors"] == []
+    print(f"{client}: stream PUBLISHes {python_side['streamed']}/{LIFECYCLE_COUNT} at Python, "
+          f"{result['streamed']}/{LIFECYCLE_COUNT} at the page; page close took {result['closeMs']:.0f} ms")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 
 import pytest
 
 from clasp_fast import ClaspBuilder, HybridClient, TransportError
+from clasp_fast.errors import ProtocolError
+from clasp_fast.hybrid import ENVELOPE_ID, P2POptions
 from clasp_fast.client import ClaspClient
-from clasp_fast.messages import MISSING
+from clasp_fast.messages import MISSING, Publish
 from clasp_fast.relay import Relay
 from clasp_fast.webrtc import WebRtcConfig
 
@@ -29,8 +32,9 @@ def loopback() -> WebRtcConfig:
 
 async def hybrid(relay: Relay, client_id: str, **options) -> HybridClient:
     options.setdefault("retry_interval", RETRY_INTERVAL)
+    options.setdefault("rtc_config", loopback())
     return await (ClaspBuilder(relay.url)
-                  .with_p2p(client_id=client_id, rtc_config=loopback(), presence_interval=0.5, **options)
+                  .with_p2p(client_id=client_id, presence_interval=0.5, **options)
                   .connect())
 
 
@@ -74,6 +78,8 @@ async def run_program(relay: Relay, block_p2p: bool) -> tuple[list, list[str], d
             await asyncio.wait_for(a.connect_to_peer("b"), TIMEOUT)
         routes = await program(a)
         await wait_until(lambda: len(seen) == 23, what="23 messages at b")
+        if block_p2p:
+            await wait_until(lambda: a.stats()["p2p_failures"] >= 1, what="the refusal")
         return seen, routes, a.stats()
 
 
@@ -198,3 +204,155 @@ async def test_peer_closing_its_side_moves_traffic_to_the_relay_and_back() -> No
             await wait_until(lambda: a.p2p.connection("b") is not None, what="the new connection")
             assert await a.set("/peer/b/n", 3) == "p2p"
             await wait_until(lambda: got == [0, 1, 2, 3], what="four messages in order")
+
+
+def quiet_transport() -> WebRtcConfig:
+    """Keepalives every 0.2 s, but the transport itself would wait 30 s before closing a silent link."""
+    return WebRtcConfig(host_addresses=["127.0.0.1"], keepalive_interval=KEEPALIVE_INTERVAL,
+                        keepalive_timeout=30.0, connection_timeout=10.0)
+
+
+async def send_more(a: HybridClient, values: list[int], count: int) -> list[str]:
+    """SET the next ``count`` numbers on /peer/b/n (recorded in ``values``); return their routes."""
+    routes = []
+    for _ in range(count):
+        values.append(len(values))
+        routes.append(await a.set("/peer/b/n", values[-1]))
+    return routes
+
+
+async def send_until_relay(a: HybridClient, values: list[int], limit: float) -> None:
+    """Send the next numbers until a send reports the relay (bounded in time and count)."""
+    deadline = time.monotonic() + limit
+    while await send_more(a, values, 1) != ["relay"]:
+        assert time.monotonic() < deadline, f"still P2P {limit:g} s after the link went dead"
+        assert len(values) < 2000, "too many sends before the link was given up"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("dead", ["both ways", "toward a only"])
+async def test_silently_dead_link_is_given_up_within_suspect_after_and_stays_exactly_once(dead: str) -> None:
+    options = {"rtc_config": quiet_transport()}
+    async with relay_running() as relay:
+        a = await hybrid(relay, "a", **options)
+        b = await hybrid(relay, "b", **options)
+        try:
+            await a.p2p.wait_for_peer("b", TIMEOUT)
+            got: list[int] = []
+            b.on("/peer/b/n", lambda value, address: got.append(value))
+            await asyncio.wait_for(a.connect_to_peer("b"), TIMEOUT)
+            values: list[int] = []
+            assert set(await send_more(a, values, 50)) == {"p2p"}
+            blackhole(a, "b")  # a hears nothing more: no acknowledgements, no keepalives
+            if dead == "both ways":
+                blackhole(b, "a")  # and what a sends over P2P is lost
+            # The transport would notice after 30 s; the hybrid client gives up after suspect_after, by
+            # default twice the keepalive interval, at least 1 s (a liveness bound, not a measurement).
+            await send_until_relay(a, values, limit=1.0 + 10.0)
+            assert a.route_for("/peer/b/n") == "relay"
+            assert set(await send_more(a, values, 20)) == {"relay"}
+            b.on("/peer/b/sentinel", lambda value, address: got.append("sentinel"))
+            await wait_until(lambda: len(set(got)) == len(values), what="every message at b")
+            await a.emit("/peer/b/sentinel")
+            await wait_until(lambda: got[-1:] == ["sentinel"], what="the sentinel")
+            assert got[:-1] == values  # every message once, in order
+            stats = a.stats()
+            assert a.suspect_after == 1.0
+            assert stats["suspected"] >= 1 and stats["fallbacks"] >= 1
+            assert stats["sent"]["relay"] >= 21
+            if dead == "toward a only":
+                # b got every P2P copy; the ones a could not see acknowledged came again through the relay.
+                assert stats["resent"] > 0 and b.stats()["duplicates_dropped"] > 0
+        finally:
+            await a.close()
+            await b.close()
+
+
+def test_suspect_after_must_be_longer_than_the_keepalive_interval() -> None:
+    relay = ClaspClient("ws://127.0.0.1:9")
+    with pytest.raises(ValueError, match="suspect_after .* keepalive interval"):
+        HybridClient(relay, P2POptions(rtc_config=loopback(), suspect_after=KEEPALIVE_INTERVAL))
+
+
+async def test_relay_envelopes_forged_by_another_session_neither_replace_nor_skip_messages() -> None:
+    async with relay_running() as relay:
+        attacker = await ClaspClient.connect(relay.url)
+        try:
+            async with two_clients(relay) as (a, b):
+                errors: list[Exception] = []
+                b.on_error(errors.append)
+                got: list = []
+                b.on("/peer/b/n", lambda value, address: got.append(value))
+                b.on("/peer/b/done", lambda value, address: got.append(value))
+                seen: list[Publish] = []  # numbered envelopes the attacker can read on the relay
+
+                def observe(value, address, message) -> None:
+                    if type(message) is Publish and message.id == ENVELOPE_ID and message.timestamp is not None:
+                        seen.append(message)
+
+                await attacker.subscribe("/peer/b/**", observe)
+                await asyncio.wait_for(a.connect_to_peer("b"), TIMEOUT)
+                values: list[int] = []
+                await send_more(a, values, 20)
+                await wait_until(lambda: len(got) == 20, what="the first messages over P2P")
+                blackhole(a, "b")
+                blackhole(b, "a")
+                await send_until_relay(a, values, limit=KEEPALIVE_TIMEOUT + 10.0)
+                await wait_until(lambda: seen, what="a numbered envelope on the relay")
+                await wait_until(lambda: len(set(got)) == len(values), what="every message so far at b")
+
+                # The attacker forges the next message ids of what it saw, and replays one with a new value.
+                newest = max(seen, key=lambda m: m.timestamp)
+
+                def forged(timestamp: int, value: int) -> Publish:
+                    body = value
+                    if isinstance(newest.value, dict):
+                        body = {**newest.value, "v": value}
+                        if timestamp != newest.timestamp:
+                            body["t"] = secrets.token_bytes(len(newest.value["t"]))
+                    return Publish(address="/peer/b/n", signal="param", value=body, timestamp=timestamp,
+                                   id=ENVELOPE_ID)
+
+                for k in range(1, 41):
+                    await attacker.publish(forged(newest.timestamp + k, -k))
+                await attacker.publish(forged(newest.timestamp, -100))
+                await attacker.set("/peer/b/done", "attacker", wait=True)
+                await wait_until(lambda: "attacker" in got, what="the attacker's sentinel")
+                await send_more(a, values, 40)
+                await a.set("/peer/b/done", "a")
+                await wait_until(lambda: got[-1:] == ["a"], what="a's sentinel")
+        finally:
+            await attacker.close()
+    delivered = [v for v in got if v not in ("attacker", "a")]
+    assert delivered == values  # nothing forged, nothing skipped, nothing twice
+    assert b.stats()["rejected"] == 40
+    rejected = [e for e in errors if isinstance(e, ProtocolError) and "does not verify" in str(e)]
+    assert len(rejected) == 40 and rejected[0].address == "/peer/b/n"
+    assert all(len(m.value["h"]) == 16 and len(m.value["t"]) == 16 for m in seen)  # 128-bit ids
+
+
+async def test_duplicate_tracking_stays_bounded_under_a_flood_of_numbered_envelopes() -> None:
+    async with relay_running() as relay:
+        flooder = await ClaspClient.connect(relay.url)
+        try:
+            b = await hybrid(relay, "b")
+            try:
+                got: list = []
+                b.on("/peer/b/**", lambda value, address: got.append(value))
+                count = 6000
+                for i in range(count):
+                    value = {"h": secrets.token_bytes(16), "t": secrets.token_bytes(16), "v": i}
+                    await flooder.publish(Publish(address="/peer/b/flood", signal="event", value=value,
+                                                  timestamp=secrets.randbits(64), id=ENVELOPE_ID))
+                    if i % 500 == 499:
+                        await flooder.ping(timeout=10.0)  # let the relay's queue toward b drain
+                await flooder.publish(Publish(address="/peer/b/flood", signal="event", value="end"))
+                await wait_until(lambda: got[-1:] == ["end"], what="the end of the flood")
+                tracked = b.stats()["tracked"]
+                assert tracked["epochs"] == 0 and tracked["unverified"] <= 4096
+                # Unknown epochs cannot be checked: their messages are delivered like plain relay traffic.
+                assert len(got) == count + 1
+            finally:
+                await b.close()
+        finally:
+            await flooder.close()

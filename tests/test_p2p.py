@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -13,10 +15,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_to_sdp
 
 from clasp_fast import ClaspP2P, Peer, TransportError
+from clasp_fast.errors import ProtocolError
 from clasp_fast.client import ClaspClient
 from clasp_fast.codec import decode, decode_frame, encode
 from clasp_fast.ice import install_gathering_policy, is_loopback
-from clasp_fast.messages import Publish, Set
+from clasp_fast.messages import Get, Param, Publish, Set, Snapshot
 from clasp_fast.p2p import PRESENCE_PREFIX
 from clasp_fast.relay import Relay
 from clasp_fast.signaling import ANNOUNCE_ADDRESS
@@ -47,7 +50,8 @@ async def wait_until(predicate, timeout: float = TIMEOUT, what: str = "condition
 
 
 def p2p(relay: Relay, client_id: str, **options) -> ClaspP2P:
-    return ClaspP2P(relay.url, client_id=client_id, rtc_config=loopback(), presence_interval=0.5, **options)
+    options.setdefault("presence_interval", 0.5)
+    return ClaspP2P(relay.url, client_id=client_id, rtc_config=loopback(), **options)
 
 
 async def test_late_joiner_finds_earlier_peer_by_client_id_and_every_operation_works_both_ways() -> None:
@@ -58,7 +62,7 @@ async def test_late_joiner_finds_earlier_peer_by_client_id_and_every_operation_w
                 # bob learns alice from the presence SNAPSHOT, alice learns bob from his announce.
                 info = await bob.wait_for_peer("alice", TIMEOUT)
                 assert info.session_id == alice.session_id
-                assert "seq" not in info.features and "presence" in info.features
+                assert "seq2" not in info.features and "presence" in info.features
                 await alice.wait_for_peer("bob", TIMEOUT)
                 assert {p.client_id for p in alice.peers()} == {"bob"}
                 connected_events: list[Peer] = []
@@ -198,7 +202,7 @@ async def test_presence_param_and_reference_announce_on_the_wire() -> None:
                 assert announce["client_id"] == "visible"
                 value = presence[PRESENCE_PREFIX + visible.session_id]
                 assert value == {"client_id": "visible", "session_id": visible.session_id,
-                                 "features": list(visible.features)}
+                                 "features": list(visible.features), "ttl": visible.presence_ttl}
                 assert await observer.get(PRESENCE_PREFIX + visible.session_id) == value
                 count = len(announces)
                 await wait_until(lambda: len(announces) > count, what="a refreshed announce")
@@ -278,3 +282,128 @@ async def test_reference_only_peer_is_reachable_by_session_id() -> None:
                 pump.cancel()
                 await pc.close()
         await reference.close()
+
+
+async def connected_pair(near: ClaspP2P, far: ClaspP2P) -> tuple[Peer, Peer]:
+    """Connect ``near`` to ``far``; return (near's peer, far's peer)."""
+    to_far = await asyncio.wait_for(near.connect_to_peer(far.client_id), TIMEOUT)
+    await wait_until(lambda: far.connection(near.session_id) is not None, what="the far side of the connection")
+    return to_far, far.connection(near.session_id)
+
+
+async def test_get_timeouts_leave_no_state_and_answers_are_matched_to_their_requests() -> None:
+    async with relay_running() as relay:
+        async with p2p(relay, "asker") as asker, p2p(relay, "holder") as holder:
+            await asker.wait_for_peer("holder", TIMEOUT)
+            errors: list[Exception] = []
+            asker.on_error(errors.append)
+            to_holder, to_asker = await connected_pair(asker, holder)
+            await to_holder.set("/held", 7)
+            swallowed: list[str] = []
+            silent = True
+
+            def swallow_gets(peer, message) -> bool:  # a peer that does not answer, like a reference peer
+                if silent and isinstance(message, Get):
+                    swallowed.append(message.address)
+                    return True
+                return False
+
+            to_asker.add_message_hook(swallow_gets)
+            for i in range(1000):
+                with pytest.raises(TransportError) as caught:
+                    await to_holder.get(f"/timeout/{i % 7}", timeout=0.001)
+                assert caught.value.step == "get"
+            assert len(to_holder._gets) == 0  # nothing kept for the 1,000 requests that timed out
+            await wait_until(lambda: len(swallowed) == 1000, what="every GET at the holder")
+
+            silent = False
+            with pytest.raises(KeyError, match="/missing"):  # not a TransportError: the answer is matched
+                await to_holder.get("/missing")
+            assert await to_holder.get("/held") == 7
+
+            # An unsolicited SNAPSHOT arriving while a GET waits answers nothing; the real answer does.
+            silent = True
+            pending = asyncio.ensure_future(to_holder.get("/held"))
+            await wait_until(lambda: swallowed[-1:] == ["/held"] and len(swallowed) == 1001, what="the GET")
+            await to_asker.send(Snapshot(params=[Param("/other", 1, 1)]), reliable=True)
+            await to_asker.send(Snapshot(params=[Param("/held", 8, 2)]), reliable=True)
+            assert await asyncio.wait_for(pending, TIMEOUT) == 8
+            # With no GET waiting at all, it is reported and the connection goes on.
+            await to_asker.send(Snapshot(params=[]), reliable=True)
+            await to_asker.set("/sentinel", 1)
+            await wait_until(lambda: to_holder.params.get("/sentinel") == 1, what="the sentinel")
+            assert to_holder.stats().received["unsolicited_snapshot"] == 2
+            unsolicited = [e for e in errors if "answers no waiting GET" in str(e)]
+            assert len(unsolicited) == 2 and "/other" in str(unsolicited[0])
+            assert isinstance(unsolicited[0], ProtocolError) and to_holder.connected
+
+
+async def test_closed_connections_are_released() -> None:
+    """Connections nobody iterates incoming() for are not kept once closed (each held an aiortc stack)."""
+    async with relay_running() as relay:
+        async with p2p(relay, "dialer") as dialer, p2p(relay, "listener") as listener:
+            await dialer.wait_for_peer("listener", TIMEOUT)
+            released: list[weakref.ref] = []
+            for _ in range(3):
+                to_listener, to_dialer = await connected_pair(dialer, listener)
+                await to_listener.set("/cycle", 1)
+                await wait_until(lambda: to_dialer.params.get("/cycle") == 1, what="the message")
+                for peer in (to_listener, to_dialer):
+                    released += [weakref.ref(peer), weakref.ref(peer.transport),
+                                 weakref.ref(peer.transport.peer_connection)]
+                await to_listener.close()
+                await wait_until(lambda: to_dialer.state == "closed", what="the far side closing")
+                del to_listener, to_dialer, peer
+            await asyncio.sleep(0.2)  # the close callbacks run
+            gc.collect()
+            alive = [ref() for ref in released if ref() is not None]
+            assert alive == [], f"{len(alive)} objects of closed connections are still alive: {alive[:3]}"
+
+
+async def test_second_live_claim_of_a_client_id_is_ignored_and_reported_as_is_malformed_discovery() -> None:
+    async with relay_running() as relay:
+        impostor = await ClaspClient.connect(relay.url)
+        claiming = None
+        try:
+            async with p2p(relay, "victim", presence_interval=5.0) as victim, p2p(relay, "observer") as observer:
+                errors: list[Exception] = []
+                observer.on_error(errors.append)
+                assert (await observer.wait_for_peer("victim", TIMEOUT)).session_id == victim.session_id
+                claim = {"session_id": impostor.session_id, "p2p_capable": True, "features": ["webrtc"],
+                         "client_id": "victim"}
+
+                async def keep_claiming():  # more often than the victim refreshes its claim
+                    while True:
+                        await impostor.emit(ANNOUNCE_ADDRESS, claim)
+                        await impostor.set(PRESENCE_PREFIX + impostor.session_id, claim, wait=True)
+                        await asyncio.sleep(0.02)
+
+                claiming = asyncio.ensure_future(keep_claiming())
+                await wait_until(lambda: observer.find_peer(impostor.session_id) is not None,
+                                 what="the observer learning the second claimant")
+                await asyncio.sleep(0.1)  # several more claims
+                assert {p.session_id for p in observer.peers() if p.client_id == "victim"} == {
+                    victim.session_id, impostor.session_id}
+                assert observer.find_peer("victim").session_id == victim.session_id
+                conflicts = [e for e in errors if "claim client id 'victim'" in str(e)]
+                assert len(conflicts) == 1 and isinstance(conflicts[0], ProtocolError)
+                assert victim.session_id in str(conflicts[0]) and impostor.session_id in str(conflicts[0])
+                # Malformed discovery data is reported by address and changes nothing.
+                await impostor.emit(ANNOUNCE_ADDRESS, "not a map")
+                await impostor.set(PRESENCE_PREFIX + "bogus", [1, 2], wait=True)
+                await wait_until(lambda: len([e for e in errors if "must be a map" in str(e)]) == 2,
+                                 what="two reports of malformed discovery data")
+                malformed = {e.address for e in errors if "must be a map" in str(e)}
+                assert malformed == {ANNOUNCE_ADDRESS, PRESENCE_PREFIX + "bogus"}
+                assert observer.find_peer("bogus") is None
+                peer = await asyncio.wait_for(observer.connect_to_peer("victim"), TIMEOUT)
+                assert peer.session_id == victim.session_id and observer.connection("victim") is peer
+                # Once the first claimant leaves, the id is free and the other live claim holds it.
+                victim_session = victim.session_id
+                await victim.close()
+                await wait_until(lambda: observer.find_peer(victim_session) is None, what="the withdrawal")
+                assert observer.find_peer("victim").session_id == impostor.session_id
+        finally:
+            if claiming is not None:
+                claiming.cancel()
+            await impostor.close()

@@ -1,6 +1,7 @@
 """The README and docs/*.md as a user meets them.
 
-* every ``python`` block runs as a complete program (sybil finds the blocks; each one runs in a
+* every ``python`` block of the README and of the docs written to this rule (:data:`PROGRAM_DOCUMENTS`)
+  runs as a complete program (sybil finds the blocks; each one runs in a
   fresh interpreter, on loopback, within a time bound);
 * blocks that are not programs are fenced as ``py`` and say ``# fragment`` on their first line;
 * every ``python -m clasp_fast ...`` line of an ``sh`` block is accepted by the command's own parser;
@@ -25,6 +26,9 @@ import clasp_fast
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))] if README.exists() else []
+# The documents whose python blocks are all complete programs (the others' blocks are excerpts).
+PROGRAM_DOCUMENTS = [path for path in DOCUMENTS if path.name in (
+    "README.md", "protocol.md", "reference.md", "benchmarks.md", "development.md", "troubleshooting.md")]
 PROGRAM_TIMEOUT = 180
 
 pytestmark = pytest.mark.skipif(not README.exists(),
@@ -61,7 +65,7 @@ def _sybil_examples(language: str, evaluator=None) -> list:
     from sybil.parsers.markdown import CodeBlockParser
 
     sybil = Sybil(parsers=[CodeBlockParser(language=language, evaluator=evaluator)], path=str(ROOT))
-    return [example for path in DOCUMENTS for example in sybil.parse(path)]
+    return [example for path in PROGRAM_DOCUMENTS for example in sybil.parse(path)]
 
 
 def _id(example) -> str:

@@ -153,9 +153,10 @@ def main() -> None:
 
 @contextlib.asynccontextmanager
 async def spawn_process(
-    mode: str, *extra: str, timeout: float = 20.0
+    mode: str, *extra: str, timeout: float = 20.0, module: str = "tests.webrtc_peer"
 ) -> AsyncIterator[tuple[StreamSignaling, asyncio.subprocess.Process]]:
-    """Start a child peer in ``mode``; yields the parent's signaling stream to it and the process."""
+    """Start a child peer (``python -m module``) in ``mode``; yields the parent's signaling stream to it
+    and the process."""
     accepted: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -166,7 +167,7 @@ async def spawn_process(
     port = server.sockets[0].getsockname()[1]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.webrtc_peer", "--port", str(port), "--mode", mode, *extra,
+        sys.executable, "-m", module, "--port", str(port), "--mode", mode, *extra,
         cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE,
     )
     signaling = None
@@ -189,10 +190,11 @@ async def spawn_process(
 
 @contextlib.asynccontextmanager
 async def spawn_peer(
-    mode: str, *extra: str, config: WebRtcConfig | None = None, timeout: float = 20.0
+    mode: str, *extra: str, config: WebRtcConfig | None = None, timeout: float = 20.0,
+    module: str = "tests.webrtc_peer",
 ) -> AsyncIterator[tuple[WebRtcTransport, asyncio.subprocess.Process]]:
     """Start a child peer in ``mode`` and connect to it as the offerer; yields (transport, process)."""
-    async with spawn_process(mode, *extra, timeout=timeout) as (signaling, process):
+    async with spawn_process(mode, *extra, timeout=timeout, module=module) as (signaling, process):
         transport = WebRtcTransport(config or loopback_config(), signaling, CHILD)
         try:
             await transport.start()

@@ -840,6 +840,7 @@ class Channel {
       dc.addEventListener("close", () => reject(new ClaspTransportError(`channel ${dc.label} closed before opening`, peer.sessionId, "channel open")), { once: true });
     });
     this.opened.catch(() => {});
+    this.reliable = !(dc.ordered === false || dc.maxRetransmits != null || dc.maxPacketLifeTime != null);
     dc.addEventListener("message", (ev) => peer._onData(this, ev.data));
     dc.addEventListener("close", () => peer._onChannelClosed(this));
   }
@@ -889,6 +890,11 @@ export class Peer extends Emitter {
     this._nextSub = 1;
     this._gets = [];
     this._pendingCandidates = [];
+    this._candidates = Promise.resolve();  // remote candidates are applied one after the other, in order
+    this._remoteSet = false;
+    this._remoteDisconnect = null;  // a "disconnected" that came during set-up, applied once connected
+    this._disconnectedSent = false;
+    this._lastReceived = 0;
     this._control = null;
     const cfg = { iceServers: [], ...(owner.rtcConfig ?? {}) };
     this.pc = new RTCPeerConnection(cfg);
@@ -896,7 +902,7 @@ export class Peer extends Emitter {
     this.pc.addEventListener("datachannel", (ev) => this._onRemoteChannel(ev.channel));
     this.pc.addEventListener("connectionstatechange", () => {
       const s = this.pc.connectionState;
-      if ((s === "failed" || s === "closed") && this.state === "connected") this._shutdown(null, `peer connection ${s}`);
+      if ((s === "failed" || s === "closed") && (this.state === "connected" || this.state === "connecting")) this._shutdown(null, `peer connection ${s}`);
     });
     this._connected = new Promise((resolve, reject) => { this._resolveConnected = resolve; this._rejectConnected = reject; });
     this._connected.catch(() => {});
@@ -1010,11 +1016,16 @@ export class Peer extends Emitter {
     else super.off(idOrEvent, fn);
   }
 
-  /** Close the connection and tell the peer (`disconnected` signal with `reason`). */
+  /**
+   * Close the connection without losing data either way: hand pending data to the DataChannels and wait
+   * until they have sent it, tell the peer (`disconnected` with `reason`), keep delivering what it still
+   * sends until it has closed its side, then close. Bounded by the `closeTimeout` option.
+   */
   async close(reason = "User requested disconnect") {
-    if (this.state === "closed") return;
-    this.flush();
-    await this._shutdown(reason, reason);
+    if (this.state === "closed" || this.state === "failed") return;
+    if (this.state === "closing") { await this._closed; return; }
+    if (this.state !== "connected") { await this._shutdown(reason, reason); return; }
+    await this._teardown(reason, reason);
   }
 
   // -- internals ------------------------------------------------------------------------
@@ -1029,6 +1040,7 @@ export class Peer extends Emitter {
   _onData(ch, data) {
     if (typeof data === "string") { this.owner._emit("error", new ClaspDecodeError("text DataChannel message: CLASP travels as binary", 0, "message")); return; }
     const bytes = new Uint8Array(data);
+    this._lastReceived = performance.now();
     ch.messagesReceived++;
     let offset = 0;
     while (offset < bytes.length) {
@@ -1094,7 +1106,8 @@ export class Peer extends Emitter {
   }
 
   _onChannelClosed(ch) {
-    if (ch.dc.label === RELIABLE_LABEL && this.state === "connected") this._shutdown(null, "reliable channel closed");
+    // The peer reset the stream behind its data: end as if it had said "disconnected".
+    if (ch.dc.label === RELIABLE_LABEL && this.state === "connected") this._teardown("reliable channel closed", "closed by the peer");
   }
 
   _createControlChannel() {
@@ -1102,6 +1115,7 @@ export class Peer extends Emitter {
     const dc = this.pc.createDataChannel(CONTROL_LABEL, { negotiated: true, id: CONTROL_CHANNEL_ID });
     dc.binaryType = "arraybuffer";
     dc.addEventListener("message", (ev) => {
+      this._lastReceived = performance.now();
       if (typeof ev.data === "string") return;
       try {
         for (const m of decodeFrames(ev.data)) if (m.type === "PING" && dc.readyState === "open") dc.send(encodeFrame({ type: "PONG" }));
@@ -1117,6 +1131,8 @@ export class Peer extends Emitter {
     this.state = "connected";
     this._signal({ type: "connected" });
     this._resolveConnected(this);
+    // After the callers of connectToPeer / the "peer" event had their turn to use the connection.
+    if (this._remoteDisconnect !== null) setTimeout(() => this._teardown(this._remoteDisconnect, "closed by the peer"), 0);
   }
 
   async _waitChannel(label) {
@@ -1139,6 +1155,22 @@ export class Peer extends Emitter {
       type: "ice_candidate",
       candidate: JSON.stringify({ candidate: init.candidate, sdpMid: init.sdpMid ?? null, sdpMLineIndex: init.sdpMLineIndex ?? null, usernameFragment: init.usernameFragment ?? null }),
     });
+  }
+
+  _remoteCandidate(text) {
+    this._pendingCandidates.push(text);
+    if (this._remoteSet) this._applyCandidates();
+  }
+
+  _remoteDescriptionSet() {
+    this._remoteSet = true;
+    this._applyCandidates();
+  }
+
+  _applyCandidates() {
+    const batch = this._pendingCandidates.splice(0);
+    this._candidates = this._candidates.then(async () => { for (const c of batch) await this._addRemoteCandidate(c); });
+    return this._candidates;
   }
 
   async _addRemoteCandidate(text) {
@@ -1168,11 +1200,11 @@ export class Peer extends Emitter {
     this.correlationId = offer.correlation_id;
     this.remoteFeatures = Array.isArray(offer.features) ? offer.features.filter((f) => typeof f === "string") : [];
     await this.pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+    this._remoteDescriptionSet();
     const answer = await this.pc.createAnswer();
     await this.pc.setLocalDescription(answer);
     this._signal({ type: "answer", sdp: answer.sdp, features: this.owner.localFeatures });
     this._createControlChannel();
-    for (const c of this._pendingCandidates.splice(0)) await this._addRemoteCandidate(c);
     return this._waitConnected(timeoutMs, "ice");
   }
 
@@ -1187,37 +1219,93 @@ export class Peer extends Emitter {
 
   async _onSignal(signal) {
     const kind = signal.type;
+    if (signal.correlation_id !== this.correlationId) return;
     if (kind === "disconnected") {
-      if (signal.correlation_id !== this.correlationId) return;
       const reason = signal.reason ? String(signal.reason) : "remote disconnected";
-      if (this.state === "connecting") this._rejectConnected(new ClaspTransportError(`the peer ended the set-up: ${reason}`, this.sessionId, this.role === "offerer" ? "offer" : "answer"));
+      if (this.state === "connected") { await this._teardown(reason, "closed by the peer"); return; }
+      if (this.state === "connecting" && this._remoteSet) { this._remoteDisconnect = reason; return; }  // the peer may have sent data already
+      if (this.state !== "connecting") return;  // closing: we are ending it too
+      this._rejectConnected(new ClaspTransportError(`the peer ended the set-up: ${reason}`, this.sessionId, this.role === "offerer" ? "offer" : "answer"));
       await this._shutdown(null, reason);
       return;
     }
-    if (signal.correlation_id !== this.correlationId) return;
-    if (kind === "answer" && this.role === "offerer" && !this.pc.remoteDescription) {
+    if (kind === "answer" && this.role === "offerer" && !this._answerSeen) {
+      this._answerSeen = true;
       this.remoteFeatures = Array.isArray(signal.features) ? signal.features.filter((f) => typeof f === "string") : [];
       await this.pc.setRemoteDescription({ type: "answer", sdp: signal.sdp });
+      this._remoteDescriptionSet();
       this._createControlChannel();
-      for (const c of this._pendingCandidates.splice(0)) await this._addRemoteCandidate(c);
     } else if (kind === "ice_candidate") {
-      if (!this.pc.remoteDescription) this._pendingCandidates.push(String(signal.candidate));
-      else await this._addRemoteCandidate(String(signal.candidate));
+      this._remoteCandidate(String(signal.candidate));
     }
   }
 
+  /** Whether the peer still answers on this connection: a PING must bring back anything within `timeoutMs`. */
+  async _probe(timeoutMs) {
+    if (this.state !== "connected") return false;
+    const started = performance.now();
+    const ping = encodeFrame({ type: "PING" });
+    try {
+      if (this._control?.readyState === "open") this._control.send(ping);
+      else this._channels.get(RELIABLE_LABEL)?.dc.send(ping);
+    } catch { return false; }
+    while (this.state === "connected" && performance.now() - started < timeoutMs) {
+      if (this._lastReceived > started) return true;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return false;
+  }
+
+  _sendDisconnected(reason) {
+    if (this._disconnectedSent || !this.correlationId) return;
+    this._disconnectedSent = true;
+    this._signal({ type: "disconnected", reason });
+  }
+
+  /** True once every reliable channel has closed or the peer connection is gone. */
+  _peerGone() {
+    if (this.pc.connectionState === "closed" || this.pc.connectionState === "failed") return true;
+    return [...this._channels.values()].every((ch) => !ch.reliable || ch.dc.readyState === "closed");
+  }
+
+  async _until(predicate, deadline) {
+    while (!predicate() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  // Ends a connection that was up without losing data: stop sending, let our data leave, send our
+  // "disconnected" (a browser discards what arrives on a channel it closes itself, so it leaves the
+  // closing to the peer), keep delivering until the peer has closed its side or closeTimeout passed.
+  async _teardown(closeReason, ourReason) {
+    if (this.state !== "connected") return;
+    this.state = "closing";
+    this.closeReason = closeReason;
+    let done;
+    this._closed = new Promise((r) => { done = r; });
+    const deadline = performance.now() + this.owner.closeTimeout;
+    this.flush();
+    await this._until(() => [...this._channels.values()].every((ch) => ch.dc.readyState !== "open" || ch.dc.bufferedAmount === 0), deadline);
+    this._sendDisconnected(ourReason);
+    await this._until(() => this._peerGone(), deadline);
+    this.state = "closed";
+    this._finish();
+    done();
+  }
+
+  // Ends the connection at once (set-up failures, a dead peer connection).
   async _shutdown(reason, closeReason, final = "closed") {
-    if (this.state === "closed" || this.state === "failed") return;
-    const wasConnected = this.state === "connected";
+    if (this.state === "closed" || this.state === "failed" || this.state === "closing") return;
     this.state = final;
     this.closeReason = closeReason;
-    if (reason !== null && this.correlationId) this._signal({ type: "disconnected", reason });
+    if (reason !== null) this._sendDisconnected(reason);
+    this._finish();
+  }
+
+  _finish() {
     for (const g of this._gets.splice(0)) { clearTimeout(g.timer); g.reject(new ClaspTransportError("connection closed", this.sessionId, "get")); }
-    if (wasConnected) await new Promise((r) => setTimeout(r, 50));  // let queued DataChannel data leave
     try { this.pc.close(); } catch { /* already closed */ }
-    this._rejectConnected(new ClaspTransportError(`closed: ${closeReason}`, this.sessionId, "closed"));
+    this._rejectConnected(new ClaspTransportError(`closed: ${this.closeReason}`, this.sessionId, "closed"));
     this.owner._peerClosed(this);
-    this._emit("close", closeReason);
+    this._emit("close", this.closeReason);
   }
 }
 
@@ -1227,6 +1315,8 @@ export class Peer extends Emitter {
  * Options: `signaling` (relay URL), `clientId` (a name others connect to; default random),
  * `rtcConfig` (RTCConfiguration; default no ICE servers), `name`, `accept(info) -> bool|Promise<bool>`,
  * `presenceInterval` (seconds, default 5), `batching` (default true), `connectTimeout` (ms, default 30000),
+ * `closeTimeout` (ms, default 2000: how long closing waits for data to leave and for the peer to close its side,
+ * and how long a live connection has to answer a probe when an offer claims its peer's session),
  * `hostCandidateAddress` (e.g. "127.0.0.1": IPv4 UDP host candidates are rewritten to this address and
  * every other local and remote candidate is dropped — for peers on one machine; see NETWORK.md).
  *
@@ -1235,7 +1325,7 @@ export class Peer extends Emitter {
  */
 export class ClaspP2P extends Emitter {
   constructor({ signaling, rtcConfig, clientId, name, accept, presenceInterval = 5, batching = true,
-    connectTimeout = 30000, hostCandidateAddress = null, features = [] } = {}) {
+    connectTimeout = 30000, closeTimeout = 2000, hostCandidateAddress = null, features = [] } = {}) {
     super();
     if (!signaling) throw new ClaspError("ClaspP2P needs a signaling (relay) URL");
     this.url = signaling;
@@ -1247,6 +1337,7 @@ export class ClaspP2P extends Emitter {
     this.presenceInterval = presenceInterval;
     this.batching = batching;
     this.connectTimeout = connectTimeout;
+    this.closeTimeout = closeTimeout;
     this.hostCandidateAddress = hostCandidateAddress;
     this.features = [...new Set([...BASE_FEATURES, ...features])];
     this.localFeatures = batching ? LOCAL_FEATURES : LOCAL_FEATURES.filter((f) => f !== "batch");
@@ -1254,6 +1345,8 @@ export class ClaspP2P extends Emitter {
     this._known = new Map();
     this._peers = new Map();
     this._pending = new Map();
+    this._answering = new Map();  // correlation id -> Peer for offers not answered yet
+    this._knownIds = new Set();   // correlation ids offered by or to this object
     this._timer = null;
     this._closed = false;
   }
@@ -1326,7 +1419,9 @@ export class ClaspP2P extends Emitter {
     this._pending.set(sid, deferred);
     const peer = new Peer(this, sid, info);
     this._peers.set(sid, peer);
-    peer._offer(timeout ?? this.connectTimeout).then((p) => {
+    const offering = peer._offer(timeout ?? this.connectTimeout);
+    this._knownIds.add(peer.correlationId);
+    offering.then((p) => {
       if (this._pending.get(sid) === deferred) this._pending.delete(sid);
       this._emit("connection", p);
       deferred.resolve(p);
@@ -1344,7 +1439,7 @@ export class ClaspP2P extends Emitter {
     if (this._closed) return;
     this._closed = true;
     clearInterval(this._timer);
-    await Promise.all([...this._peers.values()].map((p) => p.close()));
+    await Promise.all([...this._peers.values(), ...this._answering.values()].map((p) => p.close()));
     try { if (this.relay?.connected) this.relay.set(PRESENCE_PREFIX + this.sessionId, null, { ttl: { mode: "absolute", secs: 1 } }); } catch { /* closing */ }
     this.relay?.close();
   }
@@ -1418,16 +1513,31 @@ export class ClaspP2P extends Emitter {
     if (!required || typeof from !== "string" || typeof signal.correlation_id !== "string") return;
     if (required.some((k) => typeof signal[k] !== "string")) return;
     try {
-      const current = this._peers.get(from);
-      if (kind === "offer") { await this._onOffer(signal, current); return; }
-      if (current) await current._onSignal(signal);
+      if (kind === "offer") { await this._onOffer(signal, this._peers.get(from)); return; }
+      // Each signal goes to the connection it names, whatever its timing.
+      const peer = this._peerFor(from, signal.correlation_id);
+      if (peer) await peer._onSignal(signal);
+      else if (kind !== "disconnected" && !this._knownIds.has(signal.correlation_id)) {
+        this._emit("error", new ClaspError(`${kind} from ${from} for unknown correlation id ${signal.correlation_id} ignored`));
+      }
     } catch (err) {
       this._emit("error", err);
     }
   }
 
+  _peerFor(from, correlationId) {
+    const current = this._peers.get(from);
+    if (current && current.correlationId === correlationId) return current;
+    const answering = this._answering.get(correlationId);
+    return answering && answering.sessionId === from ? answering : null;
+  }
+
   async _onOffer(offer, current) {
     const from = offer.from;
+    const id = offer.correlation_id;
+    if (this._knownIds.has(id)) return;  // a repeated offer
+    this._knownIds.add(id);
+    if ([...this._answering.values()].some((p) => p.sessionId === from)) return;  // one offer per peer at a time
     if (current && current.state === "connecting" && current.role === "offerer") {
       // Both sides offered at once: the smaller session id stays the offerer.
       if (this.sessionId < from) return;
@@ -1438,23 +1548,21 @@ export class ClaspP2P extends Emitter {
     }
     const info = this._known.get(from) ?? this._learn(from, null, offer.features, "offer");
     const previous = current && current.state === "connected" ? current : null;
-    // Registered before any await so that trickled candidates find it (they are queued until the offer is applied).
+    // Reachable (by correlation id) before any await, so trickled candidates are queued, not lost.
     const peer = new Peer(this, from, info);
     peer.role = "answerer";
     peer.state = "connecting";
-    peer.correlationId = offer.correlation_id;
-    this._peers.set(from, peer);
-    if (this.accept) {
-      let ok = false;
-      try { ok = await this.accept(info); } catch (err) { this._emit("error", err); }
-      if (!ok) {
-        this.relay.sendSignal(from, { type: "disconnected", correlation_id: offer.correlation_id, reason: "refused" });
-        await peer._shutdown(null, "refused", "failed");
-        return;
-      }
+    peer.correlationId = id;
+    this._answering.set(id, peer);
+    let answer = false;
+    try {
+      answer = await this._mayAnswer(info, id, previous);
+    } finally {
+      this._answering.delete(id);
+      if (answer) this._peers.set(from, peer);  // in the same step, so no signal finds neither
+      else await peer._shutdown(null, "offer not answered", "failed");
     }
-    if (previous) await previous._shutdown("replaced by a new connection", "replaced");
-    this._peers.set(from, peer);
+    if (!answer) return;
     const deferred = this._pending.get(from);
     try {
       await peer._answer(offer, this.connectTimeout);
@@ -1466,6 +1574,29 @@ export class ClaspP2P extends Emitter {
     this._emit("peer", peer);
     this._emit("connection", peer);
     if (deferred) { this._pending.delete(from); deferred.resolve(peer); }
+  }
+
+  // Not when a live connection to the offer's sender still answers (the relay may not check "from"),
+  // nor when `accept` refuses (then the offerer is told).
+  async _mayAnswer(info, id, previous) {
+    const from = info.sessionId;
+    if (previous) {
+      if (await previous._probe(this.closeTimeout)) {
+        this._emit("error", new ClaspError(`offer from ${from} ignored: the open connection to that session still answers, so the offer did not come from its peer`));
+        return false;
+      }
+      // Not told with "disconnected": the peer would take it for its new connection.
+      await previous._shutdown(null, "replaced by a new connection");
+    }
+    if (this.accept) {
+      let ok = false;
+      try { ok = await this.accept(info); } catch (err) { this._emit("error", err); }
+      if (!ok) {
+        this.relay.sendSignal(from, { type: "disconnected", correlation_id: id, reason: "refused" });
+        return false;
+      }
+    }
+    return true;
   }
 
   _peerClosed(peer) {
