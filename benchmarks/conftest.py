@@ -25,7 +25,8 @@ _FIGURES = pytest.StashKey[list]()
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("benchmark_columns", default=None) == DEFAULT_COLUMNS:
+    # pytest-benchmark 5.2 fills in its default list, 5.3 leaves None to resolve later.
+    if config.getoption("benchmark_columns", default=None) in (None, DEFAULT_COLUMNS):
         config.option.benchmark_columns = list(READABLE_COLUMNS)
     config.stash[_FIGURES] = []
 
