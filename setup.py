@@ -58,6 +58,8 @@ class BuildExt(build_ext):
         super().finalize_options()
         if mode_changed:
             self.force = True
+        if self.parallel is None:  # the three modules compile side by side on every core
+            self.parallel = os.cpu_count() or 1
 
     def run(self):
         super().run()

@@ -20,6 +20,7 @@ from .errors import (  # noqa: E402
     ProtocolError,
     SignalingError,
     TransportError,
+    URLError,
 )
 
 from .address import (  # noqa: E402
@@ -85,6 +86,7 @@ __all__ = [
     "ProtocolError",
     "SignalingError",
     "TransportError",
+    "URLError",
     "__version__",
     "Pattern",
     "SubscriptionIndex",

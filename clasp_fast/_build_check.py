@@ -9,7 +9,8 @@ BUILD_HINT = (
     "clasp_fast's compiled extension {name!r} is not built or cannot be loaded ({error}). "
     "Build it with `pip install -e .` (or `pip install .`) from the source tree, which needs "
     "a C compiler and the Python headers, or run `python setup.py build_ext --inplace`; "
-    "or install a prebuilt wheel with `pip install clasp-fast`."
+    "or install a wheel built elsewhere (`python -m build --wheel` in the source tree, then "
+    "`pip install dist/clasp_fast-*.whl`)."
 )
 
 SOURCE_TREE_HINT = (

@@ -12,9 +12,11 @@ import re
 import sys
 from typing import Sequence
 
+from . import _cli_types as types
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clasp-fast", description=__doc__.splitlines()[0])
+    parser = types.Parser(prog="clasp-fast", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for add in SUBCOMMANDS:
@@ -29,13 +31,14 @@ def add_relay(subparsers) -> None:
     """``relay``: run the embedded CLASP relay until interrupted."""
     p = subparsers.add_parser("relay", help="run the embedded CLASP relay (WebSocket, subprotocol clasp)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7330, help="port (default 7330; 0 = any free port)")
+    p.add_argument("--port", type=types.port_or_zero, default=7330, help="port (default 7330; 0 = any free port)")
     p.add_argument("--name", default="clasp_fast relay", help="router name sent in WELCOME")
-    p.add_argument("--max-sessions", type=int, default=100)
-    p.add_argument("--max-subscriptions", type=int, default=1000, help="per session")
-    p.add_argument("--rate-limit", type=int, default=None, metavar="MSG_PER_S",
+    p.add_argument("--max-sessions", type=types.non_negative_int, default=100)
+    p.add_argument("--max-subscriptions", type=types.non_negative_int, default=1000, help="per session")
+    p.add_argument("--rate-limit", type=types.non_negative_int, default=None, metavar="MSG_PER_S",
                    help="per-session message rate limit (default off; the reference uses 1000)")
-    p.add_argument("--queue-size", type=int, default=1024, help="outgoing frames queued per session")
+    p.add_argument("--queue-size", type=types.non_negative_int, default=1024,
+                   help="outgoing frames queued per session")
     p.add_argument("--no-gesture-coalescing", action="store_true")
     p.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE[,SCOPE...]",
                    help="accept TOKEN with these scopes (repeatable); turns on authenticated mode. "
@@ -60,7 +63,7 @@ def add_relay(subparsers) -> None:
         try:
             auth = relay_auth(args.token, args.tokens_file)
         except ValueError as exc:
-            return _fail(str(exc))
+            return _fail(str(exc), "relay")
 
         async def serve() -> None:
             relay = await Relay.start(
@@ -76,7 +79,10 @@ def add_relay(subparsers) -> None:
             finally:
                 await relay.close()
 
-        asyncio.run(serve())
+        try:
+            asyncio.run(serve())
+        except OSError as exc:
+            return _fail(types.listen_error(exc, args.host, args.port), "relay")
         return 0
 
     p.set_defaults(func=run)
@@ -115,38 +121,42 @@ def relay_auth(token_options: Sequence[str], tokens_file: str | None):
     return TokenAuth(tokens)
 
 
-def _fail(message: str) -> int:
-    print(f"clasp-fast: error: {message}", file=sys.stderr)
+def _fail(message: str, command: str | None = None) -> int:
+    """Print one error line on stderr; return the exit status 1."""
+    prog = f"clasp-fast {command}" if command else "clasp-fast"
+    print(f"{prog}: error: {message}", file=sys.stderr)
     return 1
 
 
 def add_encode(subparsers) -> None:
-    """``encode``: a message as neutral JSON (stdin) -> the frame as hex (stdout)."""
+    """``encode``: a message as JSON (stdin) -> the frame as hex (stdout)."""
     p = subparsers.add_parser(
-        "encode", help="encode a message given as neutral JSON on stdin; prints the frame as hex",
-        description="Read one message in the neutral JSON form of the conformance vectors "
-                    '(e.g. {"type": "SET", "address": "/a", "value": {"t": "int", "v": 5}}) '
-                    "from stdin and print the CLASP frame as hex.")
+        "encode", help="encode a message given as JSON on stdin; prints the frame as hex",
+        description="Read one message as JSON from stdin and print the CLASP frame as hex. Values are "
+                    'plain JSON (echo \'{"type": "SET", "address": "/a", "value": 0.5}\' | clasp-fast '
+                    "encode); 5 is an integer, 5.0 a float, {\"$bytes\": \"00ff\"} bytes. Tagged values "
+                    'of the conformance vectors\' neutral form ({"t": "int", "v": 5}) are accepted too; '
+                    "--neutral accepts only that form.")
+    p.add_argument("--neutral", action="store_true",
+                   help="read the strict neutral form (every value tagged, floats as IEEE-754 bits)")
     p.add_argument("--qos", type=int, choices=(0, 1, 2), default=None,
                    help="frame QoS (default: the reference default for the message type)")
-    p.add_argument("--timestamp", type=int, default=None, metavar="MICROSECONDS",
+    p.add_argument("--timestamp", type=types.non_negative_int, default=None, metavar="MICROSECONDS",
                    help="set the optional frame timestamp field")
 
     def run(args) -> int:
-        import json
-
         from .codec import encode
         from .errors import EncodeError
         from .neutral import NeutralError, from_neutral
 
         text = sys.stdin.read()
         try:
-            message = from_neutral(json.loads(text))
+            message = from_neutral(json.loads(text), plain=not args.neutral)
             frame = encode(message, qos=args.qos, timestamp=args.timestamp)
         except json.JSONDecodeError as e:
-            return _fail(f"stdin is not JSON: {e}")
+            return _fail(f"stdin is not JSON: {e}", "encode")
         except (NeutralError, EncodeError, ValueError, TypeError) as e:
-            return _fail(str(e))
+            return _fail(str(e), "encode")
         print(frame.hex())
         return 0
 
@@ -154,9 +164,12 @@ def add_encode(subparsers) -> None:
 
 
 def add_decode(subparsers) -> None:
-    """``decode``: a frame (hex argument, hex on stdin, or raw bytes) -> neutral JSON."""
+    """``decode``: a frame (hex argument, hex on stdin, or raw bytes) -> JSON."""
     p = subparsers.add_parser(
-        "decode", help="decode a frame given as hex (argument or stdin) or raw bytes; prints JSON")
+        "decode", help="decode a frame given as hex (argument or stdin) or raw bytes; prints JSON",
+        description="Decode a CLASP frame and print the message as JSON with plain values "
+                    '({"type": "SET", "address": "/a", "value": 0.5, ...}); --neutral prints the '
+                    "conformance vectors' tagged form instead.")
     p.add_argument("hex", nargs="?", help="the frame as hex (default: read hex from stdin)")
     p.add_argument("--raw", action="store_true", help="read raw frame bytes from stdin")
     p.add_argument("--file", metavar="PATH", help="read raw frame bytes from a file")
@@ -164,10 +177,10 @@ def add_decode(subparsers) -> None:
                    help="decode every frame of a buffer of back-to-back frames (a JSON list)")
     p.add_argument("--header", action="store_true",
                    help="wrap the message with the frame header fields (qos, timestamp, ...)")
+    p.add_argument("--neutral", action="store_true",
+                   help="print the neutral form (tagged values, floats as IEEE-754 bits)")
 
     def run(args) -> int:
-        import json
-
         from .codec import decode_frame, iter_frames
         from .errors import DecodeError
         from .neutral import to_neutral
@@ -177,7 +190,7 @@ def add_decode(subparsers) -> None:
                 with open(args.file, "rb") as handle:
                     data = handle.read()
             except OSError as e:
-                return _fail(f"cannot read {args.file}: {e.strerror}")
+                return _fail(f"cannot read {args.file}: {e.strerror}", "decode")
         elif args.raw:
             data = sys.stdin.buffer.read()
         else:
@@ -186,10 +199,10 @@ def add_decode(subparsers) -> None:
             try:
                 data = bytes.fromhex(text)
             except ValueError as e:
-                return _fail(f"input is not hex: {e}")
+                return _fail(f"input is not hex: {e}", "decode")
 
         def render(frame):
-            message = to_neutral(frame.message)
+            message = to_neutral(frame.message, plain=not args.neutral)
             if not args.header:
                 return message
             return {"qos": frame.qos, "timestamp": frame.timestamp, "version": frame.version,
@@ -202,7 +215,7 @@ def add_decode(subparsers) -> None:
             else:
                 result = render(decode_frame(data))
         except DecodeError as e:
-            return _fail(f"cannot decode: {e}")
+            return _fail(f"cannot decode: {e}", "decode")
         print(json.dumps(result, ensure_ascii=False))
         return 0
 
@@ -237,6 +250,8 @@ SUBCOMMANDS.append(add_demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import ClaspError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -245,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except ClaspError as exc:  # a condition to report, not a bug: one line, no traceback
+        return _fail(str(exc), args.command)
 
 
 if __name__ == "__main__":  # pragma: no cover

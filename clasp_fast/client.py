@@ -29,12 +29,14 @@ import logging
 import time as _time
 from collections import deque
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from .address import validate_address
 from .codec import decode, encode
-from .errors import ClaspError, DecodeError, ProtocolError, SignalingError, TransportError
+from .errors import ClaspError, DecodeError, ProtocolError, SignalingError, TransportError, URLError
 from .messages import (
     MISSING,
     Ack,
@@ -60,7 +62,7 @@ from .signaling import SIGNAL_PREFIX, parse_signal, signal_address
 from ._callbacks import CallbackRegistry
 from ._tasks import TaskSet
 
-__all__ = ["ClaspClient", "ClaspBuilder", "ClaspTimeoutError", "RelaySignaling"]
+__all__ = ["ClaspClient", "ClaspBuilder", "ClaspTimeoutError", "RelaySignaling", "validate_url"]
 
 log = logging.getLogger("clasp_fast.client")
 
@@ -73,6 +75,33 @@ class ClaspTimeoutError(ClaspError, TimeoutError):
     def __init__(self, message: str, address: str | None = None) -> None:
         self.address = address
         super().__init__(message)
+
+
+def validate_url(url: object) -> str:
+    """Return ``url`` if it is a usable relay URL (``ws://host:port`` or ``wss://...``), else raise
+    ``URLError`` with a message that says how to write it."""
+    if not isinstance(url, str):
+        raise URLError(f"a relay URL must be a string, got {type(url).__name__}", url)
+    if "://" not in url:
+        raise URLError(f"relay URL {url!r} has no scheme: write ws://{url}", url)
+    scheme, rest = url.split("://", 1)
+    if scheme.lower() in ("http", "https"):
+        fixed = ("wss" if scheme.lower() == "https" else "ws") + "://" + rest
+        raise URLError(f"relay URL {url!r}: a CLASP relay speaks WebSocket, write {fixed}", url)
+    if scheme.lower() not in ("ws", "wss"):
+        raise URLError(f"relay URL {url!r}: the scheme must be ws:// or wss://, e.g. ws://127.0.0.1:7330",
+                       url)
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        text = parts.netloc.rsplit(":", 1)[-1]
+        raise URLError(f"relay URL {url!r}: port {text!r} is not a number from 1 to 65535", url) from None
+    if port == 0:
+        raise URLError(f"relay URL {url!r}: port 0 cannot be connected to (1 to 65535)", url)
+    if not parts.hostname:
+        raise URLError(f"relay URL {url!r} has no host, e.g. ws://127.0.0.1:7330", url)
+    return url
 
 
 def _now_us() -> int:
@@ -101,7 +130,7 @@ class ClaspClient:
         reconnect_max_attempts: int | None = 20,
         connect_timeout: float = 10.0,
     ) -> None:
-        self.url = url
+        self.url = validate_url(url)
         self.name = name
         self.token = token
         self.features = list(features) if features is not None else list(DEFAULT_FEATURES)
@@ -158,6 +187,8 @@ class ClaspClient:
                 self.connect_timeout)
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
             raise TransportError(f"cannot connect: {exc}", peer=self.url, step="connect") from exc
+        except (InvalidURI, ValueError) as exc:  # what validate_url let through
+            raise URLError(f"relay URL {self.url!r}: {exc}", self.url) from exc
         try:
             await ws.send(encode(Hello(name=self.name, features=self.features, token=self.token)))
             deadline = asyncio.get_running_loop().time() + self.connect_timeout
@@ -265,6 +296,7 @@ class ClaspClient:
     ) -> int | None:
         """Write a param. With ``wait`` (default) return the new revision from the ACK and raise
         ``ProtocolError`` if the relay rejects the write (ERROR 400: revision conflict, lock held)."""
+        validate_address(address)
         message = Set(address=address, value=value, revision=revision, lock=lock, unlock=unlock, ttl=_ttl(ttl))
         waiters = self._set_waiters.setdefault(address, deque())
         future = asyncio.get_running_loop().create_future() if wait else None
@@ -284,6 +316,7 @@ class ClaspClient:
 
     async def get(self, address: str, timeout: float = 5.0) -> Any:
         """Read a param from the relay; ``ClaspTimeoutError`` if it has no value for ``address``."""
+        validate_address(address)
         future = asyncio.get_running_loop().create_future()
         self._get_waiters.setdefault(address, []).append(future)
         try:
@@ -302,10 +335,12 @@ class ClaspClient:
 
     async def emit(self, address: str, value: Any = MISSING) -> None:
         """Publish an event (no state is stored)."""
+        validate_address(address)
         await self._send(Publish(address=address, signal="event", value=value))
 
     async def stream(self, address: str, samples_or_value: Any, rate: int | None = None) -> None:
         """Publish a stream: a sequence (or numpy array) of floats goes as samples, anything else as a value."""
+        validate_address(address)
         if isinstance(samples_or_value, (list, tuple)) or hasattr(samples_or_value, "dtype"):
             message = Publish(address=address, signal="stream", samples=samples_or_value, rate=rate)
         else:
@@ -314,15 +349,21 @@ class ClaspClient:
 
     async def gesture(self, address: str, id: int, phase: str, value: Any = MISSING) -> None:
         """Publish one gesture phase (``start``, ``move``, ``end``, ``cancel``)."""
+        validate_address(address)
         await self._send(Publish(address=address, signal="gesture", id=id, phase=phase, value=value))
 
     async def publish(self, message: Publish) -> None:
         """Send a ready-made PUBLISH."""
+        validate_address(message.address)
         await self._send(message)
 
     async def bundle(self, messages: list, *, timestamp: int | None = None, wait: bool = True,
                      timeout: float = 5.0) -> int | None:
         """Send SETs and PUBLISHes atomically; return the revision of the last applied SET."""
+        messages = list(messages)
+        for message in messages:
+            if isinstance(message, (Set, Publish)):
+                validate_address(message.address)
         future = asyncio.get_running_loop().create_future()
         self._ack_waiters.append(future)
         try:

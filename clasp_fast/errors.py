@@ -11,6 +11,7 @@ __all__ = [
     "ProtocolError",
     "TransportError",
     "SignalingError",
+    "URLError",
 ]
 
 
@@ -64,7 +65,7 @@ class PatternError(AddressError):
 class ProtocolError(ClaspError):
     """The remote side broke the protocol, or answered with a CLASP ERROR.
 
-    ``code`` is the CLASP error code when the remote sent one (WIRE.md §8.9).
+    ``code`` is the CLASP error code when the remote sent one (docs/protocol.md §8.9).
     """
 
     def __init__(self, message: str, code: int | None = None, address: str | None = None) -> None:
@@ -102,3 +103,15 @@ class TransportError(ClaspError):
 
 class SignalingError(TransportError):
     """P2P signaling failed or was rejected."""
+
+
+class URLError(ClaspError, ValueError):
+    """A relay URL that cannot be used; ``url`` is the offending string and the message says the fix."""
+
+    def __init__(self, message: str, url: object = None) -> None:
+        self.reason = message
+        self.url = url
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (self.reason, self.url))

@@ -1,8 +1,9 @@
-"""Messages to and from the neutral JSON form used by the conformance vectors (WIRE.md §14).
+"""Messages to and from JSON: the neutral form of the conformance vectors, and plain JSON.
+
+The neutral form (docs/protocol.md §14) loses nothing:
 
 A message is a JSON object with ``"type"`` (the upper-case name, e.g. ``"SET"``) and its fields
-by their snake_case wire names (``"from"`` for REPLAY's ``from_``). Values are tagged so
-JSON loses nothing::
+by their snake_case wire names (``"from"`` for REPLAY's ``from_``). Values are tagged::
 
     {"t": "null"}  {"t": "bool", "v": true}  {"t": "int", "v": 5}
     {"t": "float", "bits": "3ff0000000000000"}      (IEEE-754 f64 bits, 16 hex digits)
@@ -12,6 +13,11 @@ JSON loses nothing::
 Other floats are hex bits too: PUBLISH ``samples`` (a list), SUBSCRIBE ``options.epsilon``,
 ANNOUNCE ``meta.range`` (a pair). A SET ``ttl`` is ``{"mode": "never"|"sliding"|"absolute",
 "secs": n}``. Absent optional fields are left out.
+
+The plain form (``plain=True``) is for people: the same message objects, with values as ordinary
+JSON (``{"type": "SET", "address": "/a", "value": 0.5}``), floats as numbers and bytes as
+``{"$bytes": "00ff"}``. Reading plain JSON also accepts tagged values, so either form can be given;
+an int and a float stay apart as JSON tells them (``5`` against ``5.0``).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from .messages import (
 )
 
 __all__ = ["NeutralError", "from_neutral", "to_neutral", "value_from_neutral", "value_to_neutral",
-           "float_from_bits", "float_to_bits"]
+           "value_from_plain", "value_to_plain", "float_from_bits", "float_to_bits"]
 
 TYPE_NAMES = {
     Hello: "HELLO", Welcome: "WELCOME", Announce: "ANNOUNCE", FederationSync: "FEDERATION_SYNC",
@@ -140,10 +146,68 @@ def value_from_neutral(n: Any, where: str = "value") -> Any:
     raise NeutralError(f"{where}: unknown value tag {t!r}")
 
 
+# Plain JSON values
+
+_TAG_KEYS = {"null": set(), "bool": {"v"}, "int": {"v"}, "float": {"bits"}, "str": {"v"},
+             "bytes": {"hex"}, "array": {"v"}, "map": {"v"}}
+
+
+def _is_tagged(n: Any) -> bool:
+    return (isinstance(n, dict) and n.get("t") in _TAG_KEYS
+            and set(n) == {"t"} | _TAG_KEYS[n["t"]])
+
+
+def value_to_plain(v: Any) -> Any:
+    """A CLASP value as plain JSON (bytes as ``{"$bytes": hex}``)."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return {"$bytes": bytes(v).hex()}
+    if isinstance(v, (list, tuple)):
+        return [value_to_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: value_to_plain(x) for k, x in v.items()}
+    raise NeutralError(f"no JSON form for {type(v).__name__}")
+
+
+def value_from_plain(n: Any, where: str = "value") -> Any:
+    """A Python value from plain JSON, or from the tagged neutral form where a value is tagged."""
+    if _is_tagged(n):
+        return value_from_neutral(n, where)
+    if isinstance(n, dict):
+        if set(n) == {"$bytes"}:
+            try:
+                return bytes.fromhex(n["$bytes"])
+            except (TypeError, ValueError):
+                raise NeutralError(f"{where}: $bytes must be hex, got {n['$bytes']!r}") from None
+        return {k: value_from_plain(x, f"{where}[{k!r}]") for k, x in n.items()}
+    if isinstance(n, list):
+        return [value_from_plain(x, f"{where}[{i}]") for i, x in enumerate(n)]
+    return n
+
+
+def _value_in(n: Any, where: str, plain: bool) -> Any:
+    return value_from_plain(n, where) if plain else value_from_neutral(n, where)
+
+
+def _value_out(v: Any, plain: bool) -> Any:
+    return value_to_plain(v) if plain else value_to_neutral(v)
+
+
+def _float_in(x: Any, where: str, plain: bool) -> float:
+    if plain and isinstance(x, (int, float)) and not isinstance(x, bool):
+        return float(x)
+    return float_from_bits(x, where)
+
+
+def _float_out(x: float, plain: bool) -> Any:
+    return float(x) if plain else float_to_bits(float(x))
+
+
 # ---------------------------------------------------------------------------------------------
 # Messages
 
-def _signal_to_neutral(s: SignalInfo, with_meta: bool) -> dict:
+def _signal_to_neutral(s: SignalInfo, with_meta: bool, plain: bool) -> dict:
     out: dict = {"address": s.address, "signal_type": s.signal_type}
     if s.datatype is not None:
         out["datatype"] = s.datatype
@@ -155,9 +219,9 @@ def _signal_to_neutral(s: SignalInfo, with_meta: bool) -> dict:
         if m.unit is not None:
             meta["unit"] = m.unit
         if m.range is not None:
-            meta["range"] = [float_to_bits(m.range[0]), float_to_bits(m.range[1])]
+            meta["range"] = [_float_out(m.range[0], plain), _float_out(m.range[1], plain)]
         if m.default is not MISSING:
-            meta["default"] = value_to_neutral(m.default)
+            meta["default"] = _value_out(m.default, plain)
         if m.description is not None:
             meta["description"] = m.description
         out["meta"] = meta
@@ -169,15 +233,15 @@ def _put(out: dict, key: str, value: Any) -> None:
         out[key] = value
 
 
-def to_neutral(message: Message) -> dict:
-    """The neutral JSON form (a dict) of a message."""
+def to_neutral(message: Message, *, plain: bool = False) -> dict:
+    """The neutral JSON form (a dict) of a message; with ``plain``, the plain JSON form."""
     t = type(message)
     if t not in TYPE_NAMES:
         raise NeutralError(f"not a CLASP message: {message!r}")
     out: dict = {"type": TYPE_NAMES[t]}
     m: Any = message
     if t is Set:
-        out.update(address=m.address, value=value_to_neutral(m.value), lock=bool(m.lock),
+        out.update(address=m.address, value=_value_out(m.value, plain), lock=bool(m.lock),
                    unlock=bool(m.unlock))
         _put(out, "revision", m.revision)
         if m.ttl is not None:
@@ -188,9 +252,9 @@ def to_neutral(message: Message) -> dict:
         _put(out, "signal", m.signal)
         _put(out, "phase", m.phase)
         if m.value is not MISSING:
-            out["value"] = value_to_neutral(m.value)
+            out["value"] = _value_out(m.value, plain)
         if m.samples is not None:
-            out["samples"] = [float_to_bits(float(x)) for x in m.samples]
+            out["samples"] = [_float_out(x, plain) for x in m.samples]
         for key in ("timestamp", "id", "rate"):
             _put(out, key, getattr(m, key))
     elif t is Hello:
@@ -201,9 +265,9 @@ def to_neutral(message: Message) -> dict:
                    features=list(m.features), time=m.time)
         _put(out, "token", m.token)
     elif t is Announce:
-        out.update(namespace=m.namespace, signals=[_signal_to_neutral(s, True) for s in m.signals])
+        out.update(namespace=m.namespace, signals=[_signal_to_neutral(s, True, plain) for s in m.signals])
     elif t is Result:
-        out["signals"] = [_signal_to_neutral(s, False) for s in m.signals]
+        out["signals"] = [_signal_to_neutral(s, False, plain) for s in m.signals]
     elif t is FederationSync:
         out.update(op=m.op, patterns=list(m.patterns), revisions=dict(m.revisions))
         _put(out, "since_revision", m.since_revision)
@@ -215,7 +279,7 @@ def to_neutral(message: Message) -> dict:
             opts: dict = {}
             _put(opts, "max_rate", o.max_rate)
             if o.epsilon is not None:
-                opts["epsilon"] = float_to_bits(o.epsilon)
+                opts["epsilon"] = _float_out(o.epsilon, plain)
             _put(opts, "history", o.history)
             _put(opts, "window", o.window)
             out["options"] = opts
@@ -228,7 +292,7 @@ def to_neutral(message: Message) -> dict:
     elif t is Snapshot:
         params = []
         for p in m.params:
-            item = {"address": p.address, "value": value_to_neutral(p.value), "revision": p.revision}
+            item = {"address": p.address, "value": _value_out(p.value, plain), "revision": p.revision}
             _put(item, "writer", p.writer)
             _put(item, "timestamp", p.timestamp)
             params.append(item)
@@ -240,7 +304,7 @@ def to_neutral(message: Message) -> dict:
         _put(out, "limit", m.limit)
         out["types"] = list(m.types)
     elif t is Bundle:
-        out["messages"] = [to_neutral(x) for x in m.messages]
+        out["messages"] = [to_neutral(x, plain=plain) for x in m.messages]
         _put(out, "timestamp", m.timestamp)
     elif t is Sync:
         out["t1"] = m.t1
@@ -256,24 +320,25 @@ def to_neutral(message: Message) -> dict:
     return out
 
 
-def _signal_from_neutral(d: dict, where: str) -> SignalInfo:
+def _signal_from_neutral(d: dict, where: str, plain: bool) -> SignalInfo:
     info = SignalInfo(d["address"], d["signal_type"], d.get("datatype"), d.get("access"))
     meta = d.get("meta")
     if meta is not None:
         rng = meta.get("range")
         if rng is not None:
-            rng = (float_from_bits(rng[0], f"{where}.meta.range"),
-                   float_from_bits(rng[1], f"{where}.meta.range"))
+            rng = (_float_in(rng[0], f"{where}.meta.range", plain),
+                   _float_in(rng[1], f"{where}.meta.range", plain))
         default = meta.get("default")
         info.meta = SignalMeta(
             meta.get("unit"), rng,
-            MISSING if default is None else value_from_neutral(default, f"{where}.meta.default"),
+            MISSING if default is None else _value_in(default, f"{where}.meta.default", plain),
             meta.get("description"))
     return info
 
 
-def from_neutral(d: dict) -> Message:
-    """The message described by a neutral JSON object (see the module docstring)."""
+def from_neutral(d: dict, *, plain: bool = False) -> Message:
+    """The message described by a neutral JSON object (see the module docstring); with ``plain``,
+    by a plain JSON object (tagged values are accepted there too)."""
     if not isinstance(d, dict):
         raise NeutralError(f"a message must be a JSON object, got {type(d).__name__}")
     kind = d.get("type")
@@ -281,30 +346,30 @@ def from_neutral(d: dict) -> Message:
         raise NeutralError(f"unknown or missing message type {kind!r} "
                            f"(one of {', '.join(CLASSES)})")
     try:
-        return _from_neutral(kind, d)
+        return _from_neutral(kind, d, plain)
     except KeyError as e:
         raise NeutralError(f"{kind} lacks required field {e}") from None
     except (TypeError, AttributeError, IndexError) as e:
         raise NeutralError(f"{kind}: malformed field ({e})") from None
 
 
-def _from_neutral(kind: str, d: dict) -> Message:
+def _from_neutral(kind: str, d: dict, plain: bool) -> Message:
     g = d.get
     if kind == "SET":
         ttl = g("ttl")
         if ttl is not None:
             ttl = Ttl(ttl["mode"], ttl.get("secs"))
-        return Set(d["address"], value_from_neutral(d["value"]), g("revision"),
+        return Set(d["address"], _value_in(d["value"], "value", plain), g("revision"),
                    bool(g("lock", False)), bool(g("unlock", False)), ttl)
     if kind == "PUBLISH":
         samples = g("samples")
         if samples is not None:
             import numpy
 
-            samples = numpy.array([float_from_bits(b, "samples") for b in samples],
+            samples = numpy.array([_float_in(b, "samples", plain) for b in samples],
                                   dtype=numpy.float64)
         return Publish(d["address"], g("signal"),
-                       value_from_neutral(d["value"]) if "value" in d else MISSING,
+                       _value_in(d["value"], "value", plain) if "value" in d else MISSING,
                        samples, g("timestamp"), g("id"), g("phase"), g("rate"))
     if kind == "HELLO":
         return Hello(d["name"], g("features", []), g("version", 1), g("token"))
@@ -312,10 +377,10 @@ def _from_neutral(kind: str, d: dict) -> Message:
         return Welcome(d["session"], d["name"], g("features", []), d["time"], g("version", 1),
                        g("token"))
     if kind == "ANNOUNCE":
-        return Announce(d["namespace"], [_signal_from_neutral(s, f"signals[{i}]")
+        return Announce(d["namespace"], [_signal_from_neutral(s, f"signals[{i}]", plain)
                                          for i, s in enumerate(g("signals", []))])
     if kind == "RESULT":
-        return Result([_signal_from_neutral(s, f"signals[{i}]")
+        return Result([_signal_from_neutral(s, f"signals[{i}]", plain)
                        for i, s in enumerate(g("signals", []))])
     if kind == "FEDERATION_SYNC":
         return FederationSync(d["op"], g("patterns", []), g("revisions", {}), g("since_revision"),
@@ -325,7 +390,7 @@ def _from_neutral(kind: str, d: dict) -> Message:
         if o is not None:
             eps = o.get("epsilon")
             o = SubscribeOptions(o.get("max_rate"),
-                                 None if eps is None else float_from_bits(eps, "options.epsilon"),
+                                 None if eps is None else _float_in(eps, "options.epsilon", plain),
                                  o.get("history"), o.get("window"))
         return Subscribe(d["id"], d["pattern"], g("types", []), o)
     if kind == "UNSUBSCRIBE":
@@ -335,13 +400,13 @@ def _from_neutral(kind: str, d: dict) -> Message:
     if kind == "QUERY":
         return Query(d["pattern"])
     if kind == "SNAPSHOT":
-        return Snapshot([Param(p["address"], value_from_neutral(p["value"], f"params[{i}].value"),
+        return Snapshot([Param(p["address"], _value_in(p["value"], f"params[{i}].value", plain),
                                p["revision"], p.get("writer"), p.get("timestamp"))
                          for i, p in enumerate(g("params", []))])
     if kind == "REPLAY":
         return Replay(d["pattern"], g("from"), g("to"), g("limit"), g("types", []))
     if kind == "BUNDLE":
-        return Bundle([from_neutral(m) for m in g("messages", [])], g("timestamp"))
+        return Bundle([from_neutral(m, plain=plain) for m in g("messages", [])], g("timestamp"))
     if kind == "SYNC":
         return Sync(d["t1"], g("t2"), g("t3"))
     if kind == "PING":

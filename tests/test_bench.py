@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +101,9 @@ def test_config_rejects_bad_options(options, message) -> None:
 def test_cli_reports_bad_options_with_exit_code_2(capsys) -> None:
     assert main(["bench", "--size", "4", "--quiet"]) == 2
     assert "at least 13" in capsys.readouterr().err
-    assert main(["bench", "--paths", "p2p_batched,carrier_pigeon", "--quiet"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # refused while the arguments are parsed
+        main(["bench", "--paths", "p2p_batched,carrier_pigeon", "--quiet"])
+    assert exit_info.value.code == 2
     assert "carrier_pigeon" in capsys.readouterr().err
 
 
@@ -109,7 +113,7 @@ def test_plot_without_matplotlib_is_a_clear_error_before_anything_runs(monkeypat
         require_matplotlib()
     assert main(["bench", "--plot", "out.png", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "matplotlib" in err and "clasp-fast[plot]" in err
+    assert "pip install matplotlib" in err and "clasp-fast[plot]" not in err  # not on a package index
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -217,3 +221,51 @@ def test_table_marks_floors_ratios_and_the_latency_method(tmp_path) -> None:
     out = tmp_path / "report.json"
     write_json(report, str(out))
     assert json.loads(out.read_text())["floors"]["pass"] is True
+
+
+# -- pytest --benchmark-only output ---------------------------------------------------------------
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+needs_benchmarks = pytest.mark.skipif(not BENCHMARKS_DIR.is_dir(), reason="benchmarks/ is not beside the tests")
+
+
+def _pytest(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=BENCHMARKS_DIR.parent, capture_output=True, text=True, timeout=300)
+
+
+@needs_benchmarks
+def test_benchmark_only_collects_the_benchmarks_alone() -> None:
+    result = _pytest("--benchmark-only", "--collect-only", "-q")
+    assert result.returncode == 0, result.stdout[-2000:]
+    collected = [line for line in result.stdout.splitlines() if "::" in line]
+    assert collected and all(line.startswith("benchmarks/") for line in collected), collected[:5]
+
+
+@needs_benchmarks
+def test_benchmark_tables_fit_a_terminal() -> None:
+    result = _pytest("benchmarks/bench_batching.py", "--benchmark-only", "-k", "pack",
+                     "--benchmark-max-time=0.05", "--benchmark-min-rounds=3")
+    assert result.returncode == 0, result.stdout[-2000:]
+    out = result.stdout
+    table = out[out.index("benchmark 'batch-pack-320'"):out.index("Legend")]  # the legend is pytest-benchmark's
+    assert "Median" in table and "OPS" in table and "StdDev" not in table
+    assert max(len(line) for line in table.splitlines()) <= 100
+
+
+@needs_benchmarks
+def test_end_to_end_figures_are_a_table() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_conftest", BENCHMARKS_DIR / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    info = {"throughput_msgs_per_s": 370335.2, "throughput_mb_per_s": 20.37, "latency_p50_us": 90,
+            "latency_p99_us": 250, "latency_loaded_p50_us": 70, "latency_loaded_p99_us": 170,
+            "setup_ms": 34.7, "loss_pct": 0.0}
+    lines = conftest.e2e_table([("bench_e2e_p2p_batched", info), ("bench_e2e_relay", dict(info, setup_ms=None))])
+    assert lines[0].split() == ["case", "msg/s", "MB/s", "p50/p99", "@1k", "p50/p99", "@10k", "set-up", "ms",
+                                "loss", "%"]
+    assert lines[2].split() == ["p2p_batched", "370,335", "20.37", "0.09", "/", "0.25", "0.07", "/", "0.17",
+                                "34.7", "0.00"]
+    assert lines[3].split()[0] == "relay" and lines[3].split()[-2] == "-"

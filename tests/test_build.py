@@ -3,14 +3,17 @@ sdist/wheel configuration (checked without building anything)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from packaging.version import Version
 
 import clasp_fast
 from tests.spec_data import REPO_ROOT
@@ -59,7 +62,8 @@ def test_import_without_compiled_extension_says_how_to_build(tmp_path):
     assert "not built" in last_line
     assert "python setup.py build_ext --inplace" in last_line
     assert "C compiler" in last_line
-    assert "pip install clasp-fast" in last_line
+    assert "python -m build --wheel" in last_line
+    assert "pip install clasp-fast" not in last_line  # not on any package index (yet)
 
 
 def test_unbuilt_source_tree_says_it_shadows_the_installed_package(tmp_path):
@@ -119,10 +123,8 @@ def test_console_script_help():
 
 
 def load_toml(path: Path) -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+    import tomllib
+
     with open(path, "rb") as handle:
         return tomllib.load(handle)
 
@@ -151,7 +153,10 @@ def manifest_selection(tree: Path, monkeypatch) -> set[str]:
 @needs_source_tree
 def test_manifest_ships_cython_sources_and_no_generated_files(tmp_path, monkeypatch):
     layout = [
-        "setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "conftest.py",
+        "setup.py", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "conftest.py", "noxfile.py",
+        "docs/protocol.md", "docs/bench-loopback.png", "tests/browser/drive.mjs", "tests/browser/p2p_peer.html",
+        "examples/browser/index.html", "examples/browser/serve.py", "clasp_fast/browser/clasp-p2p.js",
+        "tests/data/__pycache__/x.pyc", "docs/_build/x.c",
         "_ext/codec.pyx", "_ext/address.pyx", "_ext/buffers.pxd", "_ext/batching.pxi",
         "_ext/codec.c", "_ext/codec.html", "_ext/address.c",
         "clasp_fast/__init__.py", "clasp_fast/py.typed",
@@ -169,13 +174,16 @@ def test_manifest_ships_cython_sources_and_no_generated_files(tmp_path, monkeypa
 
     for required in ["setup.py", "pyproject.toml", "README.md", "LICENSE", "_ext/codec.pyx",
                      "_ext/address.pyx", "_ext/buffers.pxd", "_ext/batching.pxi",
-                     "clasp_fast/py.typed", "tests/node/package-lock.json",
-                     "tests/data/patterns.json", "tests/data/vectors/reference_rust.json"]:
+                     "clasp_fast/py.typed", "tests/node/package-lock.json", "conftest.py", "noxfile.py",
+                     "tests/data/patterns.json", "tests/data/vectors/reference_rust.json",
+                     "docs/protocol.md", "docs/bench-loopback.png", "tests/browser/drive.mjs",
+                     "tests/browser/p2p_peer.html", "examples/browser/index.html",
+                     "clasp_fast/browser/clasp-p2p.js"]:
         assert required in selected
     for excluded in ["_ext/codec.c", "_ext/address.c", "_ext/codec.html",
                      "clasp_fast/_codec.cpython-311-x86_64-linux-gnu.so", "clasp_fast/_address.pyd",
-                     "clasp_fast/__pycache__/cli.cpython-311.pyc",
-                     "tests/node/node_modules/ws/index.js"]:
+                     "clasp_fast/__pycache__/cli.cpython-311.pyc", "tests/data/__pycache__/x.pyc",
+                     "tests/node/node_modules/ws/index.js", "docs/_build/x.c"]:
         assert excluded not in selected
 
 
@@ -235,12 +243,53 @@ def test_cibuildwheel_lists_the_intended_linux_builds():
     assert result.returncode == 0, result.stderr
     identifiers = set(result.stdout.split())
 
-    for python in ["cp310", "cp311", "cp312", "cp313", "cp314"]:
+    for python in ["cp311", "cp312", "cp313", "cp314"]:
         for platform in ["manylinux_x86_64", "manylinux_aarch64",
                          "musllinux_x86_64", "musllinux_aarch64"]:
             assert f"{python}-{platform}" in identifiers
     assert not [i for i in identifiers if not i.startswith("cp3") or "t-" in i or "i686" in i]
-    assert not [i for i in identifiers if i.split("-")[0] in {"cp36", "cp37", "cp38", "cp39"}]
+    # requires-python: aiortc 1.16 needs 3.11, so there is no wheel for 3.10 or older.
+    assert not [i for i in identifiers if i.split("-")[0] in {"cp36", "cp37", "cp38", "cp39", "cp310"}]
+
+
+@needs_source_tree
+def test_metadata_uses_an_spdx_licence_and_claims_only_tested_pythons():
+    project = load_toml(REPO_ROOT / "pyproject.toml")["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert not [c for c in project["classifiers"] if c.startswith("License ::")]
+    assert project["requires-python"] == ">=3.11"
+    versions = sorted(c.rsplit(" ", 1)[1] for c in project["classifiers"]
+                      if c.startswith("Programming Language :: Python :: 3."))
+    noxfile = load_noxfile()
+    assert versions == noxfile.SUPPORTED == ["3.11", "3.12", "3.13"]
+    build_requires = load_toml(REPO_ROOT / "pyproject.toml")["build-system"]["requires"]
+    assert "setuptools>=77" in build_requires and "Cython>=3.1,<4" in build_requires
+
+
+@needs_source_tree
+def test_every_dependency_floor_is_installed_by_the_floors_session():
+    from packaging.requirements import Requirement
+
+    floors = {}
+    for line in load_toml(REPO_ROOT / "pyproject.toml")["project"]["dependencies"]:
+        requirement = Requirement(line)
+        if requirement.marker is not None and not requirement.marker.evaluate({"python_version": "3.11"}):
+            continue  # the floors session runs 3.11
+        lowest = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        assert len(lowest) == 1, f"{line}: give a >= floor"
+        floors[requirement.name] = lowest[0]
+    tested = {name: version for name, version in load_noxfile().FLOORS.items()}
+    assert {name: Version(v) for name, v in floors.items()} == {name: Version(v) for name, v in tested.items()}
+
+
+def load_noxfile() -> SimpleNamespace:
+    """The constants of noxfile.py (SUPPORTED, EXTRA, FLOORS), read without running it."""
+    values = {}
+    for node in ast.parse((REPO_ROOT / "noxfile.py").read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in ("SUPPORTED", "EXTRA", "FLOORS"):
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+    return SimpleNamespace(**values)
 
 
 # --- ci/check_wheel.py: the checker that guards the built artefacts ----------------------

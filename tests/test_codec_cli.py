@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from clasp_fast import codec
-from clasp_fast.messages import Set
+from clasp_fast.messages import Publish, Set
+from clasp_fast.neutral import from_neutral, to_neutral
 
 from .spec_data import load_json
 
@@ -23,9 +24,10 @@ def run(*args, stdin: bytes | str = b""):
                           capture_output=True, timeout=60)
 
 
-def test_encode_prints_the_reference_frame():
+@pytest.mark.parametrize("strict", [[], ["--neutral"]])
+def test_encode_prints_the_reference_frame(strict):
     vector = RUST["rs_set_ttl_sliding_rev"]
-    result = run("encode", stdin=json.dumps(vector["message"]))
+    result = run("encode", *strict, stdin=json.dumps(vector["message"]))
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().strip() == vector["frame_hex"]
 
@@ -39,13 +41,13 @@ def test_encode_options_set_qos_and_timestamp():
 
 def test_decode_hex_argument_stdin_raw_and_file(tmp_path):
     vector = RUST["rs_snapshot_router"]
-    by_arg = run("decode", vector["frame_hex"])
-    by_stdin = run("decode", stdin=vector["frame_hex"] + "\n")
+    by_arg = run("decode", "--neutral", vector["frame_hex"])
+    by_stdin = run("decode", "--neutral", stdin=vector["frame_hex"] + "\n")
     raw = bytes.fromhex(vector["frame_hex"])
-    by_raw = run("decode", "--raw", stdin=raw)
+    by_raw = run("decode", "--neutral", "--raw", stdin=raw)
     path = tmp_path / "frame.bin"
     path.write_bytes(raw)
-    by_file = run("decode", "--file", str(path))
+    by_file = run("decode", "--neutral", "--file", str(path))
     outputs = {r.stdout for r in (by_arg, by_stdin, by_raw, by_file)}
     assert len(outputs) == 1
     decoded = json.loads(outputs.pop())
@@ -69,7 +71,9 @@ def test_decode_header_and_all():
         (("encode",), "{not json", ["not JSON"]),
         (("encode",), '{"type": "SET"}', ["address"]),
         (("encode",), '{"type": "NOPE"}', ["NOPE"]),
-        (("encode",), '{"type": "SET", "address": "/a", "value": 5}', ["tagged value"]),
+        (("encode", "--neutral"), '{"type": "SET", "address": "/a", "value": 5}', ["tagged value"]),
+        (("encode",), '{"type": "SET", "address": "/a", "value": {"$bytes": "zz"}}', ["$bytes", "hex"]),
+        (("encode",), '{"type": "PUBLISH", "address": "/a", "samples": ["x"]}', ["samples"]),
         (("encode",), '{"type": "SET", "address": "/a", "value": {"t": "int", "v": 1e30}}',
          ["int"]),
         (("encode",), '{"type": "SET", "address": "/a", "value": {"t": "int", "v": '
@@ -84,3 +88,44 @@ def test_bad_input_is_a_clear_error_and_exit_1(args, stdin, words):
     assert "Traceback" not in err
     for word in words:
         assert word in err
+
+
+def test_encode_reads_plain_json_values():
+    result = run("encode", stdin='{"type":"SET","address":"/a","value":0.5}')
+    assert result.returncode == 0, result.stderr
+    assert codec.decode(bytes.fromhex(result.stdout.decode())) == Set("/a", 0.5)
+    # JSON keeps int and float apart; bytes are {"$bytes": hex}; nested values are plain too.
+    value = {"n": 5, "x": 5.0, "b": {"$bytes": "00ff"}, "list": [True, None, "s"]}
+    result = run("encode", stdin=json.dumps({"type": "SET", "address": "/a", "value": value}))
+    assert result.returncode == 0, result.stderr
+    decoded = codec.decode(bytes.fromhex(result.stdout.decode()))
+    assert decoded.value == {"n": 5, "x": 5.0, "b": b"\x00\xff", "list": [True, None, "s"]}
+    assert type(decoded.value["n"]) is int and type(decoded.value["x"]) is float
+
+
+def test_decode_prints_plain_values_unless_neutral():
+    frame = codec.encode(Publish("/s", signal="stream", samples=[1.0, 2.5]))
+    plain = json.loads(run("decode", frame.hex()).stdout)
+    assert plain["samples"] == [1.0, 2.5]
+    frame = codec.encode(Set("/a", {"gain": 0.5, "raw": b"\x01", "n": 3}))
+    plain = json.loads(run("decode", frame.hex()).stdout)
+    assert plain["value"] == {"gain": 0.5, "raw": {"$bytes": "01"}, "n": 3}
+    neutral = json.loads(run("decode", "--neutral", frame.hex()).stdout)
+    assert neutral["value"]["t"] == "map"
+    assert neutral["value"]["v"]["gain"] == {"t": "float", "bits": "3fe0000000000000"}
+
+
+@pytest.mark.parametrize("name", sorted(RUST))
+def test_plain_form_round_trips_every_reference_message(name):
+    # What `decode` prints (through JSON text, as a user would copy it) reads back as the same message.
+    message = codec.decode(bytes.fromhex(RUST[name]["frame_hex"]))
+    text = json.dumps(to_neutral(message, plain=True))
+    assert from_neutral(json.loads(text), plain=True) == message
+
+
+def test_decode_output_piped_into_encode_gives_the_frame_back():
+    vector = RUST["rs_set_ttl_sliding_rev"]
+    plain = run("decode", vector["frame_hex"])
+    again = run("encode", stdin=plain.stdout)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.decode().strip() == vector["frame_hex"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import clasp_fast
 from clasp_fast import ClaspP2P, Peer
 from clasp_fast.ice import is_loopback
 from clasp_fast.messages import Publish, Set
@@ -26,6 +27,7 @@ from .test_p2p import relay_running, wait_until
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SCRIPT = NODE_DIR / "werift_peer.mjs"
+MODULE = Path(clasp_fast.__file__).resolve().parent / "browser" / "clasp-p2p.js"  # the package under test
 COUNT = 500
 TIMEOUT = 30
 
@@ -83,7 +85,8 @@ async def test_abrupt_disconnected_both_ways_with_werift(werift_role: str) -> No
 
             process = await asyncio.create_subprocess_exec(
                 "node", str(SCRIPT), relay.url, werift_role, p2p.session_id if werift_role == "offer" else "-",
-                str(COUNT), cwd=str(NODE_DIR), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                str(COUNT), cwd=str(NODE_DIR), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, "CLASP_P2P_JS": str(MODULE)})
             try:
                 werift = (await read_event(process, "ready"))["session"]
                 if werift_role == "answer":

@@ -17,8 +17,8 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise PlotUnavailable(
-            "--plot needs matplotlib, which is not installed: pip install 'clasp-fast[plot]' "
-            "(or pip install matplotlib)") from None
+            "--plot needs matplotlib, which is not installed: pip install matplotlib "
+            "(or, in a clone of clasp_fast, pip install -e '.[plot]')") from None
 
 
 def plot_latencies(samples: dict[str, dict[str, list[int]]], report: dict[str, Any], filename: str) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from typing import Any
 
 from .stats import ratio
-from .worker import PATHS
+from .paths import PATHS
 
 __all__ = ["build_report", "render_table", "write_json", "FIGURES", "P2P_PATHS"]
 
@@ -124,8 +125,12 @@ def _mark(passed: bool | None) -> str:
     return "" if passed is None else (" PASS" if passed else " FAIL")
 
 
-def render_table(report: dict[str, Any]) -> str:
-    """The report as a fixed-width table: one column per path, one row per figure."""
+def render_table(report: dict[str, Any], width: int | None = None) -> str:
+    """The report as a fixed-width table: one column per path, one row per figure.
+
+    With ``width``, no line is longer than that: the path columns are split over several tables
+    and the text lines are wrapped.
+    """
     meta = report.get("meta", {})
     paths = [p for p in PATHS if report.get(p) is not None]
     ratios = report.get("ratios", {})
@@ -177,26 +182,69 @@ def render_table(report: dict[str, Any]) -> str:
     for role in ("sender", "receiver", "relay"):
         rows.append(plain_row(f"CPU {role} %", lambda r, role=role: (r.get("cpu") or {}).get(f"{role}_pct"), 0))
 
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
+    header = [
         f"clasp_fast bench: {meta.get('network', '?')}, payload {meta.get('payload_bytes')} B "
         f"(CLASP frame {meta.get('frame_bytes')} B), {meta.get('duration_s')} s per phase",
         f"latency: {meta.get('latency_method', '?')}; ×N = P2P ÷ relay for that figure "
         "(throughput: higher is better; latency, set-up: lower is better)",
     ]
     if meta.get("lan_note"):
-        lines.append(f"note: {meta['lan_note']}")
-    lines.append("")
-    for index, row in enumerate(rows):
-        lines.append("  ".join(cell.rjust(widths[i]) if i else cell.ljust(widths[i]) for i, cell in enumerate(row)))
-        if index == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    for p in paths:
-        if report[p].get("error"):
-            lines.append(f"{p}: FAILED: {report[p]['error']}")
-    lines.append("")
+        header.append(f"note: {meta['lan_note']}")
+    footer = [f"{p}: FAILED: {report[p]['error']}" for p in paths if report[p].get("error")]
     verdict = "PASS" if floors["pass"] else "FAIL"
     judged = floors.get("path")
-    lines.append(f"floors ({judged or 'nothing measured'}: >= {floors['throughput_msgs_per_s']['floor']:,.0f} msg/s, "
-                 f"p99 < {floors['latency_p99_ms']['floor']:g} ms at {rate:,} and {load:,} msg/s): {verdict}")
+    footer.append(f"floors ({judged or 'nothing measured'}: >= {floors['throughput_msgs_per_s']['floor']:,.0f} msg/s, "
+                  f"p99 < {floors['latency_p99_ms']['floor']:g} ms at {rate:,} and {load:,} msg/s): {verdict}")
+
+    lines = _wrap(header, width) + [""]
+    for block in _column_blocks(rows, width):
+        lines.extend(_grid([[row[i] for i in block] for row in rows]))
+        lines.append("")
+    lines.extend(_wrap(footer, width))
     return "\n".join(lines)
+
+
+def _grid(rows: list[list[str]]) -> list[str]:
+    """Rows as aligned columns (the first left-aligned), with a rule under the header row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.rjust(widths[i]) if i else cell.ljust(widths[i])
+                               for i, cell in enumerate(row)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
+def _column_blocks(rows: list[list[str]], width: int | None) -> list[list[int]]:
+    """Column indexes of each table to print: all in one, or as many path columns per table as fit
+    in ``width`` (each table keeps the figure and floor columns)."""
+    count = len(rows[0])
+    all_columns = list(range(count))
+    if width is None:
+        return [all_columns]
+    widths = [max(len(row[i]) for row in rows) for i in range(count)]
+    if sum(widths) + 2 * (count - 1) <= width:
+        return [all_columns]
+    first, last = 0, count - 1
+    fixed = widths[first] + widths[last] + 2
+    blocks: list[list[int]] = []
+    current: list[int] = []
+    used = fixed
+    for column in range(1, last):
+        if current and used + widths[column] + 2 > width:
+            blocks.append(current)
+            current, used = [], fixed
+        current.append(column)
+        used += widths[column] + 2
+    blocks.append(current)
+    return [[first, *block, last] for block in blocks]
+
+
+def _wrap(lines: list[str], width: int | None) -> list[str]:
+    if width is None:
+        return lines
+    wrapped: list[str] = []
+    for line in lines:
+        wrapped.extend(textwrap.wrap(line, width, subsequent_indent="  ") or [""])
+    return wrapped

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from . import lan as lan_module
 from .report import build_report
 from .stats import latency_summary
-from .worker import HEADER_SIZE, PATHS
+from .paths import HEADER_SIZE, PATHS
 
 __all__ = ["BenchConfig", "BenchError", "run_bench", "run_bench_sync", "PATHS"]
 
@@ -74,6 +74,10 @@ class BenchConfig:
             raise ValueError("duration, rate and load rate must be positive")
         if self.relay_url is not None and self.lan:
             raise ValueError("--lan starts its own relay inside a namespace; it cannot use --relay")
+        if self.relay_url is not None:
+            from ..client import validate_url
+
+            validate_url(self.relay_url)  # URLError, a ValueError, says how to write it
 
 
 class Progress:
@@ -273,6 +277,8 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
             run.progress("starting the embedded relay")
             run.relay = await run.spawn("relay", "a", "relay", "--host", run.host["a"])
             run.relay_url = (await run.relay.expect("ready", run.left(30)))["url"]
+        else:
+            await _check_relay(run.relay_url, run.left(10))
         run.progress(f"relay at {run.relay_url}")
         for path in config.paths:
             try:
@@ -310,6 +316,20 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
         "cpu_count": os.cpu_count(),
     }
     return build_report(results, meta, config.floor_msgs_per_s, config.floor_p99_ms)
+
+
+async def _check_relay(url: str, timeout: float) -> None:
+    """Fail once, before any worker starts, when the relay given with ``--relay`` does not answer."""
+    from ..client import ClaspClient
+    from ..errors import ClaspError
+
+    try:
+        client = await ClaspClient.connect(url, name="clasp_fast bench check", reconnect=False,
+                                           connect_timeout=timeout)
+    except ClaspError as exc:
+        raise BenchError(f"no CLASP relay answers at {url} ({getattr(exc, 'reason', exc)}): start one with "
+                         "`python -m clasp_fast relay`, or leave out --relay to use the embedded one") from None
+    await client.close()
 
 
 async def _run_path(run: _Run, path: str) -> dict[str, Any]:

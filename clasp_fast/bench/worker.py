@@ -24,11 +24,10 @@ import sys
 import time
 from typing import Any
 
+from clasp_fast.bench.paths import HEADER_SIZE, PATHS
+
 ADDRESS = "/bench/data"
 PATTERN = "/bench/**"
-HEADER_SIZE = 13  # stamp u64 + phase u8 + sequence u32
-# p2p_stock_sctp: p2p_batched over aiortc's own SCTP (WebRtcConfig(fast_sctp=False)), for comparison.
-PATHS = ("p2p_batched", "p2p_unbatched", "p2p_unreliable", "p2p_stock_sctp", "relay")
 # A send waits while this many bytes are queued: the backlog left when a phase ends stays small.
 SEND_HIGH_WATER = 128 * 1024
 YIELD_EVERY = 64  # full-speed sending lets the event loop run after this many messages

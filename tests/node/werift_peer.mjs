@@ -12,11 +12,15 @@
 //   {"event":"ready","session":...}  {"event":"connected","remoteCandidates":[...]}
 //   {"event":"done","reliable":[values in order],"unreliable":n,"reason":...,"closedBy":...}
 
+import { pathToFileURL } from "node:url";
 import WebSocket from "ws";
 import { RTCPeerConnection } from "werift";
 
 globalThis.WebSocket ??= WebSocket;
-const { RelayConnection, encodeFrame, decodeFrames } = await import("../../clasp_fast/browser/clasp-p2p.js");
+// The module of the clasp_fast under test (the installed one in the wheel stage), as codec_check.mjs does.
+const modulePath = process.env.CLASP_P2P_JS
+  ?? new URL("../../clasp_fast/browser/clasp-p2p.js", import.meta.url).pathname;
+const { RelayConnection, encodeFrame, decodeFrames } = await import(pathToFileURL(modulePath).href);
 
 const [url, role, targetArg, countArg] = process.argv.slice(2);
 const COUNT = Number(countArg ?? 500);

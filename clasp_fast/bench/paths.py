@@ -1,0 +1,14 @@
+"""What the runner and its worker processes agree on: the measured paths and the payload header.
+
+Kept apart from :mod:`clasp_fast.bench.worker` so that importing the package never imports the
+worker, which runs as ``python -m clasp_fast.bench.worker`` (runpy warns when the module it is
+about to run was imported already).
+"""
+
+from __future__ import annotations
+
+__all__ = ["PATHS", "HEADER_SIZE"]
+
+# p2p_stock_sctp: p2p_batched over aiortc's own SCTP (WebRtcConfig(fast_sctp=False)), for comparison.
+PATHS = ("p2p_batched", "p2p_unbatched", "p2p_unreliable", "p2p_stock_sctp", "relay")
+HEADER_SIZE = 13  # stamp u64 + phase u8 + sequence u32
