@@ -896,6 +896,9 @@ export class Peer extends Emitter {
     this._disconnectedSent = false;
     this._lastReceived = 0;
     this._control = null;
+    // DataChannel messages that arrive before the "connection" event handlers had their turn (the
+    // peer may send as soon as its side is open): kept and delivered by _start(), in order.
+    this._held = [];
     const cfg = { iceServers: [], ...(owner.rtcConfig ?? {}) };
     this.pc = new RTCPeerConnection(cfg);
     this.pc.addEventListener("icecandidate", (ev) => this._onLocalCandidate(ev.candidate));
@@ -1038,9 +1041,10 @@ export class Peer extends Emitter {
   }
 
   _onData(ch, data) {
+    this._lastReceived = performance.now();
+    if (this._held !== null) { this._held.push([ch, data]); return; }
     if (typeof data === "string") { this.owner._emit("error", new ClaspDecodeError("text DataChannel message: CLASP travels as binary", 0, "message")); return; }
     const bytes = new Uint8Array(data);
-    this._lastReceived = performance.now();
     ch.messagesReceived++;
     let offset = 0;
     while (offset < bytes.length) {
@@ -1050,6 +1054,14 @@ export class Peer extends Emitter {
       ch.framesReceived++;
       try { this._apply(frame.message); } catch (err) { this.owner._emit("error", err); }
     }
+  }
+
+  /** Start delivering: first what arrived before the connection was handed to the application. */
+  _start() {
+    const held = this._held;
+    if (held === null) return;
+    this._held = null;
+    for (const [ch, data] of held) this._onData(ch, data);
   }
 
   _apply(msg) {
@@ -1301,6 +1313,7 @@ export class Peer extends Emitter {
   }
 
   _finish() {
+    this._start();
     for (const g of this._gets.splice(0)) { clearTimeout(g.timer); g.reject(new ClaspTransportError("connection closed", this.sessionId, "get")); }
     try { this.pc.close(); } catch { /* already closed */ }
     this._rejectConnected(new ClaspTransportError(`closed: ${this.closeReason}`, this.sessionId, "closed"));
@@ -1425,6 +1438,8 @@ export class ClaspP2P extends Emitter {
       if (this._pending.get(sid) === deferred) this._pending.delete(sid);
       this._emit("connection", p);
       deferred.resolve(p);
+      // After the awaiting caller's turn too (it may register handlers right after connectToPeer).
+      setTimeout(() => p._start(), 0);
     }, (err) => {
       // After a glare hand-over the answering side settles the deferred instead.
       if (peer.handedOver) return;
@@ -1574,6 +1589,7 @@ export class ClaspP2P extends Emitter {
     this._emit("peer", peer);
     this._emit("connection", peer);
     if (deferred) { this._pending.delete(from); deferred.resolve(peer); }
+    setTimeout(() => peer._start(), 0);
   }
 
   // Not when a live connection to the offer's sender still answers (the relay may not check "from"),
