@@ -18,6 +18,15 @@ protocol; :class:`FastSctpTransport` replaces the data path of its ``RTCSctpTran
 * chunk overhead (header and padding) counts in the congestion window;
 * :mod:`clasp_fast.fast_path` shortens the receive path below SCTP (``fast_receive``).
 
+What an application sees is aiortc's (and the W3C's): ``bufferedAmount`` still counts a message
+when ``send()`` returns and ``bufferedamountlow`` fires in a later loop iteration; an exception
+from an application's event handler is raised where aiortc raises it, after the rest of its packet
+was handled. What the fast path adds as a receiver (RFC 4960 section 6.2, RFC 8831 section 6.6):
+a message larger than the advertised ``a=max-message-size`` is refused (its fragments are dropped
+as they arrive, an ``error`` event names it, the data channel is closed), DATA beyond the receive
+window or further than a SACK can report ahead of the cumulative TSN is dropped unacknowledged,
+so what a peer can make the receiver hold is bounded.
+
 The seam: :class:`FastPeerConnection` is an ``RTCPeerConnection`` subclass whose SCTP transport is
 turned into a :class:`FastSctpTransport` right after aiortc creates it (aiortc builds it in the
 private ``RTCPeerConnection.__createSctpTransport``; the subclass overrides that one method, calls
@@ -33,6 +42,7 @@ tested with (:data:`TESTED_AIORTC_VERSIONS`): :func:`check_aiortc_version` raise
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from typing import Optional, Union
@@ -46,7 +56,7 @@ from OpenSSL import SSL
 
 from . import fast_path
 from ._build_check import load_extension
-from .errors import DecodeError, TransportError
+from .errors import DecodeError, ProtocolError, TransportError
 
 _sctp = load_extension("_sctp")
 DataChunk = _sctp.DataChunk
@@ -57,6 +67,7 @@ __all__ = [
     "FastSctpTransport",
     "FastPeerConnection",
     "SctpStats",
+    "MAX_TSN_AHEAD",
     "check_aiortc_version",
     "peer_connection_class",
 ]
@@ -76,6 +87,11 @@ MAX_BURST_PACKETS = 8
 #: Cap on the SACK's gap blocks and duplicate TSNs, so one SACK always fits one packet.
 MAX_SACK_GAPS = 200
 MAX_SACK_DUPLICATES = 16
+#: DATA further than this ahead of the cumulative TSN is dropped unacknowledged (the sender
+#: resends it): no SACK gap block can report it, and it bounds the out-of-order bookkeeping.
+MAX_TSN_AHEAD = 0xFFFF
+
+logger = logging.getLogger(__name__)
 
 _CHUNK_SACK = _sctp.CHUNK_SACK
 _CHUNK_FORWARD_TSN = _sctp.CHUNK_FORWARD_TSN
@@ -100,7 +116,11 @@ def check_aiortc_version(version: str | None = None) -> None:
 
 
 class SctpStats:
-    """Packet counters of one :class:`FastSctpTransport`."""
+    """Packet counters of one :class:`FastSctpTransport`.
+
+    ``data_chunks_dropped``: DATA not accepted (receive window used up, or too far ahead; the
+    sender resends it). ``messages_refused``: messages over the advertised maximum message size.
+    """
 
     __slots__ = (
         "packets_sent",
@@ -111,6 +131,8 @@ class SctpStats:
         "sacks_sent",
         "sacks_bundled",
         "malformed_packets",
+        "data_chunks_dropped",
+        "messages_refused",
     )
 
     def __init__(self) -> None:
@@ -166,6 +188,16 @@ class FastSctpTransport(RTCSctpTransport):
         self._sack_handle: Optional[asyncio.Handle] = None
         self._packets_since_sack = 0
         self._retransmit_scan = False
+        self._in_sack_handling = False
+        # Receiver limits: the advertised maximum message size and aiortc's initial a_rwnd.
+        self._max_receive_size = self.getCapabilities().maxMessageSize
+        self._receive_window = self._advertised_rwnd
+        # Per stream: bytes of the message whose fragments end the reassembly list (a lower bound
+        # of its size), and the last fragment of a refused message whose rest is being dropped.
+        self._tail_message_bytes: dict[int, int] = {}
+        self._refused_tails: dict[int, DataChunk] = {}
+        # Exceptions raised by application event handlers while a packet is handled.
+        self._handler_errors: list[Exception] = []
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -201,34 +233,47 @@ class FastSctpTransport(RTCSctpTransport):
 
         with_data = False
         urgent = False
+        errors = self._handler_errors
         for chunk in chunks:
-            if type(chunk) is DataChunk:
-                with_data = True
-                await self._receive_data_chunk(chunk)
-            elif chunk[0] == _CHUNK_SACK:
-                await self._receive_sack(chunk)
-            elif chunk[0] == _CHUNK_FORWARD_TSN:
-                forward = _aio.ForwardTsnChunk()
-                forward.cumulative_tsn = chunk[1]
-                forward.streams = chunk[2]
-                await self._receive_forward_tsn_chunk(forward)
-                urgent = True
-            elif chunk[0] == _CHUNK_ABORT:
-                # aiortc's own receive path reaches SCTP one loop iteration after the datagram;
-                # the ABORT keeps that timing, so that what arrived just before it on another path
-                # (e.g. a "disconnected" signal) is seen before every channel closes.
-                self._loop.call_soon(self._abort_received, _aio.AbortChunk(flags=chunk[1], body=chunk[2]))
-            else:
-                cls = _aio.CHUNK_TYPES.get(chunk[0])
-                if cls is not None:
-                    await self._receive_chunk(cls(flags=chunk[1], body=chunk[2]))
+            try:
+                if type(chunk) is DataChunk:
+                    with_data = True
+                    await self._receive_data_chunk(chunk)
+                elif chunk[0] == _CHUNK_SACK:
+                    await self._receive_sack(chunk)
+                elif chunk[0] == _CHUNK_FORWARD_TSN:
+                    urgent = True
+                    forward = _aio.ForwardTsnChunk()
+                    forward.cumulative_tsn = chunk[1]
+                    forward.streams = chunk[2]
+                    await self._receive_forward_tsn_chunk(forward)
+                elif chunk[0] == _CHUNK_ABORT:
+                    # aiortc's own receive path reaches SCTP one loop iteration after the datagram;
+                    # the ABORT keeps that timing, so that what arrived just before it on another path
+                    # (e.g. a "disconnected" signal) is seen before every channel closes.
+                    self._loop.call_soon(self._abort_received, _aio.AbortChunk(flags=chunk[1], body=chunk[2]))
+                else:
+                    cls = _aio.CHUNK_TYPES.get(chunk[0])
+                    if cls is not None:
+                        await self._receive_chunk(cls(flags=chunk[1], body=chunk[2]))
+            except Exception as error:  # an application's event handler (or the DTLS layer) raised
+                errors.append(error)
 
         if self._sack_needed:
             self._packets_since_sack += with_data
             if urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
-                await self._send_sack()
+                try:
+                    await self._send_sack()
+                except ConnectionError as error:
+                    errors.append(error)
             elif self._sack_handle is None:
                 self._sack_handle = self._loop.call_soon(self._sack_due, 1)
+        if errors:
+            # Raised where aiortc raises it (its DTLS receive loop ends), once the whole packet,
+            # every other message in it included, was handled.
+            error = errors[0]
+            errors.clear()
+            raise error
 
     def _abort_received(self, chunk) -> None:
         if self._association_state != _CLOSED:
@@ -245,53 +290,195 @@ class FastSctpTransport(RTCSctpTransport):
             fast_path.run_now(self._send_sack(), self._loop)
 
     def _mark_received(self, tsn: int) -> bool:
-        if self._last_received_tsn is None:
+        """Record a DATA chunk's TSN; True when the chunk is not to be processed (as aiortc's)."""
+        last = self._last_received_tsn
+        if last is None:
             return True  # DATA before the association's INIT: nothing to deliver it against
-        # In-order arrival with no gap outstanding: the common case, in constant time.
-        if not self._sack_misordered and tsn == _tsn_add(self._last_received_tsn, 1):
-            self._last_received_tsn = tsn
+        misordered = self._sack_misordered
+        offset = (tsn - last) & 0xFFFFFFFF
+        if offset == 1 and not misordered:
+            self._last_received_tsn = tsn  # in order with no gap outstanding: the common case
             return False
-        return super()._mark_received(tsn)
+        if offset == 0 or offset >= 0x80000000 or tsn in misordered:
+            self._sack_duplicates.append(tsn)
+            return True
+        if offset > MAX_TSN_AHEAD:
+            self.stats.data_chunks_dropped += 1
+            return True
+        misordered.add(tsn)
+        if offset == 1:
+            # The gap closed: move the cumulative TSN over every TSN received after it.
+            while tsn in misordered:
+                misordered.discard(tsn)
+                last = tsn
+                tsn = (tsn + 1) & 0xFFFFFFFF
+            self._last_received_tsn = last
+        if self._sack_duplicates:
+            self._sack_duplicates = [t for t in self._sack_duplicates if not _tsn_gte(last, t)]
+        return False
+
+    def _may_hold(self, chunk) -> bool:
+        """Whether a chunk that waits for reassembly fits although the receive window is used up.
+
+        RFC 4960 section 6.2: only the chunk that moves the cumulative TSN is taken (so a peer that
+        respects the window always makes progress), and not even that one beyond twice the window,
+        which only a peer that ignores the window and breaks stream ordering reaches.
+        """
+        last = self._last_received_tsn
+        if last is None:
+            return True
+        held = self._receive_window - self._advertised_rwnd + len(chunk.user_data)
+        return chunk.tsn == _tsn_add(last, 1) and held <= 2 * self._receive_window
 
     async def _receive_data_chunk(self, chunk) -> None:
         self._sack_needed = True
         self.stats.data_chunks_received += 1
+        stream_id = chunk.stream_id
+        stream = self._inbound_streams.get(stream_id)
+        if stream is None:
+            stream = self._get_inbound_stream(stream_id)
+        flags = chunk.flags
+        # A whole message with nothing waiting for reassembly on its stream goes straight up.
+        whole = (
+            (flags & _FIRST_LAST) == _FIRST_LAST
+            and not stream.reassembly
+            and (flags & _UNORDERED or chunk.stream_seq == stream.sequence_number)
+        )
+        if not whole and self._advertised_rwnd < len(chunk.user_data) and not self._may_hold(chunk):
+            self.stats.data_chunks_dropped += 1
+            return
         if self._mark_received(chunk.tsn):
             return
 
-        stream = self._inbound_streams.get(chunk.stream_id)
-        if stream is None:
-            stream = self._get_inbound_stream(chunk.stream_id)
-
-        # A whole message with nothing waiting for reassembly on its stream goes straight up.
-        if (chunk.flags & _FIRST_LAST) == _FIRST_LAST and not stream.reassembly:
-            if chunk.flags & _UNORDERED:
-                await self._receive(chunk.stream_id, chunk.protocol, chunk.user_data)
-                if self._reconfig_deferred is not None:
-                    await self._reset_deferred_streams()
-                return
-            if chunk.stream_seq == stream.sequence_number:
+        if whole:
+            if not flags & _UNORDERED:
                 stream.sequence_number = (stream.sequence_number + 1) & 0xFFFF
-                await self._receive(chunk.stream_id, chunk.protocol, chunk.user_data)
-                if self._reconfig_deferred is not None:
-                    await self._reset_deferred_streams()
-                return
+            await self._receive(stream_id, chunk.protocol, chunk.user_data)
+        elif stream_id in self._refused_tails and await self._drop_refused_fragment(stream, chunk):
+            pass
+        else:
+            await self._reassemble(stream, chunk)
+        if self._reconfig_deferred is not None:
+            await self._reset_deferred_streams()
 
+    async def _reassemble(self, stream, chunk) -> None:
+        stream_id = chunk.stream_id
         reassembly = stream.reassembly
-        at_end = not reassembly or ((chunk.tsn - reassembly[-1].tsn) & 0xFFFFFFFF) < 0x80000000
+        size = len(chunk.user_data)
+        previous = reassembly[-1] if reassembly else None
+        at_end = previous is None or _tsn_gte(chunk.tsn, previous.tsn)
         stream.add_chunk(chunk)
-        self._advertised_rwnd -= len(chunk.user_data)
-        # A fragment appended after every other one that is not a message's last cannot complete
-        # anything: skip aiortc's scan of the whole reassembly list (quadratic in fragments).
-        if at_end and not chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
-            if self._reconfig_deferred is not None:
-                await self._reset_deferred_streams()
-            return
+        self._advertised_rwnd -= size
+        if at_end:
+            # Bytes of the message ending the list, counted over fragments with consecutive TSNs
+            # (a lower bound of its size): a message beyond the maximum is refused as it grows.
+            if (
+                previous is not None
+                and chunk.tsn == _tsn_add(previous.tsn, 1)
+                and not previous.flags & _aio.SCTP_DATA_LAST_FRAG
+                and not chunk.flags & _aio.SCTP_DATA_FIRST_FRAG
+            ):
+                size += self._tail_message_bytes.get(stream_id, 0)
+            self._tail_message_bytes[stream_id] = size
+            if size > self._max_receive_size:
+                await self._refuse_tail(stream, chunk)
+                return
+            # A fragment appended after every other one that is not a message's last cannot complete
+            # anything: skip aiortc's scan of the whole reassembly list (quadratic in fragments).
+            if not chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+                return
         for message in stream.pop_messages():
             self._advertised_rwnd += len(message[2])
             await self._receive(*message)
-        if self._reconfig_deferred is not None:
-            await self._reset_deferred_streams()
+
+    async def _refuse_tail(self, stream, chunk) -> None:
+        """Refuse the message being reassembled at the end of ``stream``'s list (too large)."""
+        reassembly = stream.reassembly
+        if chunk.flags & _UNORDERED:
+            # The run of consecutive TSNs that ends the list, back to the message's first fragment.
+            keep = len(reassembly) - 1
+            while (
+                keep > 0
+                and not reassembly[keep].flags & _aio.SCTP_DATA_FIRST_FRAG
+                and reassembly[keep - 1].tsn == _tsn_add(reassembly[keep].tsn, -1)
+                and not reassembly[keep - 1].flags & _aio.SCTP_DATA_LAST_FRAG
+            ):
+                keep -= 1
+            kept, dropped = reassembly[:keep], reassembly[keep:]
+        else:
+            # Every fragment of an ordered message carries its stream sequence number.
+            kept, dropped = [], []
+            for c in reassembly:
+                same = not c.flags & _UNORDERED and c.stream_seq == chunk.stream_seq
+                (dropped if same else kept).append(c)
+        stream.reassembly = kept
+        self._advertised_rwnd += sum(len(c.user_data) for c in dropped)
+        self._tail_message_bytes.pop(chunk.stream_id, None)
+        self._refuse_message(chunk.stream_id, None)
+        if any(c.flags & _aio.SCTP_DATA_LAST_FRAG for c in dropped):
+            await self._end_refused_message(stream, chunk)
+        else:
+            self._refused_tails[chunk.stream_id] = chunk
+
+    async def _drop_refused_fragment(self, stream, chunk) -> bool:
+        """Drop ``chunk`` if it belongs to the refused message whose rest is still arriving."""
+        tail = self._refused_tails[chunk.stream_id]
+        if chunk.flags & _aio.SCTP_DATA_FIRST_FRAG or (chunk.flags & _UNORDERED) != (tail.flags & _UNORDERED):
+            return False
+        if chunk.flags & _UNORDERED:
+            if chunk.tsn != _tsn_add(tail.tsn, 1):
+                return False
+        elif chunk.stream_seq != tail.stream_seq:
+            return False
+        if chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+            del self._refused_tails[chunk.stream_id]
+            await self._end_refused_message(stream, chunk)
+        else:
+            self._refused_tails[chunk.stream_id] = chunk
+        return True
+
+    async def _end_refused_message(self, stream, chunk) -> None:
+        # An ordered stream moves past the refused message, as if it had been delivered.
+        if not chunk.flags & _UNORDERED and chunk.stream_seq == stream.sequence_number:
+            stream.sequence_number = (stream.sequence_number + 1) & 0xFFFF
+            for message in stream.pop_messages():
+                self._advertised_rwnd += len(message[2])
+                await self._receive(*message)
+
+    def _refuse_message(self, stream_id: int, size: Optional[int]) -> None:
+        """Report a message over the advertised maximum size and close its data channel.
+
+        RFC 8831 section 6.6: a receiver that detects an error in a received message should close
+        the data channel. The channel gets an ``error`` event first (the W3C's order), else the
+        error is logged.
+        """
+        self.stats.messages_refused += 1
+        channel = self._data_channels.get(stream_id)
+        label = repr(channel.label) if channel is not None else "(none)"
+        amount = f"{size} bytes" if size is not None else f"more than {self._max_receive_size} bytes"
+        error = ProtocolError(
+            f"DataChannel {label} (SCTP stream {stream_id}): refused a message of {amount}, over the "
+            f"advertised maximum message size of {self._max_receive_size} bytes; closing the channel"
+        )
+        if channel is not None and channel.listeners("error"):
+            try:
+                channel.emit("error", error)
+            except Exception as handler_error:
+                self._handler_errors.append(handler_error)
+        else:
+            logger.warning("%s", error)
+        if channel is not None:
+            self._data_channel_close(channel)
+
+    async def _receive(self, stream_id: int, pp_id: int, data: bytes) -> None:
+        if len(data) > self._max_receive_size:
+            self._refuse_message(stream_id, len(data))
+            return
+        try:
+            await self._data_channel_receive(stream_id, pp_id, data)
+        except Exception as error:
+            # An application's event handler raised: the packet's other messages come first.
+            self._handler_errors.append(error)
 
     async def _receive_sack(self, parsed: tuple) -> None:
         _, cumulative, rwnd, gaps, duplicates = parsed
@@ -345,6 +532,15 @@ class FastSctpTransport(RTCSctpTransport):
             await self._data_channel_flush()
         elif self._outbound_queue or self._retransmit_scan or self._forward_tsn_chunk is not None:
             await self._transmit()
+
+    async def _receive_sack_chunk(self, chunk) -> None:
+        # aiortc's handler flushes the data channel queue and then transmits: one transmit
+        # opportunity (one burst) per SACK, so the flush does not transmit on its own.
+        self._in_sack_handling = True
+        try:
+            await super()._receive_sack_chunk(chunk)
+        finally:
+            self._in_sack_handling = False
 
     async def _send_sack(self) -> None:
         await self._send_packet(self._take_sack(), [])
@@ -410,7 +606,7 @@ class FastSctpTransport(RTCSctpTransport):
         ):
             # Nothing in flight or queued: this message leaves now. Messages sent while it is
             # unacknowledged are bundled at the end of the loop iteration.
-            fast_path.run_now(self._data_channel_flush(), self._loop)
+            fast_path.run_now(self._data_channel_flush(inside_send=True), self._loop)
         else:
             self._schedule_flush()
 
@@ -423,9 +619,16 @@ class FastSctpTransport(RTCSctpTransport):
         if self._association_state == _ESTABLISHED:
             fast_path.run_now(self._data_channel_flush(), self._loop)
 
-    async def _data_channel_flush(self) -> None:
+    async def _data_channel_flush(self, inside_send: bool = False) -> None:
+        """Move queued messages to the outbound queue as the window allows, and transmit.
+
+        ``inside_send``: called from ``RTCDataChannel.send()``; ``bufferedAmount`` then goes down
+        (and ``bufferedamountlow`` fires) in the next loop iteration, after ``send()`` returned,
+        as the W3C specifies and aiortc does.
+        """
         if self._association_state != _ESTABLISHED:
             return
+        released: list[tuple[RTCDataChannel, int]] = []
         queue = self._data_channel_queue
         while queue and self._outbound_bytes < max(0, self._cwnd - self._flight_size) + USER_DATA_MAX:
             channel, protocol, user_data = queue.popleft()
@@ -442,9 +645,24 @@ class FastSctpTransport(RTCSctpTransport):
                 life = channel.maxPacketLifeTime
                 expiry = time.time() + life / 1000 if life else None
                 self._enqueue(stream_id, protocol, user_data, expiry, channel.maxRetransmits, channel.ordered)
-                channel._addBufferedAmount(-len(user_data))
-        await self._transmit()
+                if inside_send:
+                    released.append((channel, len(user_data)))
+                else:
+                    channel._addBufferedAmount(-len(user_data))
+        if released:
+            self._loop.call_soon(self._release_buffered, released)
+        if not self._in_sack_handling:
+            await self._transmit()
         await self._transmit_reconfig()
+
+    def _release_buffered(self, released: list) -> None:
+        for channel, amount in released:
+            try:
+                channel._addBufferedAmount(-amount)
+            except Exception as error:  # a "bufferedamountlow" handler raised
+                self._loop.call_exception_handler(
+                    {"message": "bufferedamountlow handler failed", "exception": error}
+                )
 
     async def _send(
         self,
