@@ -100,6 +100,9 @@ cdef class Batcher:
         return out
 
 
+cdef object _DecodeError = None  # clasp_fast.errors.DecodeError, imported on first use
+
+
 cdef Py_ssize_t collect_frames(const unsigned char* data, Py_ssize_t length, Py_ssize_t pos,
                                Py_ssize_t max_frames, list messages, list problems) except -2:
     """Decode frames from data[pos:length] into `messages`, malformed ones into `problems`.
@@ -112,23 +115,31 @@ cdef Py_ssize_t collect_frames(const unsigned char* data, Py_ssize_t length, Py_
     cdef FrameHead h
     cdef Reader r
     cdef Py_ssize_t done = 0
-    from clasp_fast.errors import DecodeError
+    cdef bint in_payload = False
+    global _DecodeError
+    if _DecodeError is None:
+        from clasp_fast.errors import DecodeError
+        _DecodeError = DecodeError
     while pos < length and done != max_frames:
-        done += 1
+        # One try block around the walk (entering one costs time): an error leaves the inner
+        # loop, is recorded, and the walk goes on after that frame.
         try:
-            parse_header(data + pos, length - pos, pos, &h)
-        except DecodeError as e:
+            while pos < length and done != max_frames:
+                in_payload = False
+                parse_header(data + pos, length - pos, pos, &h)
+                done += 1
+                r.data = data + pos
+                r.pos = h.header
+                r.end = h.header + h.payload_len
+                r.base = pos
+                in_payload = True
+                messages.append(decode_payload(&r, 0))
+                pos += h.header + h.payload_len
+        except _DecodeError as e:
             problems.append(e)
-            return length
-        r.data = data + pos
-        r.pos = h.header
-        r.end = h.header + h.payload_len
-        r.base = pos
-        try:
-            messages.append(decode_payload(&r, 0))
-        except DecodeError as e:
-            problems.append(e)
-        pos += h.header + h.payload_len
+            if not in_payload:
+                return length
+            pos += h.header + h.payload_len
     return pos
 
 
@@ -156,12 +167,15 @@ def frame_count(data) -> int:
     cdef _Input src = _Input()
     cdef Py_ssize_t pos = 0
     cdef Py_ssize_t count = 0
-    cdef Py_ssize_t header
+    cdef Py_ssize_t header, payload
     src.open(data)
     while pos < src.length:
         count += 1
         if src.data[pos] != MAGIC or src.length - pos < 4:
             break
         header = 12 if src.data[pos + 1] & FLAG_TIMESTAMP else 4
-        pos += header + ((<Py_ssize_t>src.data[pos + 2] << 8) | src.data[pos + 3])
+        payload = (<Py_ssize_t>src.data[pos + 2] << 8) | src.data[pos + 3]
+        if payload == 0:
+            break  # an empty payload is a broken header too
+        pos += header + payload
     return count

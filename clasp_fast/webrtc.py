@@ -237,7 +237,9 @@ class Delivery(NamedTuple):
     size: int
 
 
-_current_delivery: ContextVar[Delivery | None] = ContextVar("clasp_fast_current_delivery", default=None)
+# The fields of the Delivery being handled, as a plain tuple: a Delivery is made only when asked for.
+_DeliveryFields = tuple
+_current_delivery: ContextVar[_DeliveryFields | None] = ContextVar("clasp_fast_current_delivery", default=None)
 
 
 def current_delivery() -> Delivery | None:
@@ -246,7 +248,8 @@ def current_delivery() -> Delivery | None:
     Valid inside message callbacks (``WebRtcReceiver.on_message``, ``Peer.on``, ``ClaspP2P.on``,
     the hybrid client's) and in tasks they start (a context variable).
     """
-    return _current_delivery.get()
+    fields = _current_delivery.get()
+    return None if fields is None else Delivery._make(fields)
 
 
 class _Channel:
@@ -261,8 +264,8 @@ class _Channel:
         self.drained = asyncio.Event()
         self.drained.set()
         self.opened = asyncio.Event()
-        # Received messages still being decoded slice by slice: (data, next offset, Delivery).
-        self.backlog: deque[tuple[bytes, int, Delivery | None]] = deque()
+        # Received messages still being decoded slice by slice: (data, next offset, delivery fields).
+        self.backlog: deque[tuple[bytes, int, _DeliveryFields | None]] = deque()
         self.backlog_bytes = 0
         if dc.readyState == "open":
             self.opened.set()
@@ -449,7 +452,7 @@ class WebRtcReceiver:
         """Call ``callback(error)`` for each malformed frame or message received."""
         self._error_callbacks.append(callback)
 
-    def _deliver(self, messages: list, delivery: Delivery) -> None:
+    def _deliver(self, messages: list, delivery: _DeliveryFields) -> None:
         callback = self._callback
         if callback is not None:
             token = _current_delivery.set(delivery)
@@ -487,7 +490,7 @@ class WebRtcReceiver:
             self._ended = True
             self._queue.put_nowait(_END)
 
-    async def _next(self) -> tuple[object, Delivery] | object:
+    async def _next(self) -> tuple[object, _DeliveryFields] | object:
         item = await self._queue.get()
         if item is _END:
             self._queue.put_nowait(_END)
@@ -515,7 +518,7 @@ class WebRtcReceiver:
             item = await self._next()
             if item is _END:
                 return
-            yield item  # type: ignore[misc]
+            yield item[0], Delivery._make(item[1])  # type: ignore[index]
 
 
 def _candidate_json(candidate, ufrag: str | None) -> str:
@@ -1102,12 +1105,14 @@ class WebRtcTransport:
             ch.backlog_bytes += len(data) - end
             self._loop.call_soon(self._continue_backlog, ch)
 
-    def _decode_slice(self, ch: _Channel, data: bytes, start: int, delivery: Delivery | None) -> tuple[int, Delivery]:
+    def _decode_slice(
+        self, ch: _Channel, data: bytes, start: int, delivery: _DeliveryFields | None
+    ) -> tuple[int, _DeliveryFields]:
         """Decode and deliver the next RECEIVE_SLICE_FRAMES frames of ``data``; the offset after them."""
         messages, errors, end = decode_slice(data, start, RECEIVE_SLICE_FRAMES)
         if delivery is None:
-            frames = len(messages) + len(errors) if end == len(data) else frame_count(data)
-            delivery = Delivery(self.peer, ch.spec.label, frames, len(data))
+            size = len(data)
+            delivery = (self.peer, ch.spec.label, len(messages) + len(errors) if end == size else frame_count(data), size)
         self._counters["messages_received"] += len(messages)
         if messages:
             self.receiver._deliver(messages, delivery)
