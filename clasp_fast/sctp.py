@@ -155,6 +155,25 @@ def _tsn_gte(a: int, b: int) -> bool:
     return ((a - b) & 0xFFFFFFFF) < 0x80000000
 
 
+def _continues(previous, chunk) -> bool:
+    """Whether ``chunk`` is the next fragment of the message ``previous`` belongs to."""
+    return (
+        chunk.tsn == (previous.tsn + 1) & 0xFFFFFFFF
+        and not previous.flags & _aio.SCTP_DATA_LAST_FRAG
+        and not chunk.flags & _aio.SCTP_DATA_FIRST_FRAG
+    )
+
+
+def _run_around(reassembly: list, index: int) -> tuple[int, int]:
+    """First and last index of the fragments of one message, consecutive in TSN, around ``index``."""
+    first = last = index
+    while first > 0 and _continues(reassembly[first - 1], reassembly[first]):
+        first -= 1
+    while last + 1 < len(reassembly) and _continues(reassembly[last], reassembly[last + 1]):
+        last += 1
+    return first, last
+
+
 class FastSctpTransport(RTCSctpTransport):
     """aiortc's SCTP transport with a bundling, SACK-delaying, compiled data path.
 
@@ -192,10 +211,11 @@ class FastSctpTransport(RTCSctpTransport):
         # Receiver limits: the advertised maximum message size and aiortc's initial a_rwnd.
         self._max_receive_size = self.getCapabilities().maxMessageSize
         self._receive_window = self._advertised_rwnd
-        # Per stream: bytes of the message whose fragments end the reassembly list (a lower bound
-        # of its size), and the last fragment of a refused message whose rest is being dropped.
-        self._tail_message_bytes: dict[int, int] = {}
-        self._refused_tails: dict[int, DataChunk] = {}
+        # Per stream id: (TSN, bytes) of the message whose fragments end the reassembly list, counted
+        # up to that TSN (a lower bound of its size); and (stream, last fragment) of a refused message
+        # whose fragments are being dropped (the stream object changes when the stream is reset).
+        self._tail_message_bytes: dict[int, tuple[int, int]] = {}
+        self._refused: dict[int, tuple[object, DataChunk]] = {}
         # Exceptions raised by application event handlers while a packet is handled.
         self._handler_errors: list[Exception] = []
 
@@ -354,7 +374,7 @@ class FastSctpTransport(RTCSctpTransport):
             if not flags & _UNORDERED:
                 stream.sequence_number = (stream.sequence_number + 1) & 0xFFFF
             await self._receive(stream_id, chunk.protocol, chunk.user_data)
-        elif stream_id in self._refused_tails and await self._drop_refused_fragment(stream, chunk):
+        elif stream_id in self._refused and await self._drop_refused_fragment(stream, chunk):
             pass
         else:
             await self._reassemble(stream, chunk)
@@ -369,81 +389,106 @@ class FastSctpTransport(RTCSctpTransport):
         at_end = previous is None or _tsn_gte(chunk.tsn, previous.tsn)
         stream.add_chunk(chunk)
         self._advertised_rwnd -= size
+        # A message's fragments have consecutive TSNs: the bytes of the run of fragments a chunk
+        # joins are a lower bound of its message's size, and a message beyond the maximum is
+        # refused as it grows (RFC 9260 section 6.9).
         if at_end:
-            # Bytes of the message ending the list, counted over fragments with consecutive TSNs
-            # (a lower bound of its size): a message beyond the maximum is refused as it grows.
-            if (
-                previous is not None
-                and chunk.tsn == _tsn_add(previous.tsn, 1)
-                and not previous.flags & _aio.SCTP_DATA_LAST_FRAG
-                and not chunk.flags & _aio.SCTP_DATA_FIRST_FRAG
-            ):
-                size += self._tail_message_bytes.get(stream_id, 0)
-            self._tail_message_bytes[stream_id] = size
-            if size > self._max_receive_size:
-                await self._refuse_tail(stream, chunk)
-                return
-            # A fragment appended after every other one that is not a message's last cannot complete
-            # anything: skip aiortc's scan of the whole reassembly list (quadratic in fragments).
-            if not chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
-                return
+            # Appended: counted from the run it continues, in constant time.
+            if previous is not None and _continues(previous, chunk):
+                counted_tsn, counted = self._tail_message_bytes.get(stream_id, (None, 0))
+                if counted_tsn == previous.tsn:
+                    size += counted
+        else:
+            # It filled a gap: count the run it joined (rare: after loss or reordering).
+            first, last = _run_around(reassembly, reassembly.index(chunk))
+            size = sum(len(c.user_data) for c in reassembly[first : last + 1])
+            at_end = last == len(reassembly) - 1
+        if at_end:
+            self._tail_message_bytes[stream_id] = (reassembly[-1].tsn, size)
+        if size > self._max_receive_size:
+            await self._refuse(stream, chunk)
+            return
+        # A fragment appended after every other one that is not a message's last cannot complete
+        # anything: skip aiortc's scan of the whole reassembly list (quadratic in fragments).
+        if reassembly[-1] is chunk and not chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+            return
         for message in stream.pop_messages():
             self._advertised_rwnd += len(message[2])
             await self._receive(*message)
 
-    async def _refuse_tail(self, stream, chunk) -> None:
-        """Refuse the message being reassembled at the end of ``stream``'s list (too large)."""
+    async def _refuse(self, stream, chunk) -> None:
+        """Refuse the too large message ``chunk`` belongs to: drop its fragments, now and later."""
         reassembly = stream.reassembly
         if chunk.flags & _UNORDERED:
-            # The run of consecutive TSNs that ends the list, back to the message's first fragment.
-            keep = len(reassembly) - 1
-            while (
-                keep > 0
-                and not reassembly[keep].flags & _aio.SCTP_DATA_FIRST_FRAG
-                and reassembly[keep - 1].tsn == _tsn_add(reassembly[keep].tsn, -1)
-                and not reassembly[keep - 1].flags & _aio.SCTP_DATA_LAST_FRAG
-            ):
-                keep -= 1
-            kept, dropped = reassembly[:keep], reassembly[keep:]
+            first, last = _run_around(reassembly, reassembly.index(chunk))
+            dropped = reassembly[first : last + 1]
+            stream.reassembly = reassembly[:first] + reassembly[last + 1 :]
+            tail = dropped[-1]
         else:
             # Every fragment of an ordered message carries its stream sequence number.
             kept, dropped = [], []
             for c in reassembly:
-                same = not c.flags & _UNORDERED and c.stream_seq == chunk.stream_seq
-                (dropped if same else kept).append(c)
-        stream.reassembly = kept
+                (dropped if not c.flags & _UNORDERED and c.stream_seq == chunk.stream_seq else kept).append(c)
+            stream.reassembly = kept
+            tail = chunk
         self._advertised_rwnd += sum(len(c.user_data) for c in dropped)
         self._tail_message_bytes.pop(chunk.stream_id, None)
         self._refuse_message(chunk.stream_id, None)
+        self._refused[chunk.stream_id] = (stream, tail)
         if any(c.flags & _aio.SCTP_DATA_LAST_FRAG for c in dropped):
-            await self._end_refused_message(stream, chunk)
-        else:
-            self._refused_tails[chunk.stream_id] = chunk
+            await self._end_refused_message(stream, tail)
 
     async def _drop_refused_fragment(self, stream, chunk) -> bool:
-        """Drop ``chunk`` if it belongs to the refused message whose rest is still arriving."""
-        tail = self._refused_tails[chunk.stream_id]
-        if chunk.flags & _aio.SCTP_DATA_FIRST_FRAG or (chunk.flags & _UNORDERED) != (tail.flags & _UNORDERED):
+        """Drop ``chunk`` if it belongs to a refused message; True when dropped."""
+        refused_stream, tail = self._refused[chunk.stream_id]
+        if refused_stream is not stream:
+            del self._refused[chunk.stream_id]  # the stream was reset since
             return False
-        if chunk.flags & _UNORDERED:
-            if chunk.tsn != _tsn_add(tail.tsn, 1):
-                return False
-        elif chunk.stream_seq != tail.stream_seq:
+        if (chunk.flags & _UNORDERED) != (tail.flags & _UNORDERED):
             return False
-        if chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
-            del self._refused_tails[chunk.stream_id]
-            await self._end_refused_message(stream, chunk)
-        else:
-            self._refused_tails[chunk.stream_id] = chunk
-        return True
+        if not chunk.flags & _UNORDERED:
+            if chunk.stream_seq != tail.stream_seq:
+                return False  # an ordered message's fragments, late ones included, carry its number
+            if chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+                await self._end_refused_message(stream, chunk)
+            return True
+        if not _continues(tail, chunk):
+            return False
+        # An unordered message's fragments: consecutive TSNs after the last one dropped, including
+        # any that arrived earlier, after a gap this chunk fills.
+        while True:
+            if chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+                await self._end_refused_message(stream, chunk)
+                return True
+            self._refused[chunk.stream_id] = (stream, chunk)
+            following = next((c for c in stream.reassembly if _continues(chunk, c)), None)
+            if following is None:
+                return True
+            stream.reassembly.remove(following)
+            self._advertised_rwnd += len(following.user_data)
+            chunk = following
 
     async def _end_refused_message(self, stream, chunk) -> None:
-        # An ordered stream moves past the refused message, as if it had been delivered.
-        if not chunk.flags & _UNORDERED and chunk.stream_seq == stream.sequence_number:
+        """Every fragment of a refused message arrived: its stream moves on as if it was delivered."""
+        if chunk.flags & _UNORDERED:
+            del self._refused[chunk.stream_id]
+        elif chunk.stream_seq == stream.sequence_number:
             stream.sequence_number = (stream.sequence_number + 1) & 0xFFFF
             for message in stream.pop_messages():
                 self._advertised_rwnd += len(message[2])
                 await self._receive(*message)
+
+    async def _reset_deferred_streams(self) -> None:
+        request = self._reconfig_deferred
+        if request is not None and _tsn_gte(self._last_received_tsn, request.last_tsn):
+            # aiortc drops the streams' reassembly lists: give their bytes back to the window.
+            for stream_id in request.streams:
+                stream = self._inbound_streams.get(stream_id)
+                if stream is not None:
+                    self._advertised_rwnd += sum(len(c.user_data) for c in stream.reassembly)
+                self._tail_message_bytes.pop(stream_id, None)
+                self._refused.pop(stream_id, None)
+        await super()._reset_deferred_streams()
 
     def _refuse_message(self, stream_id: int, size: Optional[int]) -> None:
         """Report a message over the advertised maximum size and close its data channel.
@@ -457,8 +502,8 @@ class FastSctpTransport(RTCSctpTransport):
         label = repr(channel.label) if channel is not None else "(none)"
         amount = f"{size} bytes" if size is not None else f"more than {self._max_receive_size} bytes"
         error = ProtocolError(
-            f"DataChannel {label} (SCTP stream {stream_id}): refused a message of {amount}, over the "
-            f"advertised maximum message size of {self._max_receive_size} bytes; closing the channel"
+            f"DataChannel {label} (SCTP stream {stream_id}): refused a message of {amount}; the "
+            f"advertised maximum message size is {self._max_receive_size} bytes (the channel is closed)"
         )
         if channel is not None and channel.listeners("error"):
             try:
