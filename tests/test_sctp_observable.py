@@ -14,16 +14,9 @@ from clasp_fast import _sctp, sctp
 from clasp_fast.messages import Set
 from clasp_fast.webrtc import RELIABLE_LABEL
 
-from tests.sctp_pair import close_pair, connect_pair
+from tests.sctp_pair import close_pair, connect_pair, wait_until
 from tests.test_webrtc import connected
 
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])

@@ -20,17 +20,11 @@ from clasp_fast.webrtc import (
     current_delivery,
 )
 
+from tests.sctp_pair import wait_until
 from tests.test_webrtc import connected
 
 HUGE_BATCH = 14_000  # frames of 18 bytes: 252,000 bytes, just under the 262,144-byte maximum
 
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def huge_batch(start: int = 0, count: int = HUGE_BATCH) -> bytes:
