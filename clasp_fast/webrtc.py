@@ -91,8 +91,8 @@ LOCAL_FEATURES = ("batch", "keepalive")
 #: rest of a larger batch follows in later iterations (in order, and before any later message on
 #: that channel), so one peer's huge batch does not hold up other peers and timers for its length.
 RECEIVE_SLICE_FRAMES = 512
-#: Undecoded bytes one channel may hold while it works through batches slice by slice; beyond it
-#: the channel decodes what it holds at once (bounded memory, at the cost of that peer's fairness).
+#: Undecoded bytes a connection's channels may hold while they work through batches slice by slice;
+#: beyond it they decode what they hold at once (bounded memory, at the cost of that peer's fairness).
 RECEIVE_BACKLOG_BYTES = 1024 * 1024
 
 State = Literal["new", "connecting", "connected", "closing", "closed", "failed"]
@@ -1096,8 +1096,8 @@ class WebRtcTransport:
             # An earlier message of this channel is still being decoded: this one waits its turn.
             ch.backlog.append((data, 0, None))
             ch.backlog_bytes += len(data)
-            if ch.backlog_bytes > RECEIVE_BACKLOG_BYTES:
-                self._finish_backlog(ch)
+            if sum(c.backlog_bytes for c in self._channels.values()) > RECEIVE_BACKLOG_BYTES:
+                self._finish_backlogs()
             return
         end, delivery = self._decode_slice(ch, data, 0, None)
         if end < len(data):

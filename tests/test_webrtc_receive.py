@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from clasp_fast import webrtc
 from clasp_fast.codec import encode
 from clasp_fast.errors import ProtocolError
 from clasp_fast.messages import Publish, Set
@@ -167,3 +168,31 @@ async def test_a_message_over_the_advertised_maximum_is_refused_and_the_connecti
         assert b.close_reason is not None and "protocol error" in b.close_reason
         assert max(held) <= 262_144 + 1160
         assert victim.stats.messages_refused == 1
+
+
+async def test_the_undecoded_backlog_is_bounded_and_order_survives_finishing_it(monkeypatch):
+    # Tiny slices: batches arrive faster than they are worked through, and the backlog grows.
+    monkeypatch.setattr(webrtc, "RECEIVE_SLICE_FRAMES", 16)
+    monkeypatch.setattr(webrtc, "RECEIVE_BACKLOG_BYTES", 300_000)
+    finished = []
+    finish = webrtc.WebRtcTransport._finish_backlogs
+    monkeypatch.setattr(webrtc.WebRtcTransport, "_finish_backlogs", lambda self: finished.append(1) or finish(self))
+    async with connected() as (a, b, _, _):
+        got: list[int] = []
+        b.receiver.on_message(lambda message: got.append(message.value))
+        peak = [0]
+        receive = b._on_datachannel_message
+
+        def measuring(ch, data) -> None:
+            receive(ch, data)
+            peak[0] = max(peak[0], sum(c.backlog_bytes for c in b._channels.values()))
+
+        b._on_datachannel_message = measuring
+        dc = a.channels[RELIABLE_LABEL]
+        batches = 6
+        for n in range(batches):
+            dc.send(huge_batch(n * HUGE_BATCH))
+        await wait_until(lambda: len(got) == batches * HUGE_BATCH, 30)
+        assert got == list(range(batches * HUGE_BATCH))
+        assert finished  # the bound was reached and the backlog decoded at once
+        assert peak[0] <= 300_000 + len(huge_batch())
