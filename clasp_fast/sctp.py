@@ -15,7 +15,8 @@ protocol; :class:`FastSctpTransport` replaces the data path of its ``RTCSctpTran
   retransmissions only after a loss was detected, and a SACK without gap blocks is handled in
   constant time per acknowledged chunk (aiortc's own handling takes over for gaps, fast recovery
   and abandoned chunks); a fragment that cannot complete a message skips the reassembly scan;
-* chunk overhead (header and padding) counts in the congestion window;
+* chunk overhead (header and padding) counts in the congestion window, and new data stays within
+  the peer's receive window (RFC 4960 section 6.1 rule A, which aiortc does not apply);
 * :mod:`clasp_fast.fast_path` shortens the receive path below SCTP (``fast_receive``).
 
 What an application sees is aiortc's (and the W3C's): ``bufferedAmount`` still counts a message
@@ -25,7 +26,8 @@ was handled. What the fast path adds as a receiver (RFC 4960 section 6.2, RFC 88
 a message larger than the advertised ``a=max-message-size`` is refused (its fragments are dropped
 as they arrive, an ``error`` event names it, the data channel is closed), DATA beyond the receive
 window or further than a SACK can report ahead of the cumulative TSN is dropped unacknowledged,
-so what a peer can make the receiver hold is bounded.
+so what a peer can make the receiver hold is bounded. The receive window also counts what the
+application was handed but has not taken yet (:meth:`FastSctpTransport.hold_received`).
 
 The seam: :class:`FastPeerConnection` is an ``RTCPeerConnection`` subclass whose SCTP transport is
 turned into a :class:`FastSctpTransport` right after aiortc creates it (aiortc builds it in the
@@ -208,6 +210,8 @@ class FastSctpTransport(RTCSctpTransport):
         self._packets_since_sack = 0
         self._retransmit_scan = False
         self._in_sack_handling = False
+        # The a_rwnd of the peer's latest SACK (None before the first): new data stays within it.
+        self._peer_window: Optional[int] = None
         # Receiver limits: the advertised maximum message size and aiortc's initial a_rwnd.
         self._max_receive_size = self.getCapabilities().maxMessageSize
         self._receive_window = self._advertised_rwnd
@@ -337,12 +341,29 @@ class FastSctpTransport(RTCSctpTransport):
             self._sack_duplicates = [t for t in self._sack_duplicates if not _tsn_gte(last, t)]
         return False
 
+    def hold_received(self, amount: int) -> None:
+        """Count ``amount`` received bytes the application has not taken yet against the receive
+        window (negative: it took them), like data waiting for reassembly.
+
+        When taking them reopens a window that was less than half open, a SACK tells the peer at
+        once (a window update) rather than with its next DATA, which a peer that keeps to the
+        window does not send.
+        """
+        before = self._advertised_rwnd
+        self._advertised_rwnd -= amount
+        half = self._receive_window // 2
+        if before < half <= self._advertised_rwnd and self._association_state == _ESTABLISHED:
+            self._sack_needed = True
+            if self._sack_handle is None:
+                self._sack_handle = self._loop.call_soon(self._sack_due, 0)
+
     def _may_hold(self, chunk) -> bool:
-        """Whether a chunk that waits for reassembly fits although the receive window is used up.
+        """Whether a chunk fits although the receive window is used up.
 
         RFC 4960 section 6.2: only the chunk that moves the cumulative TSN is taken (so a peer that
         respects the window always makes progress), and not even that one beyond twice the window,
-        which only a peer that ignores the window and breaks stream ordering reaches.
+        which only a peer that ignores the window reaches (skipping stream sequence numbers, or
+        outrunning an application that has not taken what it received).
         """
         last = self._last_received_tsn
         if last is None:
@@ -364,7 +385,7 @@ class FastSctpTransport(RTCSctpTransport):
             and not stream.reassembly
             and (flags & _UNORDERED or chunk.stream_seq == stream.sequence_number)
         )
-        if not whole and self._advertised_rwnd < len(chunk.user_data) and not self._may_hold(chunk):
+        if self._advertised_rwnd < len(chunk.user_data) and not self._may_hold(chunk):
             self.stats.data_chunks_dropped += 1
             return
         if self._mark_received(chunk.tsn):
@@ -543,6 +564,7 @@ class FastSctpTransport(RTCSctpTransport):
         # The common case, as aiortc (RFC 4960 sections 6.3.3, 7.2.1 and 7.2.2) without gap blocks.
         received_time = time.time()
         self._last_sacked_tsn = cumulative
+        self._peer_window = rwnd
         cwnd_fully_utilized = self._flight_size >= self._cwnd
         done = done_bytes = 0
         sent_queue = self._sent_queue
@@ -579,6 +601,8 @@ class FastSctpTransport(RTCSctpTransport):
             await self._transmit()
 
     async def _receive_sack_chunk(self, chunk) -> None:
+        if _tsn_gte(chunk.cumulative_tsn, self._last_sacked_tsn):
+            self._peer_window = chunk.advertised_rwnd  # not from a SACK older than the last one
         # aiortc's handler flushes the data channel queue and then transmits: one transmit
         # opportunity (one burst) per SACK, so the flush does not transmit on its own.
         self._in_sack_handling = True
@@ -814,7 +838,12 @@ class FastSctpTransport(RTCSctpTransport):
             now = time.time()
             queue = self._outbound_queue
             sent_queue = self._sent_queue
-            while queue and self._flight_size < cwnd:
+            limit = cwnd
+            if self._peer_window is not None:
+                # RFC 4960 section 6.1 rule A: new data stays within the peer's receive window, but
+                # one chunk may always be in flight (it probes a window that closed).
+                limit = min(cwnd, self._peer_window) if self._flight_size else max(1, min(cwnd, self._peer_window))
+            while queue and self._flight_size < limit:
                 chunk = queue.popleft()
                 self._outbound_bytes -= chunk._book_size
                 sent_queue.append(chunk)

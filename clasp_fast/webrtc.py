@@ -52,7 +52,7 @@ from ._codec import Batcher, decode_slice, frame_count
 from .codec import decode_all, encode
 from .messages import QOS_FIRE, Ping, Pong, default_qos
 from .errors import DecodeError, ProtocolError, SignalingError, TransportError
-from .sctp import peer_connection_class
+from .sctp import FastSctpTransport, peer_connection_class
 from .signaling import SignalingChannel, new_correlation_id, parse_signal
 
 __all__ = [
@@ -90,9 +90,10 @@ LOCAL_FEATURES = ("batch", "keepalive")
 #: Frames of one received DataChannel message decoded and delivered per event-loop iteration; the
 #: rest of a larger batch follows in later iterations (in order, and before any later message on
 #: that channel), so one peer's huge batch does not hold up other peers and timers for its length.
-RECEIVE_SLICE_FRAMES = 512
-#: Undecoded bytes a connection's channels may hold while they work through batches slice by slice;
-#: beyond it they decode what they hold at once (bounded memory, at the cost of that peer's fairness).
+RECEIVE_SLICE_FRAMES = 256
+#: Under aiortc's own SCTP (``fast_sctp=False``): undecoded bytes a connection's channels may hold
+#: while they work through batches slice by slice; beyond it they decode what they hold at once.
+#: Under the fast SCTP path the backlog counts against the SCTP receive window instead, which bounds it.
 RECEIVE_BACKLOG_BYTES = 1024 * 1024
 
 State = Literal["new", "connecting", "connected", "closing", "closed", "failed"]
@@ -1095,14 +1096,17 @@ class WebRtcTransport:
         if ch.backlog:
             # An earlier message of this channel is still being decoded: this one waits its turn.
             ch.backlog.append((data, 0, None))
-            ch.backlog_bytes += len(data)
-            if sum(c.backlog_bytes for c in self._channels.values()) > RECEIVE_BACKLOG_BYTES:
+            self._hold(ch, len(data))
+            if (
+                not isinstance(self._pc.sctp, FastSctpTransport)
+                and sum(c.backlog_bytes for c in self._channels.values()) > RECEIVE_BACKLOG_BYTES
+            ):
                 self._finish_backlogs()
             return
         end, delivery = self._decode_slice(ch, data, 0, None)
         if end < len(data):
             ch.backlog.append((data, end, delivery))
-            ch.backlog_bytes += len(data) - end
+            self._hold(ch, len(data) - end)
             self._loop.call_soon(self._continue_backlog, ch)
 
     def _decode_slice(
@@ -1124,11 +1128,10 @@ class WebRtcTransport:
         if not ch.backlog:
             return  # finished at once meanwhile
         data, start, delivery = ch.backlog.popleft()
-        ch.backlog_bytes -= len(data) - start
         end, delivery = self._decode_slice(ch, data, start, delivery)
+        self._hold(ch, start - end)
         if end < len(data):
             ch.backlog.appendleft((data, end, delivery))
-            ch.backlog_bytes += len(data) - end
         if ch.backlog:
             self._loop.call_soon(self._continue_backlog, ch)
 
@@ -1136,10 +1139,22 @@ class WebRtcTransport:
         """Decode and deliver everything ``ch`` holds, without yielding."""
         while ch.backlog:
             data, start, delivery = ch.backlog.popleft()
-            ch.backlog_bytes -= len(data) - start
             end = start
             while end < len(data):
                 end, delivery = self._decode_slice(ch, data, end, delivery)
+            self._hold(ch, start - end)
+
+    def _hold(self, ch: _Channel, amount: int) -> None:
+        """Count ``amount`` more (negative: fewer) undecoded bytes in ``ch``'s backlog.
+
+        Under the fast SCTP path they count against the SCTP receive window: a peer that sends
+        faster than this side works through its batches is held back by the window it is
+        advertised, or, ignoring it, has its DATA dropped until the backlog shrinks.
+        """
+        ch.backlog_bytes += amount
+        sctp = self._pc.sctp
+        if isinstance(sctp, FastSctpTransport):
+            sctp.hold_received(amount)
 
     def _finish_backlogs(self) -> None:
         for ch in self._channels.values():

@@ -165,3 +165,22 @@ async def test_data_that_cannot_be_delivered_is_bounded_by_the_receive_window(fi
         assert victim.stats.data_chunks_dropped >= 3000 - high // 1000
     finally:
         await close_pair(o, a)
+
+
+async def test_a_sender_keeps_to_the_window_and_hears_when_it_reopens():
+    """RFC 4960 section 6.1 rule A on the sending side; a window update SACK on the receiving side."""
+    o, a, (local,), (remote,) = await connect_pair(True, True, [dict(label="r")])
+    try:
+        sender, victim = o.sctp, a.sctp
+        got: list[bytes] = []
+        remote.on("message", got.append)
+        held_by_application = WINDOW - 20_000
+        victim.hold_received(held_by_application)  # what WebRtcTransport does with undecoded data
+        local.send(b"x" * 200_000)
+        await wait_until(lambda: got)  # delivered within the small window, nothing dropped
+        assert victim.stats.data_chunks_dropped == 0
+        assert sender._peer_window < WINDOW // 2
+        victim.hold_received(-held_by_application)  # the application took its data
+        await wait_until(lambda: sender._peer_window == WINDOW)  # told without any DATA to answer
+    finally:
+        await close_pair(o, a)

@@ -18,6 +18,7 @@ from clasp_fast.webrtc import (
     RELIABLE_LABEL,
     UNRELIABLE_LABEL,
     Delivery,
+    WebRtcConfig,
     current_delivery,
 )
 
@@ -170,14 +171,44 @@ async def test_a_message_over_the_advertised_maximum_is_refused_and_the_connecti
         assert victim.stats.messages_refused == 1
 
 
-async def test_the_undecoded_backlog_is_bounded_and_order_survives_finishing_it(monkeypatch):
-    # Tiny slices: batches arrive faster than they are worked through, and the backlog grows.
+async def test_the_undecoded_backlog_counts_against_the_sctp_receive_window(monkeypatch):
+    # Tiny slices: batches arrive faster than they are worked through, and a backlog builds up.
+    monkeypatch.setattr(webrtc, "RECEIVE_SLICE_FRAMES", 16)
+    async with connected() as (a, b, _, _):
+        got: list[int] = []
+        b.receiver.on_message(lambda message: got.append(message.value))
+        victim = b.peer_connection.sctp
+        window = victim._advertised_rwnd
+        samples: list[tuple[int, int]] = []
+        receive = b._on_datachannel_message
+
+        def measuring(ch, data) -> None:
+            receive(ch, data)
+            samples.append((sum(c.backlog_bytes for c in b._channels.values()), victim._advertised_rwnd))
+
+        b._on_datachannel_message = measuring
+        dc = a.channels[RELIABLE_LABEL]
+        batches = 12
+        for n in range(batches):
+            dc.send(huge_batch(n * HUGE_BATCH))
+        await wait_until(lambda: len(got) == batches * HUGE_BATCH, 60)
+        assert got == list(range(batches * HUGE_BATCH))
+        backlog_peak = max(backlog for backlog, _ in samples)
+        assert backlog_peak > 2 * len(huge_batch())  # several batches waited at once
+        assert all(rwnd <= window - backlog for backlog, rwnd in samples)  # the window shrank by them
+        assert backlog_peak <= 2 * window + len(huge_batch())
+        await wait_until(lambda: victim._advertised_rwnd == window)  # all given back
+        assert victim.stats.data_chunks_dropped == 0  # the sender kept to the window
+
+
+async def test_without_the_fast_path_the_backlog_has_its_own_bound(monkeypatch):
     monkeypatch.setattr(webrtc, "RECEIVE_SLICE_FRAMES", 16)
     monkeypatch.setattr(webrtc, "RECEIVE_BACKLOG_BYTES", 300_000)
     finished = []
     finish = webrtc.WebRtcTransport._finish_backlogs
     monkeypatch.setattr(webrtc.WebRtcTransport, "_finish_backlogs", lambda self: finished.append(1) or finish(self))
-    async with connected() as (a, b, _, _):
+    stock = WebRtcConfig(host_addresses=["127.0.0.1"], fast_sctp=False)
+    async with connected(stock, stock) as (a, b, _, _):
         got: list[int] = []
         b.receiver.on_message(lambda message: got.append(message.value))
         peak = [0]
@@ -192,7 +223,7 @@ async def test_the_undecoded_backlog_is_bounded_and_order_survives_finishing_it(
         batches = 6
         for n in range(batches):
             dc.send(huge_batch(n * HUGE_BATCH))
-        await wait_until(lambda: len(got) == batches * HUGE_BATCH, 30)
+        await wait_until(lambda: len(got) == batches * HUGE_BATCH, 60)
         assert got == list(range(batches * HUGE_BATCH))
         assert finished  # the bound was reached and the backlog decoded at once
         assert peak[0] <= 300_000 + len(huge_batch())

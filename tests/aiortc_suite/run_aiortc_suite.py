@@ -79,8 +79,26 @@ EXPECTED_FAILURES: dict[str, str] = {
     }.items()
 }
 
+_RWND = (
+    "feeds SACKs built with SackChunk(), whose a_rwnd is 0, and expects new data to go out anyway "
+    "(aiortc ignores the peer's receive window); the fast path keeps new data within it (RFC 4960 "
+    "section 6.1 rule A) and sends one chunk at a time into a closed window"
+)
+
 #: Of those, the ones that still fail once the private seams are adapted, with the reason.
 ADAPTED_EXPECTED_FAILURES: dict[str, str] = {
+    **{
+        f"{SCTP_SUITE}::RTCSctpTransportTest::{name}": _RWND
+        for name in (
+            "test_receive_sack_abandoned_queued_fragments",
+            "test_send_data_congestion_control",
+            "test_send_data_slow_start",
+            "test_send_data_with_gap",
+            "test_send_data_with_gap_1_retransmit",
+            "test_send_data_with_gap_2_retransmit",
+            "test_send_data_with_gap_3_retransmit",
+        )
+    },
     f"{SCTP_SUITE}::RTCSctpTransportTest::test_receive_sack_abandoned_fragments_flight_size": (
         "expects a burst of 4 chunks (aiortc's Max.Burst) with room for 8; the fast path's burst is "
         "MAX_BURST_PACKETS = 8 packets outside loss recovery"
