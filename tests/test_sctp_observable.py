@@ -79,6 +79,19 @@ async def test_a_sack_with_gaps_gives_one_burst_not_two():
         await close_pair(o, a)
 
 
+def _handler_failing_on_boom(remote) -> list[bytes]:
+    """Record what ``remote`` receives; its message handler raises on b"boom"."""
+    got: list[bytes] = []
+
+    def on_message(message: bytes) -> None:
+        got.append(message)
+        if message == b"boom":
+            raise RuntimeError("handler failed")
+
+    remote.on("message", on_message)
+    return got
+
+
 async def _three_in_one_packet(local) -> None:
     # The first message leaves at once; the next three are bundled into one packet.
     local.send(b"zero")
@@ -91,15 +104,8 @@ async def _three_in_one_packet(local) -> None:
 async def test_a_failing_handler_with_an_error_listener_loses_and_delays_nothing(fast):
     o, a, (local,), (remote,) = await connect_pair(True, fast, [dict(label="r")])
     try:
-        got: list[bytes] = []
+        got = _handler_failing_on_boom(remote)
         errors: list[Exception] = []
-
-        def on_message(message: bytes) -> None:
-            got.append(message)
-            if message == b"boom":
-                raise RuntimeError("handler failed")
-
-        remote.on("message", on_message)
         remote.on("error", errors.append)
         await _three_in_one_packet(local)
         await wait_until(lambda: len(got) == 4)
@@ -117,14 +123,7 @@ async def test_a_failing_handler_without_error_listener_ends_the_connection_as_a
     fast path, after delivering the rest of that packet at once (stock aiortc loses it)."""
     o, a, (local,), (remote,) = await connect_pair(True, fast, [dict(label="r")])
     try:
-        got: list[bytes] = []
-
-        def on_message(message: bytes) -> None:
-            got.append(message)
-            if message == b"boom":
-                raise RuntimeError("handler failed")
-
-        remote.on("message", on_message)
+        got = _handler_failing_on_boom(remote)
         with caplog.at_level(logging.WARNING):
             await _three_in_one_packet(local)
             await wait_until(lambda: a.connectionState == "closed")

@@ -33,6 +33,28 @@ def huge_batch(start: int = 0, count: int = HUGE_BATCH) -> bytes:
     return b"".join(encode(Set(address="/h", value=start + i)) for i in range(count))
 
 
+async def flood(sender, victim, batches: int) -> list[tuple[int, int]]:
+    """Send ``batches`` huge batches at once; check all arrive in order. Returns, after each
+    DataChannel message the victim received: (undecoded bytes held, SCTP a_rwnd advertised)."""
+    got: list[int] = []
+    victim.receiver.on_message(lambda message: got.append(message.value))
+    samples: list[tuple[int, int]] = []
+    receive = victim._on_datachannel_message
+
+    def measuring(ch, data) -> None:
+        receive(ch, data)
+        backlog = sum(c.backlog_bytes for c in victim._channels.values())
+        samples.append((backlog, victim.peer_connection.sctp._advertised_rwnd))
+
+    victim._on_datachannel_message = measuring
+    dc = sender.channels[RELIABLE_LABEL]
+    for n in range(batches):
+        dc.send(huge_batch(n * HUGE_BATCH))
+    await wait_until(lambda: len(got) == batches * HUGE_BATCH, 60)
+    assert got == list(range(batches * HUGE_BATCH))
+    return samples
+
+
 async def test_callbacks_see_the_channel_peer_and_size_of_the_datachannel_message():
     async with connected() as (a, b, _, _):
         seen: list[tuple[object, Delivery | None]] = []
@@ -175,24 +197,9 @@ async def test_the_undecoded_backlog_counts_against_the_sctp_receive_window(monk
     # Tiny slices: batches arrive faster than they are worked through, and a backlog builds up.
     monkeypatch.setattr(webrtc, "RECEIVE_SLICE_FRAMES", 16)
     async with connected() as (a, b, _, _):
-        got: list[int] = []
-        b.receiver.on_message(lambda message: got.append(message.value))
         victim = b.peer_connection.sctp
         window = victim._advertised_rwnd
-        samples: list[tuple[int, int]] = []
-        receive = b._on_datachannel_message
-
-        def measuring(ch, data) -> None:
-            receive(ch, data)
-            samples.append((sum(c.backlog_bytes for c in b._channels.values()), victim._advertised_rwnd))
-
-        b._on_datachannel_message = measuring
-        dc = a.channels[RELIABLE_LABEL]
-        batches = 12
-        for n in range(batches):
-            dc.send(huge_batch(n * HUGE_BATCH))
-        await wait_until(lambda: len(got) == batches * HUGE_BATCH, 60)
-        assert got == list(range(batches * HUGE_BATCH))
+        samples = await flood(a, b, 12)
         backlog_peak = max(backlog for backlog, _ in samples)
         assert backlog_peak > 2 * len(huge_batch())  # several batches waited at once
         assert all(rwnd <= window - backlog for backlog, rwnd in samples)  # the window shrank by them
@@ -209,21 +216,6 @@ async def test_without_the_fast_path_the_backlog_has_its_own_bound(monkeypatch):
     monkeypatch.setattr(webrtc.WebRtcTransport, "_finish_backlogs", lambda self: finished.append(1) or finish(self))
     stock = WebRtcConfig(host_addresses=["127.0.0.1"], fast_sctp=False)
     async with connected(stock, stock) as (a, b, _, _):
-        got: list[int] = []
-        b.receiver.on_message(lambda message: got.append(message.value))
-        peak = [0]
-        receive = b._on_datachannel_message
-
-        def measuring(ch, data) -> None:
-            receive(ch, data)
-            peak[0] = max(peak[0], sum(c.backlog_bytes for c in b._channels.values()))
-
-        b._on_datachannel_message = measuring
-        dc = a.channels[RELIABLE_LABEL]
-        batches = 6
-        for n in range(batches):
-            dc.send(huge_batch(n * HUGE_BATCH))
-        await wait_until(lambda: len(got) == batches * HUGE_BATCH, 60)
-        assert got == list(range(batches * HUGE_BATCH))
+        samples = await flood(a, b, 6)
         assert finished  # the bound was reached and the backlog decoded at once
-        assert peak[0] <= 300_000 + len(huge_batch())
+        assert max(backlog for backlog, _ in samples) <= 300_000 + len(huge_batch())
