@@ -1,8 +1,12 @@
-# Compiled send batching (included at the end of codec.pyx); written with the WebRTC transport.
+# Compiled batching (included at the end of codec.pyx); written with the WebRTC transport.
 #
-# A Batcher owns the pending DataChannel message: frames are encoded straight into it, and it hands
-# back complete messages of at most `limit` bytes (a single frame larger than the limit travels
-# alone). limit 0 means one frame per message, the form every reference peer expects.
+# Sending: a Batcher owns the pending DataChannel message: frames are encoded straight into it, and
+# it hands back complete messages of at most `limit` bytes (a single frame larger than the limit
+# travels alone). limit 0 means one frame per message, the form every reference peer expects.
+#
+# Receiving: decode_slice() decodes a received batch a bounded number of frames at a time, so a
+# receiver can hand the event loop back between slices of a huge batch; frame_count() counts the
+# frames of a batch from their headers alone.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
@@ -94,3 +98,84 @@ cdef class Batcher:
         self.wb.len = 0
         self.pending_frames = 0
         return out
+
+
+cdef object _DecodeError = None  # clasp_fast.errors.DecodeError, imported on first use
+
+
+cdef Py_ssize_t collect_frames(const unsigned char* data, Py_ssize_t length, Py_ssize_t pos,
+                               Py_ssize_t max_frames, list messages, list problems) except -2:
+    """Decode frames from data[pos:length] into `messages`, malformed ones into `problems`.
+
+    Stops after `max_frames` frames (-1: no limit) and returns the offset of the next frame, or
+    `length` when the buffer is done. A frame whose header is intact but whose payload is
+    malformed is recorded and skipped; a broken header is recorded and ends the walk (nothing
+    after it can be delimited).
+    """
+    cdef FrameHead h
+    cdef Reader r
+    cdef Py_ssize_t done = 0
+    cdef bint in_payload = False
+    global _DecodeError
+    if _DecodeError is None:
+        from clasp_fast.errors import DecodeError
+        _DecodeError = DecodeError
+    while pos < length and done != max_frames:
+        # One try block around the walk (entering one costs time): an error leaves the inner
+        # loop, is recorded, and the walk goes on after that frame.
+        try:
+            while pos < length and done != max_frames:
+                in_payload = False
+                parse_header(data + pos, length - pos, pos, &h)
+                done += 1
+                r.data = data + pos
+                r.pos = h.header
+                r.end = h.header + h.payload_len
+                r.base = pos
+                in_payload = True
+                messages.append(decode_payload(&r, 0))
+                pos += h.header + h.payload_len
+        except _DecodeError as e:
+            problems.append(e)
+            if not in_payload:
+                return length
+            pos += h.header + h.payload_len
+    return pos
+
+
+def decode_slice(data, Py_ssize_t start=0, Py_ssize_t max_frames=-1):
+    """Decode at most `max_frames` frames (-1: all) of a batch, from byte offset `start`.
+
+    Returns (messages, errors, end): `end` is where the next slice starts, len(data) once the
+    batch is done. Errors are DecodeErrors with offsets from the start of `data`, as
+    decode_all(data, errors="collect") reports them.
+    """
+    cdef _Input src = _Input()
+    cdef list messages = []
+    cdef list problems = []
+    src.open(data)
+    if start < 0 or start > src.length:
+        raise ValueError(f"start {start} outside the buffer (length {src.length})")
+    if max_frames == 0 or max_frames < -1:
+        raise ValueError(f"max_frames must be positive or -1, got {max_frames}")
+    end = collect_frames(src.data, src.length, start, max_frames, messages, problems)
+    return messages, problems, end
+
+
+def frame_count(data) -> int:
+    """Frames in a batch, counted from their headers (a broken header counts once and ends it)."""
+    cdef _Input src = _Input()
+    cdef Py_ssize_t pos = 0
+    cdef Py_ssize_t count = 0
+    cdef Py_ssize_t header, payload
+    src.open(data)
+    while pos < src.length:
+        count += 1
+        if src.data[pos] != MAGIC or src.length - pos < 4:
+            break
+        header = 12 if src.data[pos + 1] & FLAG_TIMESTAMP else 4
+        payload = (<Py_ssize_t>src.data[pos + 2] << 8) | src.data[pos + 3]
+        if payload == 0:
+            break  # an empty payload is a broken header too
+        pos += header + payload
+    return count

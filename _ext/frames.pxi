@@ -199,22 +199,7 @@ def decode_all(data, errors="raise"):
             pos += h.header + h.payload_len
         return messages
     problems = []
-    from clasp_fast.errors import DecodeError
-    while pos < src.length:
-        try:
-            parse_header(src.data + pos, src.length - pos, pos, &h)
-        except DecodeError as e:
-            problems.append(e)
-            break
-        r.data = src.data + pos
-        r.pos = h.header
-        r.end = h.header + h.payload_len
-        r.base = pos
-        try:
-            messages.append(decode_payload(&r, 0))
-        except DecodeError as e:
-            problems.append(e)
-        pos += h.header + h.payload_len
+    collect_frames(src.data, src.length, 0, -1, messages, problems)
     return messages, problems
 
 

@@ -15,15 +15,19 @@ outgoing DTLS data (another exception). :func:`install` shortens that for one co
 
 Coroutines of the SCTP transport are run with :func:`run_now`: to completion inside the callback
 when they never wait (the common case: sending on a UDP socket does not block), else continued in
-a task. Used only when ``WebRtcConfig.fast_sctp`` is on; it relies on the aiortc 1.16 / aioice 0.13
+a task. An exception out of SCTP's packet handling (an application's event handler raised and had
+no ``error`` listener) ends the DTLS transport as aiortc's own receive loop does: logged, and the
+connection closes. Used only when ``WebRtcConfig.fast_sctp`` is on; it relies on the aiortc 1.16 / aioice 0.13
 / pyOpenSSL internals named in the code (``clasp_fast.sctp`` checks the aiortc version).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine
+import logging
+from typing import Any, Callable, Coroutine, Optional
 
+from aioice import Connection
 from aiortc.rtcdtlstransport import State
 from OpenSSL import SSL
 
@@ -32,9 +36,19 @@ __all__ = ["install", "run_now"]
 _APPLICATION_DATA = 23
 _CONNECTED = State.CONNECTED
 
+logger = logging.getLogger(__name__)
 
-def run_now(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> None:
-    """Run ``coro`` until it first waits; if it does, go on in a task. Errors go to the loop's handler."""
+ErrorHandler = Callable[[Exception], None]
+
+
+def run_now(
+    coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop, on_error: Optional[ErrorHandler] = None
+) -> None:
+    """Run ``coro`` until it first waits; if it does, go on in a task.
+
+    An exception (other than ConnectionError: the transport is closing) goes to ``on_error``,
+    by default to the loop's exception handler.
+    """
     try:
         waiting = coro.send(None)
     except StopIteration:
@@ -42,12 +56,21 @@ def run_now(coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> 
     except ConnectionError:
         return
     except Exception as error:  # a callback must not raise into asyncio's transport code
-        loop.call_exception_handler({"message": "clasp_fast fast path failed", "exception": error})
+        _failed(error, loop, on_error)
         return
-    asyncio.ensure_future(_resume(coro, waiting), loop=loop)
+    asyncio.ensure_future(_resume(coro, waiting, loop, on_error), loop=loop)
 
 
-async def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+def _failed(error: Exception, loop: asyncio.AbstractEventLoop, on_error: Optional[ErrorHandler]) -> None:
+    if on_error is None:
+        loop.call_exception_handler({"message": "clasp_fast fast path failed", "exception": error})
+    else:
+        on_error(error)
+
+
+async def _resume(
+    coro: Coroutine[Any, Any, Any], waiting: Any, loop: asyncio.AbstractEventLoop, on_error: Optional[ErrorHandler]
+) -> None:
     while True:
         if waiting is None:
             await asyncio.sleep(0)  # a bare yield: the coroutine asked to be rescheduled
@@ -62,16 +85,32 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
             return
         except ConnectionError:
             return
+        except Exception as error:
+            _failed(error, loop, on_error)
+            return
 
 
-def install(sctp: Any) -> None:
-    """Shorten the receive path of the connection under ``sctp`` (a started FastSctpTransport)."""
+def install(sctp: Any) -> bool:
+    """Shorten the receive path of the connection under ``sctp`` (a started FastSctpTransport).
+
+    Returns False, changing nothing, when the ICE transport does not run on an aioice
+    ``Connection`` (a transport of the application's own making): its datagrams keep aiortc's path.
+    """
     dtls = sctp.transport
-    connection = dtls.transport._connection
+    connection = getattr(dtls.transport, "_connection", None)
+    if not isinstance(connection, Connection):
+        return False
     loop = sctp._loop
     queue = connection._queue
     ssl_connection = dtls._ssl
     queue_data = connection.data_received
+
+    def receive_failed(error: Exception) -> None:
+        # What aiortc's DTLS receive loop does when SCTP raises: log it and end the transport.
+        logger.warning("DTLS transport ends: handling received data raised %r", error, exc_info=error)
+        task = dtls._task
+        if task is not None:
+            task.cancel()  # its ``finally`` marks the DTLS transport closed
 
     def data_received(data: bytes, component: int) -> None:
         if (
@@ -93,13 +132,14 @@ def install(sctp: Any) -> None:
             except SSL.Error:
                 plain = b""
             if plain:
-                run_now(sctp._handle_data(plain), loop)
+                run_now(sctp._handle_data(plain), loop, receive_failed)
             return
         queue_data(data, component)
 
     connection.data_received = data_received
     for protocol in connection._protocols:
         _shortcut_stun_check(protocol, connection)
+    return True
 
 
 def _shortcut_stun_check(protocol: Any, connection: Any) -> None:

@@ -15,8 +15,19 @@ protocol; :class:`FastSctpTransport` replaces the data path of its ``RTCSctpTran
   retransmissions only after a loss was detected, and a SACK without gap blocks is handled in
   constant time per acknowledged chunk (aiortc's own handling takes over for gaps, fast recovery
   and abandoned chunks); a fragment that cannot complete a message skips the reassembly scan;
-* chunk overhead (header and padding) counts in the congestion window;
+* chunk overhead (header and padding) counts in the congestion window, and new data stays within
+  the peer's receive window (RFC 4960 section 6.1 rule A, which aiortc does not apply);
 * :mod:`clasp_fast.fast_path` shortens the receive path below SCTP (``fast_receive``).
+
+What an application sees is aiortc's (and the W3C's): ``bufferedAmount`` still counts a message
+when ``send()`` returns and ``bufferedamountlow`` fires in a later loop iteration; an exception
+from an application's event handler is raised where aiortc raises it, after the rest of its packet
+was handled. What the fast path adds as a receiver (RFC 4960 section 6.2, RFC 8831 section 6.6):
+a message larger than the advertised ``a=max-message-size`` is refused (its fragments are dropped
+as they arrive, an ``error`` event names it, the data channel is closed), DATA beyond the receive
+window or further than a SACK can report ahead of the cumulative TSN is dropped unacknowledged,
+so what a peer can make the receiver hold is bounded. The receive window also counts what the
+application was handed but has not taken yet (:meth:`FastSctpTransport.hold_received`).
 
 The seam: :class:`FastPeerConnection` is an ``RTCPeerConnection`` subclass whose SCTP transport is
 turned into a :class:`FastSctpTransport` right after aiortc creates it (aiortc builds it in the
@@ -33,6 +44,7 @@ tested with (:data:`TESTED_AIORTC_VERSIONS`): :func:`check_aiortc_version` raise
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from typing import Optional, Union
@@ -46,7 +58,7 @@ from OpenSSL import SSL
 
 from . import fast_path
 from ._build_check import load_extension
-from .errors import DecodeError, TransportError
+from .errors import DecodeError, ProtocolError, TransportError
 
 _sctp = load_extension("_sctp")
 DataChunk = _sctp.DataChunk
@@ -57,6 +69,7 @@ __all__ = [
     "FastSctpTransport",
     "FastPeerConnection",
     "SctpStats",
+    "MAX_TSN_AHEAD",
     "check_aiortc_version",
     "peer_connection_class",
 ]
@@ -76,6 +89,11 @@ MAX_BURST_PACKETS = 8
 #: Cap on the SACK's gap blocks and duplicate TSNs, so one SACK always fits one packet.
 MAX_SACK_GAPS = 200
 MAX_SACK_DUPLICATES = 16
+#: DATA further than this ahead of the cumulative TSN is dropped unacknowledged (the sender
+#: resends it): no SACK gap block can report it, and it bounds the out-of-order bookkeeping.
+MAX_TSN_AHEAD = 0xFFFF
+
+logger = logging.getLogger(__name__)
 
 _CHUNK_SACK = _sctp.CHUNK_SACK
 _CHUNK_FORWARD_TSN = _sctp.CHUNK_FORWARD_TSN
@@ -100,7 +118,11 @@ def check_aiortc_version(version: str | None = None) -> None:
 
 
 class SctpStats:
-    """Packet counters of one :class:`FastSctpTransport`."""
+    """Packet counters of one :class:`FastSctpTransport`.
+
+    ``data_chunks_dropped``: DATA not accepted (receive window used up, or too far ahead; the
+    sender resends it). ``messages_refused``: messages over the advertised maximum message size.
+    """
 
     __slots__ = (
         "packets_sent",
@@ -111,6 +133,8 @@ class SctpStats:
         "sacks_sent",
         "sacks_bundled",
         "malformed_packets",
+        "data_chunks_dropped",
+        "messages_refused",
     )
 
     def __init__(self) -> None:
@@ -131,6 +155,25 @@ def _tsn_add(tsn: int, n: int) -> int:
 def _tsn_gte(a: int, b: int) -> bool:
     """Serial number arithmetic (RFC 1982): a is b or after it."""
     return ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+
+def _continues(previous, chunk) -> bool:
+    """Whether ``chunk`` is the next fragment of the message ``previous`` belongs to."""
+    return (
+        chunk.tsn == (previous.tsn + 1) & 0xFFFFFFFF
+        and not previous.flags & _aio.SCTP_DATA_LAST_FRAG
+        and not chunk.flags & _aio.SCTP_DATA_FIRST_FRAG
+    )
+
+
+def _run_around(reassembly: list, index: int) -> tuple[int, int]:
+    """First and last index of the fragments of one message, consecutive in TSN, around ``index``."""
+    first = last = index
+    while first > 0 and _continues(reassembly[first - 1], reassembly[first]):
+        first -= 1
+    while last + 1 < len(reassembly) and _continues(reassembly[last], reassembly[last + 1]):
+        last += 1
+    return first, last
 
 
 class FastSctpTransport(RTCSctpTransport):
@@ -166,6 +209,19 @@ class FastSctpTransport(RTCSctpTransport):
         self._sack_handle: Optional[asyncio.Handle] = None
         self._packets_since_sack = 0
         self._retransmit_scan = False
+        self._in_sack_handling = False
+        # The a_rwnd of the peer's latest SACK (None before the first): new data stays within it.
+        self._peer_window: Optional[int] = None
+        # Receiver limits: the advertised maximum message size and aiortc's initial a_rwnd.
+        self._max_receive_size = self.getCapabilities().maxMessageSize
+        self._receive_window = self._advertised_rwnd
+        # Per stream id: (TSN, bytes) of the message whose fragments end the reassembly list, counted
+        # up to that TSN (a lower bound of its size); and (stream, last fragment) of a refused message
+        # whose fragments are being dropped (the stream object changes when the stream is reset).
+        self._tail_message_bytes: dict[int, tuple[int, int]] = {}
+        self._refused: dict[int, tuple[object, DataChunk]] = {}
+        # Exceptions raised by application event handlers while a packet is handled.
+        self._handler_errors: list[Exception] = []
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -201,34 +257,47 @@ class FastSctpTransport(RTCSctpTransport):
 
         with_data = False
         urgent = False
+        errors = self._handler_errors
         for chunk in chunks:
-            if type(chunk) is DataChunk:
-                with_data = True
-                await self._receive_data_chunk(chunk)
-            elif chunk[0] == _CHUNK_SACK:
-                await self._receive_sack(chunk)
-            elif chunk[0] == _CHUNK_FORWARD_TSN:
-                forward = _aio.ForwardTsnChunk()
-                forward.cumulative_tsn = chunk[1]
-                forward.streams = chunk[2]
-                await self._receive_forward_tsn_chunk(forward)
-                urgent = True
-            elif chunk[0] == _CHUNK_ABORT:
-                # aiortc's own receive path reaches SCTP one loop iteration after the datagram;
-                # the ABORT keeps that timing, so that what arrived just before it on another path
-                # (e.g. a "disconnected" signal) is seen before every channel closes.
-                self._loop.call_soon(self._abort_received, _aio.AbortChunk(flags=chunk[1], body=chunk[2]))
-            else:
-                cls = _aio.CHUNK_TYPES.get(chunk[0])
-                if cls is not None:
-                    await self._receive_chunk(cls(flags=chunk[1], body=chunk[2]))
+            try:
+                if type(chunk) is DataChunk:
+                    with_data = True
+                    await self._receive_data_chunk(chunk)
+                elif chunk[0] == _CHUNK_SACK:
+                    await self._receive_sack(chunk)
+                elif chunk[0] == _CHUNK_FORWARD_TSN:
+                    urgent = True
+                    forward = _aio.ForwardTsnChunk()
+                    forward.cumulative_tsn = chunk[1]
+                    forward.streams = chunk[2]
+                    await self._receive_forward_tsn_chunk(forward)
+                elif chunk[0] == _CHUNK_ABORT:
+                    # aiortc's own receive path reaches SCTP one loop iteration after the datagram;
+                    # the ABORT keeps that timing, so that what arrived just before it on another path
+                    # (e.g. a "disconnected" signal) is seen before every channel closes.
+                    self._loop.call_soon(self._abort_received, _aio.AbortChunk(flags=chunk[1], body=chunk[2]))
+                else:
+                    cls = _aio.CHUNK_TYPES.get(chunk[0])
+                    if cls is not None:
+                        await self._receive_chunk(cls(flags=chunk[1], body=chunk[2]))
+            except Exception as error:  # an application's event handler (or the DTLS layer) raised
+                errors.append(error)
 
         if self._sack_needed:
             self._packets_since_sack += with_data
             if urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
-                await self._send_sack()
+                try:
+                    await self._send_sack()
+                except ConnectionError as error:
+                    errors.append(error)
             elif self._sack_handle is None:
                 self._sack_handle = self._loop.call_soon(self._sack_due, 1)
+        if errors:
+            # Raised where aiortc raises it (its DTLS receive loop ends), once the whole packet,
+            # every other message in it included, was handled.
+            error = errors[0]
+            errors.clear()
+            raise error
 
     def _abort_received(self, chunk) -> None:
         if self._association_state != _CLOSED:
@@ -245,53 +314,237 @@ class FastSctpTransport(RTCSctpTransport):
             fast_path.run_now(self._send_sack(), self._loop)
 
     def _mark_received(self, tsn: int) -> bool:
-        if self._last_received_tsn is None:
+        """Record a DATA chunk's TSN; True when the chunk is not to be processed (as aiortc's)."""
+        last = self._last_received_tsn
+        if last is None:
             return True  # DATA before the association's INIT: nothing to deliver it against
-        # In-order arrival with no gap outstanding: the common case, in constant time.
-        if not self._sack_misordered and tsn == _tsn_add(self._last_received_tsn, 1):
-            self._last_received_tsn = tsn
+        misordered = self._sack_misordered
+        offset = (tsn - last) & 0xFFFFFFFF
+        if offset == 1 and not misordered:
+            self._last_received_tsn = tsn  # in order with no gap outstanding: the common case
             return False
-        return super()._mark_received(tsn)
+        if offset == 0 or offset >= 0x80000000 or tsn in misordered:
+            self._sack_duplicates.append(tsn)
+            return True
+        if offset > MAX_TSN_AHEAD:
+            self.stats.data_chunks_dropped += 1
+            return True
+        misordered.add(tsn)
+        if offset == 1:
+            # The gap closed: move the cumulative TSN over every TSN received after it.
+            while tsn in misordered:
+                misordered.discard(tsn)
+                last = tsn
+                tsn = (tsn + 1) & 0xFFFFFFFF
+            self._last_received_tsn = last
+        if self._sack_duplicates:
+            self._sack_duplicates = [t for t in self._sack_duplicates if not _tsn_gte(last, t)]
+        return False
+
+    def hold_received(self, amount: int) -> None:
+        """Count ``amount`` received bytes the application has not taken yet against the receive
+        window (negative: it took them), like data waiting for reassembly.
+
+        When taking them reopens a window that was less than half open, a SACK tells the peer at
+        once (a window update) rather than with its next DATA, which a peer that keeps to the
+        window does not send.
+        """
+        before = self._advertised_rwnd
+        self._advertised_rwnd -= amount
+        half = self._receive_window // 2
+        if before < half <= self._advertised_rwnd and self._association_state == _ESTABLISHED:
+            self._sack_needed = True
+            if self._sack_handle is None:
+                self._sack_handle = self._loop.call_soon(self._sack_due, 0)
+
+    def _may_hold(self, chunk) -> bool:
+        """Whether a chunk fits although the receive window is used up.
+
+        RFC 4960 section 6.2: only the chunk that moves the cumulative TSN is taken (so a peer that
+        respects the window always makes progress), and not even that one beyond twice the window,
+        which only a peer that ignores the window reaches (skipping stream sequence numbers, or
+        outrunning an application that has not taken what it received).
+        """
+        last = self._last_received_tsn
+        if last is None:
+            return True
+        held = self._receive_window - self._advertised_rwnd + len(chunk.user_data)
+        return chunk.tsn == _tsn_add(last, 1) and held <= 2 * self._receive_window
 
     async def _receive_data_chunk(self, chunk) -> None:
         self._sack_needed = True
         self.stats.data_chunks_received += 1
+        stream_id = chunk.stream_id
+        stream = self._inbound_streams.get(stream_id)
+        if stream is None:
+            stream = self._get_inbound_stream(stream_id)
+        flags = chunk.flags
+        # A whole message with nothing waiting for reassembly on its stream goes straight up.
+        whole = (
+            (flags & _FIRST_LAST) == _FIRST_LAST
+            and not stream.reassembly
+            and (flags & _UNORDERED or chunk.stream_seq == stream.sequence_number)
+        )
+        if self._advertised_rwnd < len(chunk.user_data) and not self._may_hold(chunk):
+            self.stats.data_chunks_dropped += 1
+            return
         if self._mark_received(chunk.tsn):
             return
 
-        stream = self._inbound_streams.get(chunk.stream_id)
-        if stream is None:
-            stream = self._get_inbound_stream(chunk.stream_id)
-
-        # A whole message with nothing waiting for reassembly on its stream goes straight up.
-        if (chunk.flags & _FIRST_LAST) == _FIRST_LAST and not stream.reassembly:
-            if chunk.flags & _UNORDERED:
-                await self._receive(chunk.stream_id, chunk.protocol, chunk.user_data)
-                if self._reconfig_deferred is not None:
-                    await self._reset_deferred_streams()
-                return
-            if chunk.stream_seq == stream.sequence_number:
+        if whole:
+            if not flags & _UNORDERED:
                 stream.sequence_number = (stream.sequence_number + 1) & 0xFFFF
-                await self._receive(chunk.stream_id, chunk.protocol, chunk.user_data)
-                if self._reconfig_deferred is not None:
-                    await self._reset_deferred_streams()
-                return
+            await self._receive(stream_id, chunk.protocol, chunk.user_data)
+        elif stream_id in self._refused and await self._drop_refused_fragment(stream, chunk):
+            pass
+        else:
+            await self._reassemble(stream, chunk)
+        if self._reconfig_deferred is not None:
+            await self._reset_deferred_streams()
 
+    async def _reassemble(self, stream, chunk) -> None:
+        stream_id = chunk.stream_id
         reassembly = stream.reassembly
-        at_end = not reassembly or ((chunk.tsn - reassembly[-1].tsn) & 0xFFFFFFFF) < 0x80000000
+        size = len(chunk.user_data)
+        previous = reassembly[-1] if reassembly else None
+        at_end = previous is None or _tsn_gte(chunk.tsn, previous.tsn)
         stream.add_chunk(chunk)
-        self._advertised_rwnd -= len(chunk.user_data)
+        self._advertised_rwnd -= size
+        # A message's fragments have consecutive TSNs: the bytes of the run of fragments a chunk
+        # joins are a lower bound of its message's size, and a message beyond the maximum is
+        # refused as it grows (RFC 9260 section 6.9).
+        if at_end:
+            # Appended: counted from the run it continues, in constant time.
+            if previous is not None and _continues(previous, chunk):
+                counted_tsn, counted = self._tail_message_bytes.get(stream_id, (None, 0))
+                if counted_tsn == previous.tsn:
+                    size += counted
+        else:
+            # It filled a gap: count the run it joined (rare: after loss or reordering).
+            first, last = _run_around(reassembly, reassembly.index(chunk))
+            size = sum(len(c.user_data) for c in reassembly[first : last + 1])
+            at_end = last == len(reassembly) - 1
+        if at_end:
+            self._tail_message_bytes[stream_id] = (reassembly[-1].tsn, size)
+        if size > self._max_receive_size:
+            await self._refuse(stream, chunk)
+            return
         # A fragment appended after every other one that is not a message's last cannot complete
         # anything: skip aiortc's scan of the whole reassembly list (quadratic in fragments).
-        if at_end and not chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
-            if self._reconfig_deferred is not None:
-                await self._reset_deferred_streams()
+        if reassembly[-1] is chunk and not chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
             return
         for message in stream.pop_messages():
             self._advertised_rwnd += len(message[2])
             await self._receive(*message)
-        if self._reconfig_deferred is not None:
-            await self._reset_deferred_streams()
+
+    async def _refuse(self, stream, chunk) -> None:
+        """Refuse the too large message ``chunk`` belongs to: drop its fragments, now and later."""
+        reassembly = stream.reassembly
+        if chunk.flags & _UNORDERED:
+            first, last = _run_around(reassembly, reassembly.index(chunk))
+            dropped = reassembly[first : last + 1]
+            stream.reassembly = reassembly[:first] + reassembly[last + 1 :]
+            tail = dropped[-1]
+        else:
+            # Every fragment of an ordered message carries its stream sequence number.
+            kept, dropped = [], []
+            for c in reassembly:
+                (dropped if not c.flags & _UNORDERED and c.stream_seq == chunk.stream_seq else kept).append(c)
+            stream.reassembly = kept
+            tail = chunk
+        self._advertised_rwnd += sum(len(c.user_data) for c in dropped)
+        self._tail_message_bytes.pop(chunk.stream_id, None)
+        self._refuse_message(chunk.stream_id, None)
+        self._refused[chunk.stream_id] = (stream, tail)
+        if any(c.flags & _aio.SCTP_DATA_LAST_FRAG for c in dropped):
+            await self._end_refused_message(stream, tail)
+
+    async def _drop_refused_fragment(self, stream, chunk) -> bool:
+        """Drop ``chunk`` if it belongs to a refused message; True when dropped."""
+        refused_stream, tail = self._refused[chunk.stream_id]
+        if refused_stream is not stream:
+            del self._refused[chunk.stream_id]  # the stream was reset since
+            return False
+        if (chunk.flags & _UNORDERED) != (tail.flags & _UNORDERED):
+            return False
+        if not chunk.flags & _UNORDERED:
+            if chunk.stream_seq != tail.stream_seq:
+                return False  # an ordered message's fragments, late ones included, carry its number
+            if chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+                await self._end_refused_message(stream, chunk)
+            return True
+        if not _continues(tail, chunk):
+            return False
+        # An unordered message's fragments: consecutive TSNs after the last one dropped, including
+        # any that arrived earlier, after a gap this chunk fills.
+        while True:
+            if chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+                await self._end_refused_message(stream, chunk)
+                return True
+            self._refused[chunk.stream_id] = (stream, chunk)
+            following = next((c for c in stream.reassembly if _continues(chunk, c)), None)
+            if following is None:
+                return True
+            stream.reassembly.remove(following)
+            self._advertised_rwnd += len(following.user_data)
+            chunk = following
+
+    async def _end_refused_message(self, stream, chunk) -> None:
+        """Every fragment of a refused message arrived: its stream moves on as if it was delivered."""
+        if chunk.flags & _UNORDERED:
+            del self._refused[chunk.stream_id]
+        elif chunk.stream_seq == stream.sequence_number:
+            stream.sequence_number = (stream.sequence_number + 1) & 0xFFFF
+            for message in stream.pop_messages():
+                self._advertised_rwnd += len(message[2])
+                await self._receive(*message)
+
+    async def _reset_deferred_streams(self) -> None:
+        request = self._reconfig_deferred
+        if request is not None and _tsn_gte(self._last_received_tsn, request.last_tsn):
+            # aiortc drops the streams' reassembly lists: give their bytes back to the window.
+            for stream_id in request.streams:
+                stream = self._inbound_streams.get(stream_id)
+                if stream is not None:
+                    self._advertised_rwnd += sum(len(c.user_data) for c in stream.reassembly)
+                self._tail_message_bytes.pop(stream_id, None)
+                self._refused.pop(stream_id, None)
+        await super()._reset_deferred_streams()
+
+    def _refuse_message(self, stream_id: int, size: Optional[int]) -> None:
+        """Report a message over the advertised maximum size and close its data channel.
+
+        RFC 8831 section 6.6: a receiver that detects an error in a received message should close
+        the data channel. The channel gets an ``error`` event first (the W3C's order), else the
+        error is logged.
+        """
+        self.stats.messages_refused += 1
+        channel = self._data_channels.get(stream_id)
+        label = repr(channel.label) if channel is not None else "(none)"
+        amount = f"{size} bytes" if size is not None else f"more than {self._max_receive_size} bytes"
+        error = ProtocolError(
+            f"DataChannel {label} (SCTP stream {stream_id}): refused a message of {amount}; the "
+            f"advertised maximum message size is {self._max_receive_size} bytes (the channel is closed)"
+        )
+        if channel is not None and channel.listeners("error"):
+            try:
+                channel.emit("error", error)
+            except Exception as handler_error:
+                self._handler_errors.append(handler_error)
+        else:
+            logger.warning("%s", error)
+        if channel is not None:
+            self._data_channel_close(channel)
+
+    async def _receive(self, stream_id: int, pp_id: int, data: bytes) -> None:
+        if len(data) > self._max_receive_size:
+            self._refuse_message(stream_id, len(data))
+            return
+        try:
+            await self._data_channel_receive(stream_id, pp_id, data)
+        except Exception as error:
+            # An application's event handler raised: the packet's other messages come first.
+            self._handler_errors.append(error)
 
     async def _receive_sack(self, parsed: tuple) -> None:
         _, cumulative, rwnd, gaps, duplicates = parsed
@@ -311,6 +564,7 @@ class FastSctpTransport(RTCSctpTransport):
         # The common case, as aiortc (RFC 4960 sections 6.3.3, 7.2.1 and 7.2.2) without gap blocks.
         received_time = time.time()
         self._last_sacked_tsn = cumulative
+        self._peer_window = rwnd
         cwnd_fully_utilized = self._flight_size >= self._cwnd
         done = done_bytes = 0
         sent_queue = self._sent_queue
@@ -345,6 +599,17 @@ class FastSctpTransport(RTCSctpTransport):
             await self._data_channel_flush()
         elif self._outbound_queue or self._retransmit_scan or self._forward_tsn_chunk is not None:
             await self._transmit()
+
+    async def _receive_sack_chunk(self, chunk) -> None:
+        if _tsn_gte(chunk.cumulative_tsn, self._last_sacked_tsn):
+            self._peer_window = chunk.advertised_rwnd  # not from a SACK older than the last one
+        # aiortc's handler flushes the data channel queue and then transmits: one transmit
+        # opportunity (one burst) per SACK, so the flush does not transmit on its own.
+        self._in_sack_handling = True
+        try:
+            await super()._receive_sack_chunk(chunk)
+        finally:
+            self._in_sack_handling = False
 
     async def _send_sack(self) -> None:
         await self._send_packet(self._take_sack(), [])
@@ -410,7 +675,7 @@ class FastSctpTransport(RTCSctpTransport):
         ):
             # Nothing in flight or queued: this message leaves now. Messages sent while it is
             # unacknowledged are bundled at the end of the loop iteration.
-            fast_path.run_now(self._data_channel_flush(), self._loop)
+            fast_path.run_now(self._data_channel_flush(inside_send=True), self._loop)
         else:
             self._schedule_flush()
 
@@ -423,9 +688,16 @@ class FastSctpTransport(RTCSctpTransport):
         if self._association_state == _ESTABLISHED:
             fast_path.run_now(self._data_channel_flush(), self._loop)
 
-    async def _data_channel_flush(self) -> None:
+    async def _data_channel_flush(self, inside_send: bool = False) -> None:
+        """Move queued messages to the outbound queue as the window allows, and transmit.
+
+        ``inside_send``: called from ``RTCDataChannel.send()``; ``bufferedAmount`` then goes down
+        (and ``bufferedamountlow`` fires) in the next loop iteration, after ``send()`` returned,
+        as the W3C specifies and aiortc does.
+        """
         if self._association_state != _ESTABLISHED:
             return
+        released: list[tuple[RTCDataChannel, int]] = []
         queue = self._data_channel_queue
         while queue and self._outbound_bytes < max(0, self._cwnd - self._flight_size) + USER_DATA_MAX:
             channel, protocol, user_data = queue.popleft()
@@ -442,9 +714,24 @@ class FastSctpTransport(RTCSctpTransport):
                 life = channel.maxPacketLifeTime
                 expiry = time.time() + life / 1000 if life else None
                 self._enqueue(stream_id, protocol, user_data, expiry, channel.maxRetransmits, channel.ordered)
-                channel._addBufferedAmount(-len(user_data))
-        await self._transmit()
+                if inside_send:
+                    released.append((channel, len(user_data)))
+                else:
+                    channel._addBufferedAmount(-len(user_data))
+        if released:
+            self._loop.call_soon(self._release_buffered, released)
+        if not self._in_sack_handling:
+            await self._transmit()
         await self._transmit_reconfig()
+
+    def _release_buffered(self, released: list) -> None:
+        for channel, amount in released:
+            try:
+                channel._addBufferedAmount(-amount)
+            except Exception as error:  # a "bufferedamountlow" handler raised
+                self._loop.call_exception_handler(
+                    {"message": "bufferedamountlow handler failed", "exception": error}
+                )
 
     async def _send(
         self,
@@ -551,7 +838,12 @@ class FastSctpTransport(RTCSctpTransport):
             now = time.time()
             queue = self._outbound_queue
             sent_queue = self._sent_queue
-            while queue and self._flight_size < cwnd:
+            limit = cwnd
+            if self._peer_window is not None:
+                # RFC 4960 section 6.1 rule A: new data stays within the peer's receive window, but
+                # one chunk may always be in flight (it probes a window that closed).
+                limit = min(cwnd, self._peer_window) if self._flight_size else max(1, min(cwnd, self._peer_window))
+            while queue and self._flight_size < limit:
                 chunk = queue.popleft()
                 self._outbound_bytes -= chunk._book_size
                 sent_queue.append(chunk)

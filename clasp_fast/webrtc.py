@@ -14,6 +14,11 @@ address prefix. Toward peers whose offer/answer lists ``"batch"`` in ``features`
 frames share one DataChannel message (DESIGN.md "Batching on the wire"); toward other peers every
 message holds exactly one frame. Received messages may always hold several frames.
 
+Receiving: a received DataChannel message is decoded and delivered at most
+:data:`RECEIVE_SLICE_FRAMES` frames per event-loop iteration, in order; :class:`Delivery` says on
+which channel, from which peer and in how big a DataChannel message a message arrived
+(:func:`current_delivery` inside callbacks, :meth:`WebRtcReceiver.deliveries` for iteration).
+
 Liveness: between clasp_fast peers (feature ``"keepalive"``) a negotiated control channel
 ``clasp-control`` carries PING/PONG every ``keepalive_interval`` seconds; they measure the round-trip
 time, and silence on every channel for ``keepalive_timeout`` seconds closes the connection with
@@ -34,18 +39,20 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Literal
+from typing import Any, AsyncIterator, Callable, Literal, NamedTuple
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from . import ice
-from ._codec import Batcher
+from ._codec import Batcher, decode_slice, frame_count
 from .codec import decode_all, encode
 from .messages import QOS_FIRE, Ping, Pong, default_qos
-from .errors import DecodeError, SignalingError, TransportError
-from .sctp import peer_connection_class
+from .errors import DecodeError, ProtocolError, SignalingError, TransportError
+from .sctp import FastSctpTransport, peer_connection_class
 from .signaling import SignalingChannel, new_correlation_id, parse_signal
 
 __all__ = [
@@ -56,6 +63,9 @@ __all__ = [
     "WebRtcReceiver",
     "WebRtcStats",
     "CandidatePairInfo",
+    "Delivery",
+    "current_delivery",
+    "RECEIVE_SLICE_FRAMES",
     "UNRELIABLE_LABEL",
     "RELIABLE_LABEL",
     "CONTROL_LABEL",
@@ -76,6 +86,15 @@ CONTROL_CHANNEL_ID = 1023
 SCTP_USER_DATA_MAX = 1160
 
 LOCAL_FEATURES = ("batch", "keepalive")
+
+#: Frames of one received DataChannel message decoded and delivered per event-loop iteration; the
+#: rest of a larger batch follows in later iterations (in order, and before any later message on
+#: that channel), so one peer's huge batch does not hold up other peers and timers for its length.
+RECEIVE_SLICE_FRAMES = 256
+#: Under aiortc's own SCTP (``fast_sctp=False``): undecoded bytes a connection's channels may hold
+#: while they work through batches slice by slice; beyond it they decode what they hold at once.
+#: Under the fast SCTP path the backlog counts against the SCTP receive window instead, which bounds it.
+RECEIVE_BACKLOG_BYTES = 1024 * 1024
 
 State = Literal["new", "connecting", "connected", "closing", "closed", "failed"]
 
@@ -205,6 +224,35 @@ class WebRtcStats:
 ErrorCallback = Callable[[Exception], Any]
 
 
+class Delivery(NamedTuple):
+    """How a received message arrived.
+
+    ``peer``: the sending peer's session id; ``channel``: the DataChannel's label; ``frames``:
+    frames in the DataChannel message that carried it (malformed ones included: 1 when the peer
+    does not batch); ``size``: that DataChannel message's length in bytes.
+    """
+
+    peer: str
+    channel: str
+    frames: int
+    size: int
+
+
+# The fields of the Delivery being handled, as a plain tuple: a Delivery is made only when asked for.
+_DeliveryFields = tuple
+_current_delivery: ContextVar[_DeliveryFields | None] = ContextVar("clasp_fast_current_delivery", default=None)
+
+
+def current_delivery() -> Delivery | None:
+    """The :class:`Delivery` of the received message being handled right now, else None.
+
+    Valid inside message callbacks (``WebRtcReceiver.on_message``, ``Peer.on``, ``ClaspP2P.on``,
+    the hybrid client's) and in tasks they start (a context variable).
+    """
+    fields = _current_delivery.get()
+    return None if fields is None else Delivery._make(fields)
+
+
 class _Channel:
     """One DataChannel with its batcher, flush scheduling and backpressure."""
 
@@ -217,10 +265,14 @@ class _Channel:
         self.drained = asyncio.Event()
         self.drained.set()
         self.opened = asyncio.Event()
+        # Received messages still being decoded slice by slice: (data, next offset, delivery fields).
+        self.backlog: deque[tuple[bytes, int, _DeliveryFields | None]] = deque()
+        self.backlog_bytes = 0
         if dc.readyState == "open":
             self.opened.set()
         dc.on("open", self.opened.set)
         dc.on("message", self._on_message)
+        dc.on("error", self._on_error)
         dc.on("bufferedamountlow", self._on_buffered_amount_low)
         dc.on("close", self._on_close)
 
@@ -300,7 +352,18 @@ class _Channel:
     # -- receiving -----------------------------------------------------------------------
 
     def _on_message(self, data: bytes | str) -> None:
-        self.transport._on_datachannel_message(self, data)
+        try:
+            self.transport._on_datachannel_message(self, data)
+        except Exception as exc:  # never let the receive path raise into the SCTP layer
+            self.transport.receiver._report(exc, decode=False)
+
+    def _on_error(self, error: Exception) -> None:
+        # The SCTP layer refused a message over the advertised maximum size on this channel (and
+        # closes the channel): the peer broke the protocol, so the whole connection closes.
+        transport = self.transport
+        transport.receiver._report(error, decode=False)
+        if isinstance(error, ProtocolError) and transport.state == "connected":
+            transport._spawn(transport._shutdown(f"protocol error: {error}", "closed"))
 
 
 class WebRtcSender:
@@ -360,7 +423,8 @@ class WebRtcReceiver:
     callback instead of the queue; with neither reading, at most ``receive_queue_limit`` messages
     wait and later ones are dropped (counted in ``stats().dropped_received``). Malformed frames are
     reported to :meth:`on_error` callbacks (a :class:`DecodeError` with the byte offset inside the
-    DataChannel message and the field) and skipped; rejected signals are reported there too.
+    DataChannel message and the field) and skipped; rejected signals, exceptions raised by the
+    message callback and messages the SCTP layer refused are reported there too.
     """
 
     def __init__(self, transport: "WebRtcTransport") -> None:
@@ -371,27 +435,44 @@ class WebRtcReceiver:
         self._ended = False
 
     def on_message(self, callback: Callable[[object], Any] | None) -> None:
-        """Deliver each received message to ``callback(message)`` instead of the iterator."""
+        """Deliver each received message to ``callback(message)`` instead of the iterator.
+
+        Messages already waiting for the iterator go to the callback first. An exception the
+        callback raises goes to the :meth:`on_error` callbacks; later messages still arrive.
+        """
         self._callback = callback
+        queue = self._queue
+        while callback is not None and not queue.empty():
+            item = queue.get_nowait()
+            if item is _END:
+                queue.put_nowait(item)
+                return
+            self._deliver([item[0]], item[1])
 
     def on_error(self, callback: ErrorCallback) -> None:
         """Call ``callback(error)`` for each malformed frame or message received."""
         self._error_callbacks.append(callback)
 
-    def _deliver(self, messages: list) -> None:
-        if self._callback is not None:
-            for message in messages:
-                try:
-                    self._callback(message)
-                except Exception:  # a failing user callback must not stop the receive path
-                    logger.exception("message callback failed")
+    def _deliver(self, messages: list, delivery: _DeliveryFields) -> None:
+        callback = self._callback
+        if callback is not None:
+            token = _current_delivery.set(delivery)
+            try:
+                for message in messages:
+                    try:
+                        callback(message)
+                    except Exception as exc:  # a failing user callback must not stop the receive path
+                        self._report(exc, decode=False)
+            finally:
+                _current_delivery.reset(token)
             return
         limit = self.transport.config.receive_queue_limit
+        queue = self._queue
         for message in messages:
-            if self._queue.qsize() >= limit:
+            if queue.qsize() >= limit:
                 self.transport._counters["dropped_received"] += 1
                 continue
-            self._queue.put_nowait(message)
+            queue.put_nowait((message, delivery))
 
     def _report(self, error: Exception, *, decode: bool = True) -> None:
         if decode:
@@ -402,30 +483,43 @@ class WebRtcReceiver:
             except Exception:
                 logger.exception("error callback failed")
         if not self._error_callbacks:
-            logger.warning("dropped malformed data from peer %s: %s", self.transport.peer, error)
+            logger.warning("peer %s: %s", self.transport.peer, error)
 
     def _end(self) -> None:
         if not self._ended:
+            self.transport._finish_backlogs()
             self._ended = True
             self._queue.put_nowait(_END)
 
-    async def recv(self) -> object:
-        """The next message; raises TransportError once the connection has closed."""
+    async def _next(self) -> tuple[object, _DeliveryFields] | object:
         item = await self._queue.get()
         if item is _END:
             self._queue.put_nowait(_END)
-            raise TransportError("connection closed", peer=self.transport.peer, step="receive")
         return item
+
+    async def recv(self) -> object:
+        """The next message; raises TransportError once the connection has closed."""
+        item = await self._next()
+        if item is _END:
+            raise TransportError("connection closed", peer=self.transport.peer, step="receive")
+        return item[0]  # type: ignore[index]
 
     def __aiter__(self) -> AsyncIterator[object]:
         return self
 
     async def __anext__(self) -> object:
-        item = await self._queue.get()
+        item = await self._next()
         if item is _END:
-            self._queue.put_nowait(_END)
             raise StopAsyncIteration
-        return item
+        return item[0]  # type: ignore[index]
+
+    async def deliveries(self) -> AsyncIterator[tuple[object, Delivery]]:
+        """Iterate ``(message, Delivery)`` pairs instead of bare messages, until the connection closes."""
+        while True:
+            item = await self._next()
+            if item is _END:
+                return
+            yield item[0], Delivery._make(item[1])  # type: ignore[index]
 
 
 def _candidate_json(candidate, ufrag: str | None) -> str:
@@ -999,12 +1093,72 @@ class WebRtcTransport:
             )
             return
         counters["bytes_received"] += len(data)
-        messages, errors = decode_all(data, errors="collect")
-        counters["messages_received"] += len(messages)
+        if ch.backlog:
+            # An earlier message of this channel is still being decoded: this one waits its turn.
+            ch.backlog.append((data, 0, None))
+            self._hold(ch, len(data))
+            if (
+                not isinstance(self._pc.sctp, FastSctpTransport)
+                and sum(c.backlog_bytes for c in self._channels.values()) > RECEIVE_BACKLOG_BYTES
+            ):
+                self._finish_backlogs()
+            return
+        end, delivery = self._decode_slice(ch, data, 0, None)
+        if end < len(data):
+            ch.backlog.append((data, end, delivery))
+            self._hold(ch, len(data) - end)
+            self._loop.call_soon(self._continue_backlog, ch)
+
+    def _decode_slice(
+        self, ch: _Channel, data: bytes, start: int, delivery: _DeliveryFields | None
+    ) -> tuple[int, _DeliveryFields]:
+        """Decode and deliver the next RECEIVE_SLICE_FRAMES frames of ``data``; the offset after them."""
+        messages, errors, end = decode_slice(data, start, RECEIVE_SLICE_FRAMES)
+        if delivery is None:
+            size = len(data)
+            delivery = (self.peer, ch.spec.label, len(messages) + len(errors) if end == size else frame_count(data), size)
+        self._counters["messages_received"] += len(messages)
         if messages:
-            self.receiver._deliver(messages)
+            self.receiver._deliver(messages, delivery)
         for error in errors:
             self.receiver._report(error)
+        return end, delivery
+
+    def _continue_backlog(self, ch: _Channel) -> None:
+        if not ch.backlog:
+            return  # finished at once meanwhile
+        data, start, delivery = ch.backlog.popleft()
+        end, delivery = self._decode_slice(ch, data, start, delivery)
+        self._hold(ch, start - end)
+        if end < len(data):
+            ch.backlog.appendleft((data, end, delivery))
+        if ch.backlog:
+            self._loop.call_soon(self._continue_backlog, ch)
+
+    def _finish_backlog(self, ch: _Channel) -> None:
+        """Decode and deliver everything ``ch`` holds, without yielding."""
+        while ch.backlog:
+            data, start, delivery = ch.backlog.popleft()
+            end = start
+            while end < len(data):
+                end, delivery = self._decode_slice(ch, data, end, delivery)
+            self._hold(ch, start - end)
+
+    def _hold(self, ch: _Channel, amount: int) -> None:
+        """Count ``amount`` more (negative: fewer) undecoded bytes in ``ch``'s backlog.
+
+        Under the fast SCTP path they count against the SCTP receive window: a peer that sends
+        faster than this side works through its batches is held back by the window it is
+        advertised, or, ignoring it, has its DATA dropped until the backlog shrinks.
+        """
+        ch.backlog_bytes += amount
+        sctp = self._pc.sctp
+        if isinstance(sctp, FastSctpTransport):
+            sctp.hold_received(amount)
+
+    def _finish_backlogs(self) -> None:
+        for ch in self._channels.values():
+            self._finish_backlog(ch)
 
     def _on_control_message(self, data: bytes | str) -> None:
         self._last_received = time.monotonic()

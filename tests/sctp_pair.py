@@ -113,6 +113,15 @@ class FaultyLink:
                 pass
 
 
+async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``predicate`` until it holds; AssertionError after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
 async def close_pair(*pcs: RTCPeerConnection) -> None:
     for pc in pcs:
         await pc.close()

@@ -1,0 +1,160 @@
+"""What an application sees of FastSctpTransport is what aiortc (and the W3C) specify.
+
+Real aiortc peer connections on loopback (tests/sctp_pair.py); the fast path on the side under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from clasp_fast import _sctp, sctp
+from clasp_fast.messages import Set
+from clasp_fast.webrtc import RELIABLE_LABEL
+
+from tests.sctp_pair import close_pair, connect_pair, wait_until
+from tests.test_webrtc import connected
+
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+async def test_buffered_amount_counts_the_message_until_send_returns(fast):
+    o, a, (local,), (remote,) = await connect_pair(fast, True, [dict(label="r")])
+    try:
+        low = asyncio.Event()
+        local.on("bufferedamountlow", low.set)
+        fired_inside_send = []
+
+        # An idle channel: nothing in flight, so the fast path puts the message on the wire at once.
+        local.send(b"x" * 100)
+        fired_inside_send.append(low.is_set())
+        assert local.bufferedAmount == 100  # W3C: counted until the current task ends
+        low.clear()
+        await asyncio.wait_for(low.wait(), 5)  # the common pattern must not hang
+        assert fired_inside_send == [False]
+        assert local.bufferedAmount == 0
+    finally:
+        await close_pair(o, a)
+
+
+def _sack_packet(transport, cumulative: int, gaps: list[tuple[int, int]]) -> bytes:
+    sack = _sctp.build_sack(cumulative, 1 << 20, gaps, [])
+    return _sctp.build_packet(transport._remote_port, transport._local_port, transport._local_verification_tag, sack, [])
+
+
+async def test_a_sack_with_gaps_gives_one_burst_not_two():
+    """RFC 4960 section 6.1 rule D: one burst per transmit opportunity, also while recovering."""
+    o, a, (local,), (remote,) = await connect_pair(True, True, [dict(label="r")])
+    sender = o.sctp
+    packets: list[bytes] = []
+    dtls = sender.transport
+    real_send = dtls._send_data
+
+    async def swallow(data: bytes) -> None:
+        packets.append(data)  # the peer never sees (so never acknowledges) anything from here on
+
+    dtls._send_data = swallow
+    try:
+        first = sender._local_tsn
+        for i in range(400):
+            local.send(bytes([i % 256]) * sctp.USER_DATA_MAX)  # one full chunk per packet
+        await wait_until(lambda: len(sender._sent_queue) >= 3)
+        sender._cwnd = 1 << 24  # the window never limits: only the burst rule does
+        bursts = []
+        # The peer reports the first chunk missing three times (fast retransmit, then recovery).
+        for top in (1, 2, 3, 4):
+            before = len(packets)
+            await sender._handle_data(_sack_packet(sender, (first - 1) & 0xFFFFFFFF, [(2, 1 + top)]))
+            bursts.append((len(packets) - before, sender._fast_recovery_exit is not None))
+        outside = [n for n, recovering in bursts if not recovering]
+        inside = [n for n, recovering in bursts if recovering]
+        assert outside and inside, bursts
+        assert max(outside) <= sctp.MAX_BURST_PACKETS, bursts
+        # In recovery: the fast retransmission plus a burst of two.
+        assert max(inside) <= 1 + 2, bursts
+    finally:
+        dtls._send_data = real_send
+        await close_pair(o, a)
+
+
+def _handler_failing_on_boom(remote) -> list[bytes]:
+    """Record what ``remote`` receives; its message handler raises on b"boom"."""
+    got: list[bytes] = []
+
+    def on_message(message: bytes) -> None:
+        got.append(message)
+        if message == b"boom":
+            raise RuntimeError("handler failed")
+
+    remote.on("message", on_message)
+    return got
+
+
+async def _three_in_one_packet(local) -> None:
+    # The first message leaves at once; the next three are bundled into one packet.
+    local.send(b"zero")
+    local.send(b"one")
+    local.send(b"boom")
+    local.send(b"three")
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+async def test_a_failing_handler_with_an_error_listener_loses_and_delays_nothing(fast):
+    o, a, (local,), (remote,) = await connect_pair(True, fast, [dict(label="r")])
+    try:
+        got = _handler_failing_on_boom(remote)
+        errors: list[Exception] = []
+        remote.on("error", errors.append)
+        await _three_in_one_packet(local)
+        await wait_until(lambda: len(got) == 4)
+        assert got == [b"zero", b"one", b"boom", b"three"]
+        assert [str(e) for e in errors] == ["handler failed"]
+        assert o.sctp.stats.retransmissions == 0
+        assert a.connectionState == "connected"
+    finally:
+        await close_pair(o, a)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+async def test_a_failing_handler_without_error_listener_ends_the_connection_as_aiortc_does(fast, caplog):
+    """aiortc lets the exception end its DTLS receive loop (logged, connection closed); so does the
+    fast path, after delivering the rest of that packet at once (stock aiortc loses it)."""
+    o, a, (local,), (remote,) = await connect_pair(True, fast, [dict(label="r")])
+    try:
+        got = _handler_failing_on_boom(remote)
+        with caplog.at_level(logging.WARNING):
+            await _three_in_one_packet(local)
+            await wait_until(lambda: a.connectionState == "closed")
+        assert "handler failed" in caplog.text
+        if fast:
+            assert got == [b"zero", b"one", b"boom", b"three"]
+            assert o.sctp.stats.retransmissions == 0  # "three" came with its packet, not resent
+        else:
+            assert got == [b"zero", b"one", b"boom"]
+    finally:
+        await close_pair(o, a)
+
+
+async def test_a_failing_receiver_callback_reaches_on_error_and_later_messages_arrive():
+    async with connected() as (a, b, _, _):
+        got: list[object] = []
+        errors: list[Exception] = []
+
+        def callback(message) -> None:
+            got.append(message)
+            if message.value == 1:
+                raise RuntimeError("callback failed on 1")
+
+        b.receiver.on_message(callback)
+        b.receiver.on_error(errors.append)
+        for i in range(5):
+            await a.sender.send(Set(address="/x", value=i))
+        await wait_until(lambda: len(got) == 5)
+        assert [m.value for m in got] == [0, 1, 2, 3, 4]
+        assert [str(e) for e in errors] == ["callback failed on 1"]
+        assert b.state == "connected"
+        assert b.channels[RELIABLE_LABEL].readyState == "open"
+        assert b.stats().decode_errors == 0  # not a malformed frame
+
