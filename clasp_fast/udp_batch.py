@@ -185,7 +185,7 @@ class BatchReader:
         self._own = socket.socket(sock.family, sock.type, sock.proto, fileno=self._fd)
         self.socket = UdpBatchSocket(self._own, send="sendto", receive=receive, slots=slots)
         self.batches = 0
-        transport.pause_reading()
+        self._paused_privately = _pause_reading(transport, self._loop, sock.fileno())
         self._loop.add_reader(self._fd, self._read_ready)
         self._closed = False
 
@@ -211,5 +211,24 @@ class BatchReader:
         self._loop.remove_reader(self._fd)
         self.socket.stop_gro()
         self._own.close()
-        if not self._transport.is_closing():
+        if self._transport.is_closing():
+            return
+        if self._paused_privately:
+            self._loop._add_reader(self._transport.get_extra_info("socket").fileno(),  # type: ignore[attr-defined]
+                                   self._transport._read_ready)  # type: ignore[attr-defined]
+        else:
             self._transport.resume_reading()
+
+
+def _pause_reading(transport: asyncio.DatagramTransport, loop: asyncio.AbstractEventLoop, fd: int) -> bool:
+    """Stop the transport reading its socket; True if that took asyncio's private API.
+
+    Python 3.11+ datagram transports have pause_reading(); on 3.10 only the selector loop's
+    private _remove_reader can take the transport's reader off (the public one refuses).
+    """
+    pause = getattr(transport, "pause_reading", None)
+    if pause is not None:
+        pause()
+        return False
+    loop._remove_reader(fd)  # type: ignore[attr-defined]
+    return True
