@@ -69,6 +69,22 @@ cdef inline bytes _additional_data(const unsigned char* epoch_sequence, int cont
     return aad
 
 
+cdef inline bytes _nonce(const unsigned char* iv, bint chacha, const unsigned char* eight):
+    # ChaCha20-Poly1305 (RFC 7905): the 12-byte IV XOR (4 zero bytes || epoch || sequence), with
+    # ``eight`` = epoch || sequence. AES-GCM (RFC 5288): the 4-byte IV || the explicit nonce ``eight``.
+    cdef bytes nonce = PyBytes_FromStringAndSize(NULL, 12)
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(nonce)
+    cdef int i
+    if chacha:
+        memcpy(p, iv, 12)
+        for i in range(8):
+            p[4 + i] ^= eight[i]
+    else:
+        memcpy(p, iv, 4)
+        memcpy(p + 4, eight, 8)
+    return nonce
+
+
 cdef inline int _read_header(Reader* r, int* content_type, int* version, int* epoch,
                              uint64_t* sequence, int* length) except -1:
     content_type[0] = rd_u8(r, "record type")
@@ -220,8 +236,6 @@ cdef class RecordLayer:
         """One record holding ``plaintext`` (application data, or an alert with type 21)."""
         cdef Py_ssize_t n = len(plaintext)
         cdef unsigned char header[HEADER]
-        cdef unsigned char nonce_buf[12]
-        cdef int i
         if content_type != CONTENT_APPLICATION_DATA and content_type != CONTENT_ALERT:
             raise ValueError(f"the record layer writes application data (23) and alerts (21), not {content_type}")
         if self.write_closed:
@@ -237,14 +251,7 @@ cdef class RecordLayer:
         cdef Py_ssize_t fragment = self._explicit + n + TAG
         header[11] = <unsigned char>((fragment >> 8) & 0xFF)
         header[12] = <unsigned char>(fragment & 0xFF)
-        if self._chacha:
-            memcpy(nonce_buf, self._write_iv, 12)
-            for i in range(8):
-                nonce_buf[4 + i] ^= header[3 + i]
-        else:
-            memcpy(nonce_buf, self._write_iv, 4)
-            memcpy(&nonce_buf[4], &header[3], 8)
-        sealed = self._seal(PyBytes_FromStringAndSize(<char*>nonce_buf, 12), plaintext,
+        sealed = self._seal(_nonce(self._write_iv, self._chacha, &header[3]), plaintext,
                             _additional_data(&header[3], content_type, n))
         if PyBytes_GET_SIZE(sealed) != n + TAG:
             raise RuntimeError("the AEAD returned an unexpected ciphertext length")
@@ -303,9 +310,7 @@ cdef class RecordLayer:
                              uint64_t sequence, Py_ssize_t length):
         # ``record`` points at the 13-byte header; the fragment follows (length checked by caller).
         cdef const unsigned char* fragment = record + HEADER
-        cdef unsigned char nonce_buf[12]
         cdef Py_ssize_t plain_length
-        cdef int i
         if epoch != self.epoch:
             self.wrong_epoch += 1
             return None
@@ -319,16 +324,9 @@ cdef class RecordLayer:
             self.replayed += 1
             return None
         plain_length = length - self._explicit - TAG
-        if self._chacha:
-            memcpy(nonce_buf, self._read_iv, 12)
-            for i in range(8):
-                nonce_buf[4 + i] ^= record[3 + i]
-        else:
-            memcpy(nonce_buf, self._read_iv, 4)
-            memcpy(&nonce_buf[4], fragment, EXPLICIT_NONCE)
         try:
             plaintext = self._open(
-                PyBytes_FromStringAndSize(<char*>nonce_buf, 12),
+                _nonce(self._read_iv, self._chacha, record + 3 if self._chacha else fragment),
                 PyBytes_FromStringAndSize(<char*>fragment + self._explicit, length - self._explicit),
                 _additional_data(record + 3, content_type, plain_length),
             )
