@@ -84,6 +84,7 @@ class UdpBatchSocket:
         self.send_strategy = _choose("send", send, sendable, SEND_STRATEGIES)
         self.receive_strategy = _choose("receive", receive, receivable, RECEIVE_STRATEGIES)
         self.slots = slots
+        self.datagrams_received = 0
         self._senders: dict[tuple, object] = {}
         self._receiver = None
         if self.receive_strategy == "gro":
@@ -132,14 +133,16 @@ class UdpBatchSocket:
     def receive_batch(self) -> list[tuple[bytes, tuple]]:
         """[(datagram, address), ...] that one call can read; empty when nothing is waiting."""
         if self._receiver is not None:
-            return self._receiver.receive()
-        received = []
-        recvfrom = self.sock.recvfrom
-        for _ in range(self.slots):
-            try:
-                received.append(recvfrom(GRO_SLOT))
-            except BlockingIOError:
-                break
+            received = self._receiver.receive()
+        else:
+            received = []
+            recvfrom = self.sock.recvfrom
+            for _ in range(self.slots):
+                try:
+                    received.append(recvfrom(GRO_SLOT))
+                except BlockingIOError:
+                    break
+        self.datagrams_received += len(received)
         return received
 
     @property

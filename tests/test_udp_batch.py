@@ -182,3 +182,56 @@ async def test_batch_reader_under_an_asyncio_datagram_transport():
     assert plain == [b"back to asyncio"]
     sender.close()
     transport.close()
+
+
+async def test_batch_readers_under_aioice_keep_stun_answered_and_data_flowing():
+    """Seam (c) of docs/data-plane.md, hooked by the test: every ICE socket of two real aiortc peers
+    is read in batches; DTLS goes to the ICE connection, everything else to aioice's STUN handling."""
+    from tests.sctp_pair import close_pair, connect_pair
+
+    offerer, answerer, (local,), (remote,) = await connect_pair(False, False, [{"label": "data"}])
+    readers = []
+    try:
+        for pc in (offerer, answerer):
+            connection = pc.sctp.transport.transport._connection
+            for protocol in connection._protocols:
+                def on_datagrams(batch, protocol=protocol, connection=connection):
+                    component = protocol.local_candidate.component
+                    for data, address in batch:
+                        if 19 < data[0] < 64:
+                            connection.data_received(data, component)
+                        else:
+                            protocol.datagram_received(data, address)
+
+                readers.append(BatchReader(protocol.transport, on_datagrams))
+
+        # A consent check (what aioice sends every few seconds), answered through the readers.
+        for pc in (offerer, answerer):
+            connection = pc.sctp.transport.transport._connection
+            pair = connection._nominated[1]
+            response, _ = await asyncio.wait_for(pair.protocol.request(
+                connection.build_request(pair, nominate=False), pair.remote_addr,
+                integrity_key=connection.remote_password.encode("utf8"), retransmissions=0), 5)
+            assert response.message_class.name == "RESPONSE"
+
+        messages = [bytes([i % 256]) * size for i, size in enumerate([10, 1200, 70_000, 3] * 10)]
+        received: list = []
+        done = asyncio.Event()
+
+        @remote.on("message")
+        def on_message(message) -> None:
+            received.append(message)
+            if len(received) == len(messages):
+                done.set()
+
+        for message in messages:
+            local.send(message)
+        await asyncio.wait_for(done.wait(), 20)
+        assert received == messages
+        batches = sum(reader.batches for reader in readers)
+        datagrams = sum(reader.socket.datagrams_received for reader in readers)
+        assert 0 < batches < datagrams  # several datagrams per wake-up
+    finally:
+        for reader in readers:
+            reader.close()
+        await close_pair(offerer, answerer)
