@@ -7,10 +7,11 @@
 # (4 zero bytes || epoch || sequence). Both: additional data = epoch || sequence || type ||
 # version || plaintext length (RFC 5246 section 6.2.3.3).
 #
-# The cipher itself is not here: the layer is handed two AEAD objects (``cryptography``'s AESGCM or
-# ChaCha20Poly1305, or anything with the same encrypt/decrypt(nonce, data, aad) methods) and builds
-# the nonce, the additional data and the record around their calls. Every read of a received
-# datagram goes through the length-checked Reader of buffers.pxd.
+# The cipher is OpenSSL's: either its EVP AEAD functions called from here (EvpAead, sealing in place
+# into the record; their addresses are handed in at run time) or any objects with encrypt/decrypt
+# (nonce, data, aad) methods, such as ``cryptography``'s AESGCM and ChaCha20Poly1305. The layer
+# builds the nonce, the additional data and the record around them. Every length of a received
+# datagram is checked before a byte of it is read.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
@@ -56,24 +57,29 @@ cdef inline uint64_t _load_u48(const unsigned char* p) noexcept:
             | (<uint64_t>p[3] << 16) | (<uint64_t>p[4] << 8) | <uint64_t>p[5])
 
 
-cdef inline bytes _additional_data(const unsigned char* epoch_sequence, int content_type,
-                                   Py_ssize_t plaintext_length):
-    cdef bytes aad = PyBytes_FromStringAndSize(NULL, 13)
-    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(aad)
+cdef inline void _additional_data_into(unsigned char* p, const unsigned char* epoch_sequence,
+                                      int content_type, Py_ssize_t plaintext_length) noexcept:
+    # epoch || sequence || type || version || plaintext length (RFC 5246 section 6.2.3.3).
     memcpy(p, epoch_sequence, 8)
     p[8] = <unsigned char>content_type
     p[9] = 0xFE
     p[10] = 0xFD
     p[11] = <unsigned char>((plaintext_length >> 8) & 0xFF)
     p[12] = <unsigned char>(plaintext_length & 0xFF)
+
+
+cdef inline bytes _additional_data(const unsigned char* epoch_sequence, int content_type,
+                                   Py_ssize_t plaintext_length):
+    cdef bytes aad = PyBytes_FromStringAndSize(NULL, 13)
+    _additional_data_into(<unsigned char*>PyBytes_AS_STRING(aad), epoch_sequence, content_type,
+                          plaintext_length)
     return aad
 
 
-cdef inline bytes _nonce(const unsigned char* iv, bint chacha, const unsigned char* eight):
+cdef inline void _nonce_into(unsigned char* p, const unsigned char* iv, bint chacha,
+                             const unsigned char* eight) noexcept:
     # ChaCha20-Poly1305 (RFC 7905): the 12-byte IV XOR (4 zero bytes || epoch || sequence), with
     # ``eight`` = epoch || sequence. AES-GCM (RFC 5288): the 4-byte IV || the explicit nonce ``eight``.
-    cdef bytes nonce = PyBytes_FromStringAndSize(NULL, 12)
-    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(nonce)
     cdef int i
     if chacha:
         memcpy(p, iv, 12)
@@ -82,6 +88,11 @@ cdef inline bytes _nonce(const unsigned char* iv, bint chacha, const unsigned ch
     else:
         memcpy(p, iv, 4)
         memcpy(p + 4, eight, 8)
+
+
+cdef inline bytes _nonce(const unsigned char* iv, bint chacha, const unsigned char* eight):
+    cdef bytes nonce = PyBytes_FromStringAndSize(NULL, 12)
+    _nonce_into(<unsigned char*>PyBytes_AS_STRING(nonce), iv, chacha, eight)
     return nonce
 
 
@@ -129,12 +140,167 @@ def parse_records(data) -> list:
     return records
 
 
+# ---------------------------------------------------------------------------------------------
+# OpenSSL's EVP AEAD interface, called directly. The functions are not linked at build time (the
+# wheel then needs no OpenSSL headers or library): clasp_fast.dtls_records finds the libcrypto the
+# Python process already uses and hands their addresses to install_evp(). EVP_CipherInit_ex,
+# EVP_CipherUpdate, EVP_CipherFinal_ex and EVP_CIPHER_CTX_ctrl have had these signatures since
+# OpenSSL 1.1.0.
+
+ctypedef void* (*evp_ctx_new_t)() noexcept nogil
+ctypedef void (*evp_ctx_free_t)(void*) noexcept nogil
+ctypedef const void* (*evp_cipher_t)() noexcept nogil
+ctypedef int (*evp_init_t)(void*, const void*, void*, const unsigned char*, const unsigned char*,
+                           int) noexcept nogil
+ctypedef int (*evp_update_t)(void*, unsigned char*, int*, const unsigned char*, int) noexcept nogil
+ctypedef int (*evp_final_t)(void*, unsigned char*, int*) noexcept nogil
+ctypedef int (*evp_ctrl_t)(void*, int, int, void*) noexcept nogil
+
+cdef struct EvpApi:
+    evp_ctx_new_t ctx_new
+    evp_ctx_free_t ctx_free
+    evp_cipher_t aes_128_gcm
+    evp_cipher_t aes_256_gcm
+    evp_cipher_t chacha20_poly1305
+    evp_init_t init
+    evp_update_t update
+    evp_final_t final
+    evp_ctrl_t ctrl
+
+cdef EvpApi _evp
+cdef bint _evp_installed = False
+
+cdef enum:
+    EVP_CTRL_AEAD_GET_TAG = 0x10
+    EVP_CTRL_AEAD_SET_TAG = 0x11
+
+EVP_FUNCTIONS = ("EVP_CIPHER_CTX_new", "EVP_CIPHER_CTX_free", "EVP_aes_128_gcm", "EVP_aes_256_gcm",
+                 "EVP_chacha20_poly1305", "EVP_CipherInit_ex", "EVP_CipherUpdate", "EVP_CipherFinal_ex",
+                 "EVP_CIPHER_CTX_ctrl")
+
+
+def install_evp(dict addresses) -> None:
+    """Use these function addresses (name -> int, every name of EVP_FUNCTIONS) for EvpAead."""
+    global _evp, _evp_installed
+    cdef EvpApi api
+    cdef size_t[9] values
+    cdef int i
+    for i, name in enumerate(EVP_FUNCTIONS):
+        value = addresses.get(name)
+        if not value:
+            raise ValueError(f"no address for {name}")
+        values[i] = <size_t>value
+    api.ctx_new = <evp_ctx_new_t>values[0]
+    api.ctx_free = <evp_ctx_free_t>values[1]
+    api.aes_128_gcm = <evp_cipher_t>values[2]
+    api.aes_256_gcm = <evp_cipher_t>values[3]
+    api.chacha20_poly1305 = <evp_cipher_t>values[4]
+    api.init = <evp_init_t>values[5]
+    api.update = <evp_update_t>values[6]
+    api.final = <evp_final_t>values[7]
+    api.ctrl = <evp_ctrl_t>values[8]
+    _evp = api
+    _evp_installed = True
+
+
+def evp_installed() -> bool:
+    return _evp_installed
+
+
+cdef class EvpAead:
+    """One direction's AEAD through OpenSSL's EVP interface: one cipher context, keyed once.
+
+    ``cipher``: "aes-gcm" (16- or 32-byte key) or "chacha20-poly1305" (32-byte key); ``encrypt``
+    chooses the direction. encrypt()/decrypt() mirror ``cryptography``'s AEAD methods (decrypt
+    raises ValueError on a bad tag); the record layer calls the C methods, which write in place.
+    """
+
+    cdef void* _ctx
+    cdef readonly bint encrypting
+
+    def __init__(self, str cipher, bytes key, bint encrypt):
+        cdef const void* kind
+        if not _evp_installed:
+            raise RuntimeError("OpenSSL's EVP functions are not installed (install_evp)")
+        if cipher == "aes-gcm" and len(key) == 16:
+            kind = _evp.aes_128_gcm()
+        elif cipher == "aes-gcm" and len(key) == 32:
+            kind = _evp.aes_256_gcm()
+        elif cipher == "chacha20-poly1305" and len(key) == 32:
+            kind = _evp.chacha20_poly1305()
+        else:
+            raise ValueError(f"no EVP cipher for {cipher!r} with a {len(key)}-byte key")
+        if kind == NULL:
+            raise ValueError(f"this libcrypto has no {cipher}")
+        if self._ctx == NULL:
+            self._ctx = _evp.ctx_new()
+        if self._ctx == NULL:
+            raise MemoryError()
+        if _evp.init(self._ctx, kind, NULL, <const unsigned char*>PyBytes_AS_STRING(key), NULL, encrypt) != 1:
+            raise ValueError("EVP_CipherInit_ex refused the key")
+        self.encrypting = encrypt
+
+    def __dealloc__(self):
+        if self._ctx != NULL:
+            _evp.ctx_free(self._ctx)
+            self._ctx = NULL
+
+    cdef int seal(self, const unsigned char* nonce, const unsigned char* aad,
+                  const unsigned char* plaintext, int length, unsigned char* out) noexcept:
+        """Ciphertext (``length`` bytes) then the 16-byte tag into ``out``; 0, or -1 on failure."""
+        cdef int written = 0, final = 0
+        if (_evp.init(self._ctx, NULL, NULL, NULL, nonce, 1) != 1
+                or _evp.update(self._ctx, NULL, &written, aad, 13) != 1
+                or _evp.update(self._ctx, out, &written, plaintext, length) != 1
+                or _evp.final(self._ctx, out + written, &final) != 1
+                or written + final != length
+                or _evp.ctrl(self._ctx, EVP_CTRL_AEAD_GET_TAG, TAG, out + length) != 1):
+            return -1
+        return 0
+
+    cdef int unseal(self, const unsigned char* nonce, const unsigned char* aad,
+                    const unsigned char* sealed, int length, unsigned char* out) noexcept:
+        """Plaintext of ``sealed`` (``length`` bytes of ciphertext, then the tag) into ``out``;
+        0, or -1 if the tag does not match."""
+        cdef int written = 0, final = 0
+        if (_evp.init(self._ctx, NULL, NULL, NULL, nonce, 0) != 1
+                or _evp.update(self._ctx, NULL, &written, aad, 13) != 1
+                or _evp.update(self._ctx, out, &written, sealed, length) != 1
+                or _evp.ctrl(self._ctx, EVP_CTRL_AEAD_SET_TAG, TAG, <void*>(sealed + length)) != 1
+                or _evp.final(self._ctx, out + written, &final) != 1):
+            return -1
+        return 0
+
+    def encrypt(self, bytes nonce, bytes data, bytes associated_data) -> bytes:
+        return self._whole(nonce, data, associated_data, True)
+
+    def decrypt(self, bytes nonce, bytes data, bytes associated_data) -> bytes:
+        return self._whole(nonce, data, associated_data, False)
+
+    cdef bytes _whole(self, bytes nonce, bytes data, bytes aad, bint sealing):
+        if sealing != self.encrypting:
+            raise ValueError(f"this EvpAead {'encrypts' if self.encrypting else 'decrypts'} only")
+        if len(nonce) != 12 or len(aad) != 13 or (not sealing and len(data) < TAG):
+            raise ValueError("needs a 12-byte nonce, 13 bytes of associated data (and a tag to decrypt)")
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data) - (0 if sealing else TAG)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, n + TAG if sealing else n)
+        cdef const unsigned char* p_nonce = <const unsigned char*>PyBytes_AS_STRING(nonce)
+        cdef const unsigned char* p_aad = <const unsigned char*>PyBytes_AS_STRING(aad)
+        cdef const unsigned char* p_data = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef unsigned char* p_out = <unsigned char*>PyBytes_AS_STRING(out)
+        if sealing:
+            if self.seal(p_nonce, p_aad, p_data, <int>n, p_out) != 0:
+                raise ValueError("EVP encryption failed")
+        elif self.unseal(p_nonce, p_aad, p_data, <int>n, p_out) != 0:
+            raise ValueError("authentication failed")
+        return out
+
 cdef class RecordLayer:
     """Protects and unprotects the DTLS 1.2 records of one epoch with an AEAD cipher.
 
     ``cipher`` is ``"aes-gcm"`` or ``"chacha20-poly1305"``; ``write_aead``/``read_aead`` encrypt
-    and decrypt (``cryptography``'s AEAD classes); ``write_iv``/``read_iv`` are the implicit IVs
-    from the key block (4 bytes for AES-GCM, 12 for ChaCha20-Poly1305). ``write_sequence`` is the
+    and decrypt (two EvpAead, or ``cryptography``'s AEAD classes); ``write_iv``/``read_iv`` are the
+    implicit IVs from the key block (4 bytes for AES-GCM, 12 for ChaCha20-Poly1305). ``write_sequence`` is the
     sequence number of the next record written. ``read_sequence``, when given, is the highest
     sequence number already read in this epoch by someone else (OpenSSL): it and everything
     below it count as seen. ``auth_error`` is the exception the AEAD raises for a bad tag.
@@ -145,6 +311,8 @@ cdef class RecordLayer:
 
     cdef object _seal
     cdef object _open
+    cdef EvpAead _evp_write      # set when the AEADs are EvpAead: records are sealed in place
+    cdef EvpAead _evp_read
     cdef object _auth_error
     cdef bint _chacha
     cdef int _explicit
@@ -157,6 +325,7 @@ cdef class RecordLayer:
 
     cdef readonly int epoch
     cdef readonly str cipher
+    cdef readonly str backend    # "evp" or "python-aead" (objects with encrypt/decrypt methods)
     cdef readonly bint write_closed
     cdef readonly bint peer_closed
     cdef readonly object last_alert
@@ -191,6 +360,14 @@ cdef class RecordLayer:
         self.cipher = cipher
         self._seal = write_aead.encrypt
         self._open = read_aead.decrypt
+        if isinstance(write_aead, EvpAead) and isinstance(read_aead, EvpAead):
+            if not (<EvpAead>write_aead).encrypting or (<EvpAead>read_aead).encrypting:
+                raise ValueError("write_aead must encrypt and read_aead decrypt")
+            self._evp_write = write_aead
+            self._evp_read = read_aead
+            self.backend = "evp"
+        else:
+            self.backend = "python-aead"
         self._auth_error = auth_error
         memcpy(self._write_iv, PyBytes_AS_STRING(write_iv), iv_length)
         memcpy(self._read_iv, PyBytes_AS_STRING(read_iv), iv_length)
@@ -236,6 +413,7 @@ cdef class RecordLayer:
         """One record holding ``plaintext`` (application data, or an alert with type 21)."""
         cdef Py_ssize_t n = len(plaintext)
         cdef unsigned char header[HEADER]
+        cdef const unsigned char* source
         if content_type != CONTENT_APPLICATION_DATA and content_type != CONTENT_ALERT:
             raise ValueError(f"the record layer writes application data (23) and alerts (21), not {content_type}")
         if self.write_closed:
@@ -251,16 +429,30 @@ cdef class RecordLayer:
         cdef Py_ssize_t fragment = self._explicit + n + TAG
         header[11] = <unsigned char>((fragment >> 8) & 0xFF)
         header[12] = <unsigned char>(fragment & 0xFF)
-        sealed = self._seal(_nonce(self._write_iv, self._chacha, &header[3]), plaintext,
-                            _additional_data(&header[3], content_type, n))
-        if PyBytes_GET_SIZE(sealed) != n + TAG:
-            raise RuntimeError("the AEAD returned an unexpected ciphertext length")
         cdef bytes record = PyBytes_FromStringAndSize(NULL, HEADER + fragment)
         cdef unsigned char* out = <unsigned char*>PyBytes_AS_STRING(record)
+        cdef unsigned char nonce[12]
+        cdef unsigned char aad[13]
+        cdef const unsigned char[::1] view
         memcpy(out, header, HEADER)
         if self._explicit:
             memcpy(out + HEADER, &header[3], EXPLICIT_NONCE)
-        memcpy(out + HEADER + self._explicit, PyBytes_AS_STRING(sealed), n + TAG)
+        if self._evp_write is not None:
+            _nonce_into(nonce, self._write_iv, self._chacha, &header[3])
+            _additional_data_into(aad, &header[3], content_type, n)
+            if type(plaintext) is bytes:
+                source = <const unsigned char*>PyBytes_AS_STRING(plaintext)
+            else:
+                view = plaintext
+                source = &view[0] if n else aad
+            if self._evp_write.seal(nonce, aad, source, <int>n, out + HEADER + self._explicit) != 0:
+                raise RuntimeError("OpenSSL EVP encryption failed")
+        else:
+            sealed = self._seal(_nonce(self._write_iv, self._chacha, &header[3]), plaintext,
+                                _additional_data(&header[3], content_type, n))
+            if PyBytes_GET_SIZE(sealed) != n + TAG:
+                raise RuntimeError("the AEAD returned an unexpected ciphertext length")
+            memcpy(out + HEADER + self._explicit, PyBytes_AS_STRING(sealed), n + TAG)
         self._write_sequence += 1
         self.records_sent += 1
         return record
@@ -324,6 +516,17 @@ cdef class RecordLayer:
             self.replayed += 1
             return None
         plain_length = length - self._explicit - TAG
+        cdef unsigned char nonce[12]
+        cdef unsigned char aad[13]
+        if self._evp_read is not None:
+            _nonce_into(nonce, self._read_iv, self._chacha, record + 3 if self._chacha else fragment)
+            _additional_data_into(aad, record + 3, content_type, plain_length)
+            plaintext = PyBytes_FromStringAndSize(NULL, plain_length)
+            if self._evp_read.unseal(nonce, aad, fragment + self._explicit, <int>plain_length,
+                                     <unsigned char*>PyBytes_AS_STRING(plaintext)) != 0:
+                self.bad_mac += 1
+                return None
+            return self._accepted(content_type, sequence, plaintext)
         try:
             plaintext = self._open(
                 _nonce(self._read_iv, self._chacha, record + 3 if self._chacha else fragment),
@@ -335,6 +538,9 @@ cdef class RecordLayer:
                 raise
             self.bad_mac += 1
             return None
+        return self._accepted(content_type, sequence, plaintext)
+
+    cdef tuple _accepted(self, int content_type, uint64_t sequence, bytes plaintext):
         self._mark_read(sequence)
         self.records_received += 1
         if content_type == CONTENT_ALERT:

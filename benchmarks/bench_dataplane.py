@@ -3,8 +3,9 @@
 Run with ``pytest benchmarks/bench_dataplane.py --benchmark-only``. Groups:
 
 * ``dtls-protect-1189`` / ``dtls-unprotect-1189``: one record of 1,189 bytes of plaintext (a full
-  SCTP packet of aiortc's size), AES-128-GCM, per call: clasp_fast's record layer against
-  pyOpenSSL as aiortc drives it (``send`` + ``bio_read``; ``bio_write`` + ``recv``), and the bare
+  SCTP packet of aiortc's size), AES-128-GCM, per call: clasp_fast's record layer (with OpenSSL's
+  EVP functions called in place, and with ``cryptography``'s AEAD objects) against pyOpenSSL as
+  aiortc drives it (``send`` + ``bio_read``; ``bio_write`` + ``recv``), and the bare
   AEAD call of ``cryptography`` (the floor for any layer built on it).
 * ``udp-send-64x1200``: 64 datagrams of 1,200 bytes to a loopback socket per call, with
   ``sendto`` per datagram, one ``sendmmsg``, and UDP GSO (the receiver is drained outside the
@@ -24,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from OpenSSL import SSL
 
-from clasp_fast.dtls_records import DtlsRecordLayer
+from clasp_fast.dtls_records import DtlsRecordLayer, evp_status
 from clasp_fast.udp_batch import UdpBatchSocket, supported_strategies
 from tests.dtls_pair import handshake
 
@@ -39,10 +40,17 @@ AES128 = b"ECDHE-ECDSA-AES128-GCM-SHA256"
 
 # -- DTLS records ------------------------------------------------------------------------------
 
+def _crypto(name: str) -> str:
+    if name == "evp" and not evp_status()[0]:
+        pytest.skip(evp_status()[1])
+    return name
+
+
+@pytest.mark.parametrize("crypto", ["evp", "cryptography"])
 @pytest.mark.benchmark(group="dtls-protect-1189")
-def bench_protect_clasp_fast(benchmark):
+def bench_protect_clasp_fast(benchmark, crypto):
     client, _ = handshake(AES128)
-    layer = DtlsRecordLayer.from_ssl_connection(client, True)
+    layer = DtlsRecordLayer.from_ssl_connection(client, True, crypto=_crypto(crypto))
     record = benchmark(layer.protect, PAYLOAD)
     assert len(record) == 13 + 8 + len(PAYLOAD) + 16
 
@@ -70,10 +78,11 @@ def _record_stream(sender: DtlsRecordLayer, count: int):
     return lambda: ((next(records),), {})
 
 
+@pytest.mark.parametrize("crypto", ["evp", "cryptography"])
 @pytest.mark.benchmark(group="dtls-unprotect-1189")
-def bench_unprotect_clasp_fast(benchmark):
+def bench_unprotect_clasp_fast(benchmark, crypto):
     client, server = handshake(AES128)
-    receiver = DtlsRecordLayer.from_ssl_connection(client, True)
+    receiver = DtlsRecordLayer.from_ssl_connection(client, True, crypto=_crypto(crypto))
     sender = DtlsRecordLayer.from_ssl_connection(server, False)
     result = benchmark.pedantic(receiver.unprotect_datagram, setup=_record_stream(sender, RECORD_ROUNDS),
                                 rounds=RECORD_ROUNDS)
@@ -178,3 +187,56 @@ def bench_udp_receive(benchmark, strategy):
             return len(got)
 
         assert benchmark.pedantic(receive_all, setup=filled, rounds=UDP_ROUNDS) == BATCH
+
+
+# -- side-by-side table: python -m benchmarks.bench_dataplane ---------------------------------
+
+def _interleaved_record_costs(repeats: int = 15, count: int = 20_000) -> dict[str, list[float]]:
+    """µs per record for each implementation, measured in turns so machine drift hits all alike."""
+    import timeit
+
+    pairs = {}
+    for crypto in ("evp", "cryptography"):
+        if crypto == "evp" and not evp_status()[0]:
+            continue
+        client, server = handshake(AES128)
+        pairs[crypto] = (DtlsRecordLayer.from_ssl_connection(client, True, crypto=crypto),
+                         DtlsRecordLayer.from_ssl_connection(server, False, crypto=crypto))
+    openssl_client, openssl_server = handshake(AES128)
+    feeder = DtlsRecordLayer.from_ssl_connection(openssl_server, False)
+
+    def openssl_protect():
+        openssl_client.send(PAYLOAD)
+        openssl_client.bio_read(1500)
+
+    def openssl_unprotect(record):
+        openssl_client.bio_write(record)
+        openssl_client.recv(1500)
+
+    costs: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for crypto, (writer, reader) in pairs.items():
+            costs.setdefault(f"protect, clasp_fast ({crypto})", []).append(
+                timeit.timeit(lambda: writer.protect(PAYLOAD), number=count) / count * 1e6)
+            records = [writer.protect(PAYLOAD) for _ in range(count)]
+            unprotect = reader.unprotect_datagram
+            costs.setdefault(f"unprotect, clasp_fast ({crypto})", []).append(
+                timeit.timeit(lambda: [unprotect(r) for r in records], number=1) / count * 1e6)
+        costs.setdefault("protect, pyOpenSSL", []).append(
+            timeit.timeit(openssl_protect, number=count) / count * 1e6)
+        records = [feeder.protect(PAYLOAD) for _ in range(count)]
+        costs.setdefault("unprotect, pyOpenSSL", []).append(
+            timeit.timeit(lambda: [openssl_unprotect(r) for r in records], number=1) / count * 1e6)
+    return costs
+
+
+def main() -> None:
+    import statistics
+
+    print("µs per 1,189-byte AES-128-GCM record (15 interleaved repeats of 20,000):")
+    for name, values in sorted(_interleaved_record_costs().items()):
+        print(f"  {name:36s} min {min(values):6.2f}   median {statistics.median(values):6.2f}")
+
+
+if __name__ == "__main__":
+    main()

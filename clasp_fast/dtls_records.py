@@ -15,6 +15,12 @@ Keys: key_block = PRF(master_secret, "key expansion", server_random + client_ran
 suite's hash (RFC 5246 sections 5 and 6.3). With the extended master secret (RFC 7627) only the
 master secret's derivation differs, and ``master_key()`` returns the secret in use either way.
 
+The cipher: OpenSSL's EVP AEAD functions called from the compiled layer (one cipher context per
+direction, records sealed in place), taken from the libcrypto the Python process itself already
+loaded for ``hashlib`` (Linux; found in ``/proc/self/maps``, checked to be OpenSSL 1.1.0 or newer and
+against ``cryptography`` on a known answer before first use). Where that is not possible,
+``cryptography``'s ``AESGCM``/``ChaCha20Poly1305`` (see :func:`evp_status`). Nothing is hand-written.
+
 Sequence numbers: OpenSSL's next epoch-1 write sequence number is not exposed, so the takeover
 asks OpenSSL to protect one probe record, reads it from the memory BIO (it is never sent), and
 continues after its sequence number; DTLS receivers accept gaps. It then marks the connection's
@@ -25,8 +31,11 @@ with a sequence number (and so a nonce) that this layer uses: ``ssl.send()`` fai
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import hmac
+import os
+import sys
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -50,11 +59,13 @@ __all__ = [
     "DtlsRecordLayer",
     "DtlsTakeoverError",
     "key_block",
+    "evp_status",
     "parse_records",
     "prf",
 ]
 
 _PROBE = b"\x00"
+_evp_reason: str | None = None  # why the EVP path is off; "" once it works
 
 
 class DtlsTakeoverError(TransportError):
@@ -114,6 +125,75 @@ def key_block(suite: CipherSuite, master_secret: bytes, client_random: bytes,
     return block[:k], block[k : 2 * k], block[2 * k : 2 * k + i], block[2 * k + i :]
 
 
+def _process_libcrypto() -> str | None:
+    """Path of the shared libcrypto Python's ``hashlib`` loaded into this process (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import _hashlib  # noqa: F401 - maps Python's libcrypto into the process
+    except ImportError:
+        return None
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and os.path.basename(fields[5].strip()).startswith("libcrypto.so"):
+                    return fields[5].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _install_evp() -> str:
+    """Install OpenSSL's EVP functions into the compiled layer; "" on success, else the reason."""
+    path = _process_libcrypto()
+    if path is None:
+        return "no shared libcrypto in this process (Linux only)"
+    try:
+        library = ctypes.CDLL(path)
+        version = library.OpenSSL_version_num
+        version.restype = ctypes.c_ulong
+        if version() < 0x10100000:
+            return f"{path} is older than OpenSSL 1.1.0"
+        addresses = {name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+                     for name in _dtls.EVP_FUNCTIONS}
+    except (OSError, AttributeError) as error:
+        return f"{path}: {error}"
+    _dtls.install_evp(addresses)
+    data, nonce, aad = b"clasp_fast known answer" * 20, bytes(range(12)), bytes(range(13))
+    for cipher, key in (("aes-gcm", bytes(range(16))), ("aes-gcm", bytes(range(32))),
+                        ("chacha20-poly1305", bytes(range(32)))):
+        expected = (AESGCM(key) if cipher == "aes-gcm" else ChaCha20Poly1305(key)).encrypt(nonce, data, aad)
+        try:
+            sealed = _dtls.EvpAead(cipher, key, True).encrypt(nonce, data, aad)
+            opened = _dtls.EvpAead(cipher, key, False).decrypt(nonce, expected, aad)
+        except ValueError as error:
+            return f"{path}: {cipher}: {error}"
+        if sealed != expected or opened != data:
+            return f"{path}: {cipher} disagrees with cryptography"
+    return ""
+
+
+def evp_status() -> tuple[bool, str]:
+    """(True, path note) if records use OpenSSL's EVP functions directly, else (False, the reason)."""
+    global _evp_reason
+    if _evp_reason is None:
+        _evp_reason = _install_evp()
+    return (_evp_reason == "", _evp_reason or "OpenSSL EVP from this process's libcrypto")
+
+
+def _aead_pair(suite: CipherSuite, write_key: bytes, read_key: bytes, crypto: str) -> tuple:
+    if crypto not in ("auto", "evp", "cryptography"):
+        raise ValueError(f"crypto must be 'auto', 'evp' or 'cryptography', got {crypto!r}")
+    if crypto != "cryptography":
+        available, reason = evp_status()
+        if available:
+            return (_dtls.EvpAead(suite.cipher, write_key, True), _dtls.EvpAead(suite.cipher, read_key, False))
+        if crypto == "evp":
+            raise DtlsTakeoverError(f"OpenSSL's EVP functions are not usable here: {reason}")
+    return suite.aead(write_key), suite.aead(read_key)
+
+
 def _probe_write_sequence(ssl_conn: SSL.Connection) -> int:
     """Sequence number OpenSSL gives its next epoch-1 record, from a probe record never sent."""
     try:
@@ -142,13 +222,14 @@ class DtlsRecordLayer(_dtls.RecordLayer):
 
     @classmethod
     def from_ssl_connection(cls, ssl_conn: SSL.Connection, is_client: bool, *,
-                            read_sequence: int | None = None) -> "DtlsRecordLayer":
+                            read_sequence: int | None = None, crypto: str = "auto") -> "DtlsRecordLayer":
         """Take over the records of ``ssl_conn``, a pyOpenSSL connection whose handshake is complete.
 
         ``is_client``: the DTLS role of this side. ``read_sequence``: the highest epoch-1 sequence
         number of the peer that OpenSSL has already read (it and everything below count as seen),
-        or None if unknown. Raises :class:`DtlsTakeoverError` (and changes nothing) for a protocol
-        or suite this layer does not handle.
+        or None if unknown. ``crypto``: "evp" (OpenSSL's EVP functions, see :func:`evp_status`),
+        "cryptography", or "auto" (EVP where usable). Raises :class:`DtlsTakeoverError` (and changes
+        nothing) for a protocol or suite this layer does not handle.
         """
         version = ssl_conn.get_protocol_version_name()
         if version != "DTLSv1.2":
@@ -162,14 +243,13 @@ class DtlsRecordLayer(_dtls.RecordLayer):
         if not master or not client_random or not server_random:
             raise DtlsTakeoverError("the handshake is not complete (no master secret yet)")
         client_key, server_key, client_iv, server_iv = key_block(suite, master, client_random, server_random)
+        if is_client:
+            write_key, write_iv, read_key, read_iv = client_key, client_iv, server_key, server_iv
+        else:
+            write_key, write_iv, read_key, read_iv = server_key, server_iv, client_key, client_iv
+        write_aead, read_aead = _aead_pair(suite, write_key, read_key, crypto)
         write_sequence = _probe_write_sequence(ssl_conn)
         # From here on OpenSSL must never write an epoch-1 record again (see the module docstring).
         ssl_conn.set_shutdown(ssl_conn.get_shutdown() | SSL.SENT_SHUTDOWN)
-        if is_client:
-            write = (suite.aead(client_key), client_iv)
-            read = (suite.aead(server_key), server_iv)
-        else:
-            write = (suite.aead(server_key), server_iv)
-            read = (suite.aead(client_key), client_iv)
-        return cls(suite.cipher, write[0], write[1], read[0], read[1], write_sequence=write_sequence,
+        return cls(suite.cipher, write_aead, write_iv, read_aead, read_iv, write_sequence=write_sequence,
                    read_sequence=read_sequence, epoch=1, auth_error=InvalidTag)

@@ -10,10 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from OpenSSL import SSL
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
 from clasp_fast.dtls_records import (
     SUITES,
     DtlsRecordLayer,
     DtlsTakeoverError,
+    _dtls,
+    evp_status,
     parse_records,
     prf,
 )
@@ -29,6 +33,11 @@ SUITE_CASES = [
     pytest.param(b"ECDHE-RSA-CHACHA20-POLY1305", True, id="rsa-chacha20"),
 ]
 PAYLOADS = [b"", b"x", bytes(range(256)) * 4, b"\xa5" * 1189, b"z" * 16384]
+EVP_AVAILABLE, EVP_REASON = evp_status()
+CRYPTO = [
+    pytest.param("evp", marks=pytest.mark.skipif(not EVP_AVAILABLE, reason=EVP_REASON)),
+    "cryptography",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +47,16 @@ def aes_pair():
     return handshake(b"ECDHE-ECDSA-AES128-GCM-SHA256")
 
 
+@pytest.mark.parametrize("crypto", CRYPTO)
 @pytest.mark.parametrize("ciphers, rsa_certificates", SUITE_CASES)
 @pytest.mark.parametrize("layer_is_client", [True, False], ids=["layer-client", "layer-server"])
-def test_layer_and_openssl_read_each_others_records(ciphers, rsa_certificates, layer_is_client):
+def test_layer_and_openssl_read_each_others_records(ciphers, rsa_certificates, layer_is_client, crypto):
     client, server = handshake(ciphers, rsa_certificates=rsa_certificates)
     assert client.get_cipher_name() == ciphers.decode()
     ours, theirs = (client, server) if layer_is_client else (server, client)
-    layer = DtlsRecordLayer.from_ssl_connection(ours, layer_is_client)
+    layer = DtlsRecordLayer.from_ssl_connection(ours, layer_is_client, crypto=crypto)
     assert layer.cipher == SUITES[ciphers.decode()].cipher
+    assert layer.backend == ("evp" if crypto == "evp" else "python-aead")
 
     for payload in PAYLOADS:
         record = layer.protect(payload)
@@ -130,9 +141,10 @@ def test_records_of_another_epoch_are_dropped_and_counted(epoch):
     assert layer.unprotect(record) == (23, b"hello")  # the window did not move
 
 
-def test_tampered_records_fail_authentication_and_do_not_move_the_window():
+@pytest.mark.parametrize("crypto", CRYPTO)
+def test_tampered_records_fail_authentication_and_do_not_move_the_window(crypto):
     client, server = handshake()
-    layer = DtlsRecordLayer.from_ssl_connection(client, True)
+    layer = DtlsRecordLayer.from_ssl_connection(client, True, crypto=crypto)
     record = openssl_write(server, b"integrity matters")
     for position in (3 + 4, 13, 13 + 8, len(record) - 1):  # sequence, nonce, ciphertext, tag
         tampered = bytearray(record)
@@ -142,16 +154,18 @@ def test_tampered_records_fail_authentication_and_do_not_move_the_window():
     assert layer.unprotect(record) == (23, b"integrity matters")
 
 
-def test_the_wrong_role_fails_authentication_instead_of_raising():
+@pytest.mark.parametrize("crypto", CRYPTO)
+def test_the_wrong_role_fails_authentication_instead_of_raising(crypto):
     client, server = handshake()
-    layer = DtlsRecordLayer.from_ssl_connection(client, False)  # client keys swapped
+    layer = DtlsRecordLayer.from_ssl_connection(client, False, crypto=crypto)  # client keys swapped
     assert layer.unprotect(openssl_write(server, b"x")) is None
     assert layer.bad_mac == 1
 
 
-def test_several_records_in_one_datagram_both_ways():
+@pytest.mark.parametrize("crypto", CRYPTO)
+def test_several_records_in_one_datagram_both_ways(crypto):
     client, server = handshake()
-    layer = DtlsRecordLayer.from_ssl_connection(client, True)
+    layer = DtlsRecordLayer.from_ssl_connection(client, True, crypto=crypto)
     datagram = openssl_write(server, b"one") + openssl_write(server, b"two") + openssl_write(server, b"three")
     assert layer.unprotect_datagram(datagram) == [(23, b"one"), (23, b"two"), (23, b"three")]
     ours = layer.protect(b"four") + layer.protect(b"five")
@@ -221,6 +235,25 @@ def test_unsent_openssl_output_refuses_the_takeover():
         DtlsRecordLayer.from_ssl_connection(client, True)
 
 
+def test_without_a_usable_libcrypto_auto_uses_cryptography_and_evp_is_refused(monkeypatch):
+    from clasp_fast import dtls_records
+
+    monkeypatch.setattr(dtls_records, "_evp_reason", "no shared libcrypto in this process (Linux only)")
+    client, server = handshake()
+    with pytest.raises(DtlsTakeoverError, match="EVP functions are not usable here: no shared libcrypto"):
+        DtlsRecordLayer.from_ssl_connection(client, True, crypto="evp")
+    layer = DtlsRecordLayer.from_ssl_connection(client, True)
+    assert layer.backend == "python-aead"
+    assert openssl_read(server, layer.protect(b"via cryptography")) == [b"via cryptography"]
+
+
+def test_unknown_crypto_backend_is_a_clear_error():
+    client, server = handshake()
+    with pytest.raises(ValueError, match="crypto must be"):
+        DtlsRecordLayer.from_ssl_connection(client, True, crypto="rot13")
+    assert openssl_read(server, openssl_write(client, b"untouched")) == [b"untouched"]
+
+
 def test_protect_refuses_what_dtls_cannot_carry():
     client, _ = handshake()
     layer = DtlsRecordLayer.from_ssl_connection(client, True)
@@ -286,3 +319,33 @@ def test_any_single_byte_change_to_a_record_is_rejected(aes_pair, position, flip
     record = bytearray(openssl_write(server, b"sealed payload" * 3))
     record[position % len(record)] ^= flip
     assert layer.unprotect(bytes(record)) is None
+
+
+# -- OpenSSL's EVP functions called directly agree with cryptography ----------------------------
+
+@pytest.mark.skipif(not EVP_AVAILABLE, reason=EVP_REASON)
+@settings(max_examples=200, deadline=None)
+@given(cipher=st.sampled_from([("aes-gcm", 16), ("aes-gcm", 32), ("chacha20-poly1305", 32)]),
+       key=st.binary(min_size=32, max_size=32), nonce=st.binary(min_size=12, max_size=12),
+       aad=st.binary(min_size=13, max_size=13), data=st.binary(max_size=3000), flip=st.integers(0, 3015))
+def test_evp_aead_matches_cryptography(cipher, key, nonce, aad, data, flip):
+    name, key_length = cipher
+    key = key[:key_length]
+    reference = AESGCM(key) if name == "aes-gcm" else ChaCha20Poly1305(key)
+    sealed = _dtls.EvpAead(name, key, True).encrypt(nonce, data, aad)
+    assert sealed == reference.encrypt(nonce, data, aad)
+    opener = _dtls.EvpAead(name, key, False)
+    assert opener.decrypt(nonce, sealed, aad) == data
+    tampered = bytearray(sealed)
+    tampered[flip % len(tampered)] ^= 0x80
+    with pytest.raises(ValueError, match="authentication failed"):
+        opener.decrypt(nonce, bytes(tampered), aad)
+    assert opener.decrypt(nonce, sealed, aad) == data  # a failure leaves the context usable
+
+
+@pytest.mark.skipif(not EVP_AVAILABLE, reason=EVP_REASON)
+def test_evp_aead_refuses_keys_it_has_no_cipher_for():
+    with pytest.raises(ValueError, match="no EVP cipher"):
+        _dtls.EvpAead("aes-gcm", bytes(24), True)
+    with pytest.raises(ValueError, match="no EVP cipher"):
+        _dtls.EvpAead("chacha20-poly1305", bytes(16), True)
