@@ -30,7 +30,7 @@ def _rsa_certificate() -> RTCCertificate:
     return RTCCertificate(key=key, cert=cert)
 
 
-def _context(certificate: RTCCertificate, ciphers: bytes | None) -> SSL.Context:
+def aiortc_context(certificate: RTCCertificate, ciphers: bytes | None) -> SSL.Context:
     context = certificate._create_ssl_context(srtp_profiles=SRTP_PROFILES)
     if ciphers is not None:
         context.set_cipher_list(ciphers)
@@ -52,8 +52,8 @@ def handshake(ciphers: bytes | None = None, *, rsa_certificates: bool = False
               ) -> tuple[SSL.Connection, SSL.Connection]:
     """(client, server) after a complete DTLS handshake; both memory BIOs are empty."""
     make = _rsa_certificate if rsa_certificates else RTCCertificate.generateCertificate
-    client = SSL.Connection(_context(make(), ciphers))
-    server = SSL.Connection(_context(make(), ciphers))
+    client = SSL.Connection(aiortc_context(make(), ciphers))
+    server = SSL.Connection(aiortc_context(make(), ciphers))
     client.set_connect_state()
     server.set_accept_state()
     done = {id(client): False, id(server): False}

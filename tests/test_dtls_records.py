@@ -6,6 +6,7 @@ the takeover's guards, and a fuzz of the record parser."""
 from __future__ import annotations
 
 import pytest
+from aiortc.rtcdtlstransport import RTCCertificate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from OpenSSL import SSL
@@ -22,7 +23,7 @@ from clasp_fast.dtls_records import (
     prf,
 )
 from clasp_fast.errors import DecodeError
-from tests.dtls_pair import handshake, openssl_read, openssl_write
+from tests.dtls_pair import aiortc_context, handshake, openssl_read, openssl_write
 
 SUITE_CASES = [
     pytest.param(b"ECDHE-ECDSA-AES128-GCM-SHA256", False, id="ecdsa-aes128-gcm"),
@@ -64,6 +65,36 @@ def test_layer_and_openssl_read_each_others_records(ciphers, rsa_certificates, l
         assert layer.unprotect(openssl_write(theirs, payload or b"-")) == (23, payload or b"-")
     assert layer.stats() == {"records_sent": 5, "records_received": 5, "replayed": 0, "wrong_epoch": 0,
                              "bad_mac": 0, "malformed": 0, "after_close": 0, "alerts_received": 0}
+
+
+def _server_hello_extensions(flight: bytes) -> list[int]:
+    body = parse_records(flight)[0]
+    record = flight[body[4]: body[4] + body[5]]
+    assert record[0] == 2, "the server's first record is its ServerHello"
+    hello = record[12:]
+    at = 2 + 32
+    at += 1 + hello[at] + 2 + 1  # session id, cipher suite, compression
+    end = at + 2 + int.from_bytes(hello[at:at + 2], "big")
+    at += 2
+    types = []
+    while at < end:
+        types.append(int.from_bytes(hello[at:at + 2], "big"))
+        at += 4 + int.from_bytes(hello[at + 2:at + 4], "big")
+    return types
+
+
+def test_these_handshakes_use_the_extended_master_secret():
+    # So the interop tests above prove master_key() is the secret in use with RFC 7627 too.
+    client = SSL.Connection(aiortc_context(RTCCertificate.generateCertificate(), None))
+    server = SSL.Connection(aiortc_context(RTCCertificate.generateCertificate(), None))
+    client.set_connect_state()
+    server.set_accept_state()
+    with pytest.raises(SSL.WantReadError):
+        client.do_handshake()
+    server.bio_write(client.bio_read(65536))
+    with pytest.raises(SSL.WantReadError):
+        server.do_handshake()
+    assert 0x0017 in _server_hello_extensions(server.bio_read(65536))
 
 
 def test_both_sides_taken_over_talk_to_each_other():
