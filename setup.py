@@ -28,6 +28,8 @@ MODULES = {
     "_codec": "_ext/codec.pyx",
     "_address": "_ext/address.pyx",
     "_sctp": "_ext/sctp.pyx",
+    "_dtls": "_ext/dtls.pyx",
+    "_udp": "_ext/udp.pyx",
 }
 
 debug = os.environ.get("CLASP_FAST_DEBUG") == "1"
