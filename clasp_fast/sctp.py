@@ -183,8 +183,16 @@ class FastSctpTransport(RTCSctpTransport):
     """
 
     stats: SctpStats
-    #: Use clasp_fast.fast_path's shorter receive path (set before the transport starts).
+    #: Use clasp_fast.fast_path's data plane (set before the transport starts); with it,
+    #: ``fast_dtls`` lets the compiled record layer take the DTLS records over and
+    #: ``udp_batching`` reads and writes many datagrams per system call.
     fast_receive: bool = True
+    fast_dtls: bool = True
+    udp_batching: bool = True
+    #: The connection's data plane once started (None: aiortc's path below SCTP).
+    data_plane: Optional[fast_path.DataPlane] = None
+    # True while the data plane hands over one received batch (one SACK answers all of it).
+    _receiving_batch: bool = False
 
     @classmethod
     def adopt(cls, transport: RTCSctpTransport) -> "FastSctpTransport":
@@ -222,6 +230,7 @@ class FastSctpTransport(RTCSctpTransport):
         self._refused: dict[int, tuple[object, DataChunk]] = {}
         # Exceptions raised by application event handlers while a packet is handled.
         self._handler_errors: list[Exception] = []
+        self._sack_urgent = False
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -285,7 +294,9 @@ class FastSctpTransport(RTCSctpTransport):
 
         if self._sack_needed:
             self._packets_since_sack += with_data
-            if urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
+            if self._receiving_batch:
+                self._sack_urgent = self._sack_urgent or urgent  # answered once the batch is through
+            elif urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
                 try:
                     await self._send_sack()
                 except ConnectionError as error:
@@ -298,6 +309,17 @@ class FastSctpTransport(RTCSctpTransport):
             error = errors[0]
             errors.clear()
             raise error
+
+    async def _batch_received(self) -> None:
+        """The data plane handed over a batch of packets: one SACK answers them (RFC 4960
+        section 6.2's every-second-packet rule and immediate SACKs then apply per batch)."""
+        urgent, self._sack_urgent = self._sack_urgent, False
+        if not self._sack_needed or self._association_state == _CLOSED:
+            return
+        if urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
+            await self._send_sack()
+        elif self._sack_handle is None:
+            self._sack_handle = self._loop.call_soon(self._sack_due, 1)
 
     def _abort_received(self, chunk) -> None:
         if self._association_state != _CLOSED:
@@ -862,6 +884,19 @@ class FastSctpTransport(RTCSctpTransport):
 
         if packet or control:
             packets.append((control, packet))
+        plane = self.data_plane
+        if plane is not None and self.transport.__dict__.get("_send_data") is plane.send_hook:
+            # One call for the whole transmit: the records leave together (one system call).
+            build = _sctp.build_packet
+            port, remote_port, tag = self._local_port, self._remote_port, self._remote_verification_tag
+            stats = self.stats
+            built = []
+            for control, chunks in packets:
+                stats.data_chunks_sent += len(chunks)
+                built.append(build(port, remote_port, tag, control, chunks))
+            stats.packets_sent += len(built)
+            plane.send_packets(built)
+            return
         for control, chunks in packets:
             self.stats.data_chunks_sent += len(chunks)
             await self._send_packet(control, chunks)
@@ -870,7 +905,7 @@ class FastSctpTransport(RTCSctpTransport):
 
     async def start(self, remoteCaps, remotePort: int) -> None:  # noqa: N803 - aiortc's signature
         if self.state == "new" and self.fast_receive:
-            fast_path.install(self)
+            self.data_plane = fast_path.install(self, fast_dtls=self.fast_dtls, udp_batching=self.udp_batching)
         await super().start(remoteCaps, remotePort)
 
     def _set_state(self, state: "RTCSctpTransport.State") -> None:
@@ -889,15 +924,18 @@ class FastPeerConnection(RTCPeerConnection):
     version outside :data:`TESTED_AIORTC_VERSIONS`.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, fast_dtls: bool = True, udp_batching: bool = True, **kwargs) -> None:
         check_aiortc_version()
+        self._fast_options = {"fast_dtls": fast_dtls, "udp_batching": udp_batching}
         super().__init__(*args, **kwargs)
 
     # aiortc creates its SCTP transport in this private method (name-mangled, hence the spelling);
     # it is the only place an RTCSctpTransport is constructed for a peer connection.
     def _RTCPeerConnection__createSctpTransport(self) -> None:
         RTCPeerConnection._RTCPeerConnection__createSctpTransport(self)  # type: ignore[attr-defined]
-        FastSctpTransport.adopt(self.sctp)
+        transport = FastSctpTransport.adopt(self.sctp)
+        for name, value in self._fast_options.items():
+            setattr(transport, name, value)
 
 
 def peer_connection_class(fast_sctp: bool) -> type[RTCPeerConnection]:

@@ -51,8 +51,12 @@ DATAGRAM_SLOT = 2048
 GRO_SLOT = 65535
 
 
-def supported_strategies(sock: socket.socket) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(send strategies, receive strategies) this platform and kernel support for ``sock``, best first."""
+def supported_strategies(sock: socket.socket, *, probe_gro: bool = True) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(send strategies, receive strategies) this platform and kernel support for ``sock``, best first.
+
+    Probing GRO switches it off on the socket; ``probe_gro=False`` leaves it alone (and leaves
+    "gro" out), for a socket that someone else reads with GRO.
+    """
     send, receive = ["sendto"], ["recvfrom"]
     if _udp.HAVE_BATCH_SYSCALLS and sys.platform.startswith("linux"):
         send.insert(0, "sendmmsg")
@@ -62,12 +66,13 @@ def supported_strategies(sock: socket.socket) -> tuple[tuple[str, ...], tuple[st
             send.insert(0, "gso")
         except OSError:
             pass
-        try:
-            # Setting it off is harmless and fails only where the kernel lacks UDP_GRO.
-            sock.setsockopt(_SOL_UDP, _UDP_GRO, 0)
-            receive.insert(0, "gro")
-        except OSError:
-            pass
+        if probe_gro:
+            try:
+                # Setting it off is harmless and fails only where the kernel lacks UDP_GRO.
+                sock.setsockopt(_SOL_UDP, _UDP_GRO, 0)
+                receive.insert(0, "gro")
+            except OSError:
+                pass
     return tuple(send), tuple(receive)
 
 
@@ -80,7 +85,7 @@ class UdpBatchSocket:
             raise ValueError(f"UdpBatchSocket needs a UDP socket, got {sock!r}")
         sock.setblocking(False)
         self.sock = sock
-        sendable, receivable = supported_strategies(sock)
+        sendable, receivable = supported_strategies(sock, probe_gro=receive in ("auto", "gro"))
         self.send_strategy = _choose("send", send, sendable, SEND_STRATEGIES)
         self.receive_strategy = _choose("receive", receive, receivable, RECEIVE_STRATEGIES)
         self.slots = slots
