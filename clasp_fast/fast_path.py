@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import sys
 from typing import Any, Callable, Coroutine, Optional
 
 from aioice import Connection
@@ -53,6 +55,11 @@ from .udp_batch import BatchReader, UdpBatchSocket
 __all__ = ["DataPlane", "install", "missing_seams", "run_now"]
 
 _CONNECTED = State.CONNECTED
+#: Bytes a DTLS 1.2 AEAD record adds to its plaintext (header, AES-GCM explicit nonce, tag).
+RECORD_OVERHEAD = 13 + 8 + 16
+#: Largest datagram the data plane reads: a record of the largest SCTP packet it accepts.
+LARGE_DATAGRAM = 16384 + RECORD_OVERHEAD
+_IP_MTU, _IPV6_MTU = 14, 24  # Linux socket options: the route's MTU of a connected socket
 _DTLS_COUNTERS = ("_RTCDtlsTransport__rx_bytes", "_RTCDtlsTransport__rx_packets",
                   "_RTCDtlsTransport__tx_bytes", "_RTCDtlsTransport__tx_packets")
 
@@ -218,7 +225,7 @@ class DataPlane:
                     self._transmit(pending)
 
         try:
-            self._readers.append(BatchReader(transport, on_datagrams))
+            self._readers.append(BatchReader(transport, on_datagrams, slot_size=LARGE_DATAGRAM))
         except (OSError, ValueError, AttributeError) as error:
             logger.info("ICE socket read one datagram at a time: %s", error)
             return False
@@ -263,7 +270,7 @@ class DataPlane:
             dtls._RTCDtlsTransport__rx_packets += 1
             self._ssl.bio_write(data)
             try:
-                plain = self._ssl.recv(1500)
+                plain = self._ssl.recv(LARGE_DATAGRAM)
             except SSL.ZeroReturnError:
                 # close_notify: let aiortc's own loop see the connection end.
                 self._queue.put_nowait(self._end_marker)
@@ -306,6 +313,17 @@ class DataPlane:
             logger.warning("DTLS records stay with OpenSSL: taking them over failed: %s", self.takeover_refused)
             return
         logger.debug("DTLS records taken over (%s, %s)", self._ssl.get_cipher_name(), self.layer.backend)
+        self._choose_packet_size()
+
+    def _choose_packet_size(self) -> None:
+        """Send larger SCTP packets to a peer that reads them, as far as the path carries them."""
+        remote = self.sctp.remote_max_packet
+        if not remote or remote <= self.sctp.max_packet:
+            return
+        pair = self.connection._nominated.get(1)
+        limit = _path_datagram_limit(pair) if pair is not None else None
+        if limit is not None and limit - RECORD_OVERHEAD > self.sctp.max_packet:
+            self.sctp.set_max_packet(min(remote, limit - RECORD_OVERHEAD))
 
     def _receive_failed(self, error: Exception) -> None:
         # What aiortc's DTLS receive loop does when SCTP raises: log it and end the transport.
@@ -446,6 +464,28 @@ def install(sctp: Any, *, fast_dtls: bool = True, udp_batching: bool = True) -> 
     plane = DataPlane(sctp, dtls.transport._connection, fast_dtls=fast_dtls, udp_batching=udp_batching)
     plane._install()
     return plane
+
+
+def _path_datagram_limit(pair: Any) -> Optional[int]:
+    """Largest UDP payload the route to ``pair``'s remote address carries unfragmented, when both
+    ends are host candidates (or the peer is on loopback) and the kernel says (Linux); else None."""
+    local, remote = getattr(pair, "local_candidate", None), getattr(pair, "remote_candidate", None)
+    address = pair.remote_addr
+    on_loopback = address[0].startswith("127.") or address[0] == "::1"
+    if not sys.platform.startswith("linux"):
+        return None
+    if not on_loopback and (getattr(local, "type", None) != "host" or getattr(remote, "type", None) != "host"):
+        return None
+    v6 = ":" in address[0]
+    probe = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((address[0], address[1]))  # sends nothing: only picks the route
+        mtu = probe.getsockopt(socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP, _IPV6_MTU if v6 else _IP_MTU)
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return min(mtu, 65535) - (48 if v6 else 28)
 
 
 def _shortcut_stun_check(protocol: Any, connection: Any) -> None:

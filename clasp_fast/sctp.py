@@ -44,10 +44,11 @@ tested with (:data:`TESTED_AIORTC_VERSIONS`): :func:`check_aiortc_version` raise
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import aiortc
 from aiortc import RTCPeerConnection
@@ -80,8 +81,15 @@ TESTED_AIORTC_VERSIONS: tuple[str, ...] = ("1.16.0",)
 #: Largest SCTP packet sent (common header included): aiortc's own limit, which fits the minimum
 #: IPv6 MTU after UDP and DTLS overhead, and which stock aiortc peers can receive (they read DTLS
 #: records of at most 1,500 bytes).
-MAX_PACKET_LENGTH = _aio.SCTP_MAX_PACKET_LENGTH
 USER_DATA_MAX = _aio.USERDATA_MAX_LENGTH
+# aiortc 1.16 names its packet size; 1.14 and 1.15 only their user data size (1,200 bytes).
+MAX_PACKET_LENGTH = getattr(_aio, "SCTP_MAX_PACKET_LENGTH", USER_DATA_MAX + 28)
+#: Largest SCTP packet sent to a peer that advertises more (``a=x-clasp-max-sctp-packet``) over
+#: a path that carries it: one DTLS record's largest plaintext (RFC 6347, 2^14 bytes).
+LARGE_PACKET_LENGTH = 16384
+#: The SDP attribute (in the data channel's media section) by which a clasp_fast peer says it
+#: reads SCTP packets up to this size. Other stacks ignore it.
+SDP_MAX_PACKET_ATTRIBUTE = "x-clasp-max-sctp-packet"
 
 #: Packets a burst may add to the flight at one transmit opportunity (RFC 4960 section 6.1
 #: suggests Max.Burst = 4; the loopback and LAN paths clasp_fast targets take more).
@@ -231,6 +239,30 @@ class FastSctpTransport(RTCSctpTransport):
         # Exceptions raised by application event handlers while a packet is handled.
         self._handler_errors: list[Exception] = []
         self._sack_urgent = False
+        # Packet size toward the peer (see set_max_packet) and the user data of a full DATA chunk.
+        self._max_packet = MAX_PACKET_LENGTH
+        self._user_data_max = USER_DATA_MAX
+        #: What the peer's SDP says it reads (a=x-clasp-max-sctp-packet), None if it said nothing.
+        self.remote_max_packet: Optional[int] = None
+
+    @property
+    def max_packet(self) -> int:
+        """Largest SCTP packet this transport sends (common header included)."""
+        return self._max_packet
+
+    @property
+    def user_data_max(self) -> int:
+        """User data of a full DATA chunk at :attr:`max_packet`."""
+        return self._user_data_max
+
+    def set_max_packet(self, length: int) -> None:
+        """Send packets of up to ``length`` bytes from now on (messages queued already keep their
+        fragments). The caller makes sure the peer reads them and the path carries them."""
+        length = max(MAX_PACKET_LENGTH, min(length, LARGE_PACKET_LENGTH))
+        self._max_packet = length
+        self._user_data_max = (length - _sctp.COMMON_HEADER_LENGTH - _sctp.DATA_CHUNK_HEADER_LENGTH) // 4 * 4
+        # RFC 4960 section 7.2.1: the initial window for this packet size.
+        self._cwnd = max(self._cwnd, min(4 * length, max(2 * length, 4380)))
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -602,12 +634,12 @@ class FastSctpTransport(RTCSctpTransport):
                 self._update_rto(received_time - chunk._sent_time)
         if done and cwnd_fully_utilized:
             if self._cwnd <= self._ssthresh:
-                self._cwnd += min(done_bytes, USER_DATA_MAX)
+                self._cwnd += min(done_bytes, self._user_data_max)
             else:
                 self._partial_bytes_acked += done_bytes
                 if self._partial_bytes_acked >= self._cwnd:
                     self._partial_bytes_acked -= self._cwnd
-                    self._cwnd += USER_DATA_MAX
+                    self._cwnd += self._user_data_max
         if not sent_queue:
             self._t3_cancel()
         elif done:
@@ -721,7 +753,7 @@ class FastSctpTransport(RTCSctpTransport):
             return
         released: list[tuple[RTCDataChannel, int]] = []
         queue = self._data_channel_queue
-        while queue and self._outbound_bytes < max(0, self._cwnd - self._flight_size) + USER_DATA_MAX:
+        while queue and self._outbound_bytes < max(0, self._cwnd - self._flight_size) + self._user_data_max:
             channel, protocol, user_data = queue.popleft()
             stream_id = channel.id
             if stream_id is None:
@@ -785,7 +817,8 @@ class FastSctpTransport(RTCSctpTransport):
             stream_seq = 0
             base_flags = _UNORDERED
         size = len(user_data)
-        fragments = max(1, -(-size // USER_DATA_MAX))
+        piece_max = self._user_data_max
+        fragments = max(1, -(-size // piece_max))
         queue = self._outbound_queue
         tsn = self._local_tsn
         for index in range(fragments):
@@ -794,7 +827,7 @@ class FastSctpTransport(RTCSctpTransport):
                 flags |= _aio.SCTP_DATA_FIRST_FRAG
             if index == fragments - 1:
                 flags |= _aio.SCTP_DATA_LAST_FRAG
-            piece = user_data if fragments == 1 else user_data[index * USER_DATA_MAX : (index + 1) * USER_DATA_MAX]
+            piece = user_data if fragments == 1 else user_data[index * piece_max : (index + 1) * piece_max]
             chunk = DataChunk(flags, tsn, stream_id, stream_seq, pp_id, piece)
             chunk._expiry = expiry
             chunk._max_retransmits = max_retransmits
@@ -823,9 +856,9 @@ class FastSctpTransport(RTCSctpTransport):
             if not self._t3_handle:
                 self._t3_start()
 
-        burst = (2 if self._fast_recovery_exit is not None else MAX_BURST_PACKETS) * USER_DATA_MAX
+        burst = (2 if self._fast_recovery_exit is not None else MAX_BURST_PACKETS) * self._user_data_max
         cwnd = min(self._flight_size + burst, self._cwnd)
-        room = MAX_PACKET_LENGTH - _sctp.COMMON_HEADER_LENGTH
+        room = self._max_packet - _sctp.COMMON_HEADER_LENGTH
         used = len(control)
         packet: list = []
         packets: list[tuple[bytes, list]] = []
@@ -929,6 +962,46 @@ class FastPeerConnection(RTCPeerConnection):
         self._fast_options = {"fast_dtls": fast_dtls, "udp_batching": udp_batching}
         super().__init__(*args, **kwargs)
 
+    # -- larger packets between clasp_fast peers (docs/data-plane.md) ---------------------------
+
+    def _reads_large_packets(self) -> bool:
+        """Whether this side will read SCTP packets of LARGE_PACKET_LENGTH: its data plane can run."""
+        sctp = self.sctp
+        return (
+            isinstance(sctp, FastSctpTransport)
+            and sctp.fast_receive
+            and sctp.fast_dtls
+            and not fast_path.missing_seams(sctp.transport)
+        )
+
+    def _advertise(self, description):
+        if description is None or not self._reads_large_packets():
+            return description
+        return type(description)(sdp=_add_max_packet(description.sdp), type=description.type)
+
+    async def createOffer(self):  # noqa: N802 - aiortc's name
+        return self._advertise(await super().createOffer())
+
+    async def createAnswer(self):  # noqa: N802 - aiortc's name
+        return self._advertise(await super().createAnswer())
+
+    @property
+    def localDescription(self):  # noqa: N802 - aiortc's name
+        return self._advertise(super().localDescription)
+
+    @property
+    def pendingLocalDescription(self):  # noqa: N802 - aiortc's name
+        return self._advertise(super().pendingLocalDescription)
+
+    @property
+    def currentLocalDescription(self):  # noqa: N802 - aiortc's name
+        return self._advertise(super().currentLocalDescription)
+
+    async def setRemoteDescription(self, sessionDescription) -> None:  # noqa: N803 - aiortc's name
+        await super().setRemoteDescription(sessionDescription)
+        if isinstance(self.sctp, FastSctpTransport):
+            self.sctp.remote_max_packet = _read_max_packet(sessionDescription.sdp)
+
     # aiortc creates its SCTP transport in this private method (name-mangled, hence the spelling);
     # it is the only place an RTCSctpTransport is constructed for a peer connection.
     def _RTCPeerConnection__createSctpTransport(self) -> None:
@@ -938,6 +1011,38 @@ class FastPeerConnection(RTCPeerConnection):
             setattr(transport, name, value)
 
 
-def peer_connection_class(fast_sctp: bool) -> type[RTCPeerConnection]:
-    """The peer connection class for ``WebRtcConfig.fast_sctp``."""
-    return FastPeerConnection if fast_sctp else RTCPeerConnection
+def _add_max_packet(sdp: str) -> str:
+    """``sdp`` with a=x-clasp-max-sctp-packet after each a=max-message-size (the data channel's
+    media section) unless it is there already."""
+    if SDP_MAX_PACKET_ATTRIBUTE in sdp:
+        return sdp
+    lines = sdp.split("\r\n")
+    out = []
+    for line in lines:
+        out.append(line)
+        if line.startswith("a=max-message-size:"):
+            out.append(f"a={SDP_MAX_PACKET_ATTRIBUTE}:{LARGE_PACKET_LENGTH}")
+    return "\r\n".join(out)
+
+
+def _read_max_packet(sdp: str) -> Optional[int]:
+    """The peer's a=x-clasp-max-sctp-packet, or None."""
+    prefix = f"a={SDP_MAX_PACKET_ATTRIBUTE}:"
+    for line in sdp.splitlines():
+        if line.startswith(prefix):
+            try:
+                return int(line[len(prefix):].strip())
+            except ValueError:
+                return None
+    return None
+
+
+def peer_connection_class(fast_sctp: bool, *, fast_dtls: bool = True,
+                          udp_batching: bool = True) -> Callable[..., RTCPeerConnection]:
+    """The peer connection class (or factory) for ``WebRtcConfig.fast_sctp``, ``fast_dtls`` and
+    ``udp_batching``."""
+    if not fast_sctp:
+        return RTCPeerConnection
+    if fast_dtls and udp_batching:
+        return FastPeerConnection
+    return functools.partial(FastPeerConnection, fast_dtls=fast_dtls, udp_batching=udp_batching)

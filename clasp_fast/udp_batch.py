@@ -80,7 +80,7 @@ class UdpBatchSocket:
     """Batched sending and receiving on one non-blocking UDP socket (see the module docstring)."""
 
     def __init__(self, sock: socket.socket, *, send: str = "auto", receive: str = "auto",
-                 slots: int = 64) -> None:
+                 slots: int = 64, slot_size: int = DATAGRAM_SLOT) -> None:
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError(f"UdpBatchSocket needs a UDP socket, got {sock!r}")
         sock.setblocking(False)
@@ -95,7 +95,7 @@ class UdpBatchSocket:
         if self.receive_strategy == "gro":
             sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
         if self.receive_strategy != "recvfrom":
-            size = GRO_SLOT if self.receive_strategy == "gro" else DATAGRAM_SLOT
+            size = GRO_SLOT if self.receive_strategy == "gro" else slot_size
             self._receiver = _udp.BatchReceiver(sock.fileno(), slots, size)
 
     @property
@@ -182,7 +182,8 @@ class BatchReader:
     """
 
     def __init__(self, transport: asyncio.DatagramTransport,
-                 on_datagrams: Callable[[list], None], *, receive: str = "auto", slots: int = 64) -> None:
+                 on_datagrams: Callable[[list], None], *, receive: str = "auto", slots: int = 64,
+                 slot_size: int = DATAGRAM_SLOT) -> None:
         sock = transport.get_extra_info("socket")
         if sock is None:
             raise ValueError("the transport exposes no socket")
@@ -191,7 +192,7 @@ class BatchReader:
         self._on_datagrams = on_datagrams
         self._fd = os.dup(sock.fileno())
         self._own = socket.socket(sock.family, sock.type, sock.proto, fileno=self._fd)
-        self.socket = UdpBatchSocket(self._own, send="sendto", receive=receive, slots=slots)
+        self.socket = UdpBatchSocket(self._own, send="sendto", receive=receive, slots=slots, slot_size=slot_size)
         self.batches = 0
         self._paused_privately = _pause_reading(transport, self._loop, sock.fileno())
         self._loop.add_reader(self._fd, self._read_ready)

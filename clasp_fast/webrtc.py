@@ -163,6 +163,10 @@ class WebRtcConfig:
     receive_queue_limit: int = 100_000
     # Data channels over clasp_fast.sctp's bundling data path; False keeps aiortc's own SCTP.
     fast_sctp: bool = True
+    # Seam (data plane, docs/data-plane.md): with fast_sctp, the compiled DTLS record layer
+    # (fast_dtls) and many UDP datagrams per system call (udp_batching).
+    fast_dtls: bool = True
+    udp_batching: bool = True
 
     def __post_init__(self) -> None:
         if self.backpressure not in ("wait", "fail"):
@@ -591,7 +595,9 @@ class WebRtcTransport:
         if on_error is not None:
             self.receiver.on_error(on_error)
         self._loop = asyncio.get_running_loop()
-        self._pc = peer_connection_class(config.fast_sctp)(config.rtc_configuration())
+        # Seam (data plane): the fast SCTP path's options.
+        self._pc = peer_connection_class(config.fast_sctp, fast_dtls=config.fast_dtls,
+                                         udp_batching=config.udp_batching)(config.rtc_configuration())
         self._pc.on("connectionstatechange", self._on_pc_state)
         self._pc.on("datachannel", self._on_remote_datachannel)
         self._channels: dict[str, _Channel] = {}
