@@ -37,8 +37,9 @@ objects in the process keep aiortc's implementation. clasp_fast's WebRTC transpo
 :func:`peer_connection_class` with ``WebRtcConfig.fast_sctp``; ``fast_sctp=False`` gives aiortc's
 own ``RTCPeerConnection``.
 
-The subclass relies on aiortc internals, so it refuses to run on an aiortc version it was not
-tested with (:data:`TESTED_AIORTC_VERSIONS`): :func:`check_aiortc_version` raises TransportError.
+The subclass relies on aiortc internals (tested with :data:`TESTED_AIORTC_VERSIONS`). It checks
+the ones it uses when a connection is created (:func:`missing_sctp_seams`); when one is missing (as
+in aiortc 1.14 and 1.15) the connection keeps aiortc's own SCTP and the reason is logged once.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ __all__ = [
     "SctpStats",
     "MAX_TSN_AHEAD",
     "check_aiortc_version",
+    "missing_sctp_seams",
     "peer_connection_class",
 ]
 
@@ -114,7 +116,9 @@ _CLOSED = RTCSctpTransport.State.CLOSED
 
 
 def check_aiortc_version(version: str | None = None) -> None:
-    """Raise TransportError unless ``version`` (default: the installed aiortc) is a tested one."""
+    """Raise TransportError unless ``version`` (default: the installed aiortc) is one the fast SCTP
+    path was tested with. :class:`FastPeerConnection` does not call it: it checks the seams it
+    uses (:func:`missing_sctp_seams`) and falls back to aiortc's SCTP when one is missing."""
     version = aiortc.__version__ if version is None else version
     if version not in TESTED_AIORTC_VERSIONS:
         raise TransportError(
@@ -123,6 +127,52 @@ def check_aiortc_version(version: str | None = None) -> None:
             f"(pip install 'aiortc=={TESTED_AIORTC_VERSIONS[-1]}') or set WebRtcConfig(fast_sctp=False)",
             step="sctp",
         )
+
+
+# What FastSctpTransport uses of aiortc's RTCSctpTransport: the state of its data path (set in
+# __init__; checked on a fresh instance) and the methods it calls or overrides. aiortc 1.14 and
+# 1.15 lack the partial-reliability and stream-reset state of 1.16 (_forward_tsn_streams,
+# _reconfig_deferred), so they keep aiortc's own SCTP.
+_SCTP_STATE = (
+    "_advanced_peer_ack_tsn", "_advertised_rwnd", "_association_state", "_cwnd", "_data_channel_id",
+    "_data_channel_queue", "_data_channels", "_fast_recovery_exit", "_fast_recovery_transmit",
+    "_flight_size", "_forward_tsn_chunk", "_forward_tsn_streams", "_inbound_streams",
+    "_last_received_tsn", "_last_sacked_tsn", "_local_port", "_local_tsn", "_local_verification_tag",
+    "_loop", "_outbound_queue", "_outbound_stream_seq", "_partial_bytes_acked", "_reconfig_deferred",
+    "_remote_max_message_size", "_remote_port", "_remote_verification_tag", "_sack_duplicates",
+    "_rto", "_sack_misordered", "_sack_needed", "_sent_queue", "_t3_handle",
+)
+_SCTP_METHODS = (
+    "_data_channel_close", "_data_channel_receive", "_flight_size_increase", "_get_inbound_stream",
+    "_maybe_abandon", "_receive_chunk", "_receive_forward_tsn_chunk", "_receive_sack_chunk",
+    "_reset_deferred_streams", "_set_state", "_t3_cancel", "_t3_restart", "_t3_start",
+    "_transmit_reconfig", "_update_advanced_peer_ack_point", "_update_rto", "_data_channel_flush",
+    "_send", "_transmit", "_handle_data", "_send_sack", "_data_channel_send",
+)
+_PC_SEAM = "_RTCPeerConnection__createSctpTransport"
+
+
+def missing_sctp_seams(transport: Optional[RTCSctpTransport] = None) -> list[str]:
+    """What the fast SCTP path needs of aiortc that this aiortc (or ``transport``, a fresh
+    RTCSctpTransport) lacks; empty when it can run."""
+    missing = [f"RTCSctpTransport.{name}" for name in _SCTP_METHODS if not callable(getattr(RTCSctpTransport, name, None))]
+    if not callable(getattr(RTCPeerConnection, _PC_SEAM, None)):
+        missing.append("RTCPeerConnection.__createSctpTransport")
+    if not hasattr(_aio.InboundStream, "pop_messages"):
+        missing.append("InboundStream.pop_messages")
+    if transport is not None:
+        missing += [f"RTCSctpTransport.{name}" for name in _SCTP_STATE if not hasattr(transport, name)]
+    return missing
+
+
+_fallback_logged: set[str] = set()
+
+
+def _log_fallback(reason: str) -> None:
+    if reason not in _fallback_logged:
+        _fallback_logged.add(reason)
+        logger.warning("clasp_fast's fast SCTP path is off (aiortc %s's own SCTP is used): %s",
+                       aiortc.__version__, reason)
 
 
 class SctpStats:
@@ -239,6 +289,9 @@ class FastSctpTransport(RTCSctpTransport):
         # Exceptions raised by application event handlers while a packet is handled.
         self._handler_errors: list[Exception] = []
         self._sack_urgent = False
+        # Zero-window probing: the persist timer, and whether one chunk may go into a closed window.
+        self._probe_handle: Optional[asyncio.TimerHandle] = None
+        self._probe_allowed = True
         # Packet size toward the peer (see set_max_packet) and the user data of a full DATA chunk.
         self._max_packet = MAX_PACKET_LENGTH
         self._user_data_max = USER_DATA_MAX
@@ -352,6 +405,12 @@ class FastSctpTransport(RTCSctpTransport):
             await self._send_sack()
         elif self._sack_handle is None:
             self._sack_handle = self._loop.call_soon(self._sack_due, 1)
+
+    def _probe_due(self) -> None:
+        self._probe_handle = None
+        self._probe_allowed = True
+        if self._association_state == _ESTABLISHED:
+            fast_path.run_now(self._transmit(), self._loop)
 
     def _abort_received(self, chunk) -> None:
         if self._association_state != _CLOSED:
@@ -893,13 +952,24 @@ class FastSctpTransport(RTCSctpTransport):
             now = time.time()
             queue = self._outbound_queue
             sent_queue = self._sent_queue
-            limit = cwnd
-            if self._peer_window is not None:
-                # RFC 4960 section 6.1 rule A: new data stays within the peer's receive window, but
-                # one chunk may always be in flight (it probes a window that closed).
-                limit = min(cwnd, self._peer_window) if self._flight_size else max(1, min(cwnd, self._peer_window))
-            while queue and self._flight_size < limit:
-                chunk = queue.popleft()
+            # RFC 4960 section 6.1 rule A: new data stays within the peer's receive window (a chunk
+            # that would pass it waits), but one chunk may always be in flight (it probes a window
+            # that closed). The congestion window may be passed by the last chunk sent.
+            # A closed window is probed with one chunk once the retransmission timeout has passed
+            # with nothing in flight (a persist timer), not at every SACK: the peer takes a probe as
+            # the next TSN beyond its window, so probing at every SACK would fill its memory.
+            window = self._peer_window
+            while queue and self._flight_size < cwnd:
+                chunk = queue[0]
+                if window is not None and self._flight_size + chunk._book_size > window and not chunk._abandoned:
+                    if self._flight_size:
+                        break
+                    if not self._probe_allowed:
+                        if self._probe_handle is None:
+                            self._probe_handle = self._loop.call_later(self._rto, self._probe_due)
+                        break
+                    self._probe_allowed = False
+                queue.popleft()
                 self._outbound_bytes -= chunk._book_size
                 sent_queue.append(chunk)
                 if chunk._abandoned:
@@ -943,10 +1013,10 @@ class FastSctpTransport(RTCSctpTransport):
 
     def _set_state(self, state: "RTCSctpTransport.State") -> None:
         if state == _CLOSED:
-            for handle in (self._flush_handle, self._sack_handle):
+            for handle in (self._flush_handle, self._sack_handle, self._probe_handle):
                 if handle is not None:
                     handle.cancel()
-            self._flush_handle = self._sack_handle = None
+            self._flush_handle = self._sack_handle = self._probe_handle = None
         super()._set_state(state)
 
 
@@ -958,7 +1028,6 @@ class FastPeerConnection(RTCPeerConnection):
     """
 
     def __init__(self, *args, fast_dtls: bool = True, udp_batching: bool = True, **kwargs) -> None:
-        check_aiortc_version()
         self._fast_options = {"fast_dtls": fast_dtls, "udp_batching": udp_batching}
         super().__init__(*args, **kwargs)
 
@@ -1006,6 +1075,10 @@ class FastPeerConnection(RTCPeerConnection):
     # it is the only place an RTCSctpTransport is constructed for a peer connection.
     def _RTCPeerConnection__createSctpTransport(self) -> None:
         RTCPeerConnection._RTCPeerConnection__createSctpTransport(self)  # type: ignore[attr-defined]
+        missing = missing_sctp_seams(self.sctp)
+        if missing:
+            _log_fallback("missing " + ", ".join(missing))
+            return
         transport = FastSctpTransport.adopt(self.sctp)
         for name, value in self._fast_options.items():
             setattr(transport, name, value)
@@ -1042,6 +1115,10 @@ def peer_connection_class(fast_sctp: bool, *, fast_dtls: bool = True,
     """The peer connection class (or factory) for ``WebRtcConfig.fast_sctp``, ``fast_dtls`` and
     ``udp_batching``."""
     if not fast_sctp:
+        return RTCPeerConnection
+    missing = missing_sctp_seams()
+    if missing:
+        _log_fallback("missing " + ", ".join(missing))
         return RTCPeerConnection
     if fast_dtls and udp_batching:
         return FastPeerConnection
