@@ -24,14 +24,16 @@ def _restrict_to_loopback(pc: RTCPeerConnection) -> None:
     )
 
 
-async def connect_pair(fast_offerer: bool, fast_answerer: bool, channels: list[dict]) -> tuple:
+async def connect_pair(fast_offerer: bool, fast_answerer: bool, channels: list[dict], *,
+                       offerer_options: dict | None = None, answerer_options: dict | None = None) -> tuple:
     """Connect two peers; the offerer creates ``channels`` (RTCPeerConnection.createDataChannel kwargs).
+    ``*_options``: FastPeerConnection's data plane options (fast_dtls, udp_batching).
 
     Returns (offerer pc, answerer pc, offerer channels, answerer channels), each channel open.
     """
     # No ICE servers: without a configuration aiortc would query a public STUN server.
-    offerer = peer_connection_class(fast_offerer)(RTCConfiguration(iceServers=[]))
-    answerer = peer_connection_class(fast_answerer)(RTCConfiguration(iceServers=[]))
+    offerer = peer_connection_class(fast_offerer, **(offerer_options or {}))(RTCConfiguration(iceServers=[]))
+    answerer = peer_connection_class(fast_answerer, **(answerer_options or {}))(RTCConfiguration(iceServers=[]))
     local = [offerer.createDataChannel(**spec) for spec in channels]
     _restrict_to_loopback(offerer)
     remote: dict[str, object] = {}
