@@ -139,14 +139,6 @@ def missing_seams(dtls: Any) -> list[str]:
     return missing
 
 
-def _queue_end_marker(connection: Connection) -> Any:
-    """What ends aioice's ``recv()``: None since aioice 0.12, (None, None) before."""
-    import aioice
-
-    version = tuple(int(part) for part in getattr(aioice, "__version__", "0.13").split(".")[:2] if part.isdigit())
-    return None if version >= (0, 12) else (None, None)
-
-
 class DataPlane:
     """DTLS records and UDP I/O of one connection under a FastSctpTransport (see the module doc).
 
@@ -178,7 +170,6 @@ class DataPlane:
         self._closed = False
         self._queue = connection._queue
         self._queue_data = connection.data_received
-        self._end_marker = _queue_end_marker(connection)
         self._ssl = dtls._ssl
         self._original_stop = dtls.stop
         self._original_close = connection.close
@@ -264,7 +255,7 @@ class DataPlane:
                 # The peer's close_notify (or a fatal alert): aiortc's own receive loop then sees
                 # the connection end and closes the DTLS transport through its state machine.
                 self._closed = True
-                self._queue.put_nowait(self._end_marker)
+                self._queue.put_nowait(None)  # ends aioice's recv() (aioice 0.12+, which aiortc 1.16 needs)
             return
         if self.takeover_refused is None:
             self._note_read_sequence(data)
@@ -281,7 +272,7 @@ class DataPlane:
                 plain = self._ssl.recv(LARGE_DATAGRAM)
             except SSL.ZeroReturnError:
                 # close_notify: let aiortc's own loop see the connection end.
-                self._queue.put_nowait(self._end_marker)
+                self._queue.put_nowait(None)
                 return
             except SSL.Error:
                 plain = b""

@@ -1046,7 +1046,14 @@ class FastPeerConnection(RTCPeerConnection):
     def _advertise(self, description):
         if description is None or not self._reads_large_packets():
             return description
-        return type(description)(sdp=_add_max_packet(description.sdp), type=description.type)
+        return type(description)(sdp=_add_max_packet(description.sdp, LARGE_PACKET_LENGTH), type=description.type)
+
+    def _as_received(self, description):
+        # aiortc rebuilds the remote description from what it parsed: put the peer's line back.
+        remote = getattr(self.sctp, "remote_max_packet", None)
+        if description is None or remote is None:
+            return description
+        return type(description)(sdp=_add_max_packet(description.sdp, remote), type=description.type)
 
     async def createOffer(self):  # noqa: N802 - aiortc's name
         return self._advertise(await super().createOffer())
@@ -1059,12 +1066,8 @@ class FastPeerConnection(RTCPeerConnection):
         return self._advertise(super().localDescription)
 
     @property
-    def pendingLocalDescription(self):  # noqa: N802 - aiortc's name
-        return self._advertise(super().pendingLocalDescription)
-
-    @property
-    def currentLocalDescription(self):  # noqa: N802 - aiortc's name
-        return self._advertise(super().currentLocalDescription)
+    def remoteDescription(self):  # noqa: N802 - aiortc's name
+        return self._as_received(super().remoteDescription)
 
     async def setRemoteDescription(self, sessionDescription) -> None:  # noqa: N803 - aiortc's name
         await super().setRemoteDescription(sessionDescription)
@@ -1084,9 +1087,9 @@ class FastPeerConnection(RTCPeerConnection):
             setattr(transport, name, value)
 
 
-def _add_max_packet(sdp: str) -> str:
-    """``sdp`` with a=x-clasp-max-sctp-packet after each a=max-message-size (the data channel's
-    media section) unless it is there already."""
+def _add_max_packet(sdp: str, length: int) -> str:
+    """``sdp`` with a=x-clasp-max-sctp-packet:``length`` after each a=max-message-size (the data
+    channel's media section) unless it is there already."""
     if SDP_MAX_PACKET_ATTRIBUTE in sdp:
         return sdp
     lines = sdp.split("\r\n")
@@ -1094,7 +1097,7 @@ def _add_max_packet(sdp: str) -> str:
     for line in lines:
         out.append(line)
         if line.startswith("a=max-message-size:"):
-            out.append(f"a={SDP_MAX_PACKET_ATTRIBUTE}:{LARGE_PACKET_LENGTH}")
+            out.append(f"a={SDP_MAX_PACKET_ATTRIBUTE}:{length}")
     return "\r\n".join(out)
 
 
