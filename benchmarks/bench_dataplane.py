@@ -13,6 +13,14 @@ Run with ``pytest benchmarks/bench_dataplane.py --benchmark-only``. Groups:
   ``recvmmsg``, and recvmmsg with UDP GRO (the sender used GSO, so the kernel hands them over
   coalesced). Datagrams/s = 64 / time per call.
 
+* ``dtls-protect-16384`` / ``dtls-unprotect-16384``: the same with 16,384 bytes, the largest SCTP
+  packet two clasp_fast peers send each other where the path carries it (docs/data-plane.md).
+* ``sctp-build-<size>`` / ``sctp-parse-<size>``: one SCTP packet holding one full DATA chunk,
+  built from a ``DataChunk`` and parsed (CRC32c included), at aiortc's size and the large size.
+
+``python -m benchmarks.bench_dataplane`` prints the interleaved record table and the per-stage
+table (µs per packet for each size) that docs/data-plane.md quotes.
+
 Every loop is bounded (fixed rounds); traffic stays on 127.0.0.1.
 """
 
@@ -189,6 +197,76 @@ def bench_udp_receive(benchmark, strategy):
         assert benchmark.pedantic(receive_all, setup=filled, rounds=UDP_ROUNDS) == BATCH
 
 
+# -- large records, SCTP packets ----------------------------------------------------------------
+
+LARGE = bytes(range(256)) * 64  # 16,384 bytes
+SIZES = {"1189": 1189, "16384": 16384}
+
+
+@pytest.mark.benchmark(group="dtls-protect-16384")
+def bench_protect_large(benchmark):
+    client, server = handshake(AES128)
+    writer = DtlsRecordLayer.from_ssl_connection(client, True)
+    benchmark.pedantic(writer.protect, args=(LARGE,), rounds=RECORD_ROUNDS // 4)
+
+
+@pytest.mark.benchmark(group="dtls-unprotect-16384")
+def bench_unprotect_large(benchmark):
+    client, server = handshake(AES128)
+    writer = DtlsRecordLayer.from_ssl_connection(client, True)
+    reader = DtlsRecordLayer.from_ssl_connection(server, False)
+    records = iter([writer.protect(LARGE) for _ in range(RECORD_ROUNDS // 4 + 10)])
+    benchmark.pedantic(lambda: reader.unprotect_datagram(next(records)), rounds=RECORD_ROUNDS // 4)
+
+
+def _full_packet(size: int) -> tuple:
+    from clasp_fast import sctp
+
+    user_data = bytes(size - sctp._sctp.COMMON_HEADER_LENGTH - sctp._sctp.DATA_CHUNK_HEADER_LENGTH)
+    chunk = sctp.DataChunk(3, 1, 1, 0, 53, user_data)
+    return sctp._sctp, chunk, sctp._sctp.build_packet(5000, 5000, 1, b"", [chunk])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def bench_sctp_build(benchmark, size):
+    packets, chunk, _ = _full_packet(SIZES[size])
+    benchmark.group = f"sctp-build-{size}"
+    benchmark.pedantic(packets.build_packet, args=(5000, 5000, 1, b"", [chunk]), rounds=RECORD_ROUNDS // 4)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def bench_sctp_parse(benchmark, size):
+    packets, _, packet = _full_packet(SIZES[size])
+    benchmark.group = f"sctp-parse-{size}"
+    benchmark.pedantic(packets.parse_packet, args=(packet,), rounds=RECORD_ROUNDS // 4)
+
+
+def _stage_costs(repeats: int = 7, count: int = 5_000) -> dict[tuple[str, int], list[float]]:
+    """µs per packet of each compiled stage for both packet sizes, measured in turns."""
+    import timeit
+    from collections import deque
+
+    client, server = handshake(AES128)
+    writer = DtlsRecordLayer.from_ssl_connection(client, True)
+    reader = DtlsRecordLayer.from_ssl_connection(server, False)
+    costs: dict[tuple[str, int], list[float]] = {}
+    for _ in range(repeats):
+        for size in SIZES.values():
+            packets, chunk, packet = _full_packet(size)
+            stages = {
+                "SCTP build (CRC32c)": lambda: packets.build_packet(5000, 5000, 1, b"", [chunk]),
+                "SCTP parse (CRC32c)": lambda: packets.parse_packet(packet),
+                "DTLS protect (EVP)": lambda: writer.protect(packet),
+            }
+            for name, stage in stages.items():
+                costs.setdefault((name, size), []).append(timeit.timeit(stage, number=count) / count * 1e6)
+            records = [writer.protect(packet) for _ in range(count)]
+            unprotect = reader.unprotect_datagram
+            costs.setdefault(("DTLS unprotect (EVP)", size), []).append(  # plaintexts not kept
+                timeit.timeit(lambda: deque(map(unprotect, records), maxlen=0), number=1) / count * 1e6)
+    return costs
+
+
 # -- side-by-side table: python -m benchmarks.bench_dataplane ---------------------------------
 
 def _interleaved_record_costs(repeats: int = 15, count: int = 20_000) -> dict[str, list[float]]:
@@ -236,6 +314,12 @@ def main() -> None:
     print("µs per 1,189-byte AES-128-GCM record (15 interleaved repeats of 20,000):")
     for name, values in sorted(_interleaved_record_costs().items()):
         print(f"  {name:36s} min {min(values):6.2f}   median {statistics.median(values):6.2f}")
+    print("µs per packet, compiled stages (7 interleaved repeats of 5,000): min / median")
+    costs = _stage_costs()
+    for name in dict.fromkeys(name for name, _ in costs):
+        cells = [f"{size:>6} B: {min(costs[name, size]):6.2f} / {statistics.median(costs[name, size]):6.2f}"
+                 for size in SIZES.values()]
+        print(f"  {name:24s} " + "   ".join(cells))
 
 
 if __name__ == "__main__":
