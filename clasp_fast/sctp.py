@@ -289,6 +289,7 @@ class FastSctpTransport(RTCSctpTransport):
         # Exceptions raised by application event handlers while a packet is handled.
         self._handler_errors: list[Exception] = []
         self._sack_urgent = False
+        self._acked_bytes = 0  # acknowledged by the SACK being handled (the next burst's size)
         # Zero-window probing: the persist timer, and whether one chunk may go into a closed window.
         self._probe_handle: Optional[asyncio.TimerHandle] = None
         self._probe_allowed = True
@@ -691,6 +692,7 @@ class FastSctpTransport(RTCSctpTransport):
                 self._flight_size -= chunk._book_size
             if done == 1 and chunk._sent_count == 1:
                 self._update_rto(received_time - chunk._sent_time)
+        self._acked_bytes = done_bytes
         if done and cwnd_fully_utilized:
             if self._cwnd <= self._ssthresh:
                 self._cwnd += min(done_bytes, self._user_data_max)
@@ -916,6 +918,10 @@ class FastSctpTransport(RTCSctpTransport):
                 self._t3_start()
 
         burst = (2 if self._fast_recovery_exit is not None else MAX_BURST_PACKETS) * self._user_data_max
+        # A SACK that acknowledged more than a burst (one SACK per received batch) lets as much go
+        # again: the flight keeps its size instead of shrinking to one burst per round trip.
+        burst = max(burst, self._acked_bytes)
+        self._acked_bytes = 0
         cwnd = min(self._flight_size + burst, self._cwnd)
         room = self._max_packet - _sctp.COMMON_HEADER_LENGTH
         used = len(control)
