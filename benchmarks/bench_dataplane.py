@@ -19,7 +19,10 @@ Run with ``pytest benchmarks/bench_dataplane.py --benchmark-only``. Groups:
   built from a ``DataChunk`` and parsed (CRC32c included), at aiortc's size and the large size.
 
 ``python -m benchmarks.bench_dataplane`` prints the interleaved record table and the per-stage
-table (µs per packet for each size) that docs/data-plane.md quotes.
+table (µs per packet for each size) that docs/data-plane.md quotes; ``python -m
+benchmarks.bench_dataplane bulk`` moves 60 KB messages between two processes over raw aiortc data
+channels with the data plane, with batching only, and with neither, in turns, and prints MB/s and
+CPU per MB of each side.
 
 Every loop is bounded (fixed rounds); traffic stays on 127.0.0.1.
 """
@@ -308,8 +311,114 @@ def _interleaved_record_costs(repeats: int = 15, count: int = 20_000) -> dict[st
     return costs
 
 
+# -- two processes, raw data channels: python -m benchmarks.bench_dataplane bulk ----------------
+
+BULK_CONFIGS = {
+    "data plane": {"fast_dtls": True, "udp_batching": True},
+    "batching only": {"fast_dtls": False, "udp_batching": True},
+    "neither (previous fast path)": {"fast_dtls": False, "udp_batching": False},
+}
+
+
+def _bulk_peer(role: str, options: dict, count: int, size: int, pipe) -> None:
+    """One side of a bulk transfer over one reliable data channel (run in its own process)."""
+    import asyncio
+    import time
+
+    from aiortc import RTCConfiguration, RTCSessionDescription
+
+    from clasp_fast.ice import install_gathering_policy
+    from clasp_fast.sctp import peer_connection_class
+
+    def restrict(pc) -> None:
+        install_gathering_policy(pc.sctp.transport.transport.iceGatherer._connection,
+                                 host_addresses=["127.0.0.1"], udp_receive_buffer=4 << 20)
+
+    async def receive(pc) -> None:
+        done, times, received = asyncio.Event(), [], [0]
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            @channel.on("message")
+            def on_message(_) -> None:
+                if not times:  # timed from the first message: set-up is not counted
+                    times.append((time.perf_counter(), time.process_time()))
+                received[0] += 1
+                if received[0] == count:
+                    done.set()
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=pipe.recv(), type="offer"))
+        restrict(pc)
+        await pc.setLocalDescription(await pc.createAnswer())
+        pipe.send(pc.localDescription.sdp)
+        await asyncio.wait_for(done.wait(), 120)
+        (wall, cpu) = times[0]
+        pipe.send((time.perf_counter() - wall, time.process_time() - cpu, pc.sctp.max_packet))
+
+    async def send(pc) -> None:
+        channel = pc.createDataChannel("bulk")
+        restrict(pc)
+        await pc.setLocalDescription(await pc.createOffer())
+        pipe.send(pc.localDescription.sdp)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=pipe.recv(), type="answer"))
+        opened, low = asyncio.Event(), asyncio.Event()
+        channel.on("open", opened.set)
+        channel.bufferedAmountLowThreshold = 256 * 1024
+        channel.on("bufferedamountlow", low.set)
+        await asyncio.wait_for(opened.wait(), 10)
+        payload, cpu = bytes(size), time.process_time()
+        for _ in range(count):
+            channel.send(payload)
+            if channel.bufferedAmount > 1 << 20:
+                low.clear()
+                await low.wait()
+        await asyncio.get_running_loop().run_in_executor(None, pipe.poll, 120)
+        pipe.send(time.process_time() - cpu)
+
+    async def run() -> None:
+        pc = peer_connection_class(True, **options)(RTCConfiguration(iceServers=[]))
+        try:
+            await (send(pc) if role == "sender" else receive(pc))
+        finally:
+            await pc.close()
+
+    asyncio.run(run())
+
+
+def bulk(rounds: int = 2, count: int = 1500, size: int = 60_000) -> None:
+    """MB/s and CPU per MB of each configuration, two processes, in turns (loopback)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    print(f"bulk: {count} messages of {size} B over one reliable channel, two processes, {rounds} rounds")
+    for _ in range(rounds):
+        for name, options in BULK_CONFIGS.items():
+            n = count if options["fast_dtls"] else max(100, count // 10)  # the slow ones: fewer
+            sender_end, sender_here = context.Pipe()
+            receiver_end, receiver_here = context.Pipe()
+            peers = [context.Process(target=_bulk_peer, args=("sender", options, n, size, sender_end)),
+                     context.Process(target=_bulk_peer, args=("receiver", options, n, size, receiver_end))]
+            for peer in peers:
+                peer.start()
+            receiver_here.send(sender_here.recv())  # offer
+            sender_here.send(receiver_here.recv())  # answer
+            wall, receiver_cpu, packet = receiver_here.recv()
+            sender_here.send("done")
+            sender_cpu = sender_here.recv()
+            for peer in peers:
+                peer.join(30)
+            megabytes = n * size / 1e6
+            print(f"  {name:30s} {megabytes / wall:7.1f} MB/s   CPU per MB: sender {sender_cpu / megabytes * 1e3:5.2f} ms,"
+                  f" receiver {receiver_cpu / megabytes * 1e3:5.2f} ms   packets up to {packet} B")
+
+
 def main() -> None:
     import statistics
+    import sys
+
+    if sys.argv[1:] == ["bulk"]:
+        bulk()
+        return
 
     print("µs per 1,189-byte AES-128-GCM record (15 interleaved repeats of 20,000):")
     for name, values in sorted(_interleaved_record_costs().items()):
