@@ -14,7 +14,7 @@ from aiortc import RTCSctpTransport
 
 from clasp_fast import fast_path, sctp
 from clasp_fast.dtls_records import parse_records
-from tests.sctp_pair import close_pair, connect_pair, wait_until
+from tests.sctp_pair import Faults, close_pair, connect_pair, wait_until
 from tests.test_sctp_transport import Collector, numbered
 
 CHANNELS = [{"label": "r"}]
@@ -29,47 +29,52 @@ def nominated(pc):
     return pc.sctp.transport.transport._connection._nominated[1]
 
 
-class DatagramFaults:
-    """Drops, duplicates and reorders one peer's outgoing datagrams below DTLS (seeded), through
-    aioice's ``send_data`` replaced on the ICE protocol (a seam the data plane honours)."""
+class DatagramFaults(Faults):
+    """Drops, duplicates and reorders one peer's outgoing DTLS application records below DTLS
+    (seeded), through aioice's ``send_data`` replaced on the ICE protocol (a seam the data plane
+    honours)."""
 
-    def __init__(self, pc, *, seed: int, loss: float, duplicate: float, reorder: float, limit: int) -> None:
-        self.random = random.Random(seed)
-        self.loss, self.duplicate, self.reorder, self.limit = loss, duplicate, reorder, limit
-        self.seen = self.dropped = self.duplicated = self.reordered = 0
+    def __init__(self, pc, **faults) -> None:
+        super().__init__(**faults)
         self.held: bytes | None = None
         self.pair = nominated(pc)
         self.transport = self.pair.protocol.transport
         self.pair.protocol.send_data = self.send_data
 
     async def send_data(self, data: bytes, address) -> None:  # aioice awaits it
-        self.seen += 1
-        if data[0] != 23 or self.seen > self.limit:  # only application records; then a clean link
-            self._out(data, address)
+        action = self.next() if data[0] == 23 else "send"
+        if action == "drop":
             return
-        roll = self.random.random()
-        if roll < self.loss:
-            self.dropped += 1
-            return
-        if roll < self.loss + self.reorder and self.held is None:
-            self.reordered += 1
-            self.held = data
+        if action == "hold":
+            self.held, self.holding = data, True
             asyncio.get_running_loop().call_later(0.005, self._release, address)
             return
         self._out(data, address)
         self._release(address)
-        if roll < self.loss + self.reorder + self.duplicate:
-            self.duplicated += 1
+        if action == "send twice":
             self._out(data, address)
 
     def _release(self, address) -> None:
-        held, self.held = self.held, None
+        held, self.held, self.holding = self.held, None, False
         if held is not None:
             self._out(held, address)
 
     def _out(self, data: bytes, address) -> None:
         if not self.transport.is_closing():
             self.transport.sendto(data, address)
+
+
+async def exchange(local, remote, messages: list[bytes], timeout: float = 30) -> None:
+    """Send ``messages`` both ways at once; assert each side got all of them, in order."""
+    at_remote, at_local = Collector(remote, len(messages)), Collector(local, len(messages))
+    for message in messages:
+        local.send(message)
+        remote.send(message)
+    try:
+        await asyncio.wait_for(asyncio.gather(at_remote.done.wait(), at_local.done.wait()), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{len(at_remote.messages)} and {len(at_local.messages)} of {len(messages)} arrived") from None
+    assert at_remote.messages == messages and at_local.messages == messages
 
 
 async def test_two_clasp_fast_peers_take_the_records_over_and_send_large_packets_both_ways():
@@ -81,13 +86,7 @@ async def test_two_clasp_fast_peers_take_the_records_over_and_send_large_packets
             assert pc.sctp.max_packet == sctp.LARGE_PACKET_LENGTH  # loopback carries 16 KiB records
             assert f"a={sctp.SDP_MAX_PACKET_ATTRIBUTE}:{sctp.LARGE_PACKET_LENGTH}" in pc.localDescription.sdp
         sizes = [1, 1200, 16_000, 60_000, 200_000, 7] * 5
-        messages = [bytes([i % 256]) * size for i, size in enumerate(sizes)]
-        at_answerer, at_offerer = Collector(remote, len(messages)), Collector(local, len(messages))
-        for message in messages:
-            local.send(message)
-            remote.send(message)
-        await asyncio.wait_for(asyncio.gather(at_answerer.done.wait(), at_offerer.done.wait()), 30)
-        assert at_answerer.messages == messages and at_offerer.messages == messages
+        await exchange(local, remote, [bytes([i % 256]) * size for i, size in enumerate(sizes)])
         for pc in (o, a):
             stats = plane(pc).stats()
             assert stats["dtls"] == "compiled" and stats["records_received"] > 50
@@ -107,17 +106,7 @@ async def test_reliable_data_survives_loss_duplication_and_reordering_below_dtls
     faults = [DatagramFaults(o, seed=11, loss=0.03, duplicate=0.05, reorder=0.05, limit=3000),
               DatagramFaults(a, seed=12, loss=0.03, duplicate=0.05, reorder=0.05, limit=3000)]
     try:
-        messages = [numbered(i, 32 if i % 4 else 20_000) for i in range(600)]
-        got, back = Collector(remote, len(messages)), Collector(local, len(messages))
-        for message in messages:
-            local.send(message)
-            remote.send(message)
-        try:
-            await asyncio.wait_for(asyncio.gather(got.done.wait(), back.done.wait()), 60)
-        except asyncio.TimeoutError:
-            raise AssertionError(f"{len(got.messages)} and {len(back.messages)} of {len(messages)} arrived; "
-                                 f"{[vars(f) for f in faults]}") from None
-        assert got.messages == messages and back.messages == messages
+        await exchange(local, remote, [numbered(i, 32 if i % 4 else 20_000) for i in range(600)], 60)
         assert all(f.dropped and f.duplicated and f.reordered for f in faults)
         # Duplicated datagrams never reach SCTP twice: the replay window of the records they carry
         # (compiled layer, or OpenSSL's for the stock peer) drops them.
@@ -215,13 +204,7 @@ async def test_a_peer_keeping_openssl_records_still_batches_and_gets_aiortc_size
         assert plane(keeping).layer is None and plane(keeping).takeover_refused == "fast_dtls is off"
         assert sctp.SDP_MAX_PACKET_ATTRIBUTE not in keeping.localDescription.sdp
         assert taking.sctp.max_packet == keeping.sctp.max_packet == sctp.MAX_PACKET_LENGTH
-        messages = [numbered(i, 30_000) for i in range(40)]
-        got, back = Collector(remote, len(messages)), Collector(local, len(messages))
-        for message in messages:
-            local.send(message)
-            remote.send(message)
-        await asyncio.wait_for(asyncio.gather(got.done.wait(), back.done.wait()), 30)
-        assert got.messages == messages and back.messages == messages
+        await exchange(local, remote, [numbered(i, 30_000) for i in range(40)])
         assert plane(keeping).stats()["datagrams_sent"] > plane(keeping).stats()["send_calls"]
     finally:
         await close_pair(o, a)
