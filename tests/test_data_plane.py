@@ -118,6 +118,22 @@ async def test_reliable_data_survives_loss_duplication_and_reordering_below_dtls
         await close_pair(o, a)
 
 
+async def test_stun_consent_checks_are_answered_while_the_data_plane_reads_the_sockets():
+    o, a, (local,), (remote,) = await connect_pair(True, True, CHANNELS)
+    try:
+        for pc in (o, a):
+            assert plane(pc)._readers  # the ICE sockets are read in batches
+            connection, pair = pc.sctp.transport.transport._connection, nominated(pc)
+            request = connection.build_request(pair, nominate=False)
+            response, _ = await asyncio.wait_for(pair.protocol.request(
+                request, pair.remote_addr, integrity_key=connection.remote_password.encode(),
+                retransmissions=0), 5)
+            assert response.message_class.name == "RESPONSE"
+        await exchange(local, remote, [b"after the checks"])
+    finally:
+        await close_pair(o, a)
+
+
 async def test_replayed_and_wrong_epoch_records_are_dropped_and_counted():
     o, a, (local,), (remote,) = await connect_pair(True, True, CHANNELS)
     try:
