@@ -167,7 +167,7 @@ class DataPlane:
         self.datagrams_sent = 0
         self._highest_read: Optional[int] = None
         self._readers: list[BatchReader] = []
-        self._batch_sockets: dict[int, UdpBatchSocket] = {}
+        self._batch_sockets: dict[Any, UdpBatchSocket] = {}
         self._corked = 0
         self._pending: list[bytes] = []
         self._closed = False
@@ -227,7 +227,10 @@ class DataPlane:
                     run_now(self.sctp._batch_received(), self.loop, self._receive_failed)
                     if not self._corked and self._pending:
                         pending, self._pending = self._pending, []
-                        self._transmit(pending)
+                        try:
+                            self._transmit(pending)
+                        except ConnectionError:
+                            pass  # ICE has no nominated pair any more: the connection is ending
 
         try:
             self._readers.append(BatchReader(transport, on_datagrams, slot_size=LARGE_DATAGRAM))
@@ -409,17 +412,17 @@ class DataPlane:
             transport.sendto(record, address)
 
     def _batch_socket(self, transport: Any) -> Optional[UdpBatchSocket]:
-        sock = transport.get_extra_info("socket")
-        if sock is None:
+        """The batch sender on ``transport``'s socket; None while asyncio still queues earlier
+        datagrams there (their order is kept) or once the transport is closing."""
+        if transport.is_closing() or transport.get_write_buffer_size():
             return None
-        batch = self._batch_sockets.get(sock.fileno())
+        batch = self._batch_sockets.get(transport)
         if batch is None:
-            if transport.get_write_buffer_size():
-                return None  # asyncio still queues earlier datagrams: keep their order
+            sock = transport.get_extra_info("socket")
+            if sock is None:
+                return None
             batch = UdpBatchSocket(sock, send="auto", receive="recvfrom")
-            self._batch_sockets[sock.fileno()] = batch
-        elif transport.get_write_buffer_size():
-            return None
+            self._batch_sockets[transport] = batch  # by transport: a closed socket's number is reused
         return batch
 
     # -- closing --------------------------------------------------------------------------------
