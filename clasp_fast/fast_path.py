@@ -174,6 +174,8 @@ class DataPlane:
         self._queue = connection._queue
         self._queue_data = connection.data_received
         self._ssl = dtls._ssl
+        # What OpenSSL may have to read: a 16 KiB packet once this side said it reads them.
+        self._read_size = LARGE_DATAGRAM if fast_dtls else 1500
         self._original_stop = dtls.stop
         self._original_close = connection.close
         #: The bound method installed as ``RTCDtlsTransport._send_data`` (SCTP checks that nobody
@@ -278,7 +280,7 @@ class DataPlane:
             dtls._RTCDtlsTransport__rx_packets += 1
             self._ssl.bio_write(data)
             try:
-                plain = self._ssl.recv(LARGE_DATAGRAM)
+                plain = self._ssl.recv(self._read_size)
             except SSL.ZeroReturnError:
                 # close_notify: let aiortc's own loop see the connection end.
                 self._queue.put_nowait(None)
