@@ -112,10 +112,10 @@ cdef extern from *:
 
 cdef bint _hw_crc = cf_crc32c_hw_available() != 0
 #: Whether CRC32c uses the CPU's instruction (else the slicing-by-8 table).
-HARDWARE_CRC32C = bool(_hw_crc)
+_HARDWARE_CRC32C = bool(_hw_crc)
 
 
-def use_hardware_crc32c(bint enabled) -> bool:
+def _use_hardware_crc32c(bint enabled) -> bool:
     """Use the CPU's CRC32C instruction (when it has one) or the table; returns what is in use."""
     global _hw_crc
     _hw_crc = enabled and cf_crc32c_hw_available() != 0
