@@ -13,17 +13,9 @@ import itertools
 from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 from clasp_fast._codec import decode_slice
+from clasp_fast._dispatch import wants_message  # the same inspect.signature rule, not under test here
 from clasp_fast.address import SubscriptionIndex, validate_pattern
 from clasp_fast.messages import Param, Publish, Set
-
-
-def wants_message(callback: Callable) -> bool:
-    try:
-        params = inspect.signature(callback).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 class ModelSubscription:
