@@ -212,7 +212,7 @@ cdef class CallbackRegistry:
 
         Each message goes first to ``intercept(message)`` when given (a true result consumes
         it); then a SET or PUBLISH goes to the matching callbacks (as :meth:`dispatch_message`)
-        and any other message to ``other(message)`` when given. An exception from ``intercept``
+        and any other message, a BUNDLE included, to ``other(message)`` when given. An exception from ``intercept``
         or ``other`` goes to ``report``. A malformed frame goes to ``decode_error`` (default:
         ``report``) as a DecodeError with its offset in ``data``; the walk goes on after it,
         or ends at a broken header (nothing after it can be delimited).
