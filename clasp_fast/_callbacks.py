@@ -1,89 +1,17 @@
-"""User callbacks by address pattern, matched by the compiled SubscriptionIndex.
+"""User callbacks by address pattern: the compiled dispatcher (``clasp_fast._dispatch``).
 
 One registry serves the relay client, each P2P peer and the hybrid client: they differ in where
-messages come from, not in how a message finds its callbacks.
+messages come from, not in how a message finds its callbacks. ``CallbackRegistry.receive`` also
+decodes a whole DataChannel message and delivers it without leaving compiled code
+(docs/architecture-core.md).
 """
 
 from __future__ import annotations
 
-import inspect
-import itertools
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from ._build_check import load_extension
 
-from .address import SubscriptionIndex, validate_pattern
+load_extension("_dispatch")  # a missing build fails here with a message that says how to build
 
+from ._dispatch import CallbackRegistry, Subscription, wants_message  # noqa: E402
 
-def wants_message(callback: Callable) -> bool:
-    """True when ``callback`` takes a third positional argument (the message)."""
-    try:
-        params = inspect.signature(callback).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
-
-
-class Subscription:
-    """A callback for ``pattern``; ``types`` (signal types) None means every type."""
-
-    __slots__ = ("id", "pattern", "callback", "types", "wants_message")
-
-    def __init__(self, id: int, pattern: str, callback: Callable, types: Iterable[str] | None) -> None:
-        self.id = id
-        self.pattern = pattern
-        self.callback = callback
-        self.types = frozenset(types) if types else None
-        self.wants_message = wants_message(callback)
-
-    def deliver(self, value: Any, address: str, message: Any,
-                spawn: Callable[[Awaitable], Any], report: Callable[[Exception], Any]) -> None:
-        """Call the callback; a coroutine it returns goes to ``spawn``, an exception to ``report``."""
-        try:
-            result = self.callback(value, address, message) if self.wants_message else self.callback(value, address)
-            if result is not None and inspect.isawaitable(result):
-                spawn(result)
-        except Exception as exc:
-            report(exc)
-
-
-class CallbackRegistry:
-    """Subscriptions with ids, and dispatch of a received value to every matching callback.
-
-    A coroutine a callback returns goes to ``spawn``; an exception it raises goes to ``report``
-    and the other callbacks still run.
-    """
-
-    def __init__(self, spawn: Callable[[Awaitable], Any], report: Callable[[Exception], Any],
-                 cache_size: int = 1024) -> None:
-        self.spawn = spawn
-        self.report = report
-        self._index = SubscriptionIndex(cache_size)
-        self._subscriptions: dict[int, Subscription] = {}
-        self._ids = itertools.count(1)
-
-    def add(self, pattern: str, callback: Callable, types: Iterable[str] | None = None) -> Subscription:
-        """Register ``callback`` for ``pattern`` (a ``PatternError`` if invalid) under a fresh id."""
-        validate_pattern(pattern)
-        sub = Subscription(next(self._ids), pattern, callback, types)
-        self._index.add(pattern, sub, sub.id)
-        self._subscriptions[sub.id] = sub
-        return sub
-
-    def remove(self, subscription_id: int) -> Subscription | None:
-        """Remove a subscription; returns it, or None when the id is unknown."""
-        sub = self._subscriptions.pop(subscription_id, None)
-        if sub is not None:
-            self._index.remove(subscription_id)
-        return sub
-
-    def __iter__(self) -> Iterator[Subscription]:
-        return iter(list(self._subscriptions.values()))
-
-    def __len__(self) -> int:
-        return len(self._subscriptions)
-
-    def dispatch(self, address: str, value: Any, signal: str, message: Any) -> None:
-        """Call every callback whose pattern matches ``address`` and whose types admit ``signal``."""
-        for _key, _pattern, sub in self._index.match_entries(address):
-            if sub.types is None or signal in sub.types:
-                sub.deliver(value, address, message, self.spawn, self.report)
+__all__ = ["CallbackRegistry", "Subscription", "wants_message"]

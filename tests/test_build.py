@@ -51,7 +51,7 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_import_without_compiled_extension_says_how_to_build(tmp_path):
     copy = copy_package(tmp_path, with_extensions=False)
-    assert not list(copy.glob("_codec*"))
+    assert not [path for path in copy.glob("_codec*") if path.suffix in (".so", ".pyd")]
 
     result = run_python("import clasp_fast", tmp_path)
 
