@@ -33,7 +33,9 @@ def compiled_modules() -> list[str]:
     names = set()
     for path in PACKAGE_DIR.iterdir():
         suffix = next((s for s in suffixes if path.name.endswith(s)), None)
-        if suffix is not None:
+        # An in-place build for another Python leaves e.g. _codec.cpython-312-...so beside
+        # ours; its name only ends in the bare ".so" suffix and is not a module name here.
+        if suffix is not None and "." not in path.name[: -len(suffix)]:
             names.add(path.name[: -len(suffix)])
     return sorted(f"clasp_fast.{name}" for name in names)
 
