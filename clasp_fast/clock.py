@@ -23,9 +23,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from .codec import encode
+from .wire.codec import encode
 from .errors import ProtocolError
-from .messages import Sync
+from .wire.messages import Sync
 
 __all__ = ["ClockEstimator", "ClockSample", "ClockSync", "PeerClock", "wall_clock_us"]
 

@@ -20,7 +20,7 @@ import signal
 import sys
 from typing import Any
 
-from . import _cli_types as types
+from . import arguments as types
 
 __all__ = ["add_demo", "run_demo"]
 
@@ -144,7 +144,7 @@ def _count(n: int) -> str:
 
 def _story(sensor: dict[str, Any] | None, viewer: dict[str, Any] | None) -> list[str]:
     """The summary: sent and received per route, and P2P against the relay in one sentence."""
-    from .peer_cli import WARMUP_S
+    from .peer import WARMUP_S
 
     if sensor is None or viewer is None:
         missing = "sensor-1" if sensor is None else "viewer"
@@ -177,8 +177,8 @@ def _wrap(text: str, indent: str) -> list[str]:
 
 async def run_demo(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit status (non-zero when a part failed)."""
-    from .peer_cli import parse_summary
-    from .relay import Relay
+    from .peer import parse_summary
+    from ..relay import Relay
 
     _stop_on_signals()
     _say("== 1. relay: the embedded CLASP relay, in this process")

@@ -42,8 +42,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from OpenSSL import SSL
 
-from ._build_check import load_extension
-from .errors import TransportError
+from .._build_check import load_extension
+from ..errors import TransportError
 
 _dtls = load_extension("_dtls")
 

@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from typing import AsyncIterator, Protocol, runtime_checkable
 
-from .errors import SignalingError
+from ..errors import SignalingError
 
 __all__ = [
     "SIGNAL_PREFIX",
@@ -119,8 +119,8 @@ class InMemorySignaling:
         return type(self)(session_id, self._hub)
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        from .codec import decode, encode
-        from .messages import Publish
+        from ..wire.codec import decode, encode
+        from ..wire.messages import Publish
 
         message = Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id})
         frame = encode(message)
@@ -160,8 +160,8 @@ class StreamSignaling:
         self._writer = writer
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        from .codec import encode
-        from .messages import Publish
+        from ..wire.codec import encode
+        from ..wire.messages import Publish
 
         frame = encode(Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id}))
         try:
@@ -171,8 +171,8 @@ class StreamSignaling:
             raise SignalingError(f"signaling stream closed: {exc}", peer=target, step="signal") from exc
 
     async def recv_signal(self) -> dict[str, object]:
-        from .codec import decode
-        from .messages import Publish
+        from ..wire.codec import decode
+        from ..wire.messages import Publish
 
         own = signal_address(self.session_id)
         while True:

@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 
-from .. import _cli_types as types
+from . import arguments as types
 
 __all__ = ["add_bench", "run"]
 
@@ -23,7 +23,7 @@ DEFAULT_TIMEOUT = 115.0
 
 def add_bench(subparsers) -> None:
     """Register ``bench``."""
-    from .paths import PATHS
+    from ..bench.paths import PATHS
 
     p = subparsers.add_parser(
         "bench", help="measure P2P (batched, unbatched, unreliable) against the relay path",
@@ -62,9 +62,9 @@ def add_bench(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .plot import PlotUnavailable, plot_latencies, require_matplotlib
-    from .report import render_table, write_json
-    from .runner import BenchConfig, BenchError, run_bench_sync
+    from ..bench.plot import PlotUnavailable, plot_latencies, require_matplotlib
+    from ..bench.report import render_table, write_json
+    from ..bench.runner import BenchConfig, BenchError, run_bench_sync
 
     def fail(message: str) -> int:
         print(f"clasp-fast bench: error: {message}", file=sys.stderr)
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _paths(text: str) -> tuple[str, ...]:
     """``--paths``: comma-separated names from :data:`PATHS`."""
-    from .paths import PATHS
+    from ..bench.paths import PATHS
 
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in PATHS]

@@ -15,7 +15,7 @@ Values nest at most ``MAX_NESTING`` (64) containers deep, bundles likewise.
 
 from __future__ import annotations
 
-from ._codec import (
+from .._codec import (
     MAX_NESTING,
     Frame,
     WriteBuffer,
@@ -26,7 +26,7 @@ from ._codec import (
     frame_size,
     iter_frames,
 )
-from .errors import DecodeError, EncodeError
+from ..errors import DecodeError, EncodeError
 from .messages import default_qos
 
 __all__ = [

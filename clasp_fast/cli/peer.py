@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from . import _cli_types as types
+from . import arguments as types
 
 # The P2P stack (aiortc, numpy) is imported when the command runs, not when the CLI starts.
 
@@ -153,8 +153,8 @@ class _StopSignal:
 
 async def _probe(url: str) -> bool:
     """True when a CLASP relay answers at ``url``."""
-    from .client import ClaspClient
-    from .errors import ClaspError
+    from ..relay_client import ClaspClient
+    from ..errors import ClaspError
 
     try:
         probe = await ClaspClient.connect(url, name="clasp_fast peer probe", reconnect=False, connect_timeout=2.0)
@@ -174,7 +174,7 @@ async def _relay_url(args: argparse.Namespace) -> tuple[str, Any]:
     url = f"ws://127.0.0.1:{args.port}"
     if await _probe(url):
         return url, None
-    from .relay import Relay
+    from ..relay import Relay
 
     try:
         relay = await Relay.start("127.0.0.1", args.port)
@@ -188,7 +188,7 @@ async def _relay_url(args: argparse.Namespace) -> tuple[str, Any]:
 
 
 def _rtc_config(args: argparse.Namespace) -> Any:
-    from .webrtc import WebRtcConfig
+    from ..transport.webrtc import WebRtcConfig
 
     return WebRtcConfig(host_addresses=None if args.any_interface else ["127.0.0.1"],
                         keepalive_interval=0.5, keepalive_timeout=3.0, connection_timeout=10.0)
@@ -196,8 +196,8 @@ def _rtc_config(args: argparse.Namespace) -> Any:
 
 def _hybrid_client(url: str, args: argparse.Namespace) -> Any:
     """A hybrid client whose relay connection is retried for as long as the peer runs."""
-    from .client import ClaspClient
-    from .hybrid import HybridClient, P2POptions
+    from ..relay_client import ClaspClient
+    from ..hybrid.routing import HybridClient, P2POptions
 
     relay = ClaspClient(url, name=f"clasp_fast peer {args.id}", reconnect_max_attempts=None,
                         reconnect_max_delay=1.0)
@@ -209,7 +209,7 @@ def _hybrid_client(url: str, args: argparse.Namespace) -> Any:
 
 async def run_peer(args: argparse.Namespace) -> int:
     """Run the ``peer`` command; returns the exit status."""
-    from .errors import ClaspError
+    from ..errors import ClaspError
 
     stop = _StopSignal()
     stop.install()
@@ -286,7 +286,7 @@ class _Streamer:
                  f"{PEER_PREFIX}{target}{self.args.stream}, where nobody may be listening")
 
     async def send(self, targets: list[str], samples: Any) -> None:
-        from .errors import TransportError
+        from ..errors import TransportError
 
         address = self.args.stream
         for target in targets or [None]:
@@ -359,7 +359,7 @@ class _Watcher:
     """Counts what arrives for ``--watch`` and prints rate, latency and routes once a second."""
 
     def __init__(self, client: Any, args: argparse.Namespace, stop: _StopSignal) -> None:
-        from .address import SubscriptionIndex
+        from ..wire.address import SubscriptionIndex
 
         self.client = client
         self.args = args

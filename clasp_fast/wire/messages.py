@@ -6,7 +6,7 @@ Every message is a compiled class with public attributes, equality by type and f
 
 from __future__ import annotations
 
-from ._codec import (
+from .._codec import (
     DEFAULT_FEATURES,
     FEATURES,
     FEDERATION_OPS,

@@ -43,10 +43,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
-from .address import validate_pattern
-from .client import ClaspClient
-from .errors import ClaspError, ProtocolError, SignalingError, TransportError
-from .messages import (
+from ..wire.address import validate_pattern
+from ..relay_client import ClaspClient
+from ..errors import ClaspError, ProtocolError, SignalingError, TransportError
+from ..wire.messages import (
     MISSING,
     Bundle,
     Get,
@@ -59,10 +59,10 @@ from .messages import (
     Snapshot,
     Ttl,
 )
-from .signaling import ANNOUNCE_ADDRESS, new_correlation_id, parse_signal
-from ._callbacks import CallbackRegistry
-from ._tasks import TaskSet
-from .webrtc import LOCAL_FEATURES, ChannelSpec, WebRtcConfig, WebRtcStats, WebRtcTransport
+from ..transport.signaling import ANNOUNCE_ADDRESS, new_correlation_id, parse_signal
+from ..runtime.dispatch import CallbackRegistry
+from ..runtime.tasks import TaskSet
+from ..transport.webrtc import LOCAL_FEATURES, ChannelSpec, WebRtcConfig, WebRtcStats, WebRtcTransport
 
 __all__ = ["ClaspP2P", "Peer", "PeerInfo", "PeerStats", "PRESENCE_PREFIX", "DEFAULT_RELAY_URL"]
 

@@ -10,7 +10,7 @@ QUERY), which differs on a few edge cases such as ``/a/**`` vs ``/a``.
 
 from __future__ import annotations
 
-from ._address import (
+from .._address import (
     Pattern,
     SubscriptionIndex,
     glob_match,

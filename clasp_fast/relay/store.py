@@ -17,10 +17,10 @@ import time
 from collections import OrderedDict
 from typing import Callable, Iterable, Iterator
 
-from .address import glob_match
-from .codec import encode
-from .errors import EncodeError
-from .messages import Param, Result, Set, SignalInfo, Snapshot, Ttl
+from ..wire.address import glob_match
+from ..wire.codec import encode
+from ..errors import EncodeError
+from ..wire.messages import Param, Result, Set, SignalInfo, Snapshot, Ttl
 
 __all__ = ["ParamStore", "SignalRegistry", "StoreRefused", "MAX_PARAM_BYTES"]
 

@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Sequence
 
-from . import _cli_types as types
+from . import arguments as types
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def add_relay(subparsers) -> None:
         import asyncio
         import logging
 
-        from .relay import Relay
+        from ..relay import Relay
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         try:
@@ -97,7 +97,7 @@ _SCOPE_SEPARATOR = re.compile(r",(?=\s*(?:read|write|claim):)")
 
 def relay_auth(token_options: Sequence[str], tokens_file: str | None):
     """The ``TokenAuth`` of ``--token`` / ``--tokens-file``, or None (open mode); ValueError if bad."""
-    from .auth import TokenAuth
+    from ..relay.auth import TokenAuth
 
     if not token_options and tokens_file is None:
         return None
@@ -145,9 +145,9 @@ def add_encode(subparsers) -> None:
                    help="set the optional frame timestamp field")
 
     def run(args) -> int:
-        from .codec import encode
-        from .errors import EncodeError
-        from .neutral import NeutralError, from_neutral
+        from ..wire.codec import encode
+        from ..errors import EncodeError
+        from ..wire.neutral import NeutralError, from_neutral
 
         text = sys.stdin.read()
         try:
@@ -181,9 +181,9 @@ def add_decode(subparsers) -> None:
                    help="print the neutral form (tagged values, floats as IEEE-754 bits)")
 
     def run(args) -> int:
-        from .codec import decode_frame, iter_frames
-        from .errors import DecodeError
-        from .neutral import to_neutral
+        from ..wire.codec import decode_frame, iter_frames
+        from ..errors import DecodeError
+        from ..wire.neutral import to_neutral
 
         if args.file is not None:
             try:
@@ -227,7 +227,7 @@ SUBCOMMANDS.extend([add_encode, add_decode])
 
 def add_bench(subparsers) -> None:
     """``bench``: P2P against the relay path (implemented in :mod:`clasp_fast.bench.command`)."""
-    from .bench.command import add_bench as add
+    from .bench import add_bench as add
 
     add(subparsers)
 
@@ -237,7 +237,7 @@ SUBCOMMANDS.append(add_bench)
 
 def add_peer(subparsers) -> None:
     """``peer``: a P2P peer that streams or watches (implementation in ``peer_cli``)."""
-    from .peer_cli import add_peer as add
+    from .peer import add_peer as add
 
     add(subparsers)
 
@@ -250,7 +250,7 @@ SUBCOMMANDS.append(add_demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import ClaspError
+    from ..errors import ClaspError
 
     parser = build_parser()
     args = parser.parse_args(argv)

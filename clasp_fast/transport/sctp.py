@@ -57,8 +57,8 @@ from aiortc.rtcsctptransport import RTCSctpTransport
 from OpenSSL import SSL
 
 from . import fast_path
-from ._build_check import load_extension
-from .errors import DecodeError, ProtocolError, TransportError
+from .._build_check import load_extension
+from ..errors import DecodeError, ProtocolError, TransportError
 
 _sctp = load_extension("_sctp")
 DataChunk = _sctp.DataChunk

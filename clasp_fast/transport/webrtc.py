@@ -48,10 +48,10 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnec
 from aiortc.sdp import candidate_from_sdp, candidate_to_sdp
 
 from . import ice
-from ._codec import Batcher, decode_slice, frame_count
-from .codec import decode_all, encode
-from .messages import QOS_FIRE, Ping, Pong, default_qos
-from .errors import DecodeError, ProtocolError, SignalingError, TransportError
+from .._codec import Batcher, decode_slice, frame_count
+from ..wire.codec import decode_all, encode
+from ..wire.messages import QOS_FIRE, Ping, Pong, default_qos
+from ..errors import DecodeError, ProtocolError, SignalingError, TransportError
 from .sctp import FastSctpTransport, peer_connection_class
 from .signaling import SignalingChannel, new_correlation_id, parse_signal
 

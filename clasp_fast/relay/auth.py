@@ -24,8 +24,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Mapping
 
-from .address import glob_match, validate_pattern
-from .errors import ClaspError
+from ..wire.address import glob_match, validate_pattern
+from ..errors import ClaspError
 
 __all__ = ["Scopes", "TokenAuth", "TokenExpired", "TokenRejected", "Validator", "scope_matches"]
 

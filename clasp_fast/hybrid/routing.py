@@ -47,14 +47,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Literal
 
-from .address import validate_pattern
-from .client import ClaspClient
-from .errors import ClaspError, ProtocolError, TransportError
-from .messages import MISSING, QOS_FIRE, Ack, Bundle, Publish, Set, default_qos
-from .p2p import AcceptHook, ClaspP2P, Peer
-from .webrtc import WebRtcConfig
-from ._callbacks import CallbackRegistry, Subscription
-from ._tasks import TaskSet
+from ..wire.address import validate_pattern
+from ..relay_client import ClaspClient
+from ..errors import ClaspError, ProtocolError, TransportError
+from ..wire.messages import MISSING, QOS_FIRE, Ack, Bundle, Publish, Set, default_qos
+from ..p2p.endpoint import AcceptHook, ClaspP2P, Peer
+from ..transport.webrtc import WebRtcConfig
+from ..runtime.dispatch import CallbackRegistry, Subscription
+from ..runtime.tasks import TaskSet
 
 __all__ = ["HybridClient", "P2POptions", "Route", "RoutingMode", "ENVELOPE_ID", "EPOCH_ADDRESS", "PEER_PREFIX"]
 

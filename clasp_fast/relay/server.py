@@ -61,9 +61,9 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .auth import Validator
-from .codec import decode, encode, frame_size
-from .errors import DecodeError, ProtocolError
-from .messages import Error, Hello
+from ..wire.codec import decode, encode, frame_size
+from ..errors import DecodeError, ProtocolError
+from ..wire.messages import Error, Hello
 from .fair_queue import OWN, FairQueue
 from .router import Router, RouterConfig, Session
 

@@ -47,12 +47,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
-from .address import SubscriptionIndex, validate_pattern
+from ..wire.address import SubscriptionIndex, validate_pattern
 from .auth import Scopes, TokenRejected, Validator
 from .claims import PRESENCE_PREFIX, ClientIdClaims, client_id_problem, presence_owner
-from .codec import encode
-from .errors import AddressError, EncodeError, ProtocolError
-from .messages import (
+from ..wire.codec import encode
+from ..errors import AddressError, EncodeError, ProtocolError
+from ..wire.messages import (
     Ack,
     Announce,
     Bundle,

@@ -10,7 +10,7 @@ import inspect
 import itertools
 from typing import Any, Awaitable, Callable, Iterable, Iterator
 
-from .address import SubscriptionIndex, validate_pattern
+from ..wire.address import SubscriptionIndex, validate_pattern
 
 
 def wants_message(callback: Callable) -> bool:

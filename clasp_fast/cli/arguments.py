@@ -36,8 +36,8 @@ class Parser(argparse.ArgumentParser):
 
 def relay_url(text: str) -> str:
     """``ws://host:port`` or ``wss://...``."""
-    from .client import validate_url
-    from .errors import URLError
+    from ..relay_client import validate_url
+    from ..errors import URLError
 
     try:
         return validate_url(text)
@@ -77,7 +77,7 @@ def client_id(text: str) -> str:
 
 
 def _checked(text: str, validate: Callable[[str], object], example: str) -> str:
-    from .errors import AddressError
+    from ..errors import AddressError
 
     try:
         validate(text)
@@ -88,14 +88,14 @@ def _checked(text: str, validate: Callable[[str], object], example: str) -> str:
 
 def address(text: str) -> str:
     """A CLASP address such as ``/sensor/accel``."""
-    from .address import validate_address
+    from ..wire.address import validate_address
 
     return _checked(text, validate_address, "an address looks like /sensor/accel")
 
 
 def pattern(text: str) -> str:
     """A subscription pattern such as ``/sensor/**``."""
-    from .address import validate_pattern
+    from ..wire.address import validate_pattern
 
     return _checked(text, validate_pattern, "a pattern looks like '/sensor/**'")
 

@@ -28,7 +28,7 @@ import socket
 import sys
 from typing import Callable, Sequence
 
-from ._build_check import load_extension
+from .._build_check import load_extension
 
 _udp = load_extension("_udp")
 
