@@ -76,3 +76,20 @@ __all__ = [
     "Snapshot", "Subscribe", "SubscribeOptions", "Sync", "Ttl", "Unsubscribe", "Welcome",
     "default_qos", "values_equal",
 ]
+
+# Helpers of the package's clients (not re-exported by ``clasp_fast``).
+
+
+def stream_message(address: str, samples_or_value: object, rate: int | None = None) -> Publish:
+    """A stream PUBLISH: a sequence or numpy array of floats goes as samples, anything else as a value."""
+    if isinstance(samples_or_value, (list, tuple)) or hasattr(samples_or_value, "dtype"):
+        return Publish(address=address, signal="stream", samples=samples_or_value, rate=rate)
+    return Publish(address=address, signal="stream", value=samples_or_value, rate=rate)
+
+
+def delivered(message: object) -> tuple[object, str]:
+    """The value and signal type a subscriber gets for a SET, a PUBLISH or a SNAPSHOT's Param."""
+    if type(message) is Publish:
+        value = message.samples if message.samples is not None else message.value
+        return value, message.signal or "event"
+    return message.value, "param"  # type: ignore[attr-defined]
