@@ -41,13 +41,13 @@ from .wire.messages import __all__ as _message_names  # noqa: E402
 # The networking API is imported on first use, so `import clasp_fast` for the codec alone does not
 # pay for aiortc and websockets.
 _LAZY = {
-    "ClaspBuilder": "relay_client",
+    "ClaspBuilder": "client",
     "ClaspClient": "relay_client",
     "HybridClient": "hybrid.routing",
     "P2POptions": "hybrid.routing",
     "ClaspP2P": "p2p.endpoint",
-    "Peer": "p2p.endpoint",
-    "PeerInfo": "p2p.endpoint",
+    "Peer": "p2p.peer",
+    "PeerInfo": "p2p.directory",
     "Relay": "relay.server",
     "InMemorySignaling": "transport.signaling",
     "SignalingChannel": "transport.signaling",
@@ -58,9 +58,12 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hybrid.routing import HybridClient, P2POptions
-    from .p2p.endpoint import ClaspP2P, Peer, PeerInfo
+    from .client import ClaspBuilder
+    from .p2p.directory import PeerInfo
+    from .p2p.endpoint import ClaspP2P
+    from .p2p.peer import Peer
     from .relay.server import Relay
-    from .relay_client import ClaspBuilder, ClaspClient
+    from .relay_client import ClaspClient
     from .transport.signaling import InMemorySignaling, SignalingChannel
     from .transport.webrtc import ChannelSpec, WebRtcConfig, WebRtcTransport
 

@@ -3,7 +3,6 @@
 ::
 
     client = await ClaspClient.connect("ws://127.0.0.1:7330", name="mixer")
-    # or: client = await ClaspBuilder(url).name("mixer").connect()
 
     @client.on("/lumen/layer/*/opacity")
     def opacity(value, address):
@@ -19,25 +18,33 @@ BUNDLE, ...). A frame that cannot be decoded, or a callback that raises, is repo
 to the ``on_error`` callbacks and the receive loop goes on. After a lost connection
 the client reconnects with exponential backoff and re-subscribes; its session id
 then changes. ``client.signaling`` is the P2P signaling channel over this relay.
+
+The documented import path is :mod:`clasp_fast.client`, which adds :class:`ClaspBuilder`; this
+module sits below P2P and the hybrid client, which build on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-import time as _time
-from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+import time
+from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from .errors import ClaspError, DecodeError, ProtocolError, TransportError, URLError
+from .runtime.dispatch import Dispatcher, make_dispatcher
+from .runtime.sink import ErrorCallback, ErrorSink
+from .runtime.tasks import TaskSet
+from .runtime.waiters import Waiters
+from .transport.signaling import RelaySignaling
 from .wire.address import validate_address
 from .wire.codec import decode, encode
-from .errors import ClaspError, DecodeError, ProtocolError, SignalingError, TransportError, URLError
 from .wire.messages import (
+    DEFAULT_FEATURES,
     MISSING,
     Ack,
     Announce,
@@ -52,21 +59,28 @@ from .wire.messages import (
     Result,
     Set,
     Snapshot,
+    SignalInfo,
     Subscribe,
     Sync,
     Ttl,
     Unsubscribe,
     Welcome,
+    delivered,
+    stream_message,
 )
-from .transport.signaling import SIGNAL_PREFIX, parse_signal, signal_address
-from .runtime.dispatch import CallbackRegistry
-from .runtime.tasks import TaskSet
+from .wire.protocol import SIGNAL_PREFIX, WS_SUBPROTOCOL, now_us
+from .wire.subscription import Subscription
 
-__all__ = ["ClaspClient", "ClaspBuilder", "ClaspTimeoutError", "RelaySignaling", "validate_url"]
+__all__ = ["ClaspClient", "ClaspTimeoutError", "MessageHook", "validate_url"]
 
 log = logging.getLogger("clasp_fast.client")
 
-DEFAULT_FEATURES = ["param", "event", "stream", "gesture", "timeline"]
+#: ``hook(message)`` sees each SET, PUBLISH and SNAPSHOT param from the relay before the callbacks:
+#: it returns the message to deliver (the same or another one) or None to drop it.
+MessageHook = Callable[[Any], Any]
+
+# ERROR codes that refuse a SET or an ANNOUNCE (the oldest one waiting for its ACK at that address).
+_REFUSING_WRITES = frozenset((400, 301, 402, 403, 409, 429, 507))
 
 
 class ClaspTimeoutError(ClaspError, TimeoutError):
@@ -104,18 +118,26 @@ def validate_url(url: object) -> str:
     return url
 
 
-def _now_us() -> int:
-    return _time.time_ns() // 1000
-
-
 def _ttl(ttl: Ttl | int | float | None) -> Ttl | None:
     if ttl is None or isinstance(ttl, Ttl):
         return ttl
     return Ttl.sliding(int(ttl))  # a number of seconds: expires that long after the last write
 
 
+async def _answer(future: asyncio.Future[Any], timeout: float, late: Callable[[], ClaspError]) -> Any:
+    """The answer of a waiting request, or ``late()`` raised when none came within ``timeout``."""
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except asyncio.TimeoutError:
+        raise late() from None
+
+
 class ClaspClient:
-    """A connection to a CLASP relay with subscriptions, state cache and request tracking."""
+    """A connection to a CLASP relay with subscriptions, state cache and request tracking.
+
+    It owns one error sink (``errors``: its ``on_error`` callbacks) and one dispatcher
+    (``dispatcher``: its subscriptions' callbacks); a hybrid client built on it uses the same two.
+    """
 
     def __init__(
         self,
@@ -141,27 +163,22 @@ class ClaspClient:
         self.connect_timeout = connect_timeout
         self.session_id: str | None = None
         self.router_name: str | None = None
-        self._ws = None
-        self._receiver: asyncio.Task | None = None
+        self.errors = ErrorSink(log)
+        self.tasks = TaskSet(self.errors.report)
+        self.dispatcher: Dispatcher = make_dispatcher(self.tasks.spawn, self.errors.report, 1024)
+        self._ws: ClientConnection | None = None
+        self._receiver: asyncio.Task[None] | None = None
         self._closing = False
         self._connected = asyncio.Event()
         self._clock_offset = 0  # server µs minus local µs
         self._cache: dict[str, Any] = {}
-        self._callbacks = CallbackRegistry(self._spawn, self._report, 1024)
-        self._set_waiters: dict[str, deque[asyncio.Future | None]] = {}
-        self._set_values: dict[int, Any] = {}
-        self._get_waiters: dict[str, list[asyncio.Future]] = {}
-        self._ack_waiters: deque[asyncio.Future] = deque()  # BUNDLE ACKs (no address)
-        self._result_waiters: deque[asyncio.Future] = deque()
-        self._pong_waiters: deque[asyncio.Future] = deque()
-        self._sync_waiters: dict[int, asyncio.Future] = {}
-        self._error_watch: dict[str, asyncio.Future] = {}
+        self._requests = Waiters()
+        self._on_relay: set[int] = set()  # ids of the dispatcher's subscriptions the relay has
+        self._hook: MessageHook | None = None
         self._on_connect: list[Callable[[], Any]] = []
         self._on_disconnect: list[Callable[[str | None], Any]] = []
-        self._on_error: list[Callable[[Exception], Any]] = []
-        self._background = TaskSet(self._report)
         # Created up front so that no signal arriving before first use is lost.
-        self._signaling = RelaySignaling(self)
+        self._signaling = RelaySignaling(self, self.tasks, self.errors)
 
     # -- connection -------------------------------------------------------------------------
 
@@ -175,14 +192,14 @@ class ClaspClient:
     async def open(self) -> None:
         """Connect and start the receive loop (``connect`` and ``async with`` call this)."""
         self._closing = False
-        await self._handshake()
-        self._receiver = asyncio.get_running_loop().create_task(self._receive_loop(self._ws))
-        self._notify(self._on_connect)
+        ws = await self._handshake()
+        self._receiver = asyncio.get_running_loop().create_task(self._receive_loop(ws))
+        self.tasks.notify(self._on_connect)
 
-    async def _handshake(self) -> None:
+    async def _handshake(self) -> ClientConnection:
         try:
             ws = await asyncio.wait_for(
-                ws_connect(self.url, subprotocols=["clasp"], max_size=None, compression=None,
+                ws_connect(self.url, subprotocols=[WS_SUBPROTOCOL], max_size=None, compression=None,
                            ping_interval=None, open_timeout=self.connect_timeout),
                 self.connect_timeout)
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
@@ -209,9 +226,10 @@ class ClaspClient:
         self._ws = ws
         self.session_id = message.session
         self.router_name = message.name
-        self._clock_offset = message.time - _now_us()
+        self._clock_offset = message.time - now_us()
         self._connected.set()
         # The SNAPSHOT that follows WELCOME is handled by the receive loop.
+        return ws
 
     @property
     def connected(self) -> bool:
@@ -228,8 +246,8 @@ class ClaspClient:
                 await self._receiver
             except asyncio.CancelledError:
                 pass
-        self._background.cancel()
-        self._fail_pending(TransportError("client closed", peer=self.url, step="close"))
+        self.tasks.cancel()
+        self._requests.fail_all(TransportError("client closed", peer=self.url, step="close"))
 
     async def __aenter__(self) -> "ClaspClient":
         if self._ws is None:
@@ -255,21 +273,13 @@ class ClaspClient:
         self._on_disconnect.append(callback)
         return callback
 
-    def on_error(self, callback: Callable[[Exception], Any]) -> Callable[[Exception], Any]:
+    def on_error(self, callback: ErrorCallback) -> ErrorCallback:
         """Register ``callback(exc)`` for errors nobody awaits (bad frames, unclaimed ERRORs)."""
-        self._on_error.append(callback)
-        return callback
+        return self.errors.add(callback)
 
-    def _notify(self, callbacks: list[Callable], *args: Any) -> None:
-        self._background.notify(callbacks, *args)
-
-    def _report(self, exc: Exception) -> None:
-        if not self._on_error:
-            log.warning("%s", exc)
-        self._notify(self._on_error, exc)
-
-    def _spawn(self, awaitable: Awaitable) -> asyncio.Task:
-        return self._background.spawn(awaitable)
+    def set_message_hook(self, hook: MessageHook | None) -> None:
+        """See each SET, PUBLISH and SNAPSHOT param from the relay first (:data:`MessageHook`)."""
+        self._hook = hook
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -281,6 +291,16 @@ class ClaspClient:
             await ws.send(encode(message))
         except ConnectionClosed as exc:
             raise TransportError(f"connection lost: {exc}", peer=self.url, step="send") from exc
+
+    async def _send_waiting(self, key: Any, message: Any, wait: bool = True) -> asyncio.Future[Any] | None:
+        """Queue a request under ``key`` and send ``message``; the request leaves if the send fails."""
+        future = self._requests.add(key, wait)
+        try:
+            await self._send(message)
+        except BaseException:
+            self._requests.discard(key, future)
+            raise
+        return future
 
     async def set(
         self,
@@ -298,40 +318,22 @@ class ClaspClient:
         ``ProtocolError`` if the relay rejects the write (ERROR 400: revision conflict, lock held)."""
         validate_address(address)
         message = Set(address=address, value=value, revision=revision, lock=lock, unlock=unlock, ttl=_ttl(ttl))
-        waiters = self._set_waiters.setdefault(address, deque())
-        future = asyncio.get_running_loop().create_future() if wait else None
-        waiters.append(future)
-        try:
-            await self._send(message)
-        except BaseException:
-            waiters.remove(future)
-            raise
+        # Answers to a SET come in order per address; a SET not waited for still takes its place.
+        ack = await self._send_waiting(("ack", address), message, wait)
         self._cache[address] = value
-        if future is None:
+        if ack is None:
             return None
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise ClaspTimeoutError(f"no ACK for SET {address} within {timeout} s", address) from None
+        return await _answer(ack, timeout, lambda: ClaspTimeoutError(
+            f"no ACK for SET {address} within {timeout} s", address))
 
     async def get(self, address: str, timeout: float = 5.0) -> Any:
         """Read a param from the relay; ``ClaspTimeoutError`` if it has no value for ``address``."""
         validate_address(address)
-        future = asyncio.get_running_loop().create_future()
-        self._get_waiters.setdefault(address, []).append(future)
-        try:
+        with self._requests.request(("get", address)) as answer:
             await self._send(Get(address=address))
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise ClaspTimeoutError(
+            return await _answer(answer, timeout, lambda: ClaspTimeoutError(
                 f"GET {address}: no value within {timeout} s (the relay answers nothing for an "
-                "address that holds no value)", address) from None
-        finally:
-            waiters = self._get_waiters.get(address)
-            if waiters is not None and future in waiters:
-                waiters.remove(future)
-                if not waiters:
-                    del self._get_waiters[address]
+                "address that holds no value)", address))
 
     async def emit(self, address: str, value: Any = MISSING) -> None:
         """Publish an event (no state is stored)."""
@@ -341,11 +343,7 @@ class ClaspClient:
     async def stream(self, address: str, samples_or_value: Any, rate: int | None = None) -> None:
         """Publish a stream: a sequence (or numpy array) of floats goes as samples, anything else as a value."""
         validate_address(address)
-        if isinstance(samples_or_value, (list, tuple)) or hasattr(samples_or_value, "dtype"):
-            message = Publish(address=address, signal="stream", samples=samples_or_value, rate=rate)
-        else:
-            message = Publish(address=address, signal="stream", value=samples_or_value, rate=rate)
-        await self._send(message)
+        await self._send(stream_message(address, samples_or_value, rate))
 
     async def gesture(self, address: str, id: int, phase: str, value: Any = MISSING) -> None:
         """Publish one gesture phase (``start``, ``move``, ``end``, ``cancel``)."""
@@ -357,77 +355,49 @@ class ClaspClient:
         validate_address(message.address)
         await self._send(message)
 
-    async def bundle(self, messages: list, *, timestamp: int | None = None, wait: bool = True,
+    async def bundle(self, messages: list[Any], *, timestamp: int | None = None, wait: bool = True,
                      timeout: float = 5.0) -> int | None:
         """Send SETs and PUBLISHes atomically; return the revision of the last applied SET."""
         messages = list(messages)
         for message in messages:
             if isinstance(message, (Set, Publish)):
                 validate_address(message.address)
-        future = asyncio.get_running_loop().create_future()
-        self._ack_waiters.append(future)
-        try:
-            await self._send(Bundle(messages=list(messages), timestamp=timestamp))
-        except BaseException:
-            self._ack_waiters.remove(future)
-            raise
-        if not wait:
+        ack = await self._send_waiting("bundle", Bundle(messages=messages, timestamp=timestamp), wait)
+        if ack is None:
             return None
         try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise ClaspTimeoutError(f"no ACK for BUNDLE within {timeout} s") from None
+            return await _answer(ack, timeout, lambda: ClaspTimeoutError(f"no ACK for BUNDLE within {timeout} s"))
         finally:
-            if future in self._ack_waiters:
-                self._ack_waiters.remove(future)
+            self._requests.discard("bundle", ack)
 
-    async def announce(self, namespace: str, signals: list, timeout: float = 5.0) -> None:
+    async def announce(self, namespace: str, signals: list[SignalInfo], timeout: float = 5.0) -> None:
         """Register signal descriptions (``SignalInfo``) with the relay."""
-        waiters = self._set_waiters.setdefault(namespace, deque())
-        future = asyncio.get_running_loop().create_future()
-        waiters.append(future)
-        await self._send(Announce(namespace=namespace, signals=signals))
-        await asyncio.wait_for(future, timeout)
+        ack = await self._send_waiting(("ack", namespace), Announce(namespace=namespace, signals=signals))
+        assert ack is not None
+        await asyncio.wait_for(ack, timeout)
 
-    async def query(self, pattern: str, timeout: float = 5.0) -> list:
+    async def query(self, pattern: str, timeout: float = 5.0) -> list[SignalInfo]:
         """Ask the relay for announced signals matching ``pattern`` (a list of ``SignalInfo``)."""
-        future = asyncio.get_running_loop().create_future()
-        self._result_waiters.append(future)
-        await self._send(Query(pattern=pattern))
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise ClaspTimeoutError(f"no RESULT for QUERY {pattern} within {timeout} s", pattern) from None
-        finally:
-            if future in self._result_waiters:
-                self._result_waiters.remove(future)
+        with self._requests.request("query") as result:
+            await self._send(Query(pattern=pattern))
+            return await _answer(result, timeout, lambda: ClaspTimeoutError(
+                f"no RESULT for QUERY {pattern} within {timeout} s", pattern))
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round trip to the relay in seconds (PING/PONG)."""
-        future = asyncio.get_running_loop().create_future()
-        self._pong_waiters.append(future)
-        start = _time.perf_counter()
-        await self._send(Ping())
-        try:
-            await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            raise ClaspTimeoutError(f"no PONG within {timeout} s") from None
-        finally:
-            if future in self._pong_waiters:
-                self._pong_waiters.remove(future)
-        return _time.perf_counter() - start
+        with self._requests.request("ping") as pong:
+            start = time.perf_counter()
+            await self._send(Ping())
+            await _answer(pong, timeout, lambda: ClaspTimeoutError(f"no PONG within {timeout} s"))
+        return time.perf_counter() - start
 
     async def sync_clock(self, timeout: float = 5.0) -> int:
         """Refine ``time()`` with a SYNC round trip; return the new offset in µs."""
-        t1 = _now_us()
-        future = asyncio.get_running_loop().create_future()
-        self._sync_waiters[t1] = future
-        try:
+        t1 = now_us()
+        with self._requests.request(("sync", t1)) as answer:
             await self._send(Sync(t1=t1))
-            reply = await asyncio.wait_for(future, timeout)
-        finally:
-            self._sync_waiters.pop(t1, None)
-        t4 = _now_us()
+            reply = await asyncio.wait_for(answer, timeout)
+        t4 = now_us()
         t2 = reply.t2 if reply.t2 is not None else t4
         t3 = reply.t3 if reply.t3 is not None else t2
         self._clock_offset = ((t2 - t1) + (t3 - t4)) // 2
@@ -435,66 +405,93 @@ class ClaspClient:
 
     def time(self) -> int:
         """The relay's clock now, in µs since the epoch (from WELCOME, refined by ``sync_clock``)."""
-        return _now_us() + self._clock_offset
+        return now_us() + self._clock_offset
 
     def cached(self, address: str) -> Any:
         """The last value seen for ``address`` (own SETs, echoes, snapshots), or None."""
         return self._cache.get(address)
 
+    async def send_checked(self, message: Publish, timeout: float) -> None:
+        """Send ``message`` and wait until the relay has handled it, raising its ERROR if any."""
+        address = message.address
+        with self._requests.request(("refusal", address)) as refusal:
+            await self._send(message)
+            # The relay handles a connection's messages in order: once the PONG is back,
+            # any ERROR caused by the PUBLISH has arrived before it.
+            pong = asyncio.ensure_future(self.ping(timeout))
+            done, _ = await asyncio.wait({refusal, pong}, return_when=asyncio.FIRST_COMPLETED)
+            if refusal in done:
+                pong.cancel()
+                refusal.result()
+            else:
+                pong.result()
+
     # -- subscriptions ----------------------------------------------------------------------
 
-    async def subscribe(self, pattern: str, callback: Callable, types: Iterable[str] | None = None) -> int:
+    async def subscribe(self, pattern: str, callback: Callable[..., Any], types: Iterable[str] | None = None) -> int:
         """Call ``callback(value, address)`` (or ``(value, address, message)``) for every SET echo,
         PUBLISH and snapshot param matching ``pattern``; return the subscription id."""
-        sub = self._callbacks.add(pattern, callback, types)
-        if self.connected:
-            await self._send(Subscribe(id=sub.id, pattern=pattern, types=sorted(sub.types or ())))
+        sub = self.dispatcher.add(pattern, callback, types)
+        await self.send_subscribe(sub)
         return sub.id
 
-    async def unsubscribe(self, subscription_id: int) -> None:
-        """Remove a subscription made with ``subscribe``."""
-        if self._callbacks.remove(subscription_id) is None:
-            return
+    async def send_subscribe(self, sub: Subscription) -> None:
+        """Have the relay send what matches ``sub``, a subscription of ``dispatcher`` (also after
+        every reconnect). :meth:`subscribe` does this for the subscriptions it adds."""
+        self._on_relay.add(sub.id)
         if self.connected:
-            await self._send(Unsubscribe(id=subscription_id))
+            await self._send(Subscribe(id=sub.id, pattern=sub.pattern, types=sorted(sub.types or ())))
 
-    def on(self, pattern: str, types: Iterable[str] | None = None) -> Callable[[Callable], Callable]:
+    async def unsubscribe(self, subscription_id: int) -> None:
+        """Remove a subscription made with ``subscribe`` (or added to ``dispatcher``)."""
+        if self.dispatcher.remove(subscription_id) is None:
+            return
+        if subscription_id in self._on_relay:
+            self._on_relay.discard(subscription_id)
+            if self.connected:
+                await self._send(Unsubscribe(id=subscription_id))
+
+    def on(self, pattern: str, types: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator form of ``subscribe`` (the SUBSCRIBE is sent in the background)."""
-        def decorator(callback: Callable) -> Callable:
-            self._spawn(self.subscribe(pattern, callback, types))
+        def decorator(callback: Callable[..., Any]) -> Callable[..., Any]:
+            self.tasks.spawn(self.subscribe(pattern, callback, types))
             return callback
         return decorator
 
-    def _dispatch(self, address: str, value: Any, signal: str, message: Any) -> None:
-        self._callbacks.dispatch(address, value, signal, message)
+    # -- signaling --------------------------------------------------------------------------
+
+    @property
+    def signaling(self) -> RelaySignaling:
+        """The P2P signaling channel through this relay (``clasp_fast.signaling.SignalingChannel``)."""
+        return self._signaling
 
     # -- receiving --------------------------------------------------------------------------
 
-    async def _receive_loop(self, ws) -> None:
+    async def _receive_loop(self, ws: ClientConnection) -> None:
         reason = None
         try:
             async for data in ws:
                 if type(data) is not bytes:
-                    self._report(ProtocolError("text WebSocket message from the relay ignored"))
+                    self.errors.report(ProtocolError("text WebSocket message from the relay ignored"))
                     continue
                 try:
                     message = decode(data)
                 except DecodeError as exc:
-                    self._report(exc)
+                    self.errors.report(exc)
                     continue
                 try:
                     self._handle(message)
                 except Exception as exc:  # never let one message end the loop
-                    self._report(exc)
+                    self.errors.report(exc)
         except ConnectionClosed as exc:
             reason = str(exc)
         if ws.close_code is not None and reason is None:
             reason = f"closed with code {ws.close_code}"
         self._connected.clear()
-        self._fail_pending(TransportError(f"connection lost: {reason}", peer=self.url, step="receive"))
+        self._requests.fail_all(TransportError(f"connection lost: {reason}", peer=self.url, step="receive"))
         if self._closing:
             return
-        self._notify(self._on_disconnect, reason)
+        self.tasks.notify(self._on_disconnect, reason)
         if self.reconnect:
             await self._reconnect()
 
@@ -504,17 +501,17 @@ class ClaspClient:
         while not self._closing:
             attempt += 1
             if self.reconnect_max_attempts is not None and attempt > self.reconnect_max_attempts:
-                self._report(TransportError(f"gave up after {attempt - 1} reconnect attempts",
-                                            peer=self.url, step="reconnect"))
+                self.errors.report(TransportError(f"gave up after {attempt - 1} reconnect attempts",
+                                                  peer=self.url, step="reconnect"))
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reconnect_max_delay)
             try:
-                await self._handshake()
+                ws = await self._handshake()
             except ProtocolError as exc:
                 if exc.code is not None and 300 <= exc.code < 400:
                     # The relay refused the token (300/302): retrying cannot help.
-                    self._report(exc)
+                    self.errors.report(exc)
                     return
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 continue
@@ -522,37 +519,17 @@ class ClaspClient:
                 log.info("reconnect attempt %d failed: %s", attempt, exc)
                 continue
             if self._closing:
-                await self._ws.close()
+                await ws.close()
                 return
             try:
-                for sub in self._callbacks:
-                    await self._send(Subscribe(id=sub.id, pattern=sub.pattern, types=sorted(sub.types or ())))
+                for sub in self.dispatcher:
+                    if sub.id in self._on_relay:
+                        await self._send(Subscribe(id=sub.id, pattern=sub.pattern, types=sorted(sub.types or ())))
             except TransportError:
                 continue
-            self._receiver = asyncio.get_running_loop().create_task(self._receive_loop(self._ws))
-            self._notify(self._on_connect)
+            self._receiver = asyncio.get_running_loop().create_task(self._receive_loop(ws))
+            self.tasks.notify(self._on_connect)
             return
-
-    def _fail_pending(self, exc: Exception) -> None:
-        futures: list[asyncio.Future] = []
-        for waiters in self._set_waiters.values():
-            futures.extend(f for f in waiters if f is not None)
-        self._set_waiters.clear()
-        for waiters in self._get_waiters.values():
-            futures.extend(waiters)
-        self._get_waiters.clear()
-        futures.extend(self._ack_waiters)
-        self._ack_waiters.clear()
-        futures.extend(self._result_waiters)
-        self._result_waiters.clear()
-        futures.extend(self._pong_waiters)
-        self._pong_waiters.clear()
-        futures.extend(self._sync_waiters.values())
-        futures.extend(self._error_watch.values())
-        for future in futures:
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # mark retrieved: nobody may be waiting any more
 
     def _handle(self, message: Any, routed: bool = True) -> None:
         """Handle one message from the relay; ``routed`` is False for the parts of a BUNDLE."""
@@ -562,42 +539,30 @@ class ClaspClient:
             # A P2P signal is only what the relay routes to this session: a PUBLISH of its own,
             # never one carried inside a BUNDLE (a reference router fans those out unchecked).
             if routed and address.startswith(SIGNAL_PREFIX) and address[len(SIGNAL_PREFIX):] == self.session_id:
-                self._signaling._deliver(message.value, self._report)
-            value = message.samples if message.samples is not None else message.value
-            self._dispatch(address, value, message.signal or "event", message)
+                self._signaling.deliver(message.value)
+            self._deliver(message)
         elif kind is Set:
             self._cache[message.address] = message.value
-            self._dispatch(message.address, message.value, "param", message)
+            self._deliver(message)
         elif kind is Ack:
-            self._on_ack(message)
+            address = message.address
+            self._requests.resolve("bundle" if address is None else ("ack", address), message.revision)
         elif kind is Snapshot:
             for param in message.params:
                 self._cache[param.address] = param.value
-                waiters = self._get_waiters.pop(param.address, None)
-                if waiters:
-                    for future in waiters:
-                        if not future.done():
-                            future.set_result(param.value)
-                self._dispatch(param.address, param.value, "param", param)
+                for future in self._requests.take_all(("get", param.address)):
+                    future.set_result(param.value)
+                self._deliver(param)
         elif kind is Error:
             self._on_error_message(message)
         elif kind is Pong:
-            while self._pong_waiters:
-                future = self._pong_waiters.popleft()
-                if not future.done():
-                    future.set_result(None)
-                    break
+            self._requests.resolve("ping", None)
         elif kind is Ping:
-            self._spawn(self._send(Pong()))
+            self.tasks.spawn(self._send(Pong()))
         elif kind is Sync:
-            future = self._sync_waiters.get(message.t1)
-            if future is not None and not future.done():
-                future.set_result(message)
+            self._requests.resolve(("sync", message.t1), message)
         elif kind is Result:
-            if self._result_waiters:
-                future = self._result_waiters.popleft()
-                if not future.done():
-                    future.set_result(list(message.signals))
+            self._requests.resolve("query", list(message.signals))
         elif kind is Bundle:
             for inner in message.messages:
                 self._handle(inner, routed=False)
@@ -605,207 +570,37 @@ class ClaspClient:
             self.session_id = message.session
         # ANNOUNCE, HELLO, SUBSCRIBE, ... from a relay carry nothing for a client: ignored.
 
-    def _next_set_waiter(self, address: str) -> asyncio.Future | None:
-        """The oldest SET to ``address`` still waiting for its ACK or ERROR, taken off the queue."""
-        waiters = self._set_waiters.get(address)
-        if not waiters:
-            return None
-        future = waiters.popleft()
-        if not waiters:
-            del self._set_waiters[address]
-        return future if future is not None and not future.done() else None
-
-    def _on_ack(self, message: Ack) -> None:
-        address = message.address
-        if address is not None:
-            future = self._next_set_waiter(address)
-            if future is not None:
-                future.set_result(message.revision)
-            return
-        while self._ack_waiters:
-            future = self._ack_waiters.popleft()
-            if not future.done():
-                future.set_result(message.revision)
+    def _deliver(self, message: Any) -> None:
+        """Hand a SET, PUBLISH or snapshot Param to the message hook, then to the callbacks."""
+        if self._hook is not None:
+            message = self._hook(message)
+            if message is None:
                 return
+        value, signal = delivered(message)
+        self.dispatcher.dispatch(message.address, value, signal, message)
 
     def _on_error_message(self, message: Error) -> None:
+        """An ERROR fails the request it answers; one that answers none is reported."""
         address = message.address
-        exc = ProtocolError(message.message, message.code, address)
+        error = ProtocolError(message.message, message.code, address)
+        requests = self._requests
         if address is not None:
-            watch = self._error_watch.get(address)
-            if watch is not None and not watch.done():
-                watch.set_exception(exc)
+            refusal = requests.take(("refusal", address))
+            if refusal is not None:
+                refusal.set_exception(error)
                 return
-            if message.code in (400, 301, 402, 403, 409, 429, 507):  # a refused SET or ANNOUNCE
-                future = self._next_set_waiter(address)
-                if future is not None:
-                    future.set_exception(exc)
+            if message.code in _REFUSING_WRITES and requests.waiting(("ack", address)):
+                write = requests.take(("ack", address))  # its place is used up even if nobody waits
+                if write is not None:
+                    write.set_exception(error)
                     return
-            getters = self._get_waiters.pop(address, None)
-            if getters and message.code == 301:
-                for future in getters:
-                    if not future.done():
-                        future.set_exception(exc)
+            if message.code == 301 and requests.waiting(("get", address)):
+                for future in requests.take_all(("get", address)):
+                    future.set_exception(error)
                 return
-            if getters:
-                self._get_waiters[address] = getters
-        elif message.code == 403 and self._ack_waiters:
-            future = self._ack_waiters.popleft()
-            if not future.done():
-                future.set_exception(exc)
+        elif message.code == 403 and requests.waiting("bundle"):
+            bundle = requests.take("bundle")
+            if bundle is not None:
+                bundle.set_exception(error)
                 return
-        self._report(exc)
-
-    # -- signaling --------------------------------------------------------------------------
-
-    @property
-    def signaling(self) -> "RelaySignaling":
-        """The P2P signaling channel through this relay (``clasp_fast.signaling.SignalingChannel``)."""
-        return self._signaling
-
-    def signaling_channel(self) -> "RelaySignaling":
-        return self.signaling
-
-    async def _send_checked(self, message: Publish, timeout: float) -> None:
-        """Send ``message`` and wait until the relay has processed it, raising its ERROR if any."""
-        address = message.address
-        watch = asyncio.get_running_loop().create_future()
-        self._error_watch[address] = watch
-        try:
-            await self._send(message)
-            # The relay handles a connection's messages in order: once the PONG is back,
-            # any ERROR caused by the PUBLISH has arrived before it.
-            pong = asyncio.ensure_future(self.ping(timeout))
-            done, _ = await asyncio.wait({watch, pong}, return_when=asyncio.FIRST_COMPLETED)
-            if watch in done:
-                pong.cancel()
-                watch.result()
-            else:
-                pong.result()
-        finally:
-            if self._error_watch.get(address) is watch:
-                del self._error_watch[address]
-
-
-class RelaySignaling:
-    """P2P signals through a relay: PUBLISH to ``/clasp/p2p/signal/{target}`` (WIRE.md §10.2)."""
-
-    max_pending = 1024  # unread signals kept; beyond this new ones are dropped and reported
-
-    def __init__(self, client: ClaspClient, timeout: float = 5.0) -> None:
-        self._client = client
-        self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue(self.max_pending)
-        self._callbacks: list[Callable[[dict[str, object]], Any]] = []
-        self.timeout = timeout
-
-    @property
-    def session_id(self) -> str:
-        return self._client.session_id or ""
-
-    async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        """Send ``signal`` (a WIRE.md §10.3 map) to session ``target``; ``from`` is filled in.
-
-        Raises ``SignalingError`` when the relay does not know ``target`` (ERROR 404) or refuses it.
-        """
-        address = signal_address(target)
-        message = Publish(address=address, signal="event", value={**signal, "from": self.session_id})
-        try:
-            await self._client._send_checked(message, self.timeout)
-        except ProtocolError as exc:
-            raise SignalingError(f"relay refused the signal: {exc}", peer=target, step="signal") from exc
-        except TransportError as exc:
-            raise SignalingError(f"cannot send the signal: {exc.reason}", peer=target, step="signal") from exc
-
-    async def recv_signal(self) -> dict[str, object]:
-        """The next signal addressed to this session."""
-        return await self._queue.get()
-
-    def on_signal(self, callback: Callable[[dict[str, object]], Any]) -> Callable[[dict[str, object]], Any]:
-        """Also call ``callback(signal)`` for every signal received; usable as a decorator."""
-        self._callbacks.append(callback)
-        return callback
-
-    def __aiter__(self) -> AsyncIterator[dict[str, object]]:
-        return self
-
-    async def __anext__(self) -> dict[str, object]:
-        return await self._queue.get()
-
-    def _deliver(self, value: Any, report: Callable[[Exception], None]) -> None:
-        signal = parse_signal(value)
-        if signal is None:
-            report(SignalingError(f"unparseable signal ignored: {value!r}"[:200], step="signal"))
-            return
-        try:
-            self._queue.put_nowait(signal)
-        except asyncio.QueueFull:
-            report(SignalingError("too many unread signals: one dropped", peer=str(signal.get("from")),
-                                  step="signal"))
-        for callback in self._callbacks:
-            try:
-                result = callback(signal)
-                if inspect.isawaitable(result):
-                    self._client._spawn(result)
-            except Exception as exc:
-                report(exc)
-
-
-class ClaspBuilder:
-    """Fluent construction: ``await ClaspBuilder(url).name("x").features([...]).connect()``."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._options: dict[str, Any] = {}
-
-    def name(self, name: str) -> "ClaspBuilder":
-        self._options["name"] = name
-        return self
-
-    def token(self, token: str) -> "ClaspBuilder":
-        self._options["token"] = token
-        return self
-
-    def features(self, features: Iterable[str]) -> "ClaspBuilder":
-        self._options["features"] = list(features)
-        return self
-
-    def reconnect(self, enabled: bool = True, *, max_delay: float | None = None,
-                  max_attempts: int | None = None) -> "ClaspBuilder":
-        self._options["reconnect"] = enabled
-        if max_delay is not None:
-            self._options["reconnect_max_delay"] = max_delay
-        if max_attempts is not None:
-            self._options["reconnect_max_attempts"] = max_attempts
-        return self
-
-    def connect_timeout(self, seconds: float) -> "ClaspBuilder":
-        self._options["connect_timeout"] = seconds
-        return self
-
-    def with_p2p(self, enabled: bool = True, *, rtc_config: Any = None, prefer_p2p: bool = True,
-                 fallback_to_router: bool = True, **options: Any) -> "ClaspBuilder":
-        """Add direct P2P links: ``connect()`` then returns a ``clasp_fast.hybrid.HybridClient``.
-
-        ``options`` are further ``clasp_fast.hybrid.P2POptions`` fields (``client_id``,
-        ``retry_interval``, ``connect_timeout``, ``presence_interval``, ``accept``).
-        """
-        from .hybrid.routing import P2POptions
-
-        self._p2p = P2POptions(enabled=enabled, rtc_config=rtc_config, prefer_p2p=prefer_p2p,
-                               fallback_to_router=fallback_to_router, **options)
-        return self
-
-    def build(self) -> ClaspClient:
-        """The client, not yet connected."""
-        return ClaspClient(self._url, **self._options)
-
-    async def connect(self) -> Any:
-        """Build and connect: a ``ClaspClient``, or a ``HybridClient`` when ``with_p2p`` enabled P2P."""
-        client = self.build()
-        p2p = getattr(self, "_p2p", None)
-        if p2p is not None and p2p.enabled:
-            from .hybrid.routing import HybridClient
-
-            return await HybridClient(client, p2p).open()
-        await client.open()
-        return client
+        self.errors.report(error)

@@ -1,10 +1,11 @@
 """The package's floors (docs/architecture.md), checked on the import graph of the source.
 
 Every ``import`` and ``from ... import`` in ``clasp_fast/**/*.py`` counts, wherever it stands
-(module level, inside a function, under ``if TYPE_CHECKING``), and so does the import of each
-other package's ``__init__`` it implies. The graph must have no cycle, no module may import from a higher
-floor, the relay and the user API (side by side on one floor) never import each other, and the
-compiled core (``_ext/``) imports nothing of clasp_fast but the error classes.
+(module level or inside a function), and so does the import of each other package's ``__init__``
+it implies. The graph must have no cycle, no module may import from a higher floor, the relay and
+the user API (side by side on one floor) never import each other, and the compiled core (``_ext/``)
+imports nothing of clasp_fast but the error classes. Imports under ``if TYPE_CHECKING`` (annotations
+only, never executed) obey the floors too but may close a cycle.
 """
 
 from __future__ import annotations
@@ -76,8 +77,19 @@ def aliases() -> dict[str, str]:
     raise AssertionError("clasp_fast/_aliases.py has no ALIASES table")
 
 
-def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """module -> the clasp_fast modules it imports (aliases resolved, parent packages included)."""
+def _type_checking_imports(tree: ast.Module) -> set[int]:
+    """ids of the import nodes inside ``if TYPE_CHECKING:`` blocks."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for inner in node.body:
+                found.update(id(sub) for sub in ast.walk(inner) if isinstance(sub, (ast.Import, ast.ImportFrom)))
+    return found
+
+
+def import_graph(modules: dict[str, Path], *, typing_imports: bool = True) -> dict[str, set[str]]:
+    """module -> the clasp_fast modules it imports (aliases resolved, parent packages included);
+    without ``typing_imports``, those under ``if TYPE_CHECKING`` are left out."""
     table = aliases()
     known = set(modules) | {m for m in FLOORS if m.startswith("clasp_fast._")}
 
@@ -96,7 +108,11 @@ def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        skipped = set() if typing_imports else _type_checking_imports(tree)
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
             if isinstance(node, ast.Import):
                 targets.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
@@ -189,7 +205,7 @@ def test_every_module_has_a_floor():
 
 
 def test_the_import_graph_has_no_cycle():
-    assert cycles(import_graph(source_modules())) == []
+    assert cycles(import_graph(source_modules(), typing_imports=False)) == []
 
 
 def test_no_module_imports_a_higher_floor_and_relay_and_user_api_stay_apart():
@@ -227,5 +243,7 @@ def test_the_checks_catch_what_they_are_for():
         "clasp_fast.relay.router (relay) imports clasp_fast.client (user API): they sit side by side",
         "clasp_fast.transport.webrtc (transport) imports clasp_fast.p2p (user API), a higher floor",
     ]
-    source = 'def later():\n    from ..hybrid import HybridClient\n'
-    assert {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)} == {"hybrid"}
+    source = 'def later():\n    from ..hybrid import HybridClient\nif TYPE_CHECKING:\n    from ..p2p import Peer\n'
+    tree = ast.parse(source)
+    assert {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} == {"hybrid", "p2p"}
+    assert len(_type_checking_imports(tree)) == 1

@@ -22,39 +22,46 @@ making progress. From then on sends report and take the relay; the connection is
 again ``retry_interval`` seconds later. ``suspect_after`` defaults to twice the keepalive interval,
 at least one second (2 s with the default ``WebRtcConfig``).
 
-Exactly once across failover (between hybrid clients, feature ``"seq2"``; docs/hybrid.md has the
-full rules): on each P2P connection the sender first declares a random 128-bit *epoch handle* and a
-128-bit key, then numbers its reliable messages (one-message BUNDLEs whose timestamp is the number).
-The receiver acknowledges them cumulatively (an ACK whose ``revision`` is the highest number received
-without a gap). When the link is lost or suspect, what was not acknowledged is re-sent through the
-relay as a PUBLISH whose ``id`` is :data:`ENVELOPE_ID`, ``timestamp`` the number and value the map
-``{"v": value, "h": handle, "t": tag}``, where the 128-bit tag (HMAC-SHA256 with the key over handle,
-number and address) proves it comes from the session that declared the handle over the P2P link. The
-receiver drops numbers it has delivered and envelopes whose tag does not verify. Messages that never
-went over P2P travel through the relay unnumbered (a PUBLISH with ``id`` :data:`ENVELOPE_ID` and no
-timestamp). Toward other peers frames stay plain (one CLASP frame per message, no envelope).
+Exactly once across failover (between hybrid clients, feature ``"seq2"``): reliable messages sent
+over P2P are numbered and re-sent through the relay when their link is lost; the receiver delivers
+each number once (:mod:`.exactly_once`, docs/hybrid.md). Toward other peers frames stay plain (one
+CLASP frame per message, no envelope).
+
+The hybrid client owns the relay client's error sink and dispatcher (its ``on_error`` callbacks,
+its subscriptions' callbacks) and hands both to its P2P layer: errors of connections reach
+``on_error``, and a message matches the callbacks once, from whichever route it came.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Literal
 
-from ..wire.address import validate_pattern
-from ..relay_client import ClaspClient
 from ..errors import ClaspError, ProtocolError, TransportError
-from ..wire.messages import MISSING, QOS_FIRE, Ack, Bundle, Publish, Set, default_qos
-from ..p2p.endpoint import AcceptHook, ClaspP2P, Peer
-from ..transport.webrtc import WebRtcConfig
-from ..runtime.dispatch import CallbackRegistry, Subscription
+from ..p2p.endpoint import AcceptHook, ClaspP2P
+from ..p2p.peer import Peer
+from ..relay_client import ClaspClient
+from ..runtime.dispatch import CallbackSubscription
 from ..runtime.tasks import TaskSet
+from ..transport.webrtc import WebRtcConfig
+from ..wire.address import validate_pattern
+from ..wire.messages import MISSING, QOS_FIRE, Ack, Bundle, Publish, Set, default_qos, stream_message
+from ..wire.protocol import P2P_PREFIX, PEER_PREFIX, peer_target
+from .exactly_once import (
+    DUPLICATE,
+    ENVELOPE_ID,
+    EPOCH_ADDRESS,
+    SEQ_FEATURE,
+    InEpoch,
+    OutEpoch,
+    ReceiveLedger,
+    SendLedger,
+    envelope,
+    opened,
+)
 
 __all__ = ["HybridClient", "P2POptions", "Route", "RoutingMode", "ENVELOPE_ID", "EPOCH_ADDRESS", "PEER_PREFIX"]
 
@@ -63,19 +70,8 @@ log = logging.getLogger("clasp_fast.hybrid")
 Route = Literal["p2p", "relay"]
 RoutingMode = Literal["prefer_p2p", "p2p_only", "relay_only"]
 
-PEER_PREFIX = "/peer/"
-SEQ_FEATURE = "seq2"
-# Marks a hybrid envelope: a relayed PUBLISH carrying a message, or an epoch declaration (ASCII "CLSQ").
-ENVELOPE_ID = 0x434C5351
-# Address of the epoch declaration a sender makes first on each P2P connection (never relayed).
-EPOCH_ADDRESS = "/clasp/hybrid/epoch"
-_HANDLE_SIZE = 16  # bytes of an epoch handle, of its key and of a relay envelope's tag
 _ACK_DELAY = 0.02
-_MAX_AHEAD = 4096  # numbers received ahead of a gap, per epoch; beyond it the gap is given up
-_MAX_EPOCHS = 64  # epochs of other senders remembered (LRU); each holds at most _MAX_AHEAD numbers
-_MAX_UNVERIFIED = 4096  # relay envelopes of unknown epochs remembered (replays are dropped)
 _RESEND_PACE = 128
-_DROP = object()  # a relay envelope not to deliver
 
 
 @dataclass
@@ -106,85 +102,20 @@ class P2POptions:
         return "prefer_p2p" if self.fallback_to_router else "p2p_only"
 
 
-def _tag(key: bytes, handle: bytes, seq: int, address: str) -> bytes:
-    """The 128-bit proof that a relayed message ``seq`` of epoch ``handle`` comes from the key's holder."""
-    data = handle + seq.to_bytes(8, "big") + address.encode()
-    return hmac.new(key, data, hashlib.sha256).digest()[:_HANDLE_SIZE]
-
-
-class _OutEpoch:
-    """Numbering of our reliable messages on one P2P connection."""
-
-    __slots__ = ("handle", "key", "seq")
-
-    def __init__(self) -> None:
-        self.handle = secrets.token_bytes(_HANDLE_SIZE)
-        self.key = secrets.token_bytes(_HANDLE_SIZE)
-        self.seq = 0
-
-    def declaration(self) -> Publish:
-        return Publish(address=EPOCH_ADDRESS, signal="event", value=self.handle + self.key, id=ENVELOPE_ID)
-
 
 class _Link:
     """Send-side state toward one peer (by client id)."""
 
-    __slots__ = ("client_id", "unacked", "progress_at", "peer", "epoch", "attempt", "retry_at", "lost",
-                 "fallback")
+    __slots__ = ("client_id", "peer", "sent", "attempt", "retry_at", "lost", "fallback")
 
     def __init__(self, client_id: str) -> None:
         self.client_id = client_id
-        self.unacked: OrderedDict[int, Any] = OrderedDict()  # seq -> message sent over P2P, not yet acknowledged
-        self.progress_at = 0.0  # when an acknowledgement last made progress (or the oldest unacked was sent)
-        self.peer: Peer | None = None  # the connection whose unacked messages these are
-        self.epoch: _OutEpoch | None = None  # the numbering on that connection (declared on first use)
-        self.attempt: asyncio.Task | None = None
+        self.peer: Peer | None = None  # the connection whose unacknowledged messages ``sent`` holds
+        self.sent = SendLedger()
+        self.attempt: asyncio.Task[Peer | None] | None = None
         self.retry_at = 0.0
         self.lost: Peer | None = None  # the last connection given up (closed, failed or suspect)
-        self.fallback: asyncio.Task | None = None  # re-sending through the relay
-
-
-class _Dedupe:
-    """Receive-side record of the sequence numbers delivered in one epoch: a watermark and the
-    numbers above it, at most ``_MAX_AHEAD``."""
-
-    __slots__ = ("next", "ahead")
-
-    def __init__(self) -> None:
-        self.next = 1  # every seq below has been delivered
-        self.ahead: set[int] = set()
-
-    def first_time(self, seq: int) -> bool:
-        if seq < self.next or seq in self.ahead:
-            return False
-        if seq == self.next:
-            self.next += 1
-            while self.next in self.ahead:
-                self.ahead.discard(self.next)
-                self.next += 1
-        else:
-            self.ahead.add(seq)
-            if len(self.ahead) > _MAX_AHEAD:  # a gap that will never fill: give up on it
-                self.next = min(self.ahead)
-                while self.next in self.ahead:
-                    self.ahead.discard(self.next)
-                    self.next += 1
-        return True
-
-
-class _InEpoch:
-    """Another sender's numbering on one P2P connection, as it declared it to us."""
-
-    __slots__ = ("handle", "key", "session_id", "dedupe")
-
-    def __init__(self, handle: bytes, key: bytes, session_id: str) -> None:
-        self.handle = handle
-        self.key = key
-        self.session_id = session_id
-        self.dedupe = _Dedupe()
-
-    def verify(self, seq: int, address: str, tag: bytes) -> bool:
-        return hmac.compare_digest(_tag(self.key, self.handle, seq, address), tag)
+        self.fallback: asyncio.Task[None] | None = None  # re-sending through the relay
 
 
 class HybridClient:
@@ -194,10 +125,15 @@ class HybridClient:
         self.relay = relay
         self.options = options or P2POptions()
         self.mode: RoutingMode = self.options.mode
+        # One error sink and one dispatcher for everything this client owns: the relay client's.
+        self.errors = relay.errors
+        self.dispatcher = relay.dispatcher
+        self._tasks = TaskSet(self.errors.report)
         rtc = self.options.rtc_config or WebRtcConfig()
         self.p2p = ClaspP2P(relay, client_id=self.options.client_id, rtc_config=rtc,
                             features=(SEQ_FEATURE, *self.options.features),
-                            presence_interval=self.options.presence_interval, accept=self.options.accept)
+                            presence_interval=self.options.presence_interval, accept=self.options.accept,
+                            errors=self.errors, dispatcher=self.dispatcher)
         self.client_id = self.p2p.client_id
         self.retry_interval = self.options.retry_interval
         self.connect_timeout = self.options.connect_timeout or rtc.connection_timeout
@@ -210,14 +146,9 @@ class HybridClient:
         self.suspect_after: float = suspect_after
         self._own_prefix = f"{PEER_PREFIX}{self.client_id}/"
         self._links: dict[str, _Link] = {}
-        self._inbound: dict[Peer, _InEpoch] = {}  # the epoch each open connection declared to us
-        self._epochs: OrderedDict[bytes, _InEpoch] = OrderedDict()  # by handle, least recently used first
-        self._unverified: OrderedDict[tuple[bytes, int, bytes], str] = OrderedDict()  # (handle, seq, tag) -> address
-        self._ack_pending: dict[Peer, _InEpoch] = {}
+        self._received = ReceiveLedger()
+        self._ack_pending: dict[Peer, InEpoch] = {}
         self._ack_scheduled = False
-        self._callbacks = CallbackRegistry(self._spawn, self._report, 256)
-        self._relay_ids: dict[int, int] = {}  # our subscription id -> the relay client's
-        self._background = TaskSet(self._report)
         self._counters = dict.fromkeys(
             ("sent_p2p", "sent_relay", "received_p2p", "received_relay", "fallbacks", "suspected", "resent",
              "duplicates", "rejected", "p2p_attempts", "p2p_failures"), 0)
@@ -228,12 +159,15 @@ class HybridClient:
 
     async def open(self) -> "HybridClient":
         """Connect the relay client (if needed), start discovery and subscribe to ``/peer/{client_id}/**``."""
+        self.relay.set_message_hook(self._from_relay)
         if not self.relay.connected:
             await self.relay.open()
         self.p2p.on_connection(self._on_peer)
         await self.p2p.connect()
-        await self.relay.subscribe(self._own_prefix + "**", self._from_relay)
-        self._spawn(self._watch_links())
+        # Fallback traffic for this client comes through this relay subscription; it reaches the
+        # callbacks through the dispatcher like everything else.
+        await self.relay.subscribe(self._own_prefix + "**", _fallback_route)
+        self._tasks.spawn(self._watch_links())
         return self
 
     async def close(self) -> None:
@@ -242,7 +176,7 @@ class HybridClient:
         for link in self._links.values():
             if link.attempt is not None:
                 link.attempt.cancel()
-        await self._background.cancel_and_wait()
+        await self._tasks.cancel_and_wait()
         await self.p2p.close()
         await self.relay.close()
 
@@ -253,7 +187,7 @@ class HybridClient:
         await self.close()
 
     def __getattr__(self, name: str) -> Any:
-        # Everything not routed here (bundle, query, ping, sync_clock, ...) is the relay client's.
+        # Everything not routed here (bundle, query, ping, sync_clock, on_error, ...) is the relay client's.
         if name.startswith("_") or name in ("relay", "p2p"):
             raise AttributeError(name)
         return getattr(self.relay, name)
@@ -264,21 +198,21 @@ class HybridClient:
 
     # -- routing ------------------------------------------------------------------------
 
-    def _target(self, address: str) -> str | None:
-        if not address.startswith(PEER_PREFIX):
+    def _p2p_target(self, address: str) -> str | None:
+        """The client id a send to ``address`` may go to over P2P, or None (relay only)."""
+        target = peer_target(address)
+        if target is None or self.mode == "relay_only" or target == self.client_id:
             return None
-        end = address.find("/", len(PEER_PREFIX))
-        target = address[len(PEER_PREFIX):end] if end > 0 else address[len(PEER_PREFIX):]
-        return target or None
+        return target
 
     def route_for(self, address: str) -> Route:
         """The route a send to ``address`` would take now."""
-        target = self._target(address)
-        if target is None or self.mode == "relay_only" or target == self.client_id:
+        target = self._p2p_target(address)
+        if target is None:
             return "relay"
         return "p2p" if self._connection(self._link(target)) is not None else "relay"
 
-    def on_route(self, callback: Callable[[str, Route], Any]) -> Callable:
+    def on_route(self, callback: Callable[[str, Route], Any]) -> Callable[[str, Route], Any]:
         """Call ``callback(address, route)`` after every send."""
         self._route_callbacks.append(callback)
         return callback
@@ -302,8 +236,8 @@ class HybridClient:
 
     async def _send(self, message: Any, relay_send: Callable[[], Awaitable[Any]]) -> Route:
         address = message.address
-        target = self._target(address)
-        if target is None or self.mode == "relay_only" or target == self.client_id:
+        target = self._p2p_target(address)
+        if target is None:
             await relay_send()
             return self._sent(address, "relay")
         link = self._link(target)
@@ -326,18 +260,14 @@ class HybridClient:
         if link.fallback is not None and not link.fallback.done():
             await asyncio.shield(link.fallback)  # keep order: earlier messages are being re-sent
         if reliable and self._seq_capable(target):
-            await self.relay.publish(self._envelope(message))  # forwarded, not stored
+            await self.relay.publish(envelope(message))  # forwarded, not stored
         else:
             await relay_send()
         return self._sent(address, "relay")
 
     def _sent(self, address: str, route: Route) -> Route:
         self._counters["sent_p2p" if route == "p2p" else "sent_relay"] += 1
-        for callback in self._route_callbacks:
-            try:
-                callback(address, route)
-            except Exception:
-                log.exception("route callback failed")
+        self._tasks.notify(self._route_callbacks, address, route)
         return route
 
     def _seq_capable(self, target: str) -> bool:
@@ -348,21 +278,14 @@ class HybridClient:
         """Send over P2P: "p2p"; "resent" when the link failed and the message went through the relay;
         "failed" when it failed and the caller must send it."""
         if link.peer is not peer:
-            if link.peer is not None and link.unacked:  # a connection replaced before its loss was seen
+            if link.peer is not None and link.sent.unacked:  # a connection replaced before its loss was seen
                 self._start_fallback(link, link.peer, "replaced by a new connection")
-            link.peer, link.epoch = peer, None
+            link.peer = peer
+            link.sent.take()
         declaration = None
         seq = None
         if reliable and SEQ_FEATURE in peer.features:
-            epoch = link.epoch
-            if epoch is None:
-                epoch = link.epoch = _OutEpoch()
-                declaration = epoch.declaration()
-            epoch.seq += 1
-            seq = epoch.seq
-            if not link.unacked:
-                link.progress_at = time.monotonic()
-            link.unacked[seq] = message
+            seq, declaration = link.sent.number(message)
             wire = Bundle(messages=[message], timestamp=seq)
         else:
             wire = message
@@ -384,7 +307,7 @@ class HybridClient:
             return
         if self.p2p.find_peer(link.client_id) is None:
             return  # not discovered (yet): nothing to connect to
-        link.attempt = self._spawn(self._attempt(link))
+        link.attempt = self._tasks.spawn(self._attempt(link))
 
     async def _attempt(self, link: _Link) -> Peer | None:
         self._counters["p2p_attempts"] += 1
@@ -403,7 +326,7 @@ class HybridClient:
             link.attempt = None
 
     async def _connect_now(self, link: _Link) -> Peer:
-        attempt = link.attempt or self._spawn(self._attempt(link))
+        attempt = link.attempt or self._tasks.spawn(self._attempt(link))
         link.attempt = attempt
         peer = await asyncio.shield(attempt)
         if peer is None:
@@ -423,8 +346,10 @@ class HybridClient:
             silent = now - peer.transport.last_received
             if silent > self.suspect_after:
                 return f"nothing received for {silent:.1f} s"
-        if link.peer is peer and link.unacked and now - link.progress_at > self.suspect_after:
-            return f"{len(link.unacked)} messages unacknowledged for {now - link.progress_at:.1f} s"
+        if link.peer is peer:
+            stalled = link.sent.stalled_for(now)
+            if stalled > self.suspect_after:
+                return f"{len(link.sent.unacked)} messages unacknowledged for {stalled:.1f} s"
         return None
 
     async def _watch_links(self) -> None:
@@ -447,9 +372,9 @@ class HybridClient:
         if self._start_fallback(link, peer, f"suspect: {reason}") is None:
             link.lost = peer
             link.retry_at = time.monotonic() + self.retry_interval
-        self._spawn(peer.close(f"suspect: {reason}"))
+        self._tasks.spawn(peer.close(f"suspect: {reason}"))
 
-    def _start_fallback(self, link: _Link, peer: Peer, reason: str | None) -> asyncio.Task | None:
+    def _start_fallback(self, link: _Link, peer: Peer, reason: str | None) -> asyncio.Task[None] | None:
         """Handle the loss of ``peer`` once: re-send what it did not acknowledge through the relay.
         None when ``peer`` carries none of this link's messages (then there is nothing to do)."""
         if link.lost is peer and link.fallback is not None:
@@ -457,20 +382,19 @@ class HybridClient:
         if link.peer is not peer:
             return None
         link.lost = peer
-        pending = list(link.unacked.items())
-        epoch = link.epoch
-        link.unacked.clear()
-        link.peer = link.epoch = None
+        epoch, pending = link.sent.take()
+        link.peer = None
         link.retry_at = time.monotonic() + self.retry_interval
         self._counters["fallbacks"] += 1
-        link.fallback = self._spawn(self._resend(link, epoch, pending, reason))
+        link.fallback = self._tasks.spawn(self._resend(link, epoch, pending, reason))
         return link.fallback
 
-    async def _resend(self, link: _Link, epoch: _OutEpoch | None, pending: list, reason: str | None) -> None:
+    async def _resend(self, link: _Link, epoch: OutEpoch | None, pending: list[tuple[int, Any]],
+                      reason: str | None) -> None:
         if self.mode == "p2p_only" or epoch is None:
             return
         for count, (seq, message) in enumerate(pending, 1):
-            await self.relay.publish(self._envelope(message, epoch, seq))
+            await self.relay.publish(envelope(message, epoch, seq))
             self._counters["resent"] += 1
             if count % _RESEND_PACE == 0:
                 # The relay drops fan-out to a full session queue: let it catch up.
@@ -483,20 +407,8 @@ class HybridClient:
         if link is not None and not self._closing:
             self._start_fallback(link, peer, reason)
         if peer.state in ("closed", "failed"):  # nothing more arrives on it
-            self._inbound.pop(peer, None)
+            self._received.forget(peer)
             self._ack_pending.pop(peer, None)
-
-    def _envelope(self, message: Any, epoch: _OutEpoch | None = None, seq: int | None = None) -> Publish:
-        """The relay form of a reliable message: numbered (with its epoch's proof) when it went over P2P."""
-        signal = "param" if type(message) is Set else message.signal
-        value = message.value
-        timestamp = None
-        if epoch is not None and seq is not None:
-            value = {"h": epoch.handle, "t": _tag(epoch.key, epoch.handle, seq, message.address)}
-            if message.value is not MISSING:
-                value["v"] = message.value
-            timestamp = seq
-        return Publish(address=message.address, signal=signal, value=value, timestamp=timestamp, id=ENVELOPE_ID)
 
     # -- sending API --------------------------------------------------------------------
 
@@ -514,10 +426,7 @@ class HybridClient:
 
     async def stream(self, address: str, samples: Any, rate: int | None = None) -> Route:
         """Publish stream samples (numpy array or sequence of floats) or one value; return the route."""
-        if isinstance(samples, (list, tuple)) or hasattr(samples, "dtype"):
-            message = Publish(address=address, signal="stream", samples=samples, rate=rate)
-        else:
-            message = Publish(address=address, signal="stream", value=samples, rate=rate)
+        message = stream_message(address, samples, rate)
         return await self._send(message, lambda: self.relay.publish(message))
 
     async def gesture(self, address: str, id: int, phase: str, value: Any = MISSING) -> Route:
@@ -531,141 +440,76 @@ class HybridClient:
 
     async def get(self, address: str, timeout: float = 5.0) -> Any:
         """Read ``address``: from the peer over P2P for ``/peer/{id}/...`` when connected, else the relay."""
-        target = self._target(address)
-        peer = None
-        if target is not None and self.mode != "relay_only" and target != self.client_id:
-            peer = self._connection(self._link(target))
+        target = self._p2p_target(address)
+        peer = None if target is None else self._connection(self._link(target))
         if peer is not None:
             return await peer.get(address, timeout)
         return await self.relay.get(address, timeout)
 
     # -- receiving ----------------------------------------------------------------------
 
-    def on(self, pattern: str, callback: Callable | None = None, *, types: Iterable[str] | None = None):
+    def on(self, pattern: str, callback: Callable[..., Any] | None = None, *,
+           types: Iterable[str] | None = None) -> Any:
         """Call ``callback(value, address)`` (or ``(value, address, message)``) for messages matching
         ``pattern`` from either route, each reliable message once. Decorator without ``callback``."""
         validate_pattern(pattern)
 
-        def register(fn: Callable) -> int:
-            sub = self._callbacks.add(pattern, fn, types)
-            if not pattern.startswith(self._own_prefix):
-                # Also wanted from the relay; our own /peer/ traffic comes through _from_relay.
-                self._spawn(self._relay_subscribe(sub))
+        def register(fn: Callable[..., Any]) -> int:
+            sub = self.dispatcher.add(pattern, fn, types)
+            if self._needs_relay_subscription(sub):
+                self._tasks.spawn(self.relay.send_subscribe(sub))
             return sub.id
 
         if callback is not None:
             return register(callback)
 
-        def decorator(fn: Callable) -> Callable:
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
             register(fn)
             return fn
 
         return decorator
 
-    async def subscribe(self, pattern: str, callback: Callable, types: Iterable[str] | None = None) -> int:
+    async def subscribe(self, pattern: str, callback: Callable[..., Any], types: Iterable[str] | None = None) -> int:
         """Like :meth:`on` with a callback, and wait until the relay has the subscription."""
-        sub = self._callbacks.add(pattern, callback, types)
-        if not pattern.startswith(self._own_prefix):
-            await self._relay_subscribe(sub)
+        sub = self.dispatcher.add(pattern, callback, types)
+        if self._needs_relay_subscription(sub):
+            await self.relay.send_subscribe(sub)
         return sub.id
 
     async def unsubscribe(self, subscription_id: int) -> None:
-        if self._callbacks.remove(subscription_id) is None:
-            return
-        relay_id = self._relay_ids.pop(subscription_id, None)
-        if relay_id is not None:
-            await self.relay.unsubscribe(relay_id)
+        await self.relay.unsubscribe(subscription_id)
 
-    async def _relay_subscribe(self, sub: Subscription) -> None:
-        own = self._own_prefix
+    def _needs_relay_subscription(self, sub: CallbackSubscription) -> bool:
+        # This client's own /peer/ traffic comes through its /peer/{client_id}/** subscription.
+        return not sub.pattern.startswith(self._own_prefix)
 
-        def from_relay(value: Any, address: str, message: Any) -> None:
-            if address.startswith(own):
-                return  # delivered once by _from_relay
-            self._counters["received_relay"] += 1
-            sub.deliver(value, address, message, self._spawn, self._report)
-
-        types = sorted(sub.types) if sub.types else None
-        self._relay_ids[sub.id] = await self.relay.subscribe(sub.pattern, from_relay, types)
-
-    def _dispatch(self, message: Any) -> None:
-        kind = type(message)
-        if kind is Set:
-            value, signal = message.value, "param"
-        elif kind is Publish:
-            value = message.samples if message.samples is not None else message.value
-            signal = message.signal or "event"
-        else:  # a snapshot Param
-            value, signal = message.value, "param"
-        self._callbacks.dispatch(message.address, value, signal, message)
-
-    def _from_relay(self, value: Any, address: str, message: Any) -> None:
-        if type(message) is Publish and message.id == ENVELOPE_ID:
+    def _from_relay(self, message: Any) -> Any:
+        """The relay client's message hook: what the relay sends reaches the callbacks as itself, an
+        envelope as the message it carries (once), P2P control traffic untouched and uncounted."""
+        address = message.address
+        if address.startswith(P2P_PREFIX):
+            return message
+        if type(message) is Publish and message.id == ENVELOPE_ID and address.startswith(self._own_prefix):
+            value = message.value
             if message.timestamp is not None:
-                value = self._open_envelope(address, message.timestamp, message.value)
-                if value is _DROP:
-                    return
-            message = Set(address=address, value=value) if message.signal == "param" else \
-                Publish(address=address, signal=message.signal, value=value)
+                try:
+                    value = self._received.open(address, message.timestamp, value)
+                except ProtocolError as exc:
+                    self._reject(exc)
+                    return None
+                if value is DUPLICATE:
+                    self._counters["duplicates"] += 1
+                    return None
+            message = opened(message, value)
         self._counters["received_relay"] += 1
-        self._dispatch(message)
+        return message
 
-    def _open_envelope(self, address: str, seq: int, fields: Any) -> Any:
-        """The value of a numbered relay envelope to deliver now, or ``_DROP`` (duplicate or bad)."""
-        handle = fields.get("h") if isinstance(fields, dict) else None
-        tag = fields.get("t") if isinstance(fields, dict) else None
-        if not (isinstance(handle, bytes) and len(handle) == _HANDLE_SIZE
-                and isinstance(tag, bytes) and len(tag) == _HANDLE_SIZE):
-            self._reject(f"relay envelope for {address}: value must be a map with 16-byte 'h' and 't', got "
-                         f"{type(fields).__name__}", address)
-            return _DROP
-        epoch = self._epochs.get(handle)
-        if epoch is None:
-            # An epoch whose declaration has not arrived (or was forgotten): deliver, drop replays,
-            # and let a later declaration recognise it.
-            key = (handle, seq, tag)
-            if key in self._unverified:
-                self._counters["duplicates"] += 1
-                return _DROP
-            self._unverified[key] = address
-            if len(self._unverified) > _MAX_UNVERIFIED:
-                self._unverified.popitem(last=False)
-        else:
-            if not epoch.verify(seq, address, tag):
-                self._reject(f"relay envelope for {address}: message {seq} claims the P2P link of session "
-                             f"{epoch.session_id} but its tag does not verify", address)
-                return _DROP
-            self._epochs.move_to_end(handle)
-            if not epoch.dedupe.first_time(seq):
-                self._counters["duplicates"] += 1
-                return _DROP
-        return fields.get("v", MISSING)
-
-    def _reject(self, text: str, address: str | None = None) -> None:
+    def _reject(self, problem: ProtocolError) -> None:
         self._counters["rejected"] += 1
-        self._report(ProtocolError(f"{text}; dropped", address=address))
-
-    def _declare(self, peer: Peer, value: Any) -> None:
-        """A peer's epoch declaration: what its numbered messages on this connection are checked against."""
-        if not isinstance(value, bytes) or len(value) != 2 * _HANDLE_SIZE:
-            self._reject(f"epoch declaration from peer {peer.session_id}: value must be "
-                         f"{2 * _HANDLE_SIZE} bytes, got {type(value).__name__}")
-            return
-        handle, key = value[:_HANDLE_SIZE], value[_HANDLE_SIZE:]
-        if handle in self._epochs:
-            self._reject(f"epoch declaration from peer {peer.session_id}: handle already in use")
-            return
-        epoch = self._inbound[peer] = self._epochs[handle] = _InEpoch(handle, key, peer.session_id)
-        while len(self._epochs) > _MAX_EPOCHS:
-            self._epochs.popitem(last=False)
-        for seq_key in [k for k in self._unverified if k[0] == handle]:
-            address = self._unverified.pop(seq_key)
-            if epoch.verify(seq_key[1], address, seq_key[2]):
-                epoch.dedupe.first_time(seq_key[1])  # delivered already through the relay
+        self.errors.report(ProtocolError(f"{problem.reason}; dropped", address=problem.address))
 
     def _on_peer(self, peer: Peer) -> None:
-        peer.add_message_hook(self._p2p_hook)
-        peer.on("/**", self._from_p2p)
+        peer.add_message_hook(self._from_p2p)
         peer.on_close(self._on_peer_closed)
 
         def on_state(state: str) -> None:
@@ -674,38 +518,60 @@ class HybridClient:
 
         peer.transport.add_state_listener(on_state)
 
-    def _from_p2p(self, value: Any, address: str, message: Any) -> None:
-        self._counters["received_p2p"] += 1
-        self._dispatch(message)
-
-    def _p2p_hook(self, peer: Peer, message: Any) -> bool:
-        if SEQ_FEATURE not in peer.features:
-            return False
+    def _from_p2p(self, peer: Peer, message: Any) -> bool:
+        """Each peer's message hook: numbered messages once, acknowledgements, epoch declarations;
+        the rest goes on to the peer (which delivers to the dispatcher). True: consumed here."""
         kind = type(message)
-        if kind is Bundle and message.timestamp is not None:
-            epoch = self._inbound.get(peer)
+        if kind is Bundle and message.timestamp is not None and SEQ_FEATURE in peer.features:
+            epoch = self._received.epoch_of(peer)
             if epoch is None:
-                self._report(ProtocolError(f"peer {peer.session_id} sent numbered message {message.timestamp} "
-                                           f"before declaring its epoch; delivered without a duplicate check"))
+                self.errors.report(ProtocolError(
+                    f"peer {peer.session_id} sent numbered message {message.timestamp} "
+                    f"before declaring its epoch; delivered without a duplicate check"))
                 first_time = True
             else:
                 first_time = epoch.dedupe.first_time(message.timestamp)
                 self._schedule_ack(peer, epoch)
             if first_time:
                 for inner in message.messages:
-                    peer.apply(inner)
+                    if self._admit_p2p(peer, inner):
+                        peer.apply(inner)
             else:
                 self._counters["duplicates"] += 1
             return True
-        if kind is Ack and message.revision is not None:
-            self._on_ack(peer, message.revision)
+        if SEQ_FEATURE in peer.features:
+            if kind is Ack and message.revision is not None:
+                self._on_ack(peer, message.revision)
+                return True
+            if kind is Publish and message.id == ENVELOPE_ID and message.address == EPOCH_ADDRESS:
+                try:
+                    self._received.declare(peer, peer.session_id, message.value)
+                except ProtocolError as exc:
+                    self._reject(exc)
+                return True
+        if kind is Bundle:
+            admitted = [inner for inner in message.messages if self._admit_p2p(peer, inner)]
+            if len(admitted) == len(message.messages):
+                return False
+            for inner in admitted:
+                peer.apply(inner)
             return True
-        if kind is Publish and message.id == ENVELOPE_ID and message.address == EPOCH_ADDRESS:
-            self._declare(peer, message.value)
-            return True
-        return False
+        return not self._admit_p2p(peer, message)
 
-    def _schedule_ack(self, peer: Peer, epoch: _InEpoch) -> None:
+    def _admit_p2p(self, peer: Peer, message: Any) -> bool:
+        """Whether a message from a peer goes on to the callbacks (counted). P2P signaling and
+        discovery travel through the relay only: such addresses over P2P are refused."""
+        kind = type(message)
+        if kind is not Set and kind is not Publish:
+            return True  # GET, SNAPSHOT, PING...: the peer answers them
+        if message.address.startswith(P2P_PREFIX):
+            self._reject(ProtocolError(f"peer {peer.session_id} sent {message.address} over P2P, where only "
+                                       "the relay carries P2P signaling and discovery", address=message.address))
+            return False
+        self._counters["received_p2p"] += 1
+        return True
+
+    def _schedule_ack(self, peer: Peer, epoch: InEpoch) -> None:
         self._ack_pending[peer] = epoch
         if not self._ack_scheduled:
             self._ack_scheduled = True
@@ -724,18 +590,8 @@ class HybridClient:
 
     def _on_ack(self, peer: Peer, upto: int) -> None:
         link = self._links.get(peer.client_id or "")
-        if link is None or link.peer is not peer:
-            return
-        unacked = link.unacked
-        progress = False
-        while unacked:
-            seq = next(iter(unacked))
-            if seq > upto:
-                break
-            del unacked[seq]
-            progress = True
-        if progress:
-            link.progress_at = time.monotonic()
+        if link is not None and link.peer is peer:
+            link.sent.acknowledge(upto)
 
     # -- stats --------------------------------------------------------------------------
 
@@ -753,14 +609,13 @@ class HybridClient:
             "rejected": c["rejected"],
             "p2p_attempts": c["p2p_attempts"],
             "p2p_failures": c["p2p_failures"],
-            "unacknowledged": sum(len(link.unacked) for link in self._links.values()),
+            "unacknowledged": sum(len(link.sent.unacked) for link in self._links.values()),
             # Receive-side duplicate tracking: epochs of other senders, unverified relay envelopes.
-            "tracked": {"epochs": len(self._epochs), "unverified": len(self._unverified)},
+            "tracked": {"epochs": self._received.epochs, "unverified": self._received.unverified},
             "p2p_connected": sorted(p.client_id or p.session_id for p in self.p2p.connections),
         }
 
-    def _spawn(self, awaitable: Awaitable) -> asyncio.Task:
-        return self._background.spawn(awaitable)
 
-    def _report(self, exc: BaseException) -> None:
-        self.relay._report(exc)  # errors reach the relay client's on_error callbacks
+def _fallback_route(value: Any, address: str) -> None:
+    """The callback of the /peer/{client_id}/** relay subscription: the messages it brings reach the
+    callbacks that match them through the dispatcher, so nothing is left to do here."""

@@ -4,9 +4,9 @@ A signal is a WIRE.md §10.3 map of strings: ``type`` (``offer``, ``answer``, ``
 ``connected``, ``disconnected``), ``from``, ``correlation_id`` and, by type, ``sdp``,
 ``candidate`` or ``reason``; clasp_fast adds an optional ``features`` list to offers and answers.
 
-Anything with ``session_id``, ``send_signal()`` and ``recv_signal()`` is a signaling channel: the
-relay client's channel (a PUBLISH to ``/clasp/p2p/signal/{target}``) or, for tests and in-process
-use, :class:`InMemorySignaling`.
+Anything with ``session_id``, ``send_signal()`` and ``recv_signal()`` is a signaling channel:
+:class:`RelaySignaling` (a PUBLISH to ``/clasp/p2p/signal/{target}`` through a relay connection),
+:class:`StreamSignaling` (a byte stream) or, for tests and in-process use, :class:`InMemorySignaling`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
-from typing import AsyncIterator, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
 
-from ..errors import SignalingError
+from ..errors import ProtocolError, SignalingError, TransportError
+from ..runtime.sink import ErrorSink
+from ..runtime.tasks import TaskSet
+from ..wire.codec import decode, encode
+from ..wire.messages import Publish
+from ..wire.protocol import ANNOUNCE_ADDRESS, MAX_FRAME, SIGNAL_PREFIX, signal_address
 
 __all__ = [
     "SIGNAL_PREFIX",
@@ -25,14 +30,13 @@ __all__ = [
     "REQUIRED_FIELDS",
     "SignalingChannel",
     "InMemorySignaling",
+    "RelayLink",
+    "RelaySignaling",
     "StreamSignaling",
     "signal_address",
     "new_correlation_id",
     "parse_signal",
 ]
-
-SIGNAL_PREFIX = "/clasp/p2p/signal/"
-ANNOUNCE_ADDRESS = "/clasp/p2p/announce"
 
 # Required string fields per signal type (WIRE.md §10.3); other keys are ignored by receivers.
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -49,7 +53,10 @@ SIGNAL_TYPES = tuple(REQUIRED_FIELDS)
 class SignalingChannel(Protocol):
     """What the WebRTC transport needs from a signaling path."""
 
-    session_id: str
+    @property
+    def session_id(self) -> str:
+        """This end's session id (the ``from`` of the signals it sends)."""
+        ...
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
         """Send ``signal`` to session ``target``; the channel fills ``from`` with ``session_id``."""
@@ -60,13 +67,6 @@ class SignalingChannel(Protocol):
         ...
 
     def __aiter__(self) -> AsyncIterator[dict[str, object]]: ...
-
-
-def signal_address(target: str) -> str:
-    """The PUBLISH address that carries signals to session ``target`` (WIRE.md §10.1)."""
-    if not target or "/" in target:
-        raise SignalingError("a signal target must be one non-empty address segment", peer=target, step="signal")
-    return SIGNAL_PREFIX + target
 
 
 def new_correlation_id(initiator: str, target: str) -> str:
@@ -119,9 +119,6 @@ class InMemorySignaling:
         return type(self)(session_id, self._hub)
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        from ..wire.codec import decode, encode
-        from ..wire.messages import Publish
-
         message = Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id})
         frame = encode(message)
         self.sent_frames.append(frame)
@@ -160,9 +157,6 @@ class StreamSignaling:
         self._writer = writer
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        from ..wire.codec import encode
-        from ..wire.messages import Publish
-
         frame = encode(Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id}))
         try:
             self._writer.write(len(frame).to_bytes(4, "big") + frame)
@@ -171,14 +165,11 @@ class StreamSignaling:
             raise SignalingError(f"signaling stream closed: {exc}", peer=target, step="signal") from exc
 
     async def recv_signal(self) -> dict[str, object]:
-        from ..wire.codec import decode
-        from ..wire.messages import Publish
-
         own = signal_address(self.session_id)
         while True:
             try:
                 size = int.from_bytes(await self._reader.readexactly(4), "big")
-                if size > 65536 + 12:
+                if size > MAX_FRAME:
                     raise SignalingError(f"signal frame of {size} bytes is too large", step="signal")
                 frame = await self._reader.readexactly(size)
             except asyncio.IncompleteReadError:
@@ -198,3 +189,78 @@ class StreamSignaling:
 
     def close(self) -> None:
         self._writer.close()
+
+
+class RelayLink(Protocol):
+    """What :class:`RelaySignaling` needs of a relay connection (a ``ClaspClient`` is one)."""
+
+    @property
+    def session_id(self) -> str | None: ...
+
+    async def send_checked(self, message: Publish, timeout: float) -> None:
+        """Send ``message`` and return once the relay has handled it; raise its ERROR if it refused."""
+        ...
+
+
+class RelaySignaling:
+    """P2P signals through a relay: PUBLISH to ``/clasp/p2p/signal/{target}`` (WIRE.md §10.2).
+
+    The relay connection hands over what the relay routes to this session with :meth:`deliver`;
+    unparseable signals and overflow are reported to ``errors``, callbacks run on ``tasks``.
+    """
+
+    max_pending = 1024  # unread signals kept; beyond this new ones are dropped and reported
+
+    def __init__(self, link: RelayLink, tasks: TaskSet, errors: ErrorSink, timeout: float = 5.0) -> None:
+        self._link = link
+        self._tasks = tasks
+        self._errors = errors
+        self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue(self.max_pending)
+        self._callbacks: list[Callable[[dict[str, object]], Any]] = []
+        self.timeout = timeout
+
+    @property
+    def session_id(self) -> str:
+        return self._link.session_id or ""
+
+    async def send_signal(self, target: str, signal: dict[str, object]) -> None:
+        """Send ``signal`` (a WIRE.md §10.3 map) to session ``target``; ``from`` is filled in.
+
+        Raises ``SignalingError`` when the relay does not know ``target`` (ERROR 404) or refuses it.
+        """
+        address = signal_address(target)
+        message = Publish(address=address, signal="event", value={**signal, "from": self.session_id})
+        try:
+            await self._link.send_checked(message, self.timeout)
+        except ProtocolError as exc:
+            raise SignalingError(f"relay refused the signal: {exc}", peer=target, step="signal") from exc
+        except TransportError as exc:
+            raise SignalingError(f"cannot send the signal: {exc.reason}", peer=target, step="signal") from exc
+
+    async def recv_signal(self) -> dict[str, object]:
+        """The next signal addressed to this session."""
+        return await self._queue.get()
+
+    def on_signal(self, callback: Callable[[dict[str, object]], Any]) -> Callable[[dict[str, object]], Any]:
+        """Also call ``callback(signal)`` for every signal received; usable as a decorator."""
+        self._callbacks.append(callback)
+        return callback
+
+    def __aiter__(self) -> AsyncIterator[dict[str, object]]:
+        return self
+
+    async def __anext__(self) -> dict[str, object]:
+        return await self._queue.get()
+
+    def deliver(self, value: object) -> None:
+        """A signal the relay routed to this session (the value of its PUBLISH)."""
+        signal = parse_signal(value)
+        if signal is None:
+            self._errors.report(SignalingError(f"unparseable signal ignored: {value!r}"[:200], step="signal"))
+            return
+        try:
+            self._queue.put_nowait(signal)
+        except asyncio.QueueFull:
+            self._errors.report(SignalingError("too many unread signals: one dropped",
+                                               peer=str(signal.get("from")), step="signal"))
+        self._tasks.notify(self._callbacks, signal)
