@@ -12,6 +12,7 @@ import re
 import sys
 from typing import Sequence
 
+from ..wire.protocol import DEFAULT_PORT
 from . import arguments as types
 
 
@@ -31,7 +32,8 @@ def add_relay(subparsers) -> None:
     """``relay``: run the embedded CLASP relay until interrupted."""
     p = subparsers.add_parser("relay", help="run the embedded CLASP relay (WebSocket, subprotocol clasp)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=types.port_or_zero, default=7330, help="port (default 7330; 0 = any free port)")
+    p.add_argument("--port", type=types.port_or_zero, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
     p.add_argument("--name", default="clasp_fast relay", help="router name sent in WELCOME")
     p.add_argument("--max-sessions", type=types.non_negative_int, default=100)
     p.add_argument("--max-subscriptions", type=types.non_negative_int, default=1000, help="per session")

@@ -33,15 +33,16 @@ import time
 from collections import Counter
 from typing import Any
 
+from ..bench.stats import histogram_percentile, percentile
+from ..wire.protocol import DEFAULT_PORT, PEER_PREFIX
 from . import arguments as types
 
 # The P2P stack (aiortc, numpy) is imported when the command runs, not when the CLI starts.
 
 __all__ = ["add_peer", "run_peer", "parse_summary", "DEFAULT_RELAY_PORT"]
 
-DEFAULT_RELAY_PORT = 7330
+DEFAULT_RELAY_PORT = DEFAULT_PORT
 WATCH_FEATURE = "watch"
-PEER_PREFIX = "/peer/"
 WARMUP_S = 1.0  # the watcher's summary latency leaves out the first second (the relay -> P2P switch)
 
 _SUMMARY = re.compile(r"done: (sent|received) (\d+) messages, p2p (\d+), relay (\d+)")
@@ -414,8 +415,7 @@ class _Watcher:
             self.window.clear()
             if not args.quiet:
                 if latencies:
-                    p50 = latencies[len(latencies) // 2] * 1000
-                    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+                    p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
                     lat = f"latency p50 {p50:.2f} ms  p99 {p99:.2f} ms"
                 else:
                     lat = "latency -"
@@ -436,11 +436,4 @@ class _Watcher:
 
 def _percentile(histogram: Counter, q: float) -> str:
     """Nearest-rank percentile of a histogram of µs values, in ms."""
-    total = sum(histogram.values())
-    rank = max(1, math.ceil(total * q / 100))
-    seen = 0
-    for micros in sorted(histogram):
-        seen += histogram[micros]
-        if seen >= rank:
-            return f"{micros / 1000:.2f} ms"
-    return "-"  # pragma: no cover - rank <= total
+    return f"{histogram_percentile(histogram, q) / 1000:.2f} ms"

@@ -15,9 +15,10 @@ relay makes sure a session can only use an id it holds a *claim* on:
 
 from __future__ import annotations
 
+from ..wire.protocol import PRESENCE_PREFIX, presence_owner
+
 __all__ = ["ClientIdClaims", "PRESENCE_PREFIX", "MAX_CLIENT_ID", "client_id_problem", "presence_owner"]
 
-PRESENCE_PREFIX = "/clasp/p2p/presence/"
 MAX_CLIENT_ID = 256  # characters
 
 
@@ -30,14 +31,6 @@ def client_id_problem(client_id: object) -> str | None:
     if len(client_id) > MAX_CLIENT_ID:
         return f"client_id is {len(client_id)} characters long (at most {MAX_CLIENT_ID})"
     return None
-
-
-def presence_owner(address: str) -> str | None:
-    """The session id a presence param address names, or None if ``address`` is no presence param."""
-    if not address.startswith(PRESENCE_PREFIX):
-        return None
-    owner = address[len(PRESENCE_PREFIX):]
-    return owner if owner and "/" not in owner else None
 
 
 class ClientIdClaims:

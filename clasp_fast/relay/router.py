@@ -47,12 +47,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
-from ..wire.address import SubscriptionIndex, validate_pattern
-from .auth import Scopes, TokenRejected, Validator
-from .claims import PRESENCE_PREFIX, ClientIdClaims, client_id_problem, presence_owner
-from ..wire.codec import encode
 from ..errors import AddressError, EncodeError, ProtocolError
+from ..wire.address import SubscriptionIndex, validate_pattern
+from ..wire.codec import encode
 from ..wire.messages import (
+    DEFAULT_FEATURES,
     Ack,
     Announce,
     Bundle,
@@ -71,16 +70,25 @@ from ..wire.messages import (
     Unsubscribe,
     Welcome,
 )
-from .store import ParamStore, SignalRegistry, StoreRefused, now_us
+from ..wire.protocol import (
+    ANNOUNCE_ADDRESS,
+    P2P_PREFIX,
+    PRESENCE_PREFIX,
+    SIGNAL_PREFIX,
+    is_p2p_signaling,
+    now_us,
+    presence_address,
+    presence_owner,
+)
+from ..wire.subscription import Subscription
+from .auth import Scopes, TokenRejected, Validator
+from .claims import ClientIdClaims, client_id_problem
+from .store import ParamStore, SignalRegistry, StoreRefused
 
 __all__ = ["Outbox", "Router", "RouterConfig", "Session"]
 
 log = logging.getLogger("clasp_fast.router")
 
-P2P_PREFIX = "/clasp/p2p/"
-SIGNAL_PREFIX = "/clasp/p2p/signal/"
-ANNOUNCE_ADDRESS = "/clasp/p2p/announce"
-ROUTER_FEATURES = ["param", "event", "stream", "gesture", "timeline"]
 MAX_ERROR_TEXT = 1000  # characters of an ERROR message (addresses in it are shortened)
 
 
@@ -130,20 +138,15 @@ class RouterConfig:
     overflow_window: float = 10.0
 
 
-class Subscription:
+class SessionSubscription(Subscription):
     """One SUBSCRIBE of one session; the subscriber object stored in the index."""
 
-    __slots__ = ("session", "id", "pattern", "types", "key")
+    __slots__ = ("session", "key")
 
     def __init__(self, session: "Session", id: int, pattern: str, types: Iterable[str]) -> None:
+        super().__init__(id, pattern, types)
         self.session = session
-        self.id = id
-        self.pattern = pattern
-        self.types = frozenset(types) or None  # None = every signal type
-        self.key = None
-
-    def admits(self, signal: str | None) -> bool:
-        return self.types is None or signal is None or signal in self.types
+        self.key: int | None = None
 
 
 class Session:
@@ -161,7 +164,7 @@ class Session:
         self.name = name
         self.features = list(features)
         self.outbox = outbox
-        self.subscriptions: dict[int, Subscription] = {}
+        self.subscriptions: dict[int, SessionSubscription] = {}
         self.p2p_capable = False
         self._rate_window = 0.0
         self._rate_count = 0
@@ -240,7 +243,7 @@ class Router:
         session = Session(outbox, hello.name, hello.features, scopes)
         self.sessions[session.id] = session
         outbox.reply(encode(Welcome(session=session.id, name=self.config.name,
-                                    features=ROUTER_FEATURES, time=now_us())))
+                                    features=list(DEFAULT_FEATURES), time=now_us())))
         outbox.stream(self.store.snapshot_frames(self.store.addresses(), session.readable(), always=True))
         return session
 
@@ -255,7 +258,7 @@ class Router:
         self._gestures.drop_session(session)
         self.signals.drop_session(session.id)
         self.claims.release(session.id)
-        address = PRESENCE_PREFIX + session.id
+        address = presence_address(session.id)
         state = self.store.remove(address)
         if state is not None and state.value is not None:
             withdrawal = encode(Set(address=address, value=None, revision=state.revision + 1))
@@ -379,7 +382,7 @@ class Router:
             return
         if old is not None:
             self._index.remove(old.key)
-        sub = Subscription(session, message.id, pattern, message.types)
+        sub = SessionSubscription(session, message.id, pattern, message.types)
         sub.key = self._index.add(pattern, sub)
         session.subscriptions[message.id] = sub
         addresses = self.store.addresses(pattern)
@@ -566,8 +569,7 @@ class Router:
             if scopes is not None and not scopes.can_write(address):
                 self._error(session, 403, f"Bundle rejected: no write scope for {address}", address)
                 return
-            if address.startswith(P2P_PREFIX) and (address.startswith(SIGNAL_PREFIX) or address == ANNOUNCE_ADDRESS
-                                                   or address.startswith(PRESENCE_PREFIX)):
+            if is_p2p_signaling(address):
                 self._error(session, 403, f"Bundle rejected: {address} is P2P signaling (signal, announce "
                                           "or presence), which must be sent on its own", address)
                 return

@@ -60,10 +60,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .auth import Validator
-from ..wire.codec import decode, encode, frame_size
 from ..errors import DecodeError, ProtocolError
+from ..runtime.sink import ErrorCallback, ErrorSink
+from ..runtime.tasks import TaskSet
+from ..wire.codec import decode, encode, frame_size
 from ..wire.messages import Error, Hello
+from ..wire.protocol import DEFAULT_PORT, MAX_FRAME, WS_SUBPROTOCOL
+from .auth import Validator
 from .fair_queue import OWN, FairQueue
 from .router import Router, RouterConfig, Session
 
@@ -71,7 +74,6 @@ __all__ = ["Relay"]
 
 log = logging.getLogger("clasp_fast.relay")
 
-MAX_FRAME = 12 + 65535  # the largest CLASP frame: 12-byte header + 65 535-byte payload
 # Fairness between connections: a writer yields to the event loop after WRITE_TURN frames, a
 # reader after READ_TURN units of work (one per message plus one per fan-out frame it caused),
 # or after one message when that message found a subscriber's queue half full while its socket
@@ -84,11 +86,12 @@ READ_CHUNK = 16 * 1024  # bytes taken from a socket per read
 class _Connection:
     """The socket side of one session: its :class:`FairQueue` and the writer task that drains it."""
 
-    __slots__ = ("ws", "limit", "queue", "wakeup", "closing", "writer", "sending")
+    __slots__ = ("ws", "limit", "tasks", "queue", "wakeup", "closing", "writer", "sending")
 
-    def __init__(self, ws: ServerConnection, limit: int) -> None:
+    def __init__(self, ws: ServerConnection, limit: int, tasks: TaskSet) -> None:
         self.ws = ws
         self.limit = limit
+        self.tasks = tasks
         self.queue = FairQueue(limit)
         self.wakeup = asyncio.Event()
         self.closing = False
@@ -124,7 +127,7 @@ class _Connection:
         if not self.closing:
             self.closing = True
             self.queue.clear()
-            asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+            self.tasks.spawn(self.ws.close(code, reason))
 
     async def stop_writer(self) -> None:
         """Cancel the writer task and wait for it; frames not yet sent stay in ``queue``."""
@@ -197,7 +200,7 @@ class Relay:
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = 7330,
+        port: int = DEFAULT_PORT,
         *,
         name: str = "clasp_fast relay",
         max_sessions: int = 100,
@@ -225,11 +228,13 @@ class Relay:
             rate_limit=rate_limit, gesture_coalesce=gesture_coalesce, auth=auth,
             max_store_bytes=max_store_bytes, max_params=max_params))
         self._server = None
+        # Internal failures (a router bug taking one session down) go to on_error, else the log.
+        self.errors = ErrorSink(log, logging.ERROR, tracebacks=True)
+        self._tasks = TaskSet(self.errors.report)
         self._sweeper: asyncio.Task | None = None
-        self._handlers: set[asyncio.Task] = set()
 
     @classmethod
-    async def start(cls, host: str = "127.0.0.1", port: int = 7330, **options) -> "Relay":
+    async def start(cls, host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options) -> "Relay":
         """Create a relay and start listening; ``port=0`` picks a free port."""
         relay = cls(host, port, **options)
         await relay.listen()
@@ -241,7 +246,7 @@ class Relay:
             self._serve,
             self.host,
             self.port,
-            subprotocols=["clasp"],
+            subprotocols=[WS_SUBPROTOCOL],
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,
             max_size=self.max_message_size,
@@ -249,7 +254,7 @@ class Relay:
             ping_interval=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        self._sweeper = self._tasks.spawn(self._sweep())
 
     @property
     def url(self) -> str:
@@ -260,6 +265,10 @@ class Relay:
     @property
     def sessions(self) -> dict[str, Session]:
         return self.router.sessions
+
+    def on_error(self, callback: ErrorCallback) -> ErrorCallback:
+        """Call ``callback(exc)`` for internal failures (a session ended by an unexpected exception)."""
+        return self.errors.add(callback)
 
     async def close(self) -> None:
         """Stop listening and close every session with code 1001 (going away)."""
@@ -308,13 +317,13 @@ class Relay:
             await ws.close(1002, "the first message must be a CLASP HELLO")
             return
         _limit_read_chunk(ws)
-        conn = _Connection(ws, self.queue_size)
+        conn = _Connection(ws, self.queue_size, self._tasks)
         try:
             session = router.connect(conn, hello)
         except ProtocolError as exc:
             await _refuse(ws, exc)
             return
-        conn.writer = asyncio.get_running_loop().create_task(conn.run_writer())
+        conn.writer = self._tasks.spawn(conn.run_writer())
         receive = router.receive
         work = 0
         try:
@@ -348,8 +357,9 @@ class Relay:
                     work = READ_TURN
         except ConnectionClosed:
             pass
-        except Exception:  # a router bug must not take other sessions down
-            log.exception("session %s failed", session.id)
+        except Exception as exc:  # a router bug must not take other sessions down
+            exc.add_note(f"session {session.id} ended by this")
+            self.errors.report(exc)
             conn.close(1011, "internal error")
         finally:
             router.disconnect(session)
@@ -393,7 +403,7 @@ def _decode_error_code(data: bytes) -> int:
 
 def _select_subprotocol(connection: ServerConnection, offered) -> str | None:
     # Echo "clasp" when offered; accept clients that offer nothing (WIRE.md §1.1).
-    return "clasp" if "clasp" in offered else None
+    return WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
 
 
 BROWSER_MODULE_PATH = "/clasp-p2p.js"
@@ -425,12 +435,6 @@ def _static_file(root: Path, url_path: str) -> Path | None:
     return None
 
 
-def _health_check(connection: ServerConnection, request: Request) -> Response | None:
-    if "websocket" not in request.headers.get("Upgrade", "").lower():
-        return connection.respond(HTTPStatus.OK, "ok\n")
-    return None
-
-
 def _serve_http(relay: "Relay", connection: ServerConnection, request: Request) -> Response | None:
     if "websocket" in request.headers.get("Upgrade", "").lower():
         return None
@@ -441,4 +445,4 @@ def _serve_http(relay: "Relay", connection: ServerConnection, request: Request) 
         found = _static_file(relay.static_dir, path)
         if found is not None:
             return _file_response(found.read_bytes(), _content_type(found))
-    return _health_check(connection, request)
+    return connection.respond(HTTPStatus.OK, "ok\n")  # a health check

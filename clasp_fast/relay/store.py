@@ -21,10 +21,10 @@ from ..wire.address import glob_match
 from ..wire.codec import encode
 from ..errors import EncodeError
 from ..wire.messages import Param, Result, Set, SignalInfo, Snapshot, Ttl
+from ..wire.protocol import MAX_PAYLOAD, now_us
 
 __all__ = ["ParamStore", "SignalRegistry", "StoreRefused", "MAX_PARAM_BYTES"]
 
-MAX_PAYLOAD = 65535  # the largest CLASP frame payload
 SNAPSHOT_CHUNK = 800  # params per SNAPSHOT frame at most (as the reference)
 _SNAPSHOT_HEADER = len(encode(Snapshot(params=[])))  # frame header + type + count
 _RESULT_HEADER = len(encode(Result(signals=[])))
@@ -36,11 +36,6 @@ _PARAM_EXTRA = (len(encode(Snapshot(params=[Param(address="/a", value=1, revisio
                                                     timestamp=1)]))) - _SNAPSHOT_HEADER
                 - len(encode(Set(address="/a", value=1, revision=1))))
 MAX_PARAM_BYTES = MAX_PAYLOAD - (_SNAPSHOT_HEADER - 4)  # one param must fit one SNAPSHOT frame
-
-
-def now_us() -> int:
-    """Wall-clock time in microseconds since the Unix epoch (the protocol's clock)."""
-    return time.time_ns() // 1000
 
 
 class StoreRefused(Exception):

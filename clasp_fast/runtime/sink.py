@@ -23,9 +23,10 @@ class ErrorSink:
     A callback may be a coroutine function; a callback that raises is logged.
     """
 
-    def __init__(self, logger: logging.Logger, level: int = logging.WARNING) -> None:
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING, *, tracebacks: bool = False) -> None:
         self.logger = logger
         self.level = level
+        self.tracebacks = tracebacks  # log each error with its traceback (internal failures)
         self._callbacks: list[ErrorCallback] = []
         self._tasks = TaskSet(self._callback_failed)
 
@@ -42,7 +43,7 @@ class ErrorSink:
     def report(self, error: BaseException) -> None:
         """Hand ``error`` to the callbacks, or log it when there are none."""
         if not self._callbacks:
-            self.logger.log(self.level, "%s", error)
+            self.logger.log(self.level, "%s", error, exc_info=error if self.tracebacks else None)
             return
         self._tasks.notify(self._callbacks, error)
 
