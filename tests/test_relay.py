@@ -23,13 +23,6 @@ from clasp_fast.messages import (
 from clasp_fast.relay import Relay
 
 
-@pytest.fixture
-async def relay():
-    relay = await Relay.start(host="127.0.0.1", port=0)
-    yield relay
-    await relay.close()
-
-
 async def raw_session(url: str, name: str = "raw"):
     """A bare WebSocket that has done the CLASP handshake; returns (ws, session id)."""
     ws = await connect(url, subprotocols=["clasp"])

@@ -43,12 +43,7 @@ TOKENS = {
 }
 
 
-@pytest.fixture
-async def relay():
-    auth = TokenAuth(TOKENS, expires={"old": time.time() - 1})
-    relay = await Relay.start(host="127.0.0.1", port=0, auth=auth)
-    yield relay
-    await relay.close()
+pytestmark = pytest.mark.relay_options(auth=TokenAuth(TOKENS, expires={"old": time.time() - 1}))
 
 
 async def refused(url: str, token: str | None) -> Error:
