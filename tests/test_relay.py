@@ -37,9 +37,10 @@ async def recv_message(ws, timeout: float = 2.0):
     return decode(await asyncio.wait_for(ws.recv(), timeout))
 
 
-async def assert_silent(ws, window: float = 0.15) -> None:
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(ws.recv(), window)
+async def assert_nothing_queued(ws) -> None:
+    """The sentinel: a PING's PONG is the next frame, so nothing was queued for ``ws`` before it."""
+    await ws.send(encode(Ping()))
+    assert isinstance(await recv_message(ws), Pong)
 
 
 async def test_start_on_ephemeral_port_and_url(relay):
@@ -143,13 +144,13 @@ async def test_subscription_limit_answers_429():
         ws, _ = await raw_session(relay.url)
         for i in range(3):
             await ws.send(encode(Subscribe(id=i, pattern=f"/s/{i}")))
-        await assert_silent(ws)
+        await assert_nothing_queued(ws)
         await ws.send(encode(Subscribe(id=99, pattern="/s/99")))
         error = await recv_message(ws)
         assert isinstance(error, Error) and error.code == 429 and error.address == "/s/99"
         # Re-using an id replaces that subscription and does not count against the limit.
         await ws.send(encode(Subscribe(id=0, pattern="/s/zero")))
-        await assert_silent(ws)
+        await assert_nothing_queued(ws)
         await ws.close()
 
 
@@ -234,7 +235,7 @@ async def test_forged_signal_from_is_rejected(relay):
     error = await recv_message(a)
     assert isinstance(error, Error) and error.code == 403 and error.address == forged.address
     assert c_id in error.message
-    await assert_silent(b)
+    # The next signal from a is the sentinel: b's first frame must be it, not the forged one.
     honest = Publish(address=f"/clasp/p2p/signal/{b_id}", signal="event",
                      value={"type": "offer", "from": a_id, "sdp": "v=0\r\n", "correlation_id": "x"})
     await a.send(encode(honest))
