@@ -10,6 +10,7 @@ from websockets.exceptions import ConnectionClosed
 
 from clasp_fast.codec import decode, encode
 from clasp_fast.messages import (
+    Ack,
     Error,
     Hello,
     Ping,
@@ -262,6 +263,32 @@ async def test_ttl_sweep_removes_expired_params():
             await asyncio.sleep(0.05)
         assert "/t/short" not in relay.router.store
         assert "/t/keep" in relay.router.store
+        await ws.close()
+
+
+async def test_expired_params_are_not_served_before_the_sweep_runs():
+    # The sweep would run only after an hour: GET, the subscribe SNAPSHOT and a newcomer's WELCOME
+    # SNAPSHOT must check the expiry themselves.
+    async with Relay(port=0, ttl_sweep_interval=3600) as relay:
+        from clasp_fast.messages import Get, Ttl
+
+        ws, _ = await raw_session(relay.url)
+        await ws.send(encode(Set(address="/t/short", value=1, ttl=Ttl.absolute(1))))
+        await ws.send(encode(Set(address="/t/keep", value=2, ttl=Ttl.never())))
+        assert [type(await recv_message(ws)) for _ in range(2)] == [Ack, Ack]
+        await ws.send(encode(Get(address="/t/short")))
+        assert isinstance(await recv_message(ws), Snapshot)  # served while it lives
+        await asyncio.sleep(1.1)  # the TTL runs out (the test waits for expiry, not for silence)
+        await ws.send(encode(Get(address="/t/short")))
+        await assert_nothing_queued(ws)  # no SNAPSHOT came before the PONG
+        await ws.send(encode(Subscribe(id=1, pattern="/t/**")))
+        snapshot = await recv_message(ws)
+        assert [p.address for p in snapshot.params] == ["/t/keep"]
+        late = await connect(relay.url, subprotocols=["clasp"])
+        await late.send(encode(Hello(name="late")))
+        assert isinstance(await recv_message(late), Welcome)
+        assert [p.address for p in (await recv_message(late)).params] == ["/t/keep"]
+        await late.close()
         await ws.close()
 
 
