@@ -10,10 +10,10 @@ import time
 import pytest
 
 from clasp_fast import ClaspBuilder, HybridClient, TransportError
-from clasp_fast.errors import ProtocolError
+from clasp_fast.errors import ProtocolError, SignalingError
 from clasp_fast.hybrid import ENVELOPE_ID, P2POptions
 from clasp_fast.client import ClaspClient
-from clasp_fast.messages import MISSING, Publish
+from clasp_fast.messages import MISSING, Publish, Snapshot
 from clasp_fast.relay import Relay
 from clasp_fast.webrtc import WebRtcConfig
 
@@ -374,3 +374,41 @@ async def test_duplicate_tracking_stays_bounded_under_a_flood_of_numbered_envelo
                 await b.close()
         finally:
             await flooder.close()
+
+
+async def test_errors_of_the_p2p_layer_and_its_peers_reach_the_hybrid_clients_on_error() -> None:
+    async with relay_running() as relay:
+        async with two_clients(relay) as (a, b):
+            errors: list[Exception] = []
+            a.on_error(errors.append)
+            await asyncio.wait_for(a.connect_to_peer("b"), TIMEOUT)
+            await wait_until(lambda: b.p2p.connection("a") is not None, what="b's side of the connection")
+            # A peer's error: a SNAPSHOT that answers no GET of a's.
+            await b.p2p.connection("a").send(Snapshot(params=[]), reliable=True)
+            await wait_until(lambda: any("answers no waiting GET" in str(e) for e in errors), what="the peer's report")
+            # The P2P layer's error: a signal for a connection a never had.
+            await b.relay.signaling.send_signal(a.session_id, {"type": "ice_candidate", "candidate": "{}",
+                                                               "correlation_id": "nobody-knows-it"})
+            await wait_until(lambda: any(isinstance(e, SignalingError) for e in errors), what="the P2P layer's report")
+
+
+async def test_each_message_is_matched_once_whichever_route_it_takes() -> None:
+    async with relay_running() as relay:
+        async with two_clients(relay) as (a, b):
+            got: list[tuple[str, object]] = []
+            b.on("/peer/b/**", lambda value, address: got.append((address, value)))
+            matched: list[str] = []
+            dispatch = b.dispatcher.dispatch
+
+            def counting(address, value, signal, message):
+                matched.append(address)
+                dispatch(address, value, signal, message)
+
+            b.dispatcher.dispatch = counting
+            await asyncio.wait_for(a.connect_to_peer("b"), TIMEOUT)
+            assert await a.set("/peer/b/direct", 1) == "p2p"
+            await a.relay.emit("/peer/b/relayed", 2)
+            await wait_until(lambda: len(got) == 2, what="both messages")
+            assert sorted(got) == [("/peer/b/direct", 1), ("/peer/b/relayed", 2)]
+            # One lookup per message (the relay's signaling and discovery traffic aside).
+            assert sorted(m for m in matched if m.startswith("/peer/")) == ["/peer/b/direct", "/peer/b/relayed"]
