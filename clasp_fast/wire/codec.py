@@ -8,6 +8,9 @@
 * ``iter_frames(data)`` -- a ``Frame`` per frame of such a buffer.
 * ``frame_size(data, offset=0)`` -- size of the frame at ``offset`` once its header is
   complete, else None (stream reassembly).
+* ``decode_slice(data, start, count)`` -- the next ``count`` frames from ``start``: ``(messages,
+  errors, end)``; ``frame_count(data)`` -- how many frames a buffer holds.
+* ``Batcher(limit)`` -- frames encoded straight into a pending message of at most ``limit`` bytes.
 
 Errors: ``DecodeError`` (with ``offset`` and ``field``) and ``EncodeError``.
 Values nest at most ``MAX_NESTING`` (64) containers deep, bundles likewise.
@@ -17,12 +20,15 @@ from __future__ import annotations
 
 from .._codec import (
     MAX_NESTING,
+    Batcher,
     Frame,
     WriteBuffer,
     decode,
     decode_all,
     decode_frame,
+    decode_slice,
     encode,
+    frame_count,
     frame_size,
     iter_frames,
 )
@@ -31,6 +37,7 @@ from .messages import default_qos
 
 __all__ = [
     "MAX_NESTING",
+    "Batcher",
     "DecodeError",
     "EncodeError",
     "Frame",
@@ -38,8 +45,10 @@ __all__ = [
     "decode",
     "decode_all",
     "decode_frame",
+    "decode_slice",
     "default_qos",
     "encode",
+    "frame_count",
     "frame_size",
     "iter_frames",
 ]

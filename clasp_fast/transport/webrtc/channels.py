@@ -9,7 +9,7 @@ from typing import Callable, Iterator, Protocol
 
 from aiortc import RTCDataChannel
 
-from ..._codec import Batcher
+from ...wire.codec import Batcher
 from ...errors import TransportError
 from ...wire.messages import QOS_FIRE, default_qos
 from .config import RELIABLE_LABEL, UNRELIABLE_LABEL, ChannelSpec, WebRtcConfig

@@ -7,7 +7,7 @@ import asyncio
 from contextvars import ContextVar
 from typing import Any, AsyncIterator, Callable, NamedTuple
 
-from ..._codec import decode_slice, frame_count
+from ...wire.codec import decode_slice, frame_count
 from ...errors import DecodeError, TransportError
 from ...runtime.sink import ErrorCallback, ErrorSink
 from ..sctp import FastSctpTransport
