@@ -3,7 +3,7 @@
 The oracle for tests/test_dispatch_differential.py and the "before" side of
 benchmarks/bench_dispatch.py: ``decode_all`` / ``decode_slice`` for the frames, then
 ``SubscriptionIndex.match_entries`` and one Python call per subscription, as
-clasp_fast/_callbacks.py did before clasp_fast._dispatch.
+the Python registry did before clasp_fast._dispatch.
 """
 
 from __future__ import annotations

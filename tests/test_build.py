@@ -350,7 +350,7 @@ def test_check_wheel_requires_every_module_setup_py_builds(tmp_path):
 def test_check_wheel_lists_the_source_package_files():
     checker = load_ci_module("check_wheel")
     files = checker.package_files(REPO_ROOT / "clasp_fast")
-    assert {"clasp_fast/__init__.py", "clasp_fast/cli.py", "clasp_fast/errors.py",
+    assert {"clasp_fast/__init__.py", "clasp_fast/cli/__init__.py", "clasp_fast/errors.py",
             "clasp_fast/py.typed"} <= files
     assert not [name for name in files
                 if "__pycache__" in name or name.endswith((".so", ".pyd", ".pyc"))]

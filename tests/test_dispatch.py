@@ -8,7 +8,8 @@ import contextvars
 
 import pytest
 
-from clasp_fast import _callbacks, _dispatch
+from clasp_fast import _dispatch
+from clasp_fast.runtime import dispatch as runtime_dispatch
 from clasp_fast._codec import decode_slice, frame_count
 from clasp_fast.codec import encode
 from clasp_fast.errors import DecodeError, PatternError
@@ -27,9 +28,9 @@ class Recorder:
 
 
 def test_the_python_layer_uses_the_compiled_registry():
-    assert _callbacks.CallbackRegistry is _dispatch.CallbackRegistry
-    assert _callbacks.Subscription is _dispatch.Subscription
-    assert _callbacks.wants_message is _dispatch.wants_message
+    assert runtime_dispatch.CallbackRegistry is _dispatch.CallbackRegistry
+    assert runtime_dispatch.CallbackSubscription is _dispatch.Subscription
+    assert runtime_dispatch.wants_message is _dispatch.wants_message
 
 
 def test_add_gives_fresh_ids_and_remove_returns_the_subscription():
