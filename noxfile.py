@@ -48,6 +48,8 @@ FAST_TESTS = [
     "tests/test_codec_api.py",
     "tests/test_codec_cli.py",
     "tests/test_address.py",
+    "tests/test_dispatch.py",
+    "tests/test_stubs.py",
     "tests/test_batching.py",
     "tests/test_sctp_packets.py",
     "tests/test_relay.py",

@@ -23,10 +23,12 @@ try:
 except ImportError:  # pragma: no cover - pip installs Cython from build-system.requires
     sys.exit("clasp_fast needs Cython to build from source: pip install 'Cython>=3.0'")
 
-# Each compiled module: (module name inside clasp_fast, source in _ext/).
+# Each compiled module: (module name inside clasp_fast, source in _ext/). The C interfaces
+# between them are _ext/clasp_fast/<module>.pxd (named after the module, as Cython looks them up).
 MODULES = {
     "_codec": "_ext/codec.pyx",
     "_address": "_ext/address.pyx",
+    "_dispatch": "_ext/dispatch.pyx",
     "_sctp": "_ext/sctp.pyx",
     "_dtls": "_ext/dtls.pyx",
     "_udp": "_ext/udp.pyx",
@@ -35,6 +37,11 @@ MODULES = {
 debug = os.environ.get("CLASP_FAST_DEBUG") == "1"
 annotate = os.environ.get("CLASP_FAST_ANNOTATE") == "1"
 only = {name.strip() for name in os.environ.get("CLASP_FAST_ONLY", "").split(",") if name.strip()}
+
+# Modules that cimport others (through _ext/clasp_fast/*.pxd) read their object layouts at
+# compile time: rebuilding one of those alone would leave the importer with stale layouts.
+CIMPORTS = {"_dispatch": ("_codec", "_address")}
+only |= {name for name, cimported in CIMPORTS.items() if only & set(cimported)}
 
 MODE_STAMP = os.path.join("build", "clasp_fast_build_mode")
 mode = "debug" if debug else "release"
@@ -60,7 +67,7 @@ class BuildExt(build_ext):
         super().finalize_options()
         if mode_changed:
             self.force = True
-        if self.parallel is None:  # the three modules compile side by side on every core
+        if self.parallel is None:  # the modules compile side by side on every core
             self.parallel = os.cpu_count() or 1
 
     def run(self):

@@ -8,6 +8,8 @@ whole pattern must also satisfy the glob of §9.3; everything else is literal.
 
 All matching works on the UTF-8 bytes of the ``str`` (CPython caches them),
 every index into those bytes is bounded by their length, and nothing recurses.
+
+C interface for other compiled modules: ``clasp_fast._address.pxd``.
 """
 
 from cpython.object cimport PyObject
@@ -378,9 +380,6 @@ cdef bint _run_program(const unsigned char* prog, Py_ssize_t plen,
 cdef class _Glob:
     """A glob compiled for repeated matching (brace alternatives expanded)."""
 
-    cdef bint negated
-    cdef tuple programs
-
     def __cinit__(self, bytes glob):
         cdef Py_ssize_t i = 0
         cdef list alternatives
@@ -498,25 +497,23 @@ cdef list _segment_kinds(bytes body, list segments):
     return kinds
 
 
+cdef inline bint _segment_ok(Pattern pattern, Py_ssize_t i, const char* s,
+                             Py_ssize_t n) noexcept nogil:
+    """Whether address segment s[0:n] fits segment ``i`` of ``pattern``."""
+    cdef unsigned char kind = pattern._seg_kind[i]
+    if kind == SEG_LITERAL:
+        return n == pattern._seg_len[i] and memcmp(s, pattern._p + pattern._seg_start[i], n) == 0
+    if kind == SEG_PARTIAL_CHECKED:
+        return _star_glob(pattern._p + pattern._seg_start[i], pattern._seg_len[i], s, n)
+    return True  # '*' and unchecked partial segments take any one segment
+
+
 cdef class Pattern:
     """A subscription pattern compiled for the router's live semantics (WIRE.md §9.2).
 
     ``Pattern("/lumen/*/opacity").matches("/lumen/3/opacity")`` is True.
     Raises :class:`PatternError` for a pattern the router would reject.
     """
-
-    cdef readonly str pattern
-    cdef bytes _utf8
-    cdef const char* _p
-    cdef Py_ssize_t _n
-    cdef Py_ssize_t _nseg
-    cdef Py_ssize_t* _seg_start
-    cdef Py_ssize_t* _seg_len
-    cdef unsigned char* _seg_kind
-    cdef bint _literal
-    cdef bint _needs_glob
-    cdef _Glob _glob
-    cdef tuple _segments
 
     def __cinit__(self, pattern: str):
         cdef Py_ssize_t n, i, offset
@@ -558,14 +555,6 @@ cdef class Pattern:
         """True when the pattern has no ``*`` at all: it matches one address, byte for byte."""
         return self._literal
 
-    cdef inline bint _segment_ok(self, Py_ssize_t i, const char* s, Py_ssize_t n) noexcept nogil:
-        cdef unsigned char kind = self._seg_kind[i]
-        if kind == SEG_LITERAL:
-            return n == self._seg_len[i] and memcmp(s, self._p + self._seg_start[i], n) == 0
-        if kind == SEG_PARTIAL_CHECKED:
-            return _star_glob(self._p + self._seg_start[i], self._seg_len[i], s, n)
-        return True  # '*' and unchecked partial segments take any one segment
-
     cdef bint _segments_match(self, const char* p, Py_ssize_t n) noexcept nogil:
         """The trie walk for this one pattern: '**' backtracks, everything else takes one segment."""
         cdef Py_ssize_t a = _first_char_len(p, n)  # start of the current address segment
@@ -578,7 +567,7 @@ cdef class Pattern:
                     star_a = a
                     pi += 1
                     continue
-                if self._segment_ok(pi, p + a, e - a):
+                if _segment_ok(self, pi, p + a, e - a):
                     pi += 1
                     a = e + 1
                     continue
@@ -648,9 +637,6 @@ cdef class _Prefixes:
     prefix the segment starts with, however many siblings there are.
     """
 
-    cdef dict next               # byte (int) -> _Prefixes, None while empty
-    cdef list nodes              # partial _Nodes whose prefix ends here, None while empty
-
     cdef add(self, bytes prefix, _Node node):
         cdef _Prefixes here = self, child
         for byte in prefix:
@@ -687,22 +673,6 @@ cdef class _Prefixes:
 
 
 cdef class _Node:
-    cdef dict literal            # segment str -> _Node, None while empty
-    cdef _Node star
-    cdef _Node globstar
-    cdef dict partial_edges      # (segment bytes, checked) -> partial _Node, None while empty
-    cdef list partial            # partial children tried on every segment, None while empty
-    cdef _Prefixes prefixes      # filtered partial children by literal prefix, None while empty
-    cdef list subs               # [_Subscription] ending here, in subscription order
-    cdef Pattern pattern         # the pattern every subscription here shares
-    cdef _Node parent
-    cdef object edge             # literal: the segment str; partial: (segment, checked)
-    cdef int kind
-    cdef unsigned long long mark  # last walk step that put this node in a state set
-    cdef bytes seg               # partial: the segment's UTF-8 bytes
-    cdef bint checked            # partial: filter the segment with _star_glob
-    cdef bytes prefix            # partial, checked: the bytes before the first '*'
-
     def __cinit__(self):
         self.subs = []
 
@@ -743,11 +713,6 @@ cdef object _owner_key(object subscriber):
     return subscriber
 
 
-cdef struct _Hit:
-    unsigned long long seq
-    PyObject* sub
-
-
 cdef int _compare_hits(const void* a, const void* b) noexcept nogil:
     cdef unsigned long long x = (<const _Hit*>a).seq, y = (<const _Hit*>b).seq
     return -1 if x < y else (1 if x > y else 0)
@@ -777,22 +742,6 @@ cdef class SubscriptionIndex:
     one item per matching subscription (a subscriber with two matching
     patterns appears twice). A cached result is the same tuple object.
     """
-
-    cdef _Node _root
-    cdef dict _by_key
-    cdef dict _by_owner
-    cdef dict _cache
-    cdef dict _entry_cache
-    cdef Py_ssize_t _cache_size
-    cdef unsigned long long _seq
-    cdef unsigned long long _mark
-    cdef Py_ssize_t _next_key
-    cdef Py_ssize_t _nodes
-    cdef PyObject** _cur
-    cdef PyObject** _nxt
-    cdef Py_ssize_t _states_cap
-    cdef _Hit* _hits
-    cdef Py_ssize_t _hits_cap
 
     def __cinit__(self, cache_size: int = 4096):
         if cache_size < 0:
@@ -1111,7 +1060,7 @@ cdef class SubscriptionIndex:
             qsort(self._hits, hits, sizeof(_Hit), _compare_hits)
         return hits
 
-    def match(self, address: str) -> tuple:
+    cpdef tuple match(self, str address):
         """Subscribers whose pattern matches ``address``: a tuple, in subscription order.
 
         ``address`` is not validated (the router routes invalid ones too: its
@@ -1137,7 +1086,7 @@ cdef class SubscriptionIndex:
             PyDict_SetItem(self._cache, address, result)
         return result
 
-    def match_entries(self, address: str) -> tuple:
+    cpdef tuple match_entries(self, str address):
         """Like :meth:`match`, as ``(key, pattern, subscriber)`` triples (pattern as a str)."""
         cdef PyObject* cached
         cdef Py_ssize_t count, i

@@ -9,7 +9,6 @@
 # frames of a batch from their headers alone.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.string cimport memmove
 
 
@@ -66,27 +65,26 @@ cdef class Batcher:
 
     def add_frame(self, frame):
         """Append one complete, already encoded frame (bytes-like; exactly one frame, no trailing bytes)."""
-        cdef Py_buffer view
+        cdef Input src
         cdef const unsigned char* p
-        cdef Py_ssize_t n, header, declared
+        cdef Py_ssize_t n, declared
         cdef Py_ssize_t start = self.wb.len
-        PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
+        input_open(&src, frame)
         try:
-            p = <const unsigned char*>view.buf
-            n = view.len
+            p = src.data
+            n = src.length
             if n < 4:
                 raise _encode_error(f"a frame needs a 4-byte header, got {n} byte(s)")
-            if p[0] != 0x53:
+            if p[0] != MAGIC:
                 raise _encode_error(f"frame magic is 0x{p[0]:02x}, expected 0x53 (byte offset 0)")
-            header = 12 if (p[1] & 0x20) else 4
-            declared = header + ((<Py_ssize_t>p[2] << 8) | p[3])
+            declared = header_size(p[1]) + load_u16(p + 2)
             if declared != n:
                 raise _encode_error(
                     f"frame header declares {declared} bytes but {n} were given "
                     f"(add_frame takes exactly one complete frame)")
             wb_raw(&self.wb, <const char*>p, n)
         finally:
-            PyBuffer_Release(&view)
+            input_close(&src)
         return self._settle(start)
 
     def take(self):
@@ -112,34 +110,20 @@ cdef Py_ssize_t collect_frames(const unsigned char* data, Py_ssize_t length, Py_
     malformed is recorded and skipped; a broken header is recorded and ends the walk (nothing
     after it can be delimited).
     """
-    cdef FrameHead h
-    cdef Reader r
     cdef Py_ssize_t done = 0
-    cdef bint in_payload = False
     global _DecodeError
     if _DecodeError is None:
         from clasp_fast.errors import DecodeError
         _DecodeError = DecodeError
     while pos < length and done != max_frames:
         # One try block around the walk (entering one costs time): an error leaves the inner
-        # loop, is recorded, and the walk goes on after that frame.
+        # loop, is recorded, and the walk goes on where decode_next left `pos`.
         try:
             while pos < length and done != max_frames:
-                in_payload = False
-                parse_header(data + pos, length - pos, pos, &h)
                 done += 1
-                r.data = data + pos
-                r.pos = h.header
-                r.end = h.header + h.payload_len
-                r.base = pos
-                in_payload = True
-                messages.append(decode_payload(&r, 0))
-                pos += h.header + h.payload_len
+                messages.append(decode_next(data, length, &pos))
         except _DecodeError as e:
             problems.append(e)
-            if not in_payload:
-                return length
-            pos += h.header + h.payload_len
     return pos
 
 
@@ -150,32 +134,43 @@ def decode_slice(data, Py_ssize_t start=0, Py_ssize_t max_frames=-1):
     batch is done. Errors are DecodeErrors with offsets from the start of `data`, as
     decode_all(data, errors="collect") reports them.
     """
-    cdef _Input src = _Input()
+    cdef Input src
     cdef list messages = []
     cdef list problems = []
-    src.open(data)
-    if start < 0 or start > src.length:
-        raise ValueError(f"start {start} outside the buffer (length {src.length})")
-    if max_frames == 0 or max_frames < -1:
-        raise ValueError(f"max_frames must be positive or -1, got {max_frames}")
-    end = collect_frames(src.data, src.length, start, max_frames, messages, problems)
+    cdef Py_ssize_t end
+    input_open(&src, data)
+    try:
+        if start < 0 or start > src.length:
+            raise ValueError(f"start {start} outside the buffer (length {src.length})")
+        if max_frames == 0 or max_frames < -1:
+            raise ValueError(f"max_frames must be positive or -1, got {max_frames}")
+        end = collect_frames(src.data, src.length, start, max_frames, messages, problems)
+    finally:
+        input_close(&src)
     return messages, problems, end
 
 
 def frame_count(data) -> int:
     """Frames in a batch, counted from their headers (a broken header counts once and ends it)."""
-    cdef _Input src = _Input()
+    cdef Input src
+    input_open(&src, data)
+    try:
+        return count_frames(src.data, src.length)
+    finally:
+        input_close(&src)
+
+
+cdef Py_ssize_t count_frames(const unsigned char* data, Py_ssize_t length) noexcept:
+    """frame_count() on raw bytes."""
     cdef Py_ssize_t pos = 0
     cdef Py_ssize_t count = 0
-    cdef Py_ssize_t header, payload
-    src.open(data)
-    while pos < src.length:
+    cdef Py_ssize_t payload
+    while pos < length:
         count += 1
-        if src.data[pos] != MAGIC or src.length - pos < 4:
+        if data[pos] != MAGIC or length - pos < 4:
             break
-        header = 12 if src.data[pos + 1] & FLAG_TIMESTAMP else 4
-        payload = (<Py_ssize_t>src.data[pos + 2] << 8) | src.data[pos + 3]
+        payload = load_u16(data + pos + 2)
         if payload == 0:
             break  # an empty payload is a broken header too
-        pos += header + payload
+        pos += header_size(data[pos + 1]) + payload
     return count

@@ -1,13 +1,89 @@
-# A growable write buffer and a bounds-checked read cursor, both big-endian.
+# A read-only view of a caller's bytes-like object, a bounds-checked read cursor and a growable
+# write buffer, all big-endian.
 #
-# Everything here is `cdef inline`, so the structs and functions compile into the module
-# that cimports them (codec.pyx and the .pxi files it includes); there is no buffers module.
+# Everything here is `cdef inline`, so the structs and functions compile into each module that
+# cimports them (codec, dispatch, sctp, dtls); there is no buffers module.
 # setup.py turns Cython's own bounds checks off: every read in the codec goes through
 # `need()` (or a reader that calls it), which is what keeps decoding inside the buffer.
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+
+
+# ---------------------------------------------------------------------------------------------
+# Input: the bytes of a bytes-like argument, held until input_close()
+
+cdef struct Input:
+    const unsigned char* data
+    Py_ssize_t length
+    Py_buffer view
+    bint held                   # view must be released (not for bytes: the caller holds those)
+
+
+cdef inline int input_open(Input* src, object data) except -1:
+    """Point `src` at the bytes of `data`; pair with input_close() (in a finally)."""
+    src.held = False
+    if type(data) is bytes:
+        src.data = <const unsigned char*>PyBytes_AS_STRING(data)
+        src.length = PyBytes_GET_SIZE(data)
+        return 0
+    try:
+        PyObject_GetBuffer(data, &src.view, PyBUF_SIMPLE)
+    except (TypeError, BufferError) as e:
+        raise TypeError(f"expected a bytes-like object, not {type(data).__name__} ({e})") from None
+    src.held = True
+    src.data = <const unsigned char*>src.view.buf
+    src.length = src.view.len
+    return 0
+
+
+cdef inline void input_close(Input* src) noexcept:
+    if src.held:
+        src.held = False
+        PyBuffer_Release(&src.view)
+
+
+# ---------------------------------------------------------------------------------------------
+# Big-endian loads and stores on raw pointers (the caller has checked the length)
+
+cdef inline unsigned int load_u16(const unsigned char* p) noexcept nogil:
+    return (<unsigned int>p[0] << 8) | p[1]
+
+
+cdef inline uint32_t load_u32(const unsigned char* p) noexcept nogil:
+    return ((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3])
+
+
+cdef inline uint64_t load_u64(const unsigned char* p) noexcept nogil:
+    return ((<uint64_t>p[0] << 56) | (<uint64_t>p[1] << 48) | (<uint64_t>p[2] << 40)
+            | (<uint64_t>p[3] << 32) | (<uint64_t>p[4] << 24) | (<uint64_t>p[5] << 16)
+            | (<uint64_t>p[6] << 8) | <uint64_t>p[7])
+
+
+cdef inline void store_u16(char* p, unsigned int v) noexcept nogil:
+    p[0] = <char>((v >> 8) & 0xFF)
+    p[1] = <char>(v & 0xFF)
+
+
+cdef inline void store_u32(char* p, uint32_t v) noexcept nogil:
+    p[0] = <char>((v >> 24) & 0xFF)
+    p[1] = <char>((v >> 16) & 0xFF)
+    p[2] = <char>((v >> 8) & 0xFF)
+    p[3] = <char>(v & 0xFF)
+
+
+cdef inline void store_u64(char* p, uint64_t v) noexcept nogil:
+    p[0] = <char>((v >> 56) & 0xFF)
+    p[1] = <char>((v >> 48) & 0xFF)
+    p[2] = <char>((v >> 40) & 0xFF)
+    p[3] = <char>((v >> 32) & 0xFF)
+    p[4] = <char>((v >> 24) & 0xFF)
+    p[5] = <char>((v >> 16) & 0xFF)
+    p[6] = <char>((v >> 8) & 0xFF)
+    p[7] = <char>(v & 0xFF)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,22 +116,14 @@ cdef inline int rd_u8(Reader* r, str field) except -1:
 
 cdef inline int rd_u16(Reader* r, str field) except -1:
     need(r, 2, field)
-    cdef const unsigned char* p = r.data + r.pos
     r.pos += 2
-    return (<int>p[0] << 8) | p[1]
+    return <int>load_u16(r.data + r.pos - 2)
 
 
 cdef inline int64_t rd_u32(Reader* r, str field) except -1:
     need(r, 4, field)
-    cdef const unsigned char* p = r.data + r.pos
     r.pos += 4
-    return ((<int64_t>p[0] << 24) | (<int64_t>p[1] << 16) | (<int64_t>p[2] << 8) | p[3])
-
-
-cdef inline uint64_t load_u64(const unsigned char* p) noexcept nogil:
-    return ((<uint64_t>p[0] << 56) | (<uint64_t>p[1] << 48) | (<uint64_t>p[2] << 40)
-            | (<uint64_t>p[3] << 32) | (<uint64_t>p[4] << 24) | (<uint64_t>p[5] << 16)
-            | (<uint64_t>p[6] << 8) | <uint64_t>p[7])
+    return <int64_t>load_u32(r.data + r.pos - 4)
 
 
 cdef inline int rd_u64(Reader* r, uint64_t* out, str field) except -1:
@@ -124,11 +192,6 @@ cdef inline int wb_u8(WriteBuf* wb, unsigned int v) except -1:
     return 0
 
 
-cdef inline void store_u16(char* p, unsigned int v) noexcept nogil:
-    p[0] = <char>((v >> 8) & 0xFF)
-    p[1] = <char>(v & 0xFF)
-
-
 cdef inline int wb_u16(WriteBuf* wb, unsigned int v) except -1:
     wb_reserve(wb, 2)
     store_u16(wb.data + wb.len, v)
@@ -138,24 +201,9 @@ cdef inline int wb_u16(WriteBuf* wb, unsigned int v) except -1:
 
 cdef inline int wb_u32(WriteBuf* wb, uint32_t v) except -1:
     wb_reserve(wb, 4)
-    cdef char* p = wb.data + wb.len
-    p[0] = <char>((v >> 24) & 0xFF)
-    p[1] = <char>((v >> 16) & 0xFF)
-    p[2] = <char>((v >> 8) & 0xFF)
-    p[3] = <char>(v & 0xFF)
+    store_u32(wb.data + wb.len, v)
     wb.len += 4
     return 0
-
-
-cdef inline void store_u64(char* p, uint64_t v) noexcept nogil:
-    p[0] = <char>((v >> 56) & 0xFF)
-    p[1] = <char>((v >> 48) & 0xFF)
-    p[2] = <char>((v >> 40) & 0xFF)
-    p[3] = <char>((v >> 32) & 0xFF)
-    p[4] = <char>((v >> 24) & 0xFF)
-    p[5] = <char>((v >> 16) & 0xFF)
-    p[6] = <char>((v >> 8) & 0xFF)
-    p[7] = <char>(v & 0xFF)
 
 
 cdef inline int wb_u64(WriteBuf* wb, uint64_t v) except -1:

@@ -1,9 +1,9 @@
 """The compiled CLASP codec: frames (WIRE.md §2), values (§4), the 19 messages (§6), v0 (§7).
 
-Public face: `clasp_fast.codec` (functions) and `clasp_fast.messages` (classes, constants).
+Public face: `clasp_fast.codec` (functions) and `clasp_fast.messages` (classes, constants);
+C interface for other compiled modules: `clasp_fast._codec.pxd`.
 """
 
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.long cimport PyLong_FromUnsignedLongLong
 

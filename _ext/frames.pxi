@@ -1,10 +1,9 @@
 # Frame headers (WIRE.md §2) and the public decode functions.
 
-cdef struct FrameHead:
-    int flags
-    Py_ssize_t header        # 4, or 12 with the timestamp field
-    Py_ssize_t payload_len
-    uint64_t timestamp
+
+cdef inline Py_ssize_t header_size(int flags) noexcept nogil:
+    """4, or 12 when the flags announce the timestamp field."""
+    return 12 if flags & FLAG_TIMESTAMP else 4
 
 
 cdef int parse_header(const unsigned char* p, Py_ssize_t n, Py_ssize_t base, FrameHead* h) except -1:
@@ -16,11 +15,10 @@ cdef int parse_header(const unsigned char* p, Py_ssize_t n, Py_ssize_t base, Fra
     if n < 4:
         decode_fail(base + n, f"truncated frame header: {n} of 4 bytes", "header")
     h.flags = p[1]
-    h.payload_len = (<Py_ssize_t>p[2] << 8) | p[3]
-    h.header = 4
+    h.payload_len = load_u16(p + 2)
+    h.header = header_size(h.flags)
     h.timestamp = 0
     if h.flags & FLAG_TIMESTAMP:
-        h.header = 12
         if n < 12:
             decode_fail(base + n, f"truncated frame header: {n} of 12 bytes", "timestamp")
         h.timestamp = load_u64(p + 4)
@@ -33,33 +31,28 @@ cdef int parse_header(const unsigned char* p, Py_ssize_t n, Py_ssize_t base, Fra
     return 0
 
 
-cdef object decode_one(const unsigned char* data, Py_ssize_t length, Py_ssize_t base_offset,
-                       Py_ssize_t* consumed):
-    """Decode the frame at data[0:length] (base_offset = its position in the caller's buffer).
+cdef object decode_next(const unsigned char* data, Py_ssize_t length, Py_ssize_t* pos):
+    """The message of the frame at data[pos[0]:length]; moves pos[0] past that frame.
 
-    Sets consumed to the frame's size. Raises DecodeError; never reads outside data[0:length].
+    Raises DecodeError with offsets counted from `data`. Then pos[0] is past the frame when
+    only its payload was bad, and `length` when its header was: nothing after a broken header
+    can be delimited.
     """
     cdef FrameHead h
     cdef Reader r
-    parse_header(data, length, base_offset, &h)
-    consumed[0] = h.header + h.payload_len
-    r.data = data
+    cdef Py_ssize_t at = pos[0]
+    pos[0] = length
+    parse_header(data + at, length - at, at, &h)
+    pos[0] = at + h.header + h.payload_len
+    r.data = data + at
     r.pos = h.header
     r.end = h.header + h.payload_len
-    r.base = base_offset
+    r.base = at
     return decode_payload(&r, 0)
 
 
 cdef class Frame:
     """A decoded frame: the message plus the header fields."""
-
-    cdef readonly object message
-    cdef readonly int qos
-    cdef readonly object timestamp
-    cdef readonly int version
-    cdef readonly bint encrypted
-    cdef readonly bint compressed
-    cdef readonly Py_ssize_t size
 
     def __repr__(self):
         ts = "" if self.timestamp is None else f", timestamp={self.timestamp}"
@@ -79,69 +72,36 @@ cdef Frame make_frame(object message, FrameHead* h):
     return f
 
 
-cdef class _Input:
-    """A read-only view of the bytes-like object given to a decode function."""
-
-    cdef Py_buffer view
-    cdef bint held
-    cdef const unsigned char* data
-    cdef Py_ssize_t length
-    cdef object owner
-
-    cdef int open(self, object data) except -1:
-        if type(data) is bytes:
-            self.owner = data
-            self.data = <const unsigned char*>PyBytes_AS_STRING(data)
-            self.length = PyBytes_GET_SIZE(data)
-            return 0
-        try:
-            PyObject_GetBuffer(data, &self.view, PyBUF_SIMPLE)
-        except (TypeError, BufferError) as e:
-            raise TypeError(f"expected a bytes-like object, not {type(data).__name__} ({e})") from None
-        self.held = True
-        self.data = <const unsigned char*>self.view.buf
-        self.length = self.view.len
-        return 0
-
-    def __dealloc__(self):
-        if self.held:
-            PyBuffer_Release(&self.view)
-            self.held = False
-
-
 def decode(data) -> Message:
     """The message in the frame at the start of `data` (bytes-like).
 
     Bytes after the frame's declared payload are ignored (WIRE.md §2). Bad input raises
     `DecodeError` with the byte offset and the field.
     """
-    cdef Py_ssize_t consumed
-    cdef FrameHead h
-    cdef Reader r
-    if type(data) is bytes:
-        parse_header(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0, &h)
-        r.data = <const unsigned char*>PyBytes_AS_STRING(data)
-        r.pos = h.header
-        r.end = h.header + h.payload_len
-        r.base = 0
-        return decode_payload(&r, 0)
-    cdef _Input src = _Input()
-    src.open(data)
-    return decode_one(src.data, src.length, 0, &consumed)
+    cdef Input src
+    cdef Py_ssize_t pos = 0
+    input_open(&src, data)
+    try:
+        return decode_next(src.data, src.length, &pos)
+    finally:
+        input_close(&src)
 
 
 def decode_frame(data) -> Frame:
     """The frame at the start of `data`, with its header fields (`Frame`)."""
     cdef FrameHead h
     cdef Reader r
-    cdef _Input src = _Input()
-    src.open(data)
-    parse_header(src.data, src.length, 0, &h)
-    r.data = src.data
-    r.pos = h.header
-    r.end = h.header + h.payload_len
-    r.base = 0
-    return make_frame(decode_payload(&r, 0), &h)
+    cdef Input src
+    input_open(&src, data)
+    try:
+        parse_header(src.data, src.length, 0, &h)
+        r.data = src.data
+        r.pos = h.header
+        r.end = h.header + h.payload_len
+        r.base = 0
+        return make_frame(decode_payload(&r, 0), &h)
+    finally:
+        input_close(&src)
 
 
 def frame_size(data, Py_ssize_t offset=0):
@@ -150,20 +110,24 @@ def frame_size(data, Py_ssize_t offset=0):
     For stream reassembly: wait until that many bytes are buffered. A wrong magic byte
     raises `DecodeError`.
     """
-    cdef _Input src = _Input()
-    src.open(data)
-    if offset < 0 or offset > src.length:
-        raise ValueError(f"offset {offset} outside the buffer (length {src.length})")
-    cdef const unsigned char* p = src.data + offset
-    cdef Py_ssize_t n = src.length - offset
-    if n < 1:
-        return None
-    if p[0] != MAGIC:
-        decode_fail(offset, f"bad magic byte 0x{p[0]:02x} (expected 0x53)", "magic")
-    if n < 4:
-        return None
-    cdef Py_ssize_t header = 12 if p[1] & FLAG_TIMESTAMP else 4
-    return header + ((<Py_ssize_t>p[2] << 8) | p[3])
+    cdef Input src
+    cdef const unsigned char* p
+    cdef Py_ssize_t n
+    input_open(&src, data)
+    try:
+        if offset < 0 or offset > src.length:
+            raise ValueError(f"offset {offset} outside the buffer (length {src.length})")
+        p = src.data + offset
+        n = src.length - offset
+        if n < 1:
+            return None
+        if p[0] != MAGIC:
+            decode_fail(offset, f"bad magic byte 0x{p[0]:02x} (expected 0x53)", "magic")
+        if n < 4:
+            return None
+        return header_size(p[1]) + load_u16(p + 2)
+    finally:
+        input_close(&src)
 
 
 def decode_all(data, errors="raise"):
@@ -174,10 +138,8 @@ def decode_all(data, errors="raise"):
     payload is malformed is skipped and its DecodeError recorded; a broken header (bad magic,
     truncation) is recorded and ends the walk, since nothing after it can be delimited.
     """
-    cdef _Input src = _Input()
+    cdef Input src
     cdef Py_ssize_t pos = 0
-    cdef FrameHead h
-    cdef Reader r
     cdef list messages = []
     cdef list problems
     cdef bint collect
@@ -187,20 +149,17 @@ def decode_all(data, errors="raise"):
         collect = True
     else:
         raise ValueError(f"errors must be 'raise' or 'collect', not {errors!r}")
-    src.open(data)
-    if not collect:
-        while pos < src.length:
-            parse_header(src.data + pos, src.length - pos, pos, &h)
-            r.data = src.data + pos
-            r.pos = h.header
-            r.end = h.header + h.payload_len
-            r.base = pos
-            messages.append(decode_payload(&r, 0))
-            pos += h.header + h.payload_len
-        return messages
-    problems = []
-    collect_frames(src.data, src.length, 0, -1, messages, problems)
-    return messages, problems
+    input_open(&src, data)
+    try:
+        if not collect:
+            while pos < src.length:
+                messages.append(decode_next(src.data, src.length, &pos))
+            return messages
+        problems = []
+        collect_frames(src.data, src.length, 0, -1, messages, problems)
+        return messages, problems
+    finally:
+        input_close(&src)
 
 
 def iter_frames(data):
@@ -208,17 +167,20 @@ def iter_frames(data):
 
     Raises `DecodeError` at the first bad frame (after yielding the good ones before it).
     """
-    cdef _Input src = _Input()
+    cdef Input src
     cdef Py_ssize_t pos = 0
     cdef FrameHead h
     cdef Reader r
-    src.open(data)
-    while pos < src.length:
-        parse_header(src.data + pos, src.length - pos, pos, &h)
-        r.data = src.data + pos
-        r.pos = h.header
-        r.end = h.header + h.payload_len
-        r.base = pos
-        frame = make_frame(decode_payload(&r, 0), &h)
-        pos += h.header + h.payload_len
-        yield frame
+    input_open(&src, data)
+    try:
+        while pos < src.length:
+            parse_header(src.data + pos, src.length - pos, pos, &h)
+            r.data = src.data + pos
+            r.pos = h.header
+            r.end = h.header + h.payload_len
+            r.base = pos
+            frame = make_frame(decode_payload(&r, 0), &h)
+            pos += h.header + h.payload_len
+            yield frame
+    finally:
+        input_close(&src)

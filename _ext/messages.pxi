@@ -1,7 +1,8 @@
 # The CLASP message classes (WIRE.md §6) and their small helper types.
 #
 # Each message is a cdef class with public attributes so the decoder can fill it at C level
-# (`Cls.__new__(Cls)` plus field assignment, no Python __init__). Equality and repr are
+# (`Cls.__new__(Cls)` plus field assignment, no Python __init__). The attributes are declared
+# in clasp_fast._codec.pxd, where other compiled modules read them too. Equality and repr are
 # generic, driven by each class's `_FIELDS` table of (name, default).
 
 import math
@@ -157,9 +158,6 @@ cdef class Ttl:
     `Ttl.sliding(0)` has the raw form 0 and therefore arrives as `Ttl.never()`.
     """
 
-    cdef readonly str mode
-    cdef readonly object secs
-
     def __init__(self, str mode, secs=None):
         if mode not in ("never", "sliding", "absolute"):
             raise ValueError(f"Ttl mode must be 'never', 'sliding' or 'absolute', not {mode!r}")
@@ -235,10 +233,6 @@ cdef class SignalMeta(_Record):
     """Metadata of an announced signal: unit, range (min, max), default value, description."""
 
     _FIELDS = (("unit", None), ("range", None), ("default", MISSING), ("description", None))
-    cdef public object unit
-    cdef public object range
-    cdef public object default
-    cdef public object description
 
     def __init__(self, unit=None, range=None, default=MISSING, description=None):
         self.unit = unit
@@ -252,11 +246,6 @@ cdef class SignalInfo(_Record):
 
     _FIELDS = (("address", _REQUIRED), ("signal_type", _REQUIRED), ("datatype", None),
                ("access", None), ("meta", None))
-    cdef public object address
-    cdef public object signal_type
-    cdef public object datatype
-    cdef public object access
-    cdef public object meta
 
     def __init__(self, address, signal_type, datatype=None, access=None, meta=None):
         self.address = address
@@ -270,10 +259,6 @@ cdef class SubscribeOptions(_Record):
     """SUBSCRIBE options; all optional. An object with every field None is sent as "no options"."""
 
     _FIELDS = (("max_rate", None), ("epsilon", None), ("history", None), ("window", None))
-    cdef public object max_rate
-    cdef public object epsilon
-    cdef public object history
-    cdef public object window
 
     def __init__(self, max_rate=None, epsilon=None, history=None, window=None):
         self.max_rate = max_rate
@@ -287,11 +272,6 @@ cdef class Param(_Record):
 
     _FIELDS = (("address", _REQUIRED), ("value", _REQUIRED), ("revision", _REQUIRED),
                ("writer", None), ("timestamp", None))
-    cdef public object address
-    cdef public object value
-    cdef public object revision
-    cdef public object writer
-    cdef public object timestamp
 
     def __init__(self, address, value, revision, writer=None, timestamp=None):
         self.address = address
@@ -310,10 +290,6 @@ cdef class Hello(Message):
     TYPE = MSG_HELLO
     _FIELDS = (("name", _REQUIRED), ("features", list(DEFAULT_FEATURES)), ("version", 1),
                ("token", None))
-    cdef public object name
-    cdef public object features
-    cdef public object version
-    cdef public object token
 
     def __init__(self, name, features=DEFAULT_FEATURES, version=1, token=None):
         self.name = name
@@ -328,12 +304,6 @@ cdef class Welcome(Message):
     TYPE = MSG_WELCOME
     _FIELDS = (("session", _REQUIRED), ("name", _REQUIRED), ("features", _REQUIRED),
                ("time", _REQUIRED), ("version", 1), ("token", None))
-    cdef public object session
-    cdef public object name
-    cdef public object features
-    cdef public object time
-    cdef public object version
-    cdef public object token
 
     def __init__(self, session, name, features, time, version=1, token=None):
         self.session = session
@@ -349,8 +319,6 @@ cdef class Announce(Message):
 
     TYPE = MSG_ANNOUNCE
     _FIELDS = (("namespace", _REQUIRED), ("signals", []))
-    cdef public object namespace
-    cdef public object signals
 
     def __init__(self, namespace, signals=()):
         self.namespace = namespace
@@ -363,11 +331,6 @@ cdef class FederationSync(Message):
     TYPE = MSG_FEDERATION_SYNC
     _FIELDS = (("op", _REQUIRED), ("patterns", []), ("revisions", {}), ("since_revision", None),
                ("origin", None))
-    cdef public object op
-    cdef public object patterns
-    cdef public object revisions
-    cdef public object since_revision
-    cdef public object origin
 
     def __init__(self, op, patterns=(), revisions=None, since_revision=None, origin=None):
         self.op = op
@@ -382,10 +345,6 @@ cdef class Subscribe(Message):
 
     TYPE = MSG_SUBSCRIBE
     _FIELDS = (("id", _REQUIRED), ("pattern", _REQUIRED), ("types", []), ("options", None))
-    cdef public object id
-    cdef public object pattern
-    cdef public object types
-    cdef public object options
 
     def __init__(self, id, pattern, types=(), options=None):
         self.id = id
@@ -399,7 +358,6 @@ cdef class Unsubscribe(Message):
 
     TYPE = MSG_UNSUBSCRIBE
     _FIELDS = (("id", _REQUIRED),)
-    cdef public object id
 
     def __init__(self, id):
         self.id = id
@@ -416,14 +374,6 @@ cdef class Publish(Message):
     TYPE = MSG_PUBLISH
     _FIELDS = (("address", _REQUIRED), ("signal", None), ("value", MISSING), ("samples", None),
                ("timestamp", None), ("id", None), ("phase", None), ("rate", None))
-    cdef public object address
-    cdef public object signal
-    cdef public object value
-    cdef public object samples
-    cdef public object timestamp
-    cdef public object id
-    cdef public object phase
-    cdef public object rate
 
     def __init__(self, address, signal=None, value=MISSING, samples=None, timestamp=None,
                  id=None, phase=None, rate=None):
@@ -443,12 +393,6 @@ cdef class Set(Message):
     TYPE = MSG_SET
     _FIELDS = (("address", _REQUIRED), ("value", _REQUIRED), ("revision", None), ("lock", False),
                ("unlock", False), ("ttl", None))
-    cdef public object address
-    cdef public object value
-    cdef public object revision
-    cdef public object lock
-    cdef public object unlock
-    cdef public object ttl
 
     def __init__(self, address, value, revision=None, lock=False, unlock=False, ttl=None):
         self.address = address
@@ -464,7 +408,6 @@ cdef class Get(Message):
 
     TYPE = MSG_GET
     _FIELDS = (("address", _REQUIRED),)
-    cdef public object address
 
     def __init__(self, address):
         self.address = address
@@ -475,7 +418,6 @@ cdef class Snapshot(Message):
 
     TYPE = MSG_SNAPSHOT
     _FIELDS = (("params", []),)
-    cdef public object params
 
     def __init__(self, params=()):
         self.params = list(params)
@@ -486,11 +428,6 @@ cdef class Replay(Message):
 
     TYPE = MSG_REPLAY
     _FIELDS = (("pattern", _REQUIRED), ("from_", None), ("to", None), ("limit", None), ("types", []))
-    cdef public object pattern
-    cdef public object from_
-    cdef public object to
-    cdef public object limit
-    cdef public object types
 
     def __init__(self, pattern, from_=None, to=None, limit=None, types=()):
         self.pattern = pattern
@@ -505,8 +442,6 @@ cdef class Bundle(Message):
 
     TYPE = MSG_BUNDLE
     _FIELDS = (("messages", _REQUIRED), ("timestamp", None))
-    cdef public object messages
-    cdef public object timestamp
 
     def __init__(self, messages, timestamp=None):
         self.messages = list(messages)
@@ -518,9 +453,6 @@ cdef class Sync(Message):
 
     TYPE = MSG_SYNC
     _FIELDS = (("t1", _REQUIRED), ("t2", None), ("t3", None))
-    cdef public object t1
-    cdef public object t2
-    cdef public object t3
 
     def __init__(self, t1, t2=None, t3=None):
         self.t1 = t1
@@ -546,11 +478,6 @@ cdef class Ack(Message):
     TYPE = MSG_ACK
     _FIELDS = (("address", None), ("revision", None), ("locked", None), ("holder", None),
                ("correlation_id", None))
-    cdef public object address
-    cdef public object revision
-    cdef public object locked
-    cdef public object holder
-    cdef public object correlation_id
 
     def __init__(self, address=None, revision=None, locked=None, holder=None, correlation_id=None):
         self.address = address
@@ -566,10 +493,6 @@ cdef class Error(Message):
     TYPE = MSG_ERROR
     _FIELDS = (("code", _REQUIRED), ("message", _REQUIRED), ("address", None),
                ("correlation_id", None))
-    cdef public object code
-    cdef public object message
-    cdef public object address
-    cdef public object correlation_id
 
     def __init__(self, code, message, address=None, correlation_id=None):
         self.code = code
@@ -583,7 +506,6 @@ cdef class Query(Message):
 
     TYPE = MSG_QUERY
     _FIELDS = (("pattern", _REQUIRED),)
-    cdef public object pattern
 
     def __init__(self, pattern):
         self.pattern = pattern
@@ -594,7 +516,6 @@ cdef class Result(Message):
 
     TYPE = MSG_RESULT
     _FIELDS = (("signals", []),)
-    cdef public object signals
 
     def __init__(self, signals=()):
         self.signals = list(signals)

@@ -85,7 +85,7 @@ async def good_peer_latency(hostile: bool) -> dict:
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
         for peer in (to_good, to_hostile):
-            await peer._background.cancel_and_wait()
+            await peer._tasks.cancel_and_wait()
     latencies.sort()
     return {
         "hostile": hostile,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from . import _aliases
 from ._build_check import load_extension
+
+_aliases.install()
 
 load_extension("_codec")
 load_extension("_address")
@@ -23,7 +26,7 @@ from .errors import (  # noqa: E402
     URLError,
 )
 
-from .address import (  # noqa: E402
+from .wire.address import (  # noqa: E402
     Pattern,
     SubscriptionIndex,
     glob_match,
@@ -31,35 +34,38 @@ from .address import (  # noqa: E402
     validate_address,
     validate_pattern,
 )
-from .codec import decode, decode_all, decode_frame, encode, frame_size, iter_frames  # noqa: E402
-from .messages import *  # noqa: E402,F403
-from .messages import __all__ as _message_names  # noqa: E402
+from .wire.codec import decode, decode_all, decode_frame, encode, frame_size, iter_frames  # noqa: E402
+from .wire.messages import *  # noqa: E402,F403
+from .wire.messages import __all__ as _message_names  # noqa: E402
 
 # The networking API is imported on first use, so `import clasp_fast` for the codec alone does not
 # pay for aiortc and websockets.
 _LAZY = {
     "ClaspBuilder": "client",
-    "ClaspClient": "client",
-    "HybridClient": "hybrid",
-    "P2POptions": "hybrid",
-    "ClaspP2P": "p2p",
-    "Peer": "p2p",
-    "PeerInfo": "p2p",
-    "Relay": "relay",
-    "InMemorySignaling": "signaling",
-    "SignalingChannel": "signaling",
-    "ChannelSpec": "webrtc",
-    "WebRtcConfig": "webrtc",
-    "WebRtcTransport": "webrtc",
+    "ClaspClient": "relay_client",
+    "HybridClient": "hybrid.routing",
+    "P2POptions": "hybrid.routing",
+    "ClaspP2P": "p2p.endpoint",
+    "Peer": "p2p.peer",
+    "PeerInfo": "p2p.directory",
+    "Relay": "relay.server",
+    "InMemorySignaling": "transport.signaling",
+    "SignalingChannel": "transport.signaling",
+    "ChannelSpec": "transport.webrtc",
+    "WebRtcConfig": "transport.webrtc",
+    "WebRtcTransport": "transport.webrtc",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import ClaspBuilder, ClaspClient
-    from .hybrid import HybridClient, P2POptions
-    from .p2p import ClaspP2P, Peer, PeerInfo
-    from .relay import Relay
-    from .signaling import InMemorySignaling, SignalingChannel
-    from .webrtc import ChannelSpec, WebRtcConfig, WebRtcTransport
+    from .hybrid.routing import HybridClient, P2POptions
+    from .client import ClaspBuilder
+    from .p2p.directory import PeerInfo
+    from .p2p.endpoint import ClaspP2P
+    from .p2p.peer import Peer
+    from .relay.server import Relay
+    from .relay_client import ClaspClient
+    from .transport.signaling import InMemorySignaling, SignalingChannel
+    from .transport.webrtc import ChannelSpec, WebRtcConfig, WebRtcTransport
 
 
 def __getattr__(name: str):

@@ -18,21 +18,16 @@ reference router does (``t1`` echoed, ``t2``/``t3`` filled in).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from .codec import encode
 from .errors import ProtocolError
-from .messages import Sync
+from .wire.codec import encode
+from .wire.messages import Sync
+from .wire.protocol import now_us as wall_clock_us
 
 __all__ = ["ClockEstimator", "ClockSample", "ClockSync", "PeerClock", "wall_clock_us"]
-
-
-def wall_clock_us() -> int:
-    """This host's wall clock in µs since the Unix epoch: the time base of CLASP timestamps."""
-    return time.time_ns() // 1000
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Generic, Iterable, Iterator, Literal, TypeVar
 
-from .address import Pattern
+from .wire.address import Pattern
 from .errors import PatternError
-from .messages import Publish, Set
+from .wire.messages import Publish, Set
 
 __all__ = ["ConflationPolicy", "Fence", "LatestValueQueue"]
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
-from .codec import encode
+from .wire.codec import encode
 from .conflation import ConflationPolicy, LatestValueQueue
 from .errors import TransportError
-from .messages import QOS_FIRE, default_qos
+from .wire.messages import QOS_FIRE, default_qos
 
 __all__ = ["FanoutGroup", "LaneStats", "Overflow"]
 

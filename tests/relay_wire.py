@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from clasp_fast.codec import decode, encode
@@ -33,9 +32,12 @@ async def session(url: str, token: str | None = None, *, snapshot: bool = True):
 
 
 async def round_trip(ws: ClientConnection) -> None:
-    """PING/PONG: every reply the relay queued for this session before the PONG has arrived."""
+    """PING/PONG: every frame the relay queued for this session before handling the PING arrives
+    before the PONG (a lane that held frames first is served first), so a PONG as the next frame is
+    the sentinel that nothing else was on its way."""
     await ws.send(encode(Ping()))
-    assert isinstance(await recv(ws), Pong)
+    reply = await recv(ws)
+    assert isinstance(reply, Pong), reply
 
 
 async def expect_error(ws: ClientConnection, code: int, address: str | None) -> Error:
@@ -44,7 +46,3 @@ async def expect_error(ws: ClientConnection, code: int, address: str | None) -> 
     assert (error.code, error.address) == (code, address), error
     return error
 
-
-async def assert_silent(ws: ClientConnection, window: float = 0.15) -> None:
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(ws.recv(), window)

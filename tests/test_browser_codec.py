@@ -23,7 +23,7 @@ import pytest
 import clasp_fast
 from clasp_fast.codec import decode
 from clasp_fast.errors import DecodeError
-from clasp_fast.neutral import to_neutral
+from clasp_fast.wire.neutral import to_neutral
 
 from .spec_data import load_json
 

@@ -17,13 +17,6 @@ from clasp_fast.relay import Relay
 from clasp_fast.signaling import SignalingChannel
 
 
-@pytest.fixture
-async def relay():
-    relay = await Relay.start(host="127.0.0.1", port=0)
-    yield relay
-    await relay.close()
-
-
 class Inbox:
     """Collects callback deliveries and lets a test wait for a number of them."""
 

@@ -10,16 +10,8 @@ import pytest
 from clasp_fast import AddressError, ClaspError, URLError
 from clasp_fast.client import ClaspBuilder, ClaspClient, validate_url
 from clasp_fast.messages import Publish, Set
-from clasp_fast.relay import Relay
 
 from .test_client import Inbox
-
-
-@pytest.fixture
-async def relay():
-    relay = await Relay.start(host="127.0.0.1", port=0)
-    yield relay
-    await relay.close()
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 
 from clasp_fast import codec
 from clasp_fast.messages import Publish, Set
-from clasp_fast.neutral import from_neutral, to_neutral
+from clasp_fast.wire.neutral import from_neutral, to_neutral
 
 from .spec_data import load_json
 

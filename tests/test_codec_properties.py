@@ -38,7 +38,7 @@ from clasp_fast.messages import (
     Unsubscribe,
     Welcome,
 )
-from clasp_fast.neutral import from_neutral, to_neutral
+from clasp_fast.wire.neutral import from_neutral, to_neutral
 
 from .spec_data import load_json
 

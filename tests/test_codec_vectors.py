@@ -21,7 +21,7 @@ from clasp_fast.messages import (
     Subscribe,
     Ttl,
 )
-from clasp_fast.neutral import from_neutral
+from clasp_fast.wire.neutral import from_neutral
 
 from .spec_data import load_json
 

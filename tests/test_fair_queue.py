@@ -1,6 +1,6 @@
 """FairQueue, the per-sender lanes of a relay connection's outgoing frames."""
 
-from clasp_fast.fair_queue import OWN, FairQueue
+from clasp_fast.relay.fair_queue import OWN, FairQueue
 
 
 def test_fair_queue_serves_senders_round_robin_and_keeps_each_in_order():

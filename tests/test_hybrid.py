@@ -10,10 +10,10 @@ import time
 import pytest
 
 from clasp_fast import ClaspBuilder, HybridClient, TransportError
-from clasp_fast.errors import ProtocolError
+from clasp_fast.errors import ProtocolError, SignalingError
 from clasp_fast.hybrid import ENVELOPE_ID, P2POptions
 from clasp_fast.client import ClaspClient
-from clasp_fast.messages import MISSING, Publish
+from clasp_fast.messages import MISSING, Publish, Snapshot
 from clasp_fast.relay import Relay
 from clasp_fast.webrtc import WebRtcConfig
 
@@ -158,11 +158,13 @@ async def test_failover_is_exactly_once_and_p2p_recovers_after_the_retry_interva
             await asyncio.wait_for(a.connect_to_peer("b"), TIMEOUT)
             routes: list[str] = []
             blocked_at = fallback_at = recovered_at = None
+            lost = None
             deadline = time.monotonic() + 60
             for i in range(count):
                 assert time.monotonic() < deadline, "the send loop ran too long"
                 routes.append(await a.set("/peer/b/seq", i))
                 if i == block_at:
+                    lost = a.p2p.connection("b")
                     blackhole(a, "b")
                     blackhole(b, "a")
                     blocked_at = time.monotonic()
@@ -171,10 +173,12 @@ async def test_failover_is_exactly_once_and_p2p_recovers_after_the_retry_interva
                 if fallback_at and recovered_at is None and routes[-1] == "p2p":
                     recovered_at = time.monotonic()
                 await asyncio.sleep(0.002)
-            await wait_until(lambda: len(received) >= count, what=f"{count} messages at b")
-            await asyncio.sleep(0.3)  # anything duplicated would show up now
-            stats_a, stats_b = a.stats(), b.stats()
+            await wait_until(lambda: len(set(received)) >= count, what=f"{count} messages at b")
+            stats_a = a.stats()
+            await sentinels(a, lost, received, "/peer/b/seq")
+            stats_b = b.stats()
 
+    received = [value for value in received if isinstance(value, int)]  # the sentinels left out
     assert sorted(received) == list(range(count))  # every message ...
     assert len(received) == count  # ... once
     assert fallback_at is not None, "never fell back to the relay"
@@ -187,7 +191,20 @@ async def test_failover_is_exactly_once_and_p2p_recovers_after_the_retry_interva
     assert stats_a["fallbacks"] >= 1 and stats_a["resent"] > 0
     assert stats_a["sent"]["p2p"] + stats_a["sent"]["relay"] == count
     assert stats_b["received"]["relay"] > 0 and stats_b["received"]["p2p"] > 0
-    assert stats_b["received"]["p2p"] + stats_b["received"]["relay"] == count
+    assert stats_b["received"]["p2p"] + stats_b["received"]["relay"] == count + 2  # the two sentinels too
+
+
+async def sentinels(a: HybridClient, lost, received: list, address: str) -> None:
+    """Make sure nothing more is on its way to ``received``: the given-up connection ``lost`` has
+    closed (no copy can follow on it) and ``a`` has re-sent what it lost; then one sentinel through
+    the relay (after every re-sent envelope, as one sender's messages stay in order) and one over
+    the current P2P link, and both have arrived."""
+    await asyncio.wait_for(lost.wait_closed(), TIMEOUT)
+    await wait_until(lambda: all(link.fallback is None or link.fallback.done() for link in a._links.values()),
+                     what="the re-sends")
+    await a.relay.emit(address, "relay sentinel")
+    assert await a.emit(address, "p2p sentinel") == "p2p"
+    await wait_until(lambda: {"relay sentinel", "p2p sentinel"} <= set(received), what="both sentinels")
 
 
 async def test_peer_closing_its_side_moves_traffic_to_the_relay_and_back() -> None:
@@ -357,3 +374,37 @@ async def test_duplicate_tracking_stays_bounded_under_a_flood_of_numbered_envelo
                 await b.close()
         finally:
             await flooder.close()
+
+
+async def test_errors_of_the_p2p_layer_and_its_peers_reach_the_hybrid_clients_on_error() -> None:
+    async with relay_running() as relay:
+        async with two_clients(relay) as (a, b):
+            errors: list[Exception] = []
+            a.on_error(errors.append)
+            await asyncio.wait_for(a.connect_to_peer("b"), TIMEOUT)
+            await wait_until(lambda: b.p2p.connection("a") is not None, what="b's side of the connection")
+            # A peer's error: a SNAPSHOT that answers no GET of a's.
+            await b.p2p.connection("a").send(Snapshot(params=[]), reliable=True)
+            await wait_until(lambda: any("answers no waiting GET" in str(e) for e in errors), what="the peer's report")
+            # The P2P layer's error: a signal for a connection a never had.
+            await b.relay.signaling.send_signal(a.session_id, {"type": "ice_candidate", "candidate": "{}",
+                                                               "correlation_id": "nobody-knows-it"})
+            await wait_until(lambda: any(isinstance(e, SignalingError) for e in errors), what="the P2P layer's report")
+
+
+async def test_each_message_is_matched_once_whichever_route_it_takes() -> None:
+    async with relay_running() as relay:
+        async with two_clients(relay) as (a, b):
+            got: list[tuple[str, object]] = []
+            b.on("/peer/b/**", lambda value, address: got.append((address, value)))
+            await asyncio.wait_for(a.connect_to_peer("b"), TIMEOUT)
+            assert await a.set("/peer/b/direct", 1) == "p2p"
+            await a.relay.emit("/peer/b/relayed", 2)
+            await wait_until(lambda: len(got) == 2, what="both messages")
+            # A sentinel behind both on each route: a second match of either would be in by then.
+            assert await a.emit("/peer/b/sentinel", "p2p") == "p2p"
+            await a.relay.emit("/peer/b/sentinel", "relay")
+            await wait_until(lambda: len(got) >= 4, what="the sentinels")
+            assert sorted(got[:2]) == [("/peer/b/direct", 1), ("/peer/b/relayed", 2)]
+            assert sorted(got[2:], key=repr) == sorted([("/peer/b/sentinel", "p2p"), ("/peer/b/sentinel", "relay")],
+                                                       key=repr)

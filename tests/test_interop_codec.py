@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from clasp_fast import codec, neutral
+from clasp_fast import codec
+from clasp_fast.wire import neutral
 from clasp_fast.errors import DecodeError
 from clasp_fast.messages import (
     MISSING,
@@ -129,7 +130,7 @@ def js():
 
 
 # --- clasp_fast messages in the JS client's shape ------------------------------------------
-# Built on clasp_fast.neutral: the neutral form, re-shaped the way @clasp-to/core decodes it
+# Built on clasp_fast.wire.neutral: the neutral form, re-shaped the way @clasp-to/core decodes it
 # (camelCase names, plain numbers, absent-or-false fields left out, $-markers as in
 # official_js.json). Numbers are compared as JS numbers (f64): see js_numbers().
 

@@ -56,11 +56,14 @@ def p2p(relay: Relay, client_id: str, **options) -> ClaspP2P:
 
 async def test_late_joiner_finds_earlier_peer_by_client_id_and_every_operation_works_both_ways() -> None:
     async with relay_running() as relay:
-        async with p2p(relay, "alice") as alice:
-            await asyncio.sleep(0.3)  # alice's announce is long gone when bob subscribes
+        # alice refreshes nothing during the test, and her announce went out before bob existed.
+        async with p2p(relay, "alice", presence_interval=30.0) as alice:
             async with p2p(relay, "bob") as bob:
-                # bob learns alice from the presence SNAPSHOT, alice learns bob from his announce.
-                info = await bob.wait_for_peer("alice", TIMEOUT)
+                # bob learns alice from the presence SNAPSHOT: it precedes the ACK of bob's own
+                # presence, which connect() waited for, so alice is known before anything else
+                # could tell bob about her (alice answers bob's announce only after it).
+                info = bob.find_peer("alice")
+                assert info is not None and info.source == "presence"
                 assert info.session_id == alice.session_id
                 assert "seq2" not in info.features and "presence" in info.features
                 await alice.wait_for_peer("bob", TIMEOUT)
@@ -124,7 +127,12 @@ async def exchange_everything(sender: Peer, receiver: Peer, root: str) -> None:
 
     receiver.off(sub)
     await sender.emit(f"{root}/after-off", 1)
-    await wait_until(lambda: len(params) == 2 and sender.stats().sent["emit"] == 2)
+    sentinel: list[str] = []
+    receiver.on(f"{root}/sentinel", lambda value, address: sentinel.append(address))
+    await sender.emit(f"{root}/sentinel", 2)  # sent after: once it is in, so is the one before it
+    await wait_until(lambda: sentinel == [f"{root}/sentinel"], what="the sentinel")
+    assert [entry[0] for entry in got[5:]] == []  # the removed subscription saw neither
+    assert params == [(f"{root}/param", 1.5), (f"{root}/param", 2.5)]
 
     # A channel for a prefix, partially reliable; both sides route that prefix to it.
     label = f"clasp/chan-{sender.session_id[:8]}"
@@ -377,16 +385,21 @@ async def test_second_live_claim_of_a_client_id_is_ignored_and_reported_as_is_ma
                     # a reference router forwards them: the observer gets them as it would from one.
                     observer.client._handle(decode(encode(message)))
 
+                claims_made = 0
+
                 async def keep_claiming():  # more often than the victim refreshes its claim
+                    nonlocal claims_made
                     while True:
                         from_router(Publish(address=ANNOUNCE_ADDRESS, signal="event", value=claim))
                         from_router(Set(address=PRESENCE_PREFIX + impostor.session_id, value=claim, revision=1))
+                        claims_made += 1
                         await asyncio.sleep(0.02)
 
                 claiming = asyncio.ensure_future(keep_claiming())
                 await wait_until(lambda: observer.find_peer(impostor.session_id) is not None,
                                  what="the observer learning the second claimant")
-                await asyncio.sleep(0.1)  # several more claims
+                seen = claims_made
+                await wait_until(lambda: claims_made >= seen + 5, what="five more claims handled")
                 assert {p.session_id for p in observer.peers() if p.client_id == "victim"} == {
                     victim.session_id, impostor.session_id}
                 assert observer.find_peer("victim").session_id == victim.session_id

@@ -20,11 +20,7 @@ TOKENS = {
 }
 
 
-@pytest.fixture
-async def relay():
-    relay = await Relay.start(host="127.0.0.1", port=0, auth=TokenAuth(TOKENS))
-    yield relay
-    await relay.close()
+pytestmark = pytest.mark.relay_options(auth=TokenAuth(TOKENS))
 
 
 def loopback() -> WebRtcConfig:

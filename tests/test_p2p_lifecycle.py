@@ -190,7 +190,7 @@ async def test_forged_offer_for_a_live_connection_is_ignored_and_the_connection_
             # offer is put straight on the victim's signaling path.
             offer, attacker = await forged_offer(friend.session_id, victim.session_id)
             before = len(signals_to_friend)
-            victim.client.signaling._deliver(offer, errors.append)
+            victim.client.signaling.deliver(offer)
             await wait_until(lambda: errors, what="the forged offer's report")
             await asyncio.wait_for(sending, TIMEOUT)
             await wait_until(lambda: len(got) == 400, what="every SET")

@@ -86,16 +86,23 @@ async def test_failover_between_processes_delivers_each_message_once() -> None:
             try:
                 await asyncio.wait_for(client.connect_to_peer("sink"), TIMEOUT)
                 routes = []
+                lost = None
                 deadline = time.monotonic() + 40
                 for i in range(count):
                     assert time.monotonic() < deadline
                     routes.append(await client.set("/peer/sink/seq", i))
                     if i == 400:
                         # The network under this connection dies (this side hears nothing any more).
-                        ice = client.p2p.connection("sink").transport.ice_connection()
-                        for protocol in ice._protocols:
+                        lost = client.p2p.connection("sink")
+                        for protocol in lost.transport.ice_connection()._protocols:
                             protocol.datagram_received = lambda data, addr: None
                     await asyncio.sleep(0.002)
+                # The sentinel: once the lost link has closed and its messages were re-sent, "end"
+                # through the relay comes after everything else (one sender's messages stay in order).
+                await asyncio.wait_for(lost.wait_closed(), TIMEOUT)
+                await wait_until(lambda: all(link.fallback is None or link.fallback.done()
+                                             for link in client._links.values()), TIMEOUT, "the re-sends")
+                await client.relay.emit("/peer/sink/seq", "end")
                 result = await last_line(process)
                 stats = client.stats()
             finally:

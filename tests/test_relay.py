@@ -10,6 +10,7 @@ from websockets.exceptions import ConnectionClosed
 
 from clasp_fast.codec import decode, encode
 from clasp_fast.messages import (
+    Ack,
     Error,
     Hello,
     Ping,
@@ -21,13 +22,6 @@ from clasp_fast.messages import (
     Welcome,
 )
 from clasp_fast.relay import Relay
-
-
-@pytest.fixture
-async def relay():
-    relay = await Relay.start(host="127.0.0.1", port=0)
-    yield relay
-    await relay.close()
 
 
 async def raw_session(url: str, name: str = "raw"):
@@ -44,9 +38,10 @@ async def recv_message(ws, timeout: float = 2.0):
     return decode(await asyncio.wait_for(ws.recv(), timeout))
 
 
-async def assert_silent(ws, window: float = 0.15) -> None:
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(ws.recv(), window)
+async def assert_nothing_queued(ws) -> None:
+    """The sentinel: a PING's PONG is the next frame, so nothing was queued for ``ws`` before it."""
+    await ws.send(encode(Ping()))
+    assert isinstance(await recv_message(ws), Pong)
 
 
 async def test_start_on_ephemeral_port_and_url(relay):
@@ -150,13 +145,13 @@ async def test_subscription_limit_answers_429():
         ws, _ = await raw_session(relay.url)
         for i in range(3):
             await ws.send(encode(Subscribe(id=i, pattern=f"/s/{i}")))
-        await assert_silent(ws)
+        await assert_nothing_queued(ws)
         await ws.send(encode(Subscribe(id=99, pattern="/s/99")))
         error = await recv_message(ws)
         assert isinstance(error, Error) and error.code == 429 and error.address == "/s/99"
         # Re-using an id replaces that subscription and does not count against the limit.
         await ws.send(encode(Subscribe(id=0, pattern="/s/zero")))
-        await assert_silent(ws)
+        await assert_nothing_queued(ws)
         await ws.close()
 
 
@@ -241,7 +236,7 @@ async def test_forged_signal_from_is_rejected(relay):
     error = await recv_message(a)
     assert isinstance(error, Error) and error.code == 403 and error.address == forged.address
     assert c_id in error.message
-    await assert_silent(b)
+    # The next signal from a is the sentinel: b's first frame must be it, not the forged one.
     honest = Publish(address=f"/clasp/p2p/signal/{b_id}", signal="event",
                      value={"type": "offer", "from": a_id, "sdp": "v=0\r\n", "correlation_id": "x"})
     await a.send(encode(honest))
@@ -268,6 +263,32 @@ async def test_ttl_sweep_removes_expired_params():
             await asyncio.sleep(0.05)
         assert "/t/short" not in relay.router.store
         assert "/t/keep" in relay.router.store
+        await ws.close()
+
+
+async def test_expired_params_are_not_served_before_the_sweep_runs():
+    # The sweep would run only after an hour: GET, the subscribe SNAPSHOT and a newcomer's WELCOME
+    # SNAPSHOT must check the expiry themselves.
+    async with Relay(port=0, ttl_sweep_interval=3600) as relay:
+        from clasp_fast.messages import Get, Ttl
+
+        ws, _ = await raw_session(relay.url)
+        await ws.send(encode(Set(address="/t/short", value=1, ttl=Ttl.absolute(1))))
+        await ws.send(encode(Set(address="/t/keep", value=2, ttl=Ttl.never())))
+        assert [type(await recv_message(ws)) for _ in range(2)] == [Ack, Ack]
+        await ws.send(encode(Get(address="/t/short")))
+        assert isinstance(await recv_message(ws), Snapshot)  # served while it lives
+        await asyncio.sleep(1.1)  # the TTL runs out (the test waits for expiry, not for silence)
+        await ws.send(encode(Get(address="/t/short")))
+        await assert_nothing_queued(ws)  # no SNAPSHOT came before the PONG
+        await ws.send(encode(Subscribe(id=1, pattern="/t/**")))
+        snapshot = await recv_message(ws)
+        assert [p.address for p in snapshot.params] == ["/t/keep"]
+        late = await connect(relay.url, subprotocols=["clasp"])
+        await late.send(encode(Hello(name="late")))
+        assert isinstance(await recv_message(late), Welcome)
+        assert [p.address for p in (await recv_message(late)).params] == ["/t/keep"]
+        await late.close()
         await ws.close()
 
 

@@ -25,13 +25,6 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 NODE = shutil.which("node")
 
 
-@pytest.fixture
-async def relay():
-    relay = await Relay.start(host="127.0.0.1", port=0)
-    yield relay
-    await relay.close()
-
-
 class JsPeer:
     """The official JS client in a Node subprocess, commanded over stdin, reporting on stdout."""
 

@@ -37,11 +37,8 @@ ANNOUNCE = "/clasp/p2p/announce"
 SIGNAL = "/clasp/p2p/signal/"
 
 
-@pytest.fixture
-async def relay():
-    relay = await Relay.start(host="127.0.0.1", port=0, ttl_sweep_interval=0.05)
-    yield relay
-    await relay.close()
+# The presence expiry tests need the sweep to run often.
+pytestmark = pytest.mark.relay_options(ttl_sweep_interval=0.05)
 
 
 async def session(url: str, token: str | None = None):
@@ -313,10 +310,8 @@ TOKENS = {
 
 
 @pytest.fixture
-async def auth_relay():
-    relay = await Relay.start(host="127.0.0.1", port=0, auth=TokenAuth(TOKENS))
-    yield relay
-    await relay.close()
+async def auth_relay(make_relay):
+    return await make_relay(auth=TokenAuth(TOKENS))
 
 
 async def test_announce_needs_write_scope(auth_relay):

@@ -409,7 +409,7 @@ async def test_signals_with_wrong_correlation_id_are_ignored() -> None:
     )
     sender_a, receiver_a = await asyncio.wait_for(offerer, 10)
     try:
-        assert sender_a.transport._counters["ignored_signals"] >= 3
+        assert sender_a.transport.stats().ignored_signals >= 3
         await sender_a.send(Set(address="/cid", value=1))
         assert [m.value for m in await _collect(receiver_b, 1)] == [1]
         # "disconnected" is honoured whatever its correlation id (WIRE.md §10.4).
@@ -554,6 +554,11 @@ async def test_unreliable_batches_fit_one_sctp_packet() -> None:
         assert len(sizes) < received  # several frames per DataChannel message
 
 
+async def _until_connected(transport: WebRtcTransport) -> None:
+    while transport.state != "connected":
+        await asyncio.sleep(0.01)
+
+
 async def test_p2p_layer_style_dispatch_with_handle_signal() -> None:
     """A caller that reads the signaling channel itself feeds transports through handle_signal()."""
     sig_a, sig_b = InMemorySignaling.pair("peer-a", "peer-b")
@@ -578,7 +583,7 @@ async def test_p2p_layer_style_dispatch_with_handle_signal() -> None:
     try:
         await asyncio.wait_for(offerer.start(), 10)
         answerer = answerers[0]
-        await asyncio.wait_for(answerer._connected.wait(), 5)
+        await asyncio.wait_for(_until_connected(answerer), 5)
         await offerer.sender.send(Set(address="/dispatch", value=1))
         assert [m.value for m in await _collect(answerer.receiver, 1)] == [1]
         assert set(offerer.timings) >= {"offer", "answer", "reliable_open", "connected"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from clasp_fast import webrtc
+from clasp_fast.transport.webrtc import receive as receive_path
 from clasp_fast.codec import encode
 from clasp_fast.errors import ProtocolError
 from clasp_fast.messages import Publish, Set
@@ -39,14 +39,14 @@ async def flood(sender, victim, batches: int) -> list[tuple[int, int]]:
     got: list[int] = []
     victim.receiver.on_message(lambda message: got.append(message.value))
     samples: list[tuple[int, int]] = []
-    receive = victim._on_datachannel_message
+    receive = victim.receiver.data_received
 
     def measuring(ch, data) -> None:
         receive(ch, data)
-        backlog = sum(c.backlog_bytes for c in victim._channels.values())
+        backlog = sum(c.backlog_bytes for c in victim._channels)
         samples.append((backlog, victim.peer_connection.sctp._advertised_rwnd))
 
-    victim._on_datachannel_message = measuring
+    victim.receiver.data_received = measuring
     dc = sender.channels[RELIABLE_LABEL]
     for n in range(batches):
         dc.send(huge_batch(n * HUGE_BATCH))
@@ -195,7 +195,7 @@ async def test_a_message_over_the_advertised_maximum_is_refused_and_the_connecti
 
 async def test_the_undecoded_backlog_counts_against_the_sctp_receive_window(monkeypatch):
     # Tiny slices: batches arrive faster than they are worked through, and a backlog builds up.
-    monkeypatch.setattr(webrtc, "RECEIVE_SLICE_FRAMES", 16)
+    monkeypatch.setattr(receive_path, "RECEIVE_SLICE_FRAMES", 16)
     async with connected() as (a, b, _, _):
         victim = b.peer_connection.sctp
         window = victim._advertised_rwnd
@@ -209,11 +209,12 @@ async def test_the_undecoded_backlog_counts_against_the_sctp_receive_window(monk
 
 
 async def test_without_the_fast_path_the_backlog_has_its_own_bound(monkeypatch):
-    monkeypatch.setattr(webrtc, "RECEIVE_SLICE_FRAMES", 16)
-    monkeypatch.setattr(webrtc, "RECEIVE_BACKLOG_BYTES", 300_000)
+    monkeypatch.setattr(receive_path, "RECEIVE_SLICE_FRAMES", 16)
+    monkeypatch.setattr(receive_path, "RECEIVE_BACKLOG_BYTES", 300_000)
     finished = []
-    finish = webrtc.WebRtcTransport._finish_backlogs
-    monkeypatch.setattr(webrtc.WebRtcTransport, "_finish_backlogs", lambda self: finished.append(1) or finish(self))
+    finish = receive_path.WebRtcReceiver.finish_backlogs
+    monkeypatch.setattr(receive_path.WebRtcReceiver, "finish_backlogs",
+                        lambda self: finished.append(1) or finish(self))
     stock = WebRtcConfig(host_addresses=["127.0.0.1"], fast_sctp=False)
     async with connected(stock, stock) as (a, b, _, _):
         samples = await flood(a, b, 6)

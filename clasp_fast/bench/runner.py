@@ -75,7 +75,7 @@ class BenchConfig:
         if self.relay_url is not None and self.lan:
             raise ValueError("--lan starts its own relay inside a namespace; it cannot use --relay")
         if self.relay_url is not None:
-            from ..client import validate_url
+            from ..relay_client import validate_url
 
             validate_url(self.relay_url)  # URLError, a ValueError, says how to write it
 
@@ -320,7 +320,7 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
 
 async def _check_relay(url: str, timeout: float) -> None:
     """Fail once, before any worker starts, when the relay given with ``--relay`` does not answer."""
-    from ..client import ClaspClient
+    from ..relay_client import ClaspClient
     from ..errors import ClaspError
 
     try:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
-__all__ = ["percentile", "latency_summary", "rate", "ratio", "PERCENTILES"]
+__all__ = ["percentile", "histogram_percentile", "latency_summary", "rate", "ratio", "PERCENTILES"]
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
 
@@ -23,6 +23,22 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
         raise ValueError(f"percentile must be within 0..100, got {pct!r}")
     rank = math.ceil(pct / 100.0 * len(sorted_values))
     return sorted_values[max(rank, 1) - 1]
+
+
+def histogram_percentile(histogram: Mapping[int, int], pct: float) -> int:
+    """:func:`percentile` of the samples a histogram (value -> how many times) counts."""
+    total = sum(histogram.values())
+    if not total:
+        raise ValueError("percentile of no samples")
+    if not 0.0 <= pct <= 100.0:
+        raise ValueError(f"percentile must be within 0..100, got {pct!r}")
+    rank = max(1, math.ceil(pct / 100.0 * total))
+    seen = 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= rank:
+            return value
+    raise AssertionError("unreachable: rank <= total")  # pragma: no cover
 
 
 def latency_summary(latencies_ns: Iterable[int]) -> dict[str, float | int | None]:

@@ -1,0 +1,51 @@
+# Types of the compiled SCTP packet module (_ext/sctp.pyx). Checked against the built module by
+# tests/test_stubs.py (mypy.stubtest).
+
+from typing import Any, ClassVar, Final
+
+from _typeshed import ReadableBuffer
+from typing_extensions import disjoint_base
+
+CHUNK_DATA: Final[int]
+CHUNK_SACK: Final[int]
+CHUNK_FORWARD_TSN: Final[int]
+COMMON_HEADER_LENGTH: Final[int]
+DATA_CHUNK_HEADER_LENGTH: Final[int]
+
+def crc32c(data: ReadableBuffer) -> int: ...
+
+@disjoint_base
+class DataChunk:
+    type: ClassVar[int]
+    flags: int
+    tsn: int
+    stream_id: int
+    stream_seq: int
+    protocol: int
+    user_data: bytes
+    # The sender's bookkeeping (names as in aiortc's DataChunk).
+    _acked: bool
+    _abandoned: bool
+    _in_flight: bool
+    _retransmit: bool
+    _book_size: int
+    _misses: int
+    _sent_count: int
+    _expiry: float | None
+    _max_retransmits: int | None
+    _sent_time: float | None
+    def __init__(self, flags: int = 0, tsn: int = 0, stream_id: int = 0, stream_seq: int = 0,
+                 protocol: int = 0, user_data: bytes = b"") -> None: ...
+    def __bytes__(self) -> bytes: ...
+
+def chunk_size(user_data_length: int) -> int: ...
+def build_packet(source_port: int, destination_port: int, verification_tag: int, control: bytes,
+                 chunks: list[DataChunk]) -> bytes: ...
+def build_chunk(chunk_type: int, flags: int, body: bytes) -> bytes: ...
+def build_sack(cumulative_tsn: int, advertised_rwnd: int, gaps: list[tuple[int, int]],
+               duplicates: list[int]) -> bytes: ...
+def build_forward_tsn(new_cumulative_tsn: int, streams: list[tuple[int, int]]) -> bytes: ...
+def parse_packet(data: ReadableBuffer) -> tuple[int, int, int, list[Any]]:
+    """(source port, destination port, verification tag, chunks): each chunk a DataChunk,
+    (CHUNK_SACK, cumulative TSN, a_rwnd, gaps, duplicates), (CHUNK_FORWARD_TSN, new cumulative
+    TSN, streams) or (type, flags, body)."""

@@ -1,0 +1,1134 @@
+"""A faster SCTP data path for aiortc's data channels (RFC 4960/9260, RFC 3758, RFC 8831/8832).
+
+aiortc keeps doing ICE, DTLS, SDP, the association set-up, stream resets and the data channel
+protocol; :class:`FastSctpTransport` replaces the data path of its ``RTCSctpTransport``:
+
+* several DATA chunks (and a pending SACK or FORWARD-TSN) go out in one packet, up to
+  :data:`MAX_PACKET_LENGTH` (aiortc's packet size, which every WebRTC stack accepts);
+* SACKs are delayed as RFC 4960 section 6.2 allows: one at least for every second packet with DATA,
+  at once when a packet shows a gap or a duplicate or carries a FORWARD-TSN, and otherwise two
+  event-loop iterations later (when the socket has nothing more queued), never on a timer.
+  Delivery to the application is never delayed; a pending SACK rides along with outgoing DATA;
+* packets are parsed and built in compiled code (``clasp_fast._sctp``), with every read checked;
+* a message sent with nothing in flight leaves at once; messages sent while data is in flight are
+  queued and flushed once per event-loop iteration (no task per message); a transmit scans for
+  retransmissions only after a loss was detected, and a SACK without gap blocks is handled in
+  constant time per acknowledged chunk (aiortc's own handling takes over for gaps, fast recovery
+  and abandoned chunks); a fragment that cannot complete a message skips the reassembly scan;
+* chunk overhead (header and padding) counts in the congestion window, and new data stays within
+  the peer's receive window (RFC 4960 section 6.1 rule A, which aiortc does not apply);
+* :mod:`clasp_fast.fast_path` shortens the receive path below SCTP (``fast_receive``).
+
+What an application sees is aiortc's (and the W3C's): ``bufferedAmount`` still counts a message
+when ``send()`` returns and ``bufferedamountlow`` fires in a later loop iteration; an exception
+from an application's event handler is raised where aiortc raises it, after the rest of its packet
+was handled. What the fast path adds as a receiver (RFC 4960 section 6.2, RFC 8831 section 6.6):
+a message larger than the advertised ``a=max-message-size`` is refused (its fragments are dropped
+as they arrive, an ``error`` event names it, the data channel is closed), DATA beyond the receive
+window or further than a SACK can report ahead of the cumulative TSN is dropped unacknowledged,
+so what a peer can make the receiver hold is bounded. The receive window also counts what the
+application was handed but has not taken yet (:meth:`FastSctpTransport.hold_received`).
+
+The seam: :class:`FastPeerConnection` is an ``RTCPeerConnection`` subclass whose SCTP transport is
+turned into a :class:`FastSctpTransport` right after aiortc creates it (aiortc builds it in the
+private ``RTCPeerConnection.__createSctpTransport``; the subclass overrides that one method, calls
+aiortc's own and adopts the result). Nothing in aiortc is patched, so other ``RTCPeerConnection``
+objects in the process keep aiortc's implementation. clasp_fast's WebRTC transport uses
+:func:`peer_connection_class` with ``WebRtcConfig.fast_sctp``; ``fast_sctp=False`` gives aiortc's
+own ``RTCPeerConnection``.
+
+The subclass relies on aiortc internals (tested with :data:`TESTED_AIORTC_VERSIONS`). It checks
+the ones it uses when a connection is created (:func:`missing_sctp_seams`); when one is missing (as
+in aiortc 1.14 and 1.15) the connection keeps aiortc's own SCTP and the reason is logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from typing import Callable, Optional, Union
+
+import aiortc
+from aiortc import RTCPeerConnection
+from aiortc import rtcsctptransport as _aio
+from aiortc.rtcdatachannel import RTCDataChannel
+from aiortc.rtcsctptransport import RTCSctpTransport
+from OpenSSL import SSL
+
+from . import fast_path
+from .._build_check import load_extension
+from ..errors import DecodeError, ProtocolError, TransportError
+
+_sctp = load_extension("_sctp")
+DataChunk = _sctp.DataChunk
+
+__all__ = [
+    "TESTED_AIORTC_VERSIONS",
+    "MAX_PACKET_LENGTH",
+    "FastSctpTransport",
+    "FastPeerConnection",
+    "SctpStats",
+    "MAX_TSN_AHEAD",
+    "check_aiortc_version",
+    "missing_sctp_seams",
+    "peer_connection_class",
+]
+
+#: aiortc versions this data path was tested against (it uses their private attributes).
+TESTED_AIORTC_VERSIONS: tuple[str, ...] = ("1.16.0",)
+
+#: Largest SCTP packet sent (common header included): aiortc's own limit, which fits the minimum
+#: IPv6 MTU after UDP and DTLS overhead, and which stock aiortc peers can receive (they read DTLS
+#: records of at most 1,500 bytes).
+USER_DATA_MAX = _aio.USERDATA_MAX_LENGTH
+# aiortc 1.16 names its packet size; 1.14 and 1.15 only their user data size (1,200 bytes).
+MAX_PACKET_LENGTH = getattr(_aio, "SCTP_MAX_PACKET_LENGTH", USER_DATA_MAX + 28)
+#: Largest SCTP packet sent to a peer that advertises more (``a=x-clasp-max-sctp-packet``) over
+#: a path that carries it: one DTLS record's largest plaintext (RFC 6347, 2^14 bytes).
+LARGE_PACKET_LENGTH = 16384
+#: The SDP attribute (in the data channel's media section) by which a clasp_fast peer says it
+#: reads SCTP packets up to this size. Other stacks ignore it.
+SDP_MAX_PACKET_ATTRIBUTE = "x-clasp-max-sctp-packet"
+
+#: Packets a burst may add to the flight at one transmit opportunity (RFC 4960 section 6.1
+#: suggests Max.Burst = 4; the loopback and LAN paths clasp_fast targets take more).
+MAX_BURST_PACKETS = 8
+#: Cap on the SACK's gap blocks and duplicate TSNs, so one SACK always fits one packet.
+MAX_SACK_GAPS = 200
+MAX_SACK_DUPLICATES = 16
+#: DATA further than this ahead of the cumulative TSN is dropped unacknowledged (the sender
+#: resends it): no SACK gap block can report it, and it bounds the out-of-order bookkeeping.
+MAX_TSN_AHEAD = 0xFFFF
+
+logger = logging.getLogger(__name__)
+
+_CHUNK_SACK = _sctp.CHUNK_SACK
+_CHUNK_FORWARD_TSN = _sctp.CHUNK_FORWARD_TSN
+_CHUNK_INIT = _aio.InitChunk.type
+_CHUNK_ABORT = _aio.AbortChunk.type
+_FIRST_LAST = _aio.SCTP_DATA_FIRST_FRAG | _aio.SCTP_DATA_LAST_FRAG
+_UNORDERED = _aio.SCTP_DATA_UNORDERED
+_ESTABLISHED = RTCSctpTransport.State.ESTABLISHED
+_CLOSED = RTCSctpTransport.State.CLOSED
+
+
+def check_aiortc_version(version: str | None = None) -> None:
+    """Raise TransportError unless ``version`` (default: the installed aiortc) is one the fast SCTP
+    path was tested with. :class:`FastPeerConnection` does not call it: it checks the seams it
+    uses (:func:`missing_sctp_seams`) and falls back to aiortc's SCTP when one is missing."""
+    version = aiortc.__version__ if version is None else version
+    if version not in TESTED_AIORTC_VERSIONS:
+        raise TransportError(
+            f"clasp_fast's fast SCTP data path is tested with aiortc {', '.join(TESTED_AIORTC_VERSIONS)} "
+            f"and aiortc {version} is installed; install a tested version "
+            f"(pip install 'aiortc=={TESTED_AIORTC_VERSIONS[-1]}') or set WebRtcConfig(fast_sctp=False)",
+            step="sctp",
+        )
+
+
+# What FastSctpTransport uses of aiortc's RTCSctpTransport: the state of its data path (set in
+# __init__; checked on a fresh instance) and the methods it calls or overrides. aiortc 1.14 and
+# 1.15 lack the partial-reliability and stream-reset state of 1.16 (_forward_tsn_streams,
+# _reconfig_deferred), so they keep aiortc's own SCTP.
+_SCTP_STATE = (
+    "_advanced_peer_ack_tsn", "_advertised_rwnd", "_association_state", "_cwnd", "_data_channel_id",
+    "_data_channel_queue", "_data_channels", "_fast_recovery_exit", "_fast_recovery_transmit",
+    "_flight_size", "_forward_tsn_chunk", "_forward_tsn_streams", "_inbound_streams",
+    "_last_received_tsn", "_last_sacked_tsn", "_local_port", "_local_tsn", "_local_verification_tag",
+    "_loop", "_outbound_queue", "_outbound_stream_seq", "_partial_bytes_acked", "_reconfig_deferred",
+    "_remote_max_message_size", "_remote_port", "_remote_verification_tag", "_sack_duplicates",
+    "_rto", "_sack_misordered", "_sack_needed", "_sent_queue", "_t3_handle",
+)
+_SCTP_METHODS = (
+    "_data_channel_close", "_data_channel_receive", "_flight_size_increase", "_get_inbound_stream",
+    "_maybe_abandon", "_receive_chunk", "_receive_forward_tsn_chunk", "_receive_sack_chunk",
+    "_reset_deferred_streams", "_set_state", "_t3_cancel", "_t3_restart", "_t3_start",
+    "_transmit_reconfig", "_update_advanced_peer_ack_point", "_update_rto", "_data_channel_flush",
+    "_send", "_transmit", "_handle_data", "_send_sack", "_data_channel_send",
+)
+_PC_SEAM = "_RTCPeerConnection__createSctpTransport"
+
+
+def missing_sctp_seams(transport: Optional[RTCSctpTransport] = None) -> list[str]:
+    """What the fast SCTP path needs of aiortc that this aiortc (or ``transport``, a fresh
+    RTCSctpTransport) lacks; empty when it can run."""
+    missing = [f"RTCSctpTransport.{name}" for name in _SCTP_METHODS if not callable(getattr(RTCSctpTransport, name, None))]
+    if not callable(getattr(RTCPeerConnection, _PC_SEAM, None)):
+        missing.append("RTCPeerConnection.__createSctpTransport")
+    if not hasattr(_aio.InboundStream, "pop_messages"):
+        missing.append("InboundStream.pop_messages")
+    if transport is not None:
+        missing += [f"RTCSctpTransport.{name}" for name in _SCTP_STATE if not hasattr(transport, name)]
+    return missing
+
+
+_fallback_logged: set[str] = set()
+
+
+def _log_fallback(reason: str) -> None:
+    if reason not in _fallback_logged:
+        _fallback_logged.add(reason)
+        logger.warning("clasp_fast's fast SCTP path is off (aiortc %s's own SCTP is used): %s",
+                       aiortc.__version__, reason)
+
+
+class SctpStats:
+    """Packet counters of one :class:`FastSctpTransport`.
+
+    ``data_chunks_dropped``: DATA not accepted (receive window used up, or too far ahead; the
+    sender resends it). ``messages_refused``: messages over the advertised maximum message size.
+    """
+
+    __slots__ = (
+        "packets_sent",
+        "packets_received",
+        "data_chunks_sent",
+        "data_chunks_received",
+        "retransmissions",
+        "sacks_sent",
+        "sacks_bundled",
+        "malformed_packets",
+        "data_chunks_dropped",
+        "messages_refused",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        return f"SctpStats({self.as_dict()})"
+
+
+def _tsn_add(tsn: int, n: int) -> int:
+    return (tsn + n) & 0xFFFFFFFF
+
+
+def _tsn_gte(a: int, b: int) -> bool:
+    """Serial number arithmetic (RFC 1982): a is b or after it."""
+    return ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+
+def _continues(previous, chunk) -> bool:
+    """Whether ``chunk`` is the next fragment of the message ``previous`` belongs to."""
+    return (
+        chunk.tsn == (previous.tsn + 1) & 0xFFFFFFFF
+        and not previous.flags & _aio.SCTP_DATA_LAST_FRAG
+        and not chunk.flags & _aio.SCTP_DATA_FIRST_FRAG
+    )
+
+
+def _run_around(reassembly: list, index: int) -> tuple[int, int]:
+    """First and last index of the fragments of one message, consecutive in TSN, around ``index``."""
+    first = last = index
+    while first > 0 and _continues(reassembly[first - 1], reassembly[first]):
+        first -= 1
+    while last + 1 < len(reassembly) and _continues(reassembly[last], reassembly[last + 1]):
+        last += 1
+    return first, last
+
+
+class FastSctpTransport(RTCSctpTransport):
+    """aiortc's SCTP transport with a bundling, SACK-delaying, compiled data path.
+
+    Created by adopting a fresh ``RTCSctpTransport`` (:meth:`adopt`) before it starts.
+    """
+
+    stats: SctpStats
+    #: Use clasp_fast.fast_path's data plane (set before the transport starts); with it,
+    #: ``fast_dtls`` lets the compiled record layer take the DTLS records over and
+    #: ``udp_batching`` reads and writes many datagrams per system call.
+    fast_receive: bool = True
+    fast_dtls: bool = True
+    udp_batching: bool = True
+    #: The connection's data plane once started (None: aiortc's path below SCTP).
+    data_plane: Optional[fast_path.DataPlane] = None
+    # True while the data plane hands over one received batch (one SACK answers all of it).
+    _receiving_batch: bool = False
+
+    @classmethod
+    def adopt(cls, transport: RTCSctpTransport) -> "FastSctpTransport":
+        """Turn an aiortc SCTP transport that has not started yet into a FastSctpTransport."""
+        if type(transport) is not RTCSctpTransport:
+            raise TypeError(f"can only adopt an aiortc RTCSctpTransport, got {type(transport).__name__}")
+        if transport.state != "new":
+            raise TransportError("the SCTP transport has already started", step="sctp")
+        transport.__class__ = cls
+        transport._fast_init()  # type: ignore[attr-defined]
+        return transport  # type: ignore[return-value]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fast_init()
+
+    def _fast_init(self) -> None:
+        self.stats = SctpStats()
+        self._outbound_queue = deque(self._outbound_queue)
+        self._outbound_bytes = 0
+        self._flush_handle: Optional[asyncio.Handle] = None
+        self._sack_handle: Optional[asyncio.Handle] = None
+        self._packets_since_sack = 0
+        self._retransmit_scan = False
+        self._in_sack_handling = False
+        # The a_rwnd of the peer's latest SACK (None before the first): new data stays within it.
+        self._peer_window: Optional[int] = None
+        # Receiver limits: the advertised maximum message size and aiortc's initial a_rwnd.
+        self._max_receive_size = self.getCapabilities().maxMessageSize
+        self._receive_window = self._advertised_rwnd
+        # Per stream id: (TSN, bytes) of the message whose fragments end the reassembly list, counted
+        # up to that TSN (a lower bound of its size); and (stream, last fragment) of a refused message
+        # whose fragments are being dropped (the stream object changes when the stream is reset).
+        self._tail_message_bytes: dict[int, tuple[int, int]] = {}
+        self._refused: dict[int, tuple[object, DataChunk]] = {}
+        # Exceptions raised by application event handlers while a packet is handled.
+        self._handler_errors: list[Exception] = []
+        self._sack_urgent = False
+        self._acked_bytes = 0  # acknowledged by the SACK being handled (the next burst's size)
+        # Zero-window probing: the persist timer, and whether one chunk may go into a closed window.
+        self._probe_handle: Optional[asyncio.TimerHandle] = None
+        self._probe_allowed = True
+        # Packet size toward the peer (see set_max_packet) and the user data of a full DATA chunk.
+        self._max_packet = MAX_PACKET_LENGTH
+        self._user_data_max = USER_DATA_MAX
+        #: What the peer's SDP says it reads (a=x-clasp-max-sctp-packet), None if it said nothing.
+        self.remote_max_packet: Optional[int] = None
+
+    @property
+    def max_packet(self) -> int:
+        """Largest SCTP packet this transport sends (common header included)."""
+        return self._max_packet
+
+    @property
+    def user_data_max(self) -> int:
+        """User data of a full DATA chunk at :attr:`max_packet`."""
+        return self._user_data_max
+
+    def set_max_packet(self, length: int) -> None:
+        """Send packets of up to ``length`` bytes from now on (messages queued already keep their
+        fragments). The caller makes sure the peer reads them and the path carries them."""
+        length = max(MAX_PACKET_LENGTH, min(length, LARGE_PACKET_LENGTH))
+        self._max_packet = length
+        self._user_data_max = (length - _sctp.COMMON_HEADER_LENGTH - _sctp.DATA_CHUNK_HEADER_LENGTH) // 4 * 4
+        # RFC 4960 section 7.2.1: the initial window for this packet size.
+        self._cwnd = max(self._cwnd, min(4 * length, max(2 * length, 4380)))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _send_packet(self, control: bytes, chunks: list) -> None:
+        packet = _sctp.build_packet(self._local_port, self._remote_port, self._remote_verification_tag, control, chunks)
+        self.stats.packets_sent += 1
+        try:
+            await self.transport._send_data(packet)
+        except SSL.Error as error:
+            # DTLS shut down (close() in progress) but not marked closed yet.
+            raise ConnectionError(f"DTLS transport is shutting down: {error}") from None
+
+    # -- receive -----------------------------------------------------------------------------
+
+    async def _handle_data(self, data: bytes) -> None:
+        try:
+            _, _, verification_tag, chunks = _sctp.parse_packet(data)
+        except DecodeError:
+            self.stats.malformed_packets += 1
+            return
+        self.stats.packets_received += 1
+
+        expected_tag = self._local_verification_tag
+        for chunk in chunks:
+            if type(chunk) is tuple and chunk[0] == _CHUNK_INIT:
+                if len(chunks) != 1:
+                    # RFC 4960 section 6.10: an INIT is never bundled.
+                    self.stats.malformed_packets += 1
+                    return
+                expected_tag = 0
+        if verification_tag != expected_tag:
+            return
+
+        with_data = False
+        urgent = False
+        errors = self._handler_errors
+        for chunk in chunks:
+            try:
+                if type(chunk) is DataChunk:
+                    with_data = True
+                    await self._receive_data_chunk(chunk)
+                elif chunk[0] == _CHUNK_SACK:
+                    await self._receive_sack(chunk)
+                elif chunk[0] == _CHUNK_FORWARD_TSN:
+                    urgent = True
+                    forward = _aio.ForwardTsnChunk()
+                    forward.cumulative_tsn = chunk[1]
+                    forward.streams = chunk[2]
+                    await self._receive_forward_tsn_chunk(forward)
+                elif chunk[0] == _CHUNK_ABORT:
+                    # aiortc's own receive path reaches SCTP one loop iteration after the datagram;
+                    # the ABORT keeps that timing, so that what arrived just before it on another path
+                    # (e.g. a "disconnected" signal) is seen before every channel closes.
+                    self._loop.call_soon(self._abort_received, _aio.AbortChunk(flags=chunk[1], body=chunk[2]))
+                else:
+                    cls = _aio.CHUNK_TYPES.get(chunk[0])
+                    if cls is not None:
+                        await self._receive_chunk(cls(flags=chunk[1], body=chunk[2]))
+            except Exception as error:  # an application's event handler (or the DTLS layer) raised
+                errors.append(error)
+
+        if self._sack_needed:
+            self._packets_since_sack += with_data
+            if self._receiving_batch:
+                self._sack_urgent = self._sack_urgent or urgent  # answered once the batch is through
+            elif urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
+                try:
+                    await self._send_sack()
+                except ConnectionError as error:
+                    errors.append(error)
+            elif self._sack_handle is None:
+                self._sack_handle = self._loop.call_soon(self._sack_due, 1)
+        if errors:
+            # Raised where aiortc raises it (its DTLS receive loop ends), once the whole packet,
+            # every other message in it included, was handled.
+            error = errors[0]
+            errors.clear()
+            raise error
+
+    async def _batch_received(self) -> None:
+        """The data plane handed over a batch of packets: one SACK answers them (RFC 4960
+        section 6.2's every-second-packet rule and immediate SACKs then apply per batch)."""
+        urgent, self._sack_urgent = self._sack_urgent, False
+        if not self._sack_needed or self._association_state == _CLOSED:
+            return
+        if urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
+            await self._send_sack()
+        elif self._sack_handle is None:
+            self._sack_handle = self._loop.call_soon(self._sack_due, 1)
+
+    def _probe_due(self) -> None:
+        self._probe_handle = None
+        self._probe_allowed = True
+        if self._association_state == _ESTABLISHED:
+            fast_path.run_now(self._transmit(), self._loop)
+
+    def _abort_received(self, chunk) -> None:
+        if self._association_state != _CLOSED:
+            fast_path.run_now(self._receive_chunk(chunk), self._loop)
+
+    def _sack_due(self, wait: int) -> None:
+        # asyncio reads one datagram per wake-up: give the socket one more loop iteration to hand
+        # over a second packet (then the every-second-packet rule answers both at once).
+        if wait:
+            self._sack_handle = self._loop.call_soon(self._sack_due, wait - 1)
+            return
+        self._sack_handle = None
+        if self._sack_needed and self._association_state != _CLOSED:
+            fast_path.run_now(self._send_sack(), self._loop)
+
+    def _mark_received(self, tsn: int) -> bool:
+        """Record a DATA chunk's TSN; True when the chunk is not to be processed (as aiortc's)."""
+        last = self._last_received_tsn
+        if last is None:
+            return True  # DATA before the association's INIT: nothing to deliver it against
+        misordered = self._sack_misordered
+        offset = (tsn - last) & 0xFFFFFFFF
+        if offset == 1 and not misordered:
+            self._last_received_tsn = tsn  # in order with no gap outstanding: the common case
+            return False
+        if offset == 0 or offset >= 0x80000000 or tsn in misordered:
+            self._sack_duplicates.append(tsn)
+            return True
+        if offset > MAX_TSN_AHEAD:
+            self.stats.data_chunks_dropped += 1
+            return True
+        misordered.add(tsn)
+        if offset == 1:
+            # The gap closed: move the cumulative TSN over every TSN received after it.
+            while tsn in misordered:
+                misordered.discard(tsn)
+                last = tsn
+                tsn = (tsn + 1) & 0xFFFFFFFF
+            self._last_received_tsn = last
+        if self._sack_duplicates:
+            self._sack_duplicates = [t for t in self._sack_duplicates if not _tsn_gte(last, t)]
+        return False
+
+    def hold_received(self, amount: int) -> None:
+        """Count ``amount`` received bytes the application has not taken yet against the receive
+        window (negative: it took them), like data waiting for reassembly.
+
+        When taking them reopens a window that was less than half open, a SACK tells the peer at
+        once (a window update) rather than with its next DATA, which a peer that keeps to the
+        window does not send.
+        """
+        before = self._advertised_rwnd
+        self._advertised_rwnd -= amount
+        half = self._receive_window // 2
+        if before < half <= self._advertised_rwnd and self._association_state == _ESTABLISHED:
+            self._sack_needed = True
+            if self._sack_handle is None:
+                self._sack_handle = self._loop.call_soon(self._sack_due, 0)
+
+    def _may_hold(self, chunk) -> bool:
+        """Whether a chunk fits although the receive window is used up.
+
+        RFC 4960 section 6.2: only the chunk that moves the cumulative TSN is taken (so a peer that
+        respects the window always makes progress), and not even that one beyond twice the window,
+        which only a peer that ignores the window reaches (skipping stream sequence numbers, or
+        outrunning an application that has not taken what it received).
+        """
+        last = self._last_received_tsn
+        if last is None:
+            return True
+        held = self._receive_window - self._advertised_rwnd + len(chunk.user_data)
+        return chunk.tsn == _tsn_add(last, 1) and held <= 2 * self._receive_window
+
+    async def _receive_data_chunk(self, chunk) -> None:
+        self._sack_needed = True
+        self.stats.data_chunks_received += 1
+        stream_id = chunk.stream_id
+        stream = self._inbound_streams.get(stream_id)
+        if stream is None:
+            stream = self._get_inbound_stream(stream_id)
+        flags = chunk.flags
+        # A whole message with nothing waiting for reassembly on its stream goes straight up.
+        whole = (
+            (flags & _FIRST_LAST) == _FIRST_LAST
+            and not stream.reassembly
+            and (flags & _UNORDERED or chunk.stream_seq == stream.sequence_number)
+        )
+        if self._advertised_rwnd < len(chunk.user_data) and not self._may_hold(chunk):
+            self.stats.data_chunks_dropped += 1
+            return
+        if self._mark_received(chunk.tsn):
+            return
+
+        if whole:
+            if not flags & _UNORDERED:
+                stream.sequence_number = (stream.sequence_number + 1) & 0xFFFF
+            await self._receive(stream_id, chunk.protocol, chunk.user_data)
+        elif stream_id in self._refused and await self._drop_refused_fragment(stream, chunk):
+            pass
+        else:
+            await self._reassemble(stream, chunk)
+        if self._reconfig_deferred is not None:
+            await self._reset_deferred_streams()
+
+    async def _reassemble(self, stream, chunk) -> None:
+        stream_id = chunk.stream_id
+        reassembly = stream.reassembly
+        size = len(chunk.user_data)
+        previous = reassembly[-1] if reassembly else None
+        at_end = previous is None or _tsn_gte(chunk.tsn, previous.tsn)
+        stream.add_chunk(chunk)
+        self._advertised_rwnd -= size
+        # A message's fragments have consecutive TSNs: the bytes of the run of fragments a chunk
+        # joins are a lower bound of its message's size, and a message beyond the maximum is
+        # refused as it grows (RFC 9260 section 6.9).
+        if at_end:
+            # Appended: counted from the run it continues, in constant time.
+            if previous is not None and _continues(previous, chunk):
+                counted_tsn, counted = self._tail_message_bytes.get(stream_id, (None, 0))
+                if counted_tsn == previous.tsn:
+                    size += counted
+        else:
+            # It filled a gap: count the run it joined (rare: after loss or reordering).
+            first, last = _run_around(reassembly, reassembly.index(chunk))
+            size = sum(len(c.user_data) for c in reassembly[first : last + 1])
+            at_end = last == len(reassembly) - 1
+        if at_end:
+            self._tail_message_bytes[stream_id] = (reassembly[-1].tsn, size)
+        if size > self._max_receive_size:
+            await self._refuse(stream, chunk)
+            return
+        # A fragment appended after every other one that is not a message's last cannot complete
+        # anything: skip aiortc's scan of the whole reassembly list (quadratic in fragments).
+        if reassembly[-1] is chunk and not chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+            return
+        for message in stream.pop_messages():
+            self._advertised_rwnd += len(message[2])
+            await self._receive(*message)
+
+    async def _refuse(self, stream, chunk) -> None:
+        """Refuse the too large message ``chunk`` belongs to: drop its fragments, now and later."""
+        reassembly = stream.reassembly
+        if chunk.flags & _UNORDERED:
+            first, last = _run_around(reassembly, reassembly.index(chunk))
+            dropped = reassembly[first : last + 1]
+            stream.reassembly = reassembly[:first] + reassembly[last + 1 :]
+            tail = dropped[-1]
+        else:
+            # Every fragment of an ordered message carries its stream sequence number.
+            kept, dropped = [], []
+            for c in reassembly:
+                (dropped if not c.flags & _UNORDERED and c.stream_seq == chunk.stream_seq else kept).append(c)
+            stream.reassembly = kept
+            tail = chunk
+        self._advertised_rwnd += sum(len(c.user_data) for c in dropped)
+        self._tail_message_bytes.pop(chunk.stream_id, None)
+        self._refuse_message(chunk.stream_id, None)
+        self._refused[chunk.stream_id] = (stream, tail)
+        if any(c.flags & _aio.SCTP_DATA_LAST_FRAG for c in dropped):
+            await self._end_refused_message(stream, tail)
+
+    async def _drop_refused_fragment(self, stream, chunk) -> bool:
+        """Drop ``chunk`` if it belongs to a refused message; True when dropped."""
+        refused_stream, tail = self._refused[chunk.stream_id]
+        if refused_stream is not stream:
+            del self._refused[chunk.stream_id]  # the stream was reset since
+            return False
+        if (chunk.flags & _UNORDERED) != (tail.flags & _UNORDERED):
+            return False
+        if not chunk.flags & _UNORDERED:
+            if chunk.stream_seq != tail.stream_seq:
+                return False  # an ordered message's fragments, late ones included, carry its number
+            if chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+                await self._end_refused_message(stream, chunk)
+            return True
+        if not _continues(tail, chunk):
+            return False
+        # An unordered message's fragments: consecutive TSNs after the last one dropped, including
+        # any that arrived earlier, after a gap this chunk fills.
+        while True:
+            if chunk.flags & _aio.SCTP_DATA_LAST_FRAG:
+                await self._end_refused_message(stream, chunk)
+                return True
+            self._refused[chunk.stream_id] = (stream, chunk)
+            following = next((c for c in stream.reassembly if _continues(chunk, c)), None)
+            if following is None:
+                return True
+            stream.reassembly.remove(following)
+            self._advertised_rwnd += len(following.user_data)
+            chunk = following
+
+    async def _end_refused_message(self, stream, chunk) -> None:
+        """Every fragment of a refused message arrived: its stream moves on as if it was delivered."""
+        if chunk.flags & _UNORDERED:
+            del self._refused[chunk.stream_id]
+        elif chunk.stream_seq == stream.sequence_number:
+            stream.sequence_number = (stream.sequence_number + 1) & 0xFFFF
+            for message in stream.pop_messages():
+                self._advertised_rwnd += len(message[2])
+                await self._receive(*message)
+
+    async def _reset_deferred_streams(self) -> None:
+        request = self._reconfig_deferred
+        if request is not None and _tsn_gte(self._last_received_tsn, request.last_tsn):
+            # aiortc drops the streams' reassembly lists: give their bytes back to the window.
+            for stream_id in request.streams:
+                stream = self._inbound_streams.get(stream_id)
+                if stream is not None:
+                    self._advertised_rwnd += sum(len(c.user_data) for c in stream.reassembly)
+                self._tail_message_bytes.pop(stream_id, None)
+                self._refused.pop(stream_id, None)
+        await super()._reset_deferred_streams()
+
+    def _refuse_message(self, stream_id: int, size: Optional[int]) -> None:
+        """Report a message over the advertised maximum size and close its data channel.
+
+        RFC 8831 section 6.6: a receiver that detects an error in a received message should close
+        the data channel. The channel gets an ``error`` event first (the W3C's order), else the
+        error is logged.
+        """
+        self.stats.messages_refused += 1
+        channel = self._data_channels.get(stream_id)
+        label = repr(channel.label) if channel is not None else "(none)"
+        amount = f"{size} bytes" if size is not None else f"more than {self._max_receive_size} bytes"
+        error = ProtocolError(
+            f"DataChannel {label} (SCTP stream {stream_id}): refused a message of {amount}; the "
+            f"advertised maximum message size is {self._max_receive_size} bytes (the channel is closed)"
+        )
+        if channel is not None and channel.listeners("error"):
+            try:
+                channel.emit("error", error)
+            except Exception as handler_error:
+                self._handler_errors.append(handler_error)
+        else:
+            logger.warning("%s", error)
+        if channel is not None:
+            self._data_channel_close(channel)
+
+    async def _receive(self, stream_id: int, pp_id: int, data: bytes) -> None:
+        if len(data) > self._max_receive_size:
+            self._refuse_message(stream_id, len(data))
+            return
+        try:
+            await self._data_channel_receive(stream_id, pp_id, data)
+        except Exception as error:
+            # An application's event handler raised: the packet's other messages come first.
+            self._handler_errors.append(error)
+
+    async def _receive_sack(self, parsed: tuple) -> None:
+        _, cumulative, rwnd, gaps, duplicates = parsed
+        if (
+            gaps
+            or self._fast_recovery_exit is not None
+            or self._forward_tsn_streams
+            or self._advanced_peer_ack_tsn != self._last_sacked_tsn
+            or not _tsn_gte(cumulative, self._last_sacked_tsn)
+        ):
+            # Loss, recovery or partial reliability at work: aiortc's full SACK handling.
+            sack = _aio.SackChunk()
+            sack.cumulative_tsn, sack.advertised_rwnd, sack.gaps, sack.duplicates = cumulative, rwnd, gaps, duplicates
+            await self._receive_sack_chunk(sack)
+            return
+
+        # The common case, as aiortc (RFC 4960 sections 6.3.3, 7.2.1 and 7.2.2) without gap blocks.
+        received_time = time.time()
+        self._last_sacked_tsn = cumulative
+        self._peer_window = rwnd
+        cwnd_fully_utilized = self._flight_size >= self._cwnd
+        done = done_bytes = 0
+        sent_queue = self._sent_queue
+        while sent_queue and _tsn_gte(cumulative, sent_queue[0].tsn):
+            chunk = sent_queue.popleft()
+            done += 1
+            if not chunk._acked:
+                done_bytes += chunk._book_size
+            if chunk._in_flight:
+                chunk._in_flight = False
+                self._flight_size -= chunk._book_size
+            if done == 1 and chunk._sent_count == 1:
+                self._update_rto(received_time - chunk._sent_time)
+        self._acked_bytes = done_bytes
+        if done and cwnd_fully_utilized:
+            if self._cwnd <= self._ssthresh:
+                self._cwnd += min(done_bytes, self._user_data_max)
+            else:
+                self._partial_bytes_acked += done_bytes
+                if self._partial_bytes_acked >= self._cwnd:
+                    self._partial_bytes_acked -= self._cwnd
+                    self._cwnd += self._user_data_max
+        if not sent_queue:
+            self._t3_cancel()
+        elif done:
+            self._t3_restart()
+
+        if (sent_queue and sent_queue[0]._abandoned) or (self._outbound_queue and self._outbound_queue[0]._abandoned):
+            self._update_advanced_peer_ack_point()
+        else:
+            self._advanced_peer_ack_tsn = cumulative
+        if self._data_channel_queue:
+            await self._data_channel_flush()
+        elif self._outbound_queue or self._retransmit_scan or self._forward_tsn_chunk is not None:
+            await self._transmit()
+
+    async def _receive_sack_chunk(self, chunk) -> None:
+        if _tsn_gte(chunk.cumulative_tsn, self._last_sacked_tsn):
+            self._peer_window = chunk.advertised_rwnd  # not from a SACK older than the last one
+        # aiortc's handler flushes the data channel queue and then transmits: one transmit
+        # opportunity (one burst) per SACK, so the flush does not transmit on its own.
+        self._in_sack_handling = True
+        try:
+            await super()._receive_sack_chunk(chunk)
+        finally:
+            self._in_sack_handling = False
+
+    async def _send_sack(self) -> None:
+        await self._send_packet(self._take_sack(), [])
+
+    def _take_sack(self) -> bytes:
+        """The SACK chunk for the current receive state; resets the 'SACK needed' bookkeeping."""
+        if self._sack_handle is not None:
+            self._sack_handle.cancel()
+            self._sack_handle = None
+        gaps: list[tuple[int, int]] = []
+        if self._sack_misordered:
+            last = self._last_received_tsn
+            start = end = -1
+            for tsn in sorted(self._sack_misordered, key=lambda t: (t - last) & 0xFFFFFFFF):
+                offset = (tsn - last) & 0xFFFFFFFF
+                if offset > 0xFFFF:
+                    break  # beyond what a gap block can say; reported once the cumulative TSN moves
+                if offset == end + 1:
+                    end = offset
+                else:
+                    if start >= 0:
+                        gaps.append((start, end))
+                    start = end = offset
+            if start >= 0:
+                gaps.append((start, end))
+            del gaps[MAX_SACK_GAPS:]
+        chunk = _sctp.build_sack(
+            self._last_received_tsn,
+            max(0, self._advertised_rwnd),
+            gaps,
+            self._sack_duplicates[:MAX_SACK_DUPLICATES],
+        )
+        self._sack_duplicates.clear()
+        self._sack_needed = False
+        self._packets_since_sack = 0
+        self.stats.sacks_sent += 1
+        return chunk
+
+    # -- send --------------------------------------------------------------------------------
+
+    def _data_channel_send(self, channel: RTCDataChannel, data: Union[bytes, str]) -> None:
+        if data == "":
+            pp_id, user_data = _aio.WEBRTC_STRING_EMPTY, b"\x00"
+        elif isinstance(data, str):
+            pp_id, user_data = _aio.WEBRTC_STRING, data.encode("utf8")
+        elif data == b"":
+            pp_id, user_data = _aio.WEBRTC_BINARY_EMPTY, b"\x00"
+        else:
+            pp_id, user_data = _aio.WEBRTC_BINARY, bytes(data)
+        if self._remote_max_message_size and len(user_data) > self._remote_max_message_size:
+            raise ValueError(
+                f"Cannot send message of {len(user_data)} bytes, the remote party "
+                f"only supports messages up to {self._remote_max_message_size} bytes"
+            )
+        channel._addBufferedAmount(len(user_data))
+        self._data_channel_queue.append((channel, pp_id, user_data))
+        if (
+            self._flush_handle is None
+            and len(self._data_channel_queue) == 1
+            and not self._sent_queue
+            and not self._outbound_queue
+            and self._association_state == _ESTABLISHED
+        ):
+            # Nothing in flight or queued: this message leaves now. Messages sent while it is
+            # unacknowledged are bundled at the end of the loop iteration.
+            fast_path.run_now(self._data_channel_flush(inside_send=True), self._loop)
+        else:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_handle = None
+        if self._association_state == _ESTABLISHED:
+            fast_path.run_now(self._data_channel_flush(), self._loop)
+
+    async def _data_channel_flush(self, inside_send: bool = False) -> None:
+        """Move queued messages to the outbound queue as the window allows, and transmit.
+
+        ``inside_send``: called from ``RTCDataChannel.send()``; ``bufferedAmount`` then goes down
+        (and ``bufferedamountlow`` fires) in the next loop iteration, after ``send()`` returned,
+        as the W3C specifies and aiortc does.
+        """
+        if self._association_state != _ESTABLISHED:
+            return
+        released: list[tuple[RTCDataChannel, int]] = []
+        queue = self._data_channel_queue
+        while queue and self._outbound_bytes < max(0, self._cwnd - self._flight_size) + self._user_data_max:
+            channel, protocol, user_data = queue.popleft()
+            stream_id = channel.id
+            if stream_id is None:
+                stream_id = self._data_channel_id
+                while stream_id in self._data_channels:
+                    stream_id += 2
+                self._data_channels[stream_id] = channel
+                channel._setId(stream_id)
+            if protocol == _aio.WEBRTC_DCEP:
+                self._enqueue(stream_id, protocol, user_data, None, None, True)
+            else:
+                life = channel.maxPacketLifeTime
+                expiry = time.time() + life / 1000 if life else None
+                self._enqueue(stream_id, protocol, user_data, expiry, channel.maxRetransmits, channel.ordered)
+                if inside_send:
+                    released.append((channel, len(user_data)))
+                else:
+                    channel._addBufferedAmount(-len(user_data))
+        if released:
+            self._loop.call_soon(self._release_buffered, released)
+        if not self._in_sack_handling:
+            await self._transmit()
+        await self._transmit_reconfig()
+
+    def _release_buffered(self, released: list) -> None:
+        for channel, amount in released:
+            try:
+                channel._addBufferedAmount(-amount)
+            except Exception as error:  # a "bufferedamountlow" handler raised
+                self._loop.call_exception_handler(
+                    {"message": "bufferedamountlow handler failed", "exception": error}
+                )
+
+    async def _send(
+        self,
+        stream_id: int,
+        pp_id: int,
+        user_data: bytes,
+        expiry: Optional[float] = None,
+        max_retransmits: Optional[int] = None,
+        ordered: bool = True,
+    ) -> None:
+        self._enqueue(stream_id, pp_id, user_data, expiry, max_retransmits, ordered)
+        await self._transmit()
+
+    def _enqueue(
+        self,
+        stream_id: int,
+        pp_id: int,
+        user_data: bytes,
+        expiry: Optional[float],
+        max_retransmits: Optional[int],
+        ordered: bool,
+    ) -> None:
+        """Split a message into DATA chunks on the outbound queue (RFC 4960 section 6.9)."""
+        if ordered:
+            stream_seq = self._outbound_stream_seq.get(stream_id, 0)
+            self._outbound_stream_seq[stream_id] = (stream_seq + 1) & 0xFFFF
+            base_flags = 0
+        else:
+            stream_seq = 0
+            base_flags = _UNORDERED
+        size = len(user_data)
+        piece_max = self._user_data_max
+        fragments = max(1, -(-size // piece_max))
+        queue = self._outbound_queue
+        tsn = self._local_tsn
+        for index in range(fragments):
+            flags = base_flags
+            if index == 0:
+                flags |= _aio.SCTP_DATA_FIRST_FRAG
+            if index == fragments - 1:
+                flags |= _aio.SCTP_DATA_LAST_FRAG
+            piece = user_data if fragments == 1 else user_data[index * piece_max : (index + 1) * piece_max]
+            chunk = DataChunk(flags, tsn, stream_id, stream_seq, pp_id, piece)
+            chunk._expiry = expiry
+            chunk._max_retransmits = max_retransmits
+            queue.append(chunk)
+            self._outbound_bytes += chunk._book_size
+            tsn = _tsn_add(tsn, 1)
+        self._local_tsn = tsn
+
+    def _maybe_abandon(self, chunk) -> bool:
+        # aiortc calls this just before it marks a chunk for retransmission (fast retransmit, T3).
+        self._retransmit_scan = True
+        return super()._maybe_abandon(chunk)
+
+    async def _transmit(self) -> None:
+        """Send what the congestion window allows, bundling chunks into packets."""
+        if self._association_state != _ESTABLISHED:
+            return
+        control = b""
+        if self._sack_needed:
+            control = self._take_sack()
+            self.stats.sacks_bundled += 1
+        if self._forward_tsn_chunk is not None:
+            forward = self._forward_tsn_chunk
+            control += _sctp.build_forward_tsn(forward.cumulative_tsn, list(forward.streams))
+            self._forward_tsn_chunk = None
+            if not self._t3_handle:
+                self._t3_start()
+
+        burst = (2 if self._fast_recovery_exit is not None else MAX_BURST_PACKETS) * self._user_data_max
+        # A SACK that acknowledged more than a burst (one SACK per received batch) lets as much go
+        # again: the flight keeps its size instead of shrinking to one burst per round trip.
+        burst = max(burst, self._acked_bytes)
+        self._acked_bytes = 0
+        cwnd = min(self._flight_size + burst, self._cwnd)
+        room = self._max_packet - _sctp.COMMON_HEADER_LENGTH
+        used = len(control)
+        packet: list = []
+        packets: list[tuple[bytes, list]] = []
+        blocked = False
+
+        if self._retransmit_scan:
+            self._retransmit_scan = False
+            earliest = True
+            for chunk in self._sent_queue:
+                if chunk._retransmit:
+                    if self._fast_recovery_transmit:
+                        self._fast_recovery_transmit = False
+                    elif self._flight_size >= cwnd:
+                        self._retransmit_scan = True
+                        blocked = True
+                        break
+                    self._flight_size_increase(chunk)
+                    chunk._misses = 0
+                    chunk._retransmit = False
+                    chunk._sent_count += 1
+                    self.stats.retransmissions += 1
+                    if used + chunk._book_size > room and (packet or control):
+                        packets.append((control, packet))
+                        control, packet, used = b"", [], 0
+                    packet.append(chunk)
+                    used += chunk._book_size
+                    if earliest:
+                        self._t3_restart()
+                earliest = False
+
+        if not blocked and self._outbound_queue:
+            now = time.time()
+            queue = self._outbound_queue
+            sent_queue = self._sent_queue
+            # RFC 4960 section 6.1 rule A: new data stays within the peer's receive window (a chunk
+            # that would pass it waits), but one chunk may always be in flight (it probes a window
+            # that closed). The congestion window may be passed by the last chunk sent.
+            # A closed window is probed with one chunk once the retransmission timeout has passed
+            # with nothing in flight (a persist timer), not at every SACK: the peer takes a probe as
+            # the next TSN beyond its window, so probing at every SACK would fill its memory.
+            window = self._peer_window
+            while queue and self._flight_size < cwnd:
+                chunk = queue[0]
+                if window is not None and self._flight_size + chunk._book_size > window and not chunk._abandoned:
+                    if self._flight_size:
+                        break
+                    if not self._probe_allowed:
+                        if self._probe_handle is None:
+                            self._probe_handle = self._loop.call_later(self._rto, self._probe_due)
+                        break
+                    self._probe_allowed = False
+                queue.popleft()
+                self._outbound_bytes -= chunk._book_size
+                sent_queue.append(chunk)
+                if chunk._abandoned:
+                    continue  # its TSN is skipped with a FORWARD-TSN
+                self._flight_size_increase(chunk)
+                chunk._sent_count += 1
+                chunk._sent_time = now
+                if used + chunk._book_size > room and (packet or control):
+                    packets.append((control, packet))
+                    control, packet, used = b"", [], 0
+                packet.append(chunk)
+                used += chunk._book_size
+            if sent_queue and not self._t3_handle:
+                self._t3_start()
+
+        if packet or control:
+            packets.append((control, packet))
+        plane = self.data_plane
+        if plane is not None and self.transport.__dict__.get("_send_data") is plane.send_hook:
+            # One call for the whole transmit: the records leave together (one system call).
+            build = _sctp.build_packet
+            port, remote_port, tag = self._local_port, self._remote_port, self._remote_verification_tag
+            stats = self.stats
+            built = []
+            for control, chunks in packets:
+                stats.data_chunks_sent += len(chunks)
+                built.append(build(port, remote_port, tag, control, chunks))
+            stats.packets_sent += len(built)
+            plane.send_packets(built)
+            return
+        for control, chunks in packets:
+            self.stats.data_chunks_sent += len(chunks)
+            await self._send_packet(control, chunks)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, remoteCaps, remotePort: int) -> None:  # noqa: N803 - aiortc's signature
+        if self.state == "new" and self.fast_receive:
+            self.data_plane = fast_path.install(self, fast_dtls=self.fast_dtls, udp_batching=self.udp_batching)
+        await super().start(remoteCaps, remotePort)
+
+    def _set_state(self, state: "RTCSctpTransport.State") -> None:
+        if state == _CLOSED:
+            for handle in (self._flush_handle, self._sack_handle, self._probe_handle):
+                if handle is not None:
+                    handle.cancel()
+            self._flush_handle = self._sack_handle = self._probe_handle = None
+        super()._set_state(state)
+
+
+class FastPeerConnection(RTCPeerConnection):
+    """An ``RTCPeerConnection`` whose data channels run over :class:`FastSctpTransport`.
+
+    Everything else (ICE, DTLS, SDP, media) is aiortc's. Raises TransportError on an aiortc
+    version outside :data:`TESTED_AIORTC_VERSIONS`.
+    """
+
+    def __init__(self, *args, fast_dtls: bool = True, udp_batching: bool = True, **kwargs) -> None:
+        self._fast_options = {"fast_dtls": fast_dtls, "udp_batching": udp_batching}
+        super().__init__(*args, **kwargs)
+
+    # -- larger packets between clasp_fast peers (docs/data-plane.md) ---------------------------
+
+    def _reads_large_packets(self) -> bool:
+        """Whether this side will read SCTP packets of LARGE_PACKET_LENGTH: its data plane can run."""
+        sctp = self.sctp
+        return (
+            isinstance(sctp, FastSctpTransport)
+            and sctp.fast_receive
+            and sctp.fast_dtls
+            and not fast_path.missing_seams(sctp.transport)
+        )
+
+    def _advertise(self, description):
+        if description is None or not self._reads_large_packets():
+            return description
+        return type(description)(sdp=_add_max_packet(description.sdp, LARGE_PACKET_LENGTH), type=description.type)
+
+    def _as_received(self, description):
+        # aiortc rebuilds the remote description from what it parsed: put the peer's line back.
+        remote = getattr(self.sctp, "remote_max_packet", None)
+        if description is None or remote is None:
+            return description
+        return type(description)(sdp=_add_max_packet(description.sdp, remote), type=description.type)
+
+    async def createOffer(self):  # noqa: N802 - aiortc's name
+        return self._advertise(await super().createOffer())
+
+    async def createAnswer(self):  # noqa: N802 - aiortc's name
+        return self._advertise(await super().createAnswer())
+
+    @property
+    def localDescription(self):  # noqa: N802 - aiortc's name
+        return self._advertise(super().localDescription)
+
+    @property
+    def remoteDescription(self):  # noqa: N802 - aiortc's name
+        return self._as_received(super().remoteDescription)
+
+    async def setRemoteDescription(self, sessionDescription) -> None:  # noqa: N803 - aiortc's name
+        await super().setRemoteDescription(sessionDescription)
+        if isinstance(self.sctp, FastSctpTransport):
+            self.sctp.remote_max_packet = _read_max_packet(sessionDescription.sdp)
+
+    # aiortc creates its SCTP transport in this private method (name-mangled, hence the spelling);
+    # it is the only place an RTCSctpTransport is constructed for a peer connection.
+    def _RTCPeerConnection__createSctpTransport(self) -> None:
+        RTCPeerConnection._RTCPeerConnection__createSctpTransport(self)  # type: ignore[attr-defined]
+        missing = missing_sctp_seams(self.sctp)
+        if missing:
+            _log_fallback("missing " + ", ".join(missing))
+            return
+        transport = FastSctpTransport.adopt(self.sctp)
+        for name, value in self._fast_options.items():
+            setattr(transport, name, value)
+
+
+def _add_max_packet(sdp: str, length: int) -> str:
+    """``sdp`` with a=x-clasp-max-sctp-packet:``length`` after each a=max-message-size (the data
+    channel's media section) unless it is there already."""
+    if SDP_MAX_PACKET_ATTRIBUTE in sdp:
+        return sdp
+    lines = sdp.split("\r\n")
+    out = []
+    for line in lines:
+        out.append(line)
+        if line.startswith("a=max-message-size:"):
+            out.append(f"a={SDP_MAX_PACKET_ATTRIBUTE}:{length}")
+    return "\r\n".join(out)
+
+
+def _read_max_packet(sdp: str) -> Optional[int]:
+    """The peer's a=x-clasp-max-sctp-packet, or None."""
+    prefix = f"a={SDP_MAX_PACKET_ATTRIBUTE}:"
+    for line in sdp.splitlines():
+        if line.startswith(prefix):
+            try:
+                return int(line[len(prefix):].strip())
+            except ValueError:
+                return None
+    return None
+
+
+def peer_connection_class(fast_sctp: bool, *, fast_dtls: bool = True,
+                          udp_batching: bool = True) -> Callable[..., RTCPeerConnection]:
+    """The peer connection class (or factory) for ``WebRtcConfig.fast_sctp``, ``fast_dtls`` and
+    ``udp_batching``."""
+    if not fast_sctp:
+        return RTCPeerConnection
+    missing = missing_sctp_seams()
+    if missing:
+        _log_fallback("missing " + ", ".join(missing))
+        return RTCPeerConnection
+    if fast_dtls and udp_batching:
+        return FastPeerConnection
+    return functools.partial(FastPeerConnection, fast_dtls=fast_dtls, udp_batching=udp_batching)

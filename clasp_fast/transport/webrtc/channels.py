@@ -1,0 +1,296 @@
+"""The DataChannels of one connection: each with its batcher, flush scheduling and backpressure, and
+the table that routes a message to its channel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Callable, Iterator, Protocol
+
+from aiortc import RTCDataChannel
+
+from ...wire.codec import Batcher
+from ...errors import TransportError
+from ...wire.messages import QOS_FIRE, default_qos
+from .config import RELIABLE_LABEL, UNRELIABLE_LABEL, ChannelSpec, WebRtcConfig
+
+__all__ = ["Channel", "Channels", "DeliveryFields", "Receiving", "open_spec", "remote_spec"]
+
+#: How a received DataChannel message arrived (peer, channel label, frames, size): a plain tuple,
+#: made into a :class:`~.receive.Delivery` only when asked for.
+DeliveryFields = tuple
+
+_FRAME_TYPES = (bytes, bytearray, memoryview)
+
+
+class Receiving(Protocol):
+    """Where the channels' received DataChannel messages go (the connection's receive path)."""
+
+    def data_received(self, channel: "Channel", data: bytes | str) -> None: ...
+
+
+class _NotYet:
+    def data_received(self, channel: "Channel", data: bytes | str) -> None:
+        raise RuntimeError("a channel received data before the connection set its receive path")
+
+
+_NOT_YET = _NotYet()
+
+
+class Channel:
+    """One DataChannel with its batcher, flush scheduling and backpressure.
+
+    It knows only its :class:`Channels` table: the configuration, the counters, whether the
+    connection takes sends, the receive path its data goes to, and where errors and the close go.
+    """
+
+    def __init__(self, table: "Channels", spec: ChannelSpec, dc: RTCDataChannel) -> None:
+        self.table = table
+        self.spec = spec
+        self.dc = dc
+        self.batcher: Batcher = Batcher(0)
+        self.flush_scheduled = False
+        self.drained = asyncio.Event()
+        self.drained.set()
+        self.opened = asyncio.Event()
+        # Received messages still being decoded slice by slice: (data, next offset, delivery fields).
+        self.backlog: deque[tuple[bytes, int, DeliveryFields | None]] = deque()
+        self.backlog_bytes = 0
+        if dc.readyState == "open":
+            self.opened.set()
+        dc.on("open", self.opened.set)
+        dc.on("message", self._on_message)
+        dc.on("error", self._on_error)
+        dc.on("bufferedamountlow", self._on_buffered_amount_low)
+        dc.on("close", self._on_close)
+
+    def configure_batching(self, enabled: bool) -> None:
+        config = self.table.config
+        if not enabled:
+            limit = 0
+        elif self.spec.reliable:
+            limit = config.max_batch_size
+        else:
+            limit = config.unreliable_batch_size
+        self.batcher = Batcher(limit)
+        self.dc.bufferedAmountLowThreshold = config.batch_flush_threshold
+
+    # -- sending -------------------------------------------------------------------------
+
+    def buffered(self) -> int:
+        return self.dc.bufferedAmount + self.batcher.pending_size
+
+    async def wait_for_room(self) -> None:
+        table = self.table
+        config = table.config
+        while self.buffered() > config.high_water_mark:
+            if config.backpressure == "fail":
+                raise TransportError(
+                    f"channel {self.spec.label!r} has {self.buffered()} bytes buffered "
+                    f"(high-water mark {config.high_water_mark})",
+                    peer=table.peer,
+                    step="send",
+                )
+            table.check_open()
+            self.drained.clear()
+            await self.drained.wait()
+        table.check_open()
+
+    def add(self, item: object, qos: int | None) -> None:
+        if isinstance(item, _FRAME_TYPES):
+            ready = self.batcher.add_frame(item)
+        else:
+            ready = self.batcher.add_message(item, -1 if qos is None else qos)
+        if ready is not None:
+            self.send_now(ready)
+        if self.batcher.full:
+            self.send_now(self.batcher.take())
+        elif self.batcher.pending_size and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.table.loop.call_soon(self._flush_soon)
+
+    def send_now(self, data: bytes) -> None:
+        self.dc.send(data)
+        counters = self.table.counters
+        counters["bytes_sent"] += len(data)
+        counters["datachannel_messages_sent"] += 1
+
+    def _flush_soon(self) -> None:
+        self.flush_scheduled = False
+        if self.dc.readyState != "open":
+            return
+        # Adaptive: while aiortc still holds data for this channel, keep appending; the
+        # "bufferedamountlow" event flushes what accumulated.
+        if self.batcher.pending_size and self.dc.bufferedAmount <= self.dc.bufferedAmountLowThreshold:
+            self.send_now(self.batcher.take())
+
+    def flush(self) -> None:
+        if self.batcher.pending_size and self.dc.readyState == "open":
+            self.send_now(self.batcher.take())
+
+    def _on_buffered_amount_low(self) -> None:
+        if self.dc.readyState == "open":
+            self.flush()
+        if self.buffered() <= self.table.config.high_water_mark:
+            self.drained.set()
+
+    def _on_close(self) -> None:
+        self.drained.set()
+        self.table.closed(self)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _on_message(self, data: bytes | str) -> None:
+        self.table.receiver.data_received(self, data)
+
+    def _on_error(self, error: Exception) -> None:
+        self.table.failed(self, error)
+
+
+class Channels:
+    """The DataChannels of one connection by label, and the route of each outgoing message.
+
+    Routing: a channel named by label, else the extra channel with the longest prefix covering
+    the address, else ``clasp-reliable`` or ``clasp`` by the reliability asked for or the QoS
+    (a frame's own QoS bits, a message's default).
+    """
+
+    def __init__(
+        self,
+        config: WebRtcConfig,
+        peer: str,
+        counters: dict[str, int],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        check_open: Callable[[], None],
+        on_error: Callable[[Channel, Exception], None],
+        on_closed: Callable[[Channel], None],
+    ) -> None:
+        self.config = config
+        self.peer = peer
+        self.counters = counters
+        self.loop = loop
+        self.check_open = check_open
+        self.receiver: Receiving = _NOT_YET
+        self._on_error = on_error
+        self._on_closed = on_closed
+        self._channels: dict[str, Channel] = {}
+        self._routes: list[tuple[str, Channel]] = []
+        self.reliable: Channel | None = None
+        self.unreliable: Channel | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # -- the table -----------------------------------------------------------------------
+
+    def add(self, spec: ChannelSpec, dc: RTCDataChannel) -> Channel:
+        channel = self._channels[spec.label] = Channel(self, spec, dc)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+        return channel
+
+    async def wait_for(self, label: str) -> Channel:
+        """The channel ``label`` once it exists (the peer's channels appear during set-up)."""
+        while label not in self._channels:
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return self._channels[label]
+
+    def __contains__(self, label: object) -> bool:
+        return label in self._channels
+
+    def __iter__(self) -> Iterator[Channel]:
+        return iter(list(self._channels.values()))
+
+    def __getitem__(self, label: str) -> Channel:
+        return self._channels[label]
+
+    def data_channels(self) -> dict[str, RTCDataChannel]:
+        return {label: channel.dc for label, channel in self._channels.items()}
+
+    def configure(self, batching: bool, *channels: Channel) -> None:
+        """Set batching on ``channels`` (all when none are named) and rebuild the routes."""
+        for channel in channels or self._channels.values():
+            channel.configure_batching(batching)
+        routes = [(ch.spec.prefix, ch) for ch in self._channels.values() if ch.spec.prefix]
+        routes.sort(key=lambda item: len(item[0]), reverse=True)
+        self._routes = routes
+        self.reliable = self._channels.get(RELIABLE_LABEL)
+        self.unreliable = self._channels.get(UNRELIABLE_LABEL)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def route(self, item: object, reliable: bool | None, qos: int | None, label: str | None) -> Channel:
+        """The channel ``item`` (a message or a frame) goes on; TransportError when none can take it."""
+        self.check_open()
+        if label is not None:
+            try:
+                return self._channels[label]
+            except KeyError:
+                raise TransportError(f"no channel labelled {label!r}", peer=self.peer, step="send") from None
+        if reliable is None:
+            if isinstance(item, _FRAME_TYPES):
+                if len(item) < 4:
+                    raise TransportError("a frame is at least 4 bytes", peer=self.peer, step="send")
+                frame_qos = item[1] >> 6 if qos is None else qos
+                reliable = frame_qos != QOS_FIRE
+            else:
+                address = getattr(item, "address", None)
+                if address is not None and self._routes:
+                    for prefix, ch in self._routes:
+                        if address == prefix or address.startswith(prefix if prefix.endswith("/") else prefix + "/"):
+                            return ch
+                reliable = (default_qos(item) if qos is None else qos) != QOS_FIRE
+        channel = self.reliable if reliable else self.unreliable
+        assert channel is not None  # both exist once the connection is up
+        return channel
+
+    def flush(self) -> None:
+        """Hand every pending batch to aiortc now."""
+        for channel in self._channels.values():
+            channel.flush()
+
+    def release_senders(self) -> None:
+        """Wake every send waiting for room (the connection is ending)."""
+        for channel in self._channels.values():
+            channel.drained.set()
+
+    def buffered(self) -> bool:
+        """Whether aiortc still holds data handed to an open channel."""
+        return any(ch.dc.bufferedAmount for ch in self._channels.values() if ch.dc.readyState == "open")
+
+    def reset(self) -> None:
+        """Close every channel (SCTP stream resets)."""
+        for channel in self._channels.values():
+            channel.dc.close()
+
+    def reliable_closed(self) -> bool:
+        """Whether every reliable channel has closed (both directions reset)."""
+        return all(ch.dc.readyState == "closed" for ch in self._channels.values() if ch.spec.reliable)
+
+    # -- events of the channels ----------------------------------------------------------
+
+    def failed(self, channel: Channel, error: Exception) -> None:
+        self._on_error(channel, error)
+
+    def closed(self, channel: Channel) -> None:
+        self._on_closed(channel)
+
+    def backlog_bytes(self) -> int:
+        """Undecoded received bytes the channels hold (received batches decoded slice by slice)."""
+        return sum(channel.backlog_bytes for channel in self._channels.values())
+
+
+def open_spec(spec: ChannelSpec, create: Callable[..., RTCDataChannel]) -> RTCDataChannel:
+    """Create the DataChannel of ``spec`` with ``create`` (``RTCPeerConnection.createDataChannel``)."""
+    return create(spec.label, ordered=spec.ordered, maxRetransmits=spec.max_retransmits,
+                  maxPacketLifeTime=spec.max_packet_life_time, protocol=spec.prefix or "")
+
+
+def remote_spec(dc: RTCDataChannel) -> ChannelSpec:
+    """The spec of a channel the peer opened (its prefix travels in the protocol field)."""
+    return ChannelSpec(dc.label, prefix=dc.protocol if dc.protocol.startswith("/") else None, ordered=dc.ordered,
+                       max_retransmits=dc.maxRetransmits, max_packet_life_time=dc.maxPacketLifeTime)
+

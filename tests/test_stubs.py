@@ -1,0 +1,63 @@
+"""The type stubs of the compiled modules (clasp_fast/_*.pyi) match the built modules.
+
+mypy's stubtest imports each compiled module and compares every public name, signature,
+property and class layout with its stub; a module without a stub fails here too. Runs against
+whichever clasp_fast the suite imports (the source tree or an installed wheel), so it also
+proves that the wheel carries the stubs.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import clasp_fast
+
+PACKAGE_DIR = Path(clasp_fast.__file__).resolve().parent
+
+# Names Cython adds to every module and to some classes; they are not API.
+ALLOWLIST = """\
+clasp_fast\\._\\w+\\.__pyx_capi__
+clasp_fast\\._\\w+\\.__test__
+clasp_fast\\._\\w+\\.(\\w+\\.)?__reduce_cython__
+clasp_fast\\._\\w+\\.(\\w+\\.)?__setstate_cython__
+"""
+
+
+def compiled_modules() -> list[str]:
+    """Every extension module inside the package, by module name (e.g. ``clasp_fast._codec``)."""
+    suffixes = sorted(importlib.machinery.EXTENSION_SUFFIXES, key=len, reverse=True)
+    names = set()
+    for path in PACKAGE_DIR.iterdir():
+        suffix = next((s for s in suffixes if path.name.endswith(s)), None)
+        # An in-place build for another Python leaves e.g. _codec.cpython-312-...so beside
+        # ours; its name only ends in the bare ".so" suffix and is not a module name here.
+        if suffix is not None and "." not in path.name[: -len(suffix)]:
+            names.add(path.name[: -len(suffix)])
+    return sorted(f"clasp_fast.{name}" for name in names)
+
+
+def test_the_compiled_core_is_found():
+    modules = compiled_modules()
+    assert {"clasp_fast._codec", "clasp_fast._address", "clasp_fast._dispatch"} <= set(modules)
+
+
+def test_every_compiled_module_has_a_stub():
+    missing = [m for m in compiled_modules() if not (PACKAGE_DIR / f"{m.split('.')[1]}.pyi").exists()]
+    assert missing == [], f"write clasp_fast/<module>.pyi for {missing}"
+
+
+def test_stubs_match_the_compiled_modules(tmp_path: Path):
+    # stubtest comes with mypy, which the "test" extra installs.
+    allowlist = tmp_path / "allowlist.txt"
+    allowlist.write_text(ALLOWLIST, encoding="utf-8")
+    env = dict(os.environ, MYPY_CACHE_DIR=str(tmp_path / "mypy_cache"))
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "--allowlist", str(allowlist),
+         "--ignore-unused-allowlist", *compiled_modules()],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
