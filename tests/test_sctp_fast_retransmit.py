@@ -8,8 +8,9 @@ import asyncio
 
 from tests.sctp_pair import close_pair, connect_pair
 
-LOST = b"LOST" + bytes(996)
-COUNT = 30  # 1,000-byte messages: one DATA chunk per packet, so many SACKs follow the loss
+SIZE = 12_000  # one DATA chunk per packet whether packets are 1,189 bytes or 16 KiB (clasp_fast peers)
+LOST = b"LOST" + bytes(SIZE - 4)
+COUNT = 30  # so many packets, each answered by a SACK, follow the loss
 
 
 class DropOnce:
@@ -30,7 +31,7 @@ class DropOnce:
 
 
 def message(i: int) -> bytes:
-    return LOST if i == 5 else i.to_bytes(4, "big") + bytes(996)
+    return LOST if i == 5 else i.to_bytes(4, "big") + bytes(SIZE - 4)
 
 
 async def test_a_chunk_lost_once_is_fast_retransmitted_before_any_retransmission_timeout():

@@ -380,7 +380,10 @@ class FastSctpTransport(RTCSctpTransport):
 
         if self._sack_needed:
             self._packets_since_sack += with_data
-            if self._receiving_batch:
+            # Within a batch one SACK answers it all, unless there is a gap: then each packet is
+            # answered at once (RFC 4960 section 6.7), so the sender counts its three miss
+            # indications and fast-retransmits instead of waiting for T3.
+            if self._receiving_batch and not (self._sack_misordered or self._sack_duplicates):
                 self._sack_urgent = self._sack_urgent or urgent  # answered once the batch is through
             elif urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
                 try:

@@ -20,19 +20,23 @@ from clasp_fast.webrtc import WebRtcConfig, WebRtcTransport
 
 
 def pause_reading(transport: WebRtcTransport, paused: bool) -> None:
-    """Stop (or resume) reading the transport's ICE sockets: a stand-in for a peer too busy to read."""
+    """Stop (or resume) reading the transport's ICE sockets: a stand-in for a peer too busy to read.
+
+    Pausing works on asyncio's reading, so the viewers run without the data plane's batched reads
+    (``udp_batching=False``), which read the sockets themselves."""
     for protocol in transport.ice_connection()._protocols:
         (protocol.transport.pause_reading if paused else protocol.transport.resume_reading)()
 
 
 async def main(viewers: int) -> None:
     config = WebRtcConfig(host_addresses=["127.0.0.1"], keepalive_timeout=15.0)
+    viewer_config = WebRtcConfig(host_addresses=["127.0.0.1"], keepalive_timeout=15.0, udp_batching=False)
     hubs, views = [], []
     for i in range(viewers):
         sig_hub, sig_viewer = InMemorySignaling.pair("hub", f"viewer-{i}")
         (hub, _), (view, _) = await asyncio.gather(
             WebRtcTransport.connect(config, sig_hub, peer=f"viewer-{i}"),
-            WebRtcTransport.connect(config, sig_viewer, role="answerer"))
+            WebRtcTransport.connect(viewer_config, sig_viewer, role="answerer"))
         hubs.append(hub.transport)
         views.append(view.transport)
     received = [0] * viewers
