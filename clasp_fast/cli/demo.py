@@ -131,6 +131,7 @@ def _stop_on_signals() -> None:
     """SIGINT and SIGTERM cancel the demo's main task; its clean-up then stops every child."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+    assert task is not None  # called from the demo's main task
     for number in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(number, task.cancel)

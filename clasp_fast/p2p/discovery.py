@@ -151,7 +151,7 @@ class RelayDiscovery:
         if not client.connected or local is None or client.session_id is None:
             return
         address = presence_address(client.session_id)
-        if self._presence_address not in (None, address):
+        if self._presence_address is not None and self._presence_address != address:
             # The relay client reconnected under a new session id. A clasp_fast relay has already
             # removed the old entry and refuses this write (only a session writes its own presence).
             assert self._tasks is not None

@@ -460,8 +460,9 @@ class ClaspP2P:
         elif current is not None and current.state in ("new", "connecting"):
             return  # an offer while answering another one
         info = self._directory.add(sender, "offer")
-        if isinstance(offer.get("features"), (list, tuple)) and not info.features:
-            info.features = tuple(f for f in offer["features"] if isinstance(f, str))  # type: ignore[union-attr]
+        features = offer.get("features")
+        if isinstance(features, (list, tuple)) and not info.features:
+            info.features = tuple(f for f in features if isinstance(f, str))
         transport = self._new_transport(sender)
         self._answering[correlation_id] = transport
         self._tasks.spawn(self._answer(offer, info, current, transport))

@@ -45,7 +45,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Literal, Protocol
 
 from ..errors import AddressError, EncodeError, ProtocolError
 from ..wire.address import SubscriptionIndex, validate_pattern
@@ -453,7 +453,7 @@ class Router:
 
     # -- P2P identity ---------------------------------------------------------------------
 
-    def _check_presence(self, session: Session, owner: str, message: Set) -> str | bool:
+    def _check_presence(self, session: Session, owner: str, message: Set) -> str | Literal[False]:
         """Check a SET of a presence param. Return the client id to claim once applied, ``""``
         for a withdrawal, or False after answering ERROR."""
         address = message.address
@@ -470,7 +470,7 @@ class Router:
             return False
         return self._check_identity(session, value, address)
 
-    def _check_identity(self, session: Session, value: dict, address: str) -> str | bool:
+    def _check_identity(self, session: Session, value: dict, address: str) -> str | Literal[False]:
         """The ``session_id`` and ``client_id`` of a presence or announce map: the client id to
         claim (``""`` if none), or False after answering ERROR."""
         claimed_session = value.get("session_id")
@@ -617,7 +617,7 @@ class Router:
     def _on_ping(self, session: Session, message: Ping) -> None:
         session.outbox.reply(_PONG)
 
-    _handlers = {
+    _handlers: dict[type, Callable[[Router, Session, Any], None]] = {
         Subscribe: _on_subscribe,
         Unsubscribe: _on_unsubscribe,
         Set: _on_set,
@@ -664,7 +664,7 @@ class _GestureCoalescer:
             if held is not None:
                 self._pending[key] = (session, message, held[2])
             else:
-                timer = asyncio.get_running_loop().call_later(self._interval, self._flush, key)
+                timer = asyncio.get_running_loop().call_later(self._interval or 0.0, self._flush, key)
                 self._pending[key] = (session, message, timer)
             return
         self._flush(key)

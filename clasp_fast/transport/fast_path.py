@@ -136,7 +136,7 @@ def install(sctp: Any) -> bool:
             return
         queue_data(data, component)
 
-    connection.data_received = data_received
+    connection.data_received = data_received  # type: ignore[method-assign]  # the seam into aioice
     for protocol in connection._protocols:
         _shortcut_stun_check(protocol, connection)
     return True

@@ -60,8 +60,10 @@ from . import fast_path
 from .._build_check import load_extension
 from ..errors import DecodeError, ProtocolError, TransportError
 
-_sctp = load_extension("_sctp")
-DataChunk = _sctp.DataChunk
+load_extension("_sctp")  # a missing build fails here with a message that says how to build
+
+from .. import _sctp  # noqa: E402
+from .._sctp import DataChunk  # noqa: E402
 
 __all__ = [
     "TESTED_AIORTC_VERSIONS",
@@ -124,6 +126,17 @@ class SctpStats:
     sender resends it). ``messages_refused``: messages over the advertised maximum message size.
     """
 
+    packets_sent: int
+    packets_received: int
+    data_chunks_sent: int
+    data_chunks_received: int
+    retransmissions: int
+    sacks_sent: int
+    sacks_bundled: int
+    malformed_packets: int
+    data_chunks_dropped: int
+    messages_refused: int
+
     __slots__ = (
         "packets_sent",
         "packets_received",
@@ -183,6 +196,12 @@ class FastSctpTransport(RTCSctpTransport):
     """
 
     stats: SctpStats
+    # aiortc (and pyee under it) declare these Optional; both are set before a packet goes out.
+    _loop: asyncio.AbstractEventLoop
+    _remote_port: int
+    # aiortc's queues hold the compiled DataChunk here (aiortc types them with its own chunk class).
+    _outbound_queue: deque[DataChunk]  # type: ignore[assignment]
+    _sent_queue: deque[DataChunk]  # type: ignore[assignment]
     #: Use clasp_fast.fast_path's shorter receive path (set before the transport starts).
     fast_receive: bool = True
 
@@ -219,7 +238,7 @@ class FastSctpTransport(RTCSctpTransport):
         # up to that TSN (a lower bound of its size); and (stream, last fragment) of a refused message
         # whose fragments are being dropped (the stream object changes when the stream is reset).
         self._tail_message_bytes: dict[int, tuple[int, int]] = {}
-        self._refused: dict[int, tuple[object, DataChunk]] = {}
+        self._refused: dict[int, tuple[_aio.InboundStream, DataChunk]] = {}
         # Exceptions raised by application event handlers while a packet is handled.
         self._handler_errors: list[Exception] = []
 
@@ -295,9 +314,9 @@ class FastSctpTransport(RTCSctpTransport):
         if errors:
             # Raised where aiortc raises it (its DTLS receive loop ends), once the whole packet,
             # every other message in it included, was handled.
-            error = errors[0]
+            first = errors[0]
             errors.clear()
-            raise error
+            raise first
 
     def _abort_received(self, chunk) -> None:
         if self._association_state != _CLOSED:
@@ -442,12 +461,13 @@ class FastSctpTransport(RTCSctpTransport):
         reassembly = stream.reassembly
         if chunk.flags & _UNORDERED:
             first, last = _run_around(reassembly, reassembly.index(chunk))
-            dropped = reassembly[first : last + 1]
+            dropped: list[DataChunk] = reassembly[first : last + 1]
             stream.reassembly = reassembly[:first] + reassembly[last + 1 :]
             tail = dropped[-1]
         else:
             # Every fragment of an ordered message carries its stream sequence number.
-            kept, dropped = [], []
+            kept: list[DataChunk] = []
+            dropped = []
             for c in reassembly:
                 (dropped if not c.flags & _UNORDERED and c.stream_seq == chunk.stream_seq else kept).append(c)
             stream.reassembly = kept
@@ -501,7 +521,8 @@ class FastSctpTransport(RTCSctpTransport):
 
     async def _reset_deferred_streams(self) -> None:
         request = self._reconfig_deferred
-        if request is not None and _tsn_gte(self._last_received_tsn, request.last_tsn):
+        last = self._last_received_tsn
+        if request is not None and last is not None and _tsn_gte(last, request.last_tsn):
             # aiortc drops the streams' reassembly lists: give their bytes back to the window.
             for stream_id in request.streams:
                 stream = self._inbound_streams.get(stream_id)
@@ -576,7 +597,7 @@ class FastSctpTransport(RTCSctpTransport):
             if chunk._in_flight:
                 chunk._in_flight = False
                 self._flight_size -= chunk._book_size
-            if done == 1 and chunk._sent_count == 1:
+            if done == 1 and chunk._sent_count == 1 and chunk._sent_time is not None:
                 self._update_rto(received_time - chunk._sent_time)
         if done and cwnd_fully_utilized:
             if self._cwnd <= self._ssthresh:
@@ -619,9 +640,11 @@ class FastSctpTransport(RTCSctpTransport):
         if self._sack_handle is not None:
             self._sack_handle.cancel()
             self._sack_handle = None
+        cumulative = self._last_received_tsn
+        assert cumulative is not None, "a SACK is only built once the peer's INIT arrived"
         gaps: list[tuple[int, int]] = []
         if self._sack_misordered:
-            last = self._last_received_tsn
+            last = cumulative
             start = end = -1
             for tsn in sorted(self._sack_misordered, key=lambda t: (t - last) & 0xFFFFFFFF):
                 offset = (tsn - last) & 0xFFFFFFFF
@@ -637,7 +660,7 @@ class FastSctpTransport(RTCSctpTransport):
                 gaps.append((start, end))
             del gaps[MAX_SACK_GAPS:]
         chunk = _sctp.build_sack(
-            self._last_received_tsn,
+            cumulative,
             max(0, self._advertised_rwnd),
             gaps,
             self._sack_duplicates[:MAX_SACK_DUPLICATES],
@@ -704,6 +727,7 @@ class FastSctpTransport(RTCSctpTransport):
             stream_id = channel.id
             if stream_id is None:
                 stream_id = self._data_channel_id
+                assert stream_id is not None, "start() chose the first stream id"
                 while stream_id in self._data_channels:
                     stream_id += 2
                 self._data_channels[stream_id] = channel
@@ -820,7 +844,7 @@ class FastSctpTransport(RTCSctpTransport):
                         self._retransmit_scan = True
                         blocked = True
                         break
-                    self._flight_size_increase(chunk)
+                    self._flight_size_increase(chunk)  # type: ignore[arg-type]  # duck-types aiortc's chunk
                     chunk._misses = 0
                     chunk._retransmit = False
                     chunk._sent_count += 1
@@ -849,7 +873,7 @@ class FastSctpTransport(RTCSctpTransport):
                 sent_queue.append(chunk)
                 if chunk._abandoned:
                     continue  # its TSN is skipped with a FORWARD-TSN
-                self._flight_size_increase(chunk)
+                self._flight_size_increase(chunk)  # type: ignore[arg-type]  # duck-types aiortc's chunk
                 chunk._sent_count += 1
                 chunk._sent_time = now
                 if used + chunk._book_size > room and (packet or control):
@@ -897,6 +921,7 @@ class FastPeerConnection(RTCPeerConnection):
     # it is the only place an RTCSctpTransport is constructed for a peer connection.
     def _RTCPeerConnection__createSctpTransport(self) -> None:
         RTCPeerConnection._RTCPeerConnection__createSctpTransport(self)  # type: ignore[attr-defined]
+        assert self.sctp is not None
         FastSctpTransport.adopt(self.sctp)
 
 

@@ -126,6 +126,7 @@ class InMemorySignaling:
         if peer is None:
             raise SignalingError(f"Target session not found: {target}", peer=target, step="signal")
         delivered = decode(frame)
+        assert type(delivered) is Publish
         peer._queue.put_nowait(delivered.value)
 
     async def recv_signal(self) -> dict[str, object]:

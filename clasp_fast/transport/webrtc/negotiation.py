@@ -226,14 +226,17 @@ class Negotiation:
 
     def _install_gathering_policy(self) -> None:
         sctp = self._pc.sctp
+        if sctp is None:  # an offer without an application (data channel) section
+            raise TransportError("the session description has no data channel section", peer=self.peer, step=self.step)
         ice.install_gathering_policy(
-            None if sctp is None else sctp.transport.transport.iceGatherer._connection,
+            sctp.transport.transport.iceGatherer._connection,
             host_addresses=self.config.host_addresses,
             udp_receive_buffer=self.config.udp_receive_buffer,
         )
 
     async def _trickle_candidates(self) -> None:
         sctp = self._pc.sctp
+        assert sctp is not None
         gatherer = sctp.transport.transport.iceGatherer
         ufrag = gatherer.getLocalParameters().usernameFragment
         mid = sctp.mid if sctp.mid is not None else "0"

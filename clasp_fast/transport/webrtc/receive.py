@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
-from typing import Any, AsyncIterator, Callable, NamedTuple
+from typing import Any, AsyncIterator, Callable, NamedTuple, Sequence
 
 from ...wire.codec import decode_slice, frame_count
 from ...errors import DecodeError, TransportError
@@ -251,7 +251,7 @@ class WebRtcReceiver:
         if isinstance(sctp, FastSctpTransport):
             sctp.hold_received(amount)
 
-    def _deliver(self, messages: list[object], delivery: DeliveryFields) -> None:
+    def _deliver(self, messages: Sequence[object], delivery: DeliveryFields) -> None:
         callback = self._callback
         if callback is not None:
             token = _current_delivery.set(delivery)
