@@ -23,7 +23,6 @@ import socket
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from OpenSSL import SSL
 
 from clasp_fast.dtls_records import DtlsRecordLayer, evp_status
 from clasp_fast.udp_batch import UdpBatchSocket, supported_strategies

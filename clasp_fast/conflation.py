@@ -65,7 +65,8 @@ class ConflationPolicy:
         compiled = []
         for pattern in patterns:
             if not isinstance(pattern, str):
-                raise PatternError(f"a conflation pattern must be a string, got {type(pattern).__name__}", repr(pattern))
+                raise PatternError(f"a conflation pattern must be a string, got {type(pattern).__name__}",
+                                   repr(pattern))
             try:
                 compiled.append(Pattern(pattern))
             except PatternError as exc:

@@ -105,7 +105,8 @@ class _Lane:
 
 
 class _Member:
-    def __init__(self, name: str, sender: WebRtcSender, overflow: Overflow, max_buffered: int, max_backlog: int) -> None:
+    def __init__(self, name: str, sender: WebRtcSender, overflow: Overflow, max_buffered: int,
+                 max_backlog: int) -> None:
         self.name = name
         self.sender = sender
         self.overflow = overflow

@@ -164,7 +164,8 @@ class Metrics:
         result = {}
         for name, series in self.collect().items():
             labels = self.specs[name].labels
-            result[name] = [{"labels": dict(zip(labels, key)), "value": value} for key, value in series.items()]
+            result[name] = [{"labels": dict(zip(labels, key, strict=True)), "value": value}
+                            for key, value in series.items()]
         return result
 
     def value(self, name: str, **labels: str) -> float:

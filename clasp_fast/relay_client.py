@@ -457,7 +457,8 @@ class ClaspClient:
             if self.connected:
                 await self._send(Unsubscribe(id=subscription_id))
 
-    def on(self, pattern: str, types: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def on(self, pattern: str,
+           types: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator form of ``subscribe`` (the SUBSCRIBE is sent in the background)."""
         def decorator(callback: Callable[..., Any]) -> Callable[..., Any]:
             self.tasks.spawn(self.subscribe(pattern, callback, types))

@@ -91,7 +91,7 @@ class NodeCodecPeer:
         try:
             reply = self.replies.get(timeout=self.timeout)
         except queue.Empty:
-            raise AssertionError(f"Node codec peer did not answer {request} in {self.timeout} s")
+            raise AssertionError(f"Node codec peer did not answer {request} in {self.timeout} s") from None
         if reply is None:
             raise AssertionError(f"Node codec peer exited: {self.process.stderr.read()}")
         return reply

@@ -136,8 +136,9 @@ class ClaspP2P:
         self._accept = accept
         self._discovery = discovery
         self._tasks = TaskSet(self.errors.report)
-        self._directory = PeerDirectory(self.errors, self.presence_ttl, own_session=lambda: self.session_id,
-                                        in_use=lambda session_id: self._sessions.get(session_id, _IDLE).peer is not None)
+        self._directory = PeerDirectory(
+            self.errors, self.presence_ttl, own_session=lambda: self.session_id,
+            in_use=lambda session_id: self._sessions.get(session_id, _IDLE).peer is not None)
         self._sessions: dict[str, _Session] = {}
         self._answering: dict[str, WebRtcTransport] = {}  # by correlation id: offers not answered yet
         self._correlation_ids: dict[str, None] = {}  # every id we offered or were offered (bounded)

@@ -158,7 +158,8 @@ class StreamSignaling:
         self._writer = writer
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        frame = encode(Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id}))
+        frame = encode(Publish(address=signal_address(target), signal="event",
+                               value={**signal, "from": self.session_id}))
         try:
             self._writer.write(len(frame).to_bytes(4, "big") + frame)
             await self._writer.drain()

@@ -132,7 +132,8 @@ class Negotiation:
         # Remote candidates in arrival order; applied once the remote description is set.
         self._remote_candidates: asyncio.Queue[str] = asyncio.Queue()
         self._remote_description_set = asyncio.Event()
-        self._channels_up = asyncio.Event()  # the reliable channel is open: the peer's channels are configured on arrival
+        # The reliable channel is open: the peer's channels are configured on arrival.
+        self._channels_up = asyncio.Event()
         pc.on("datachannel", self._on_remote_datachannel)
 
     @property
@@ -176,7 +177,8 @@ class Negotiation:
         except SignalingError:
             raise
         except Exception as exc:
-            raise SignalingError(f"could not send {fields['type']}: {exc}", peer=self.peer, step=str(fields["type"])) from exc
+            raise SignalingError(f"could not send {fields['type']}: {exc}", peer=self.peer,
+                                 step=str(fields["type"])) from exc
 
     # -- the procedure -------------------------------------------------------------------
 

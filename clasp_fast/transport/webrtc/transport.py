@@ -207,7 +207,8 @@ class WebRtcTransport:
 
     @property
     def timings(self) -> dict[str, float]:
-        """Seconds from start() to each set-up step: "offer"/"answer" (sent or applied), "reliable_open", "connected"."""
+        """Seconds from start() to each set-up step: "offer"/"answer" (sent or applied), "reliable_open",
+        "connected"."""
         return self._negotiation.timings
 
     @property
