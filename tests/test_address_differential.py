@@ -1,7 +1,7 @@
 """Randomized differential tests: the compiled matchers against plain reference matchers.
 
 The reference live matcher is the router's rule written the obvious way
-(WIRE.md §9.2): split after the first character, recurse over segments, a
+(docs/protocol.md §9.2): split after the first character, recurse over segments, a
 segment with an embedded ``*`` takes any one segment and then the whole
 pattern must pass the glob. The reference glob covers the glob syntax these
 strategies generate (only ``*``), translated to a regular expression.

@@ -36,7 +36,7 @@ DELIBERATE = {
     ("02 subscribe", "C: SET /s2/m/x = false (old pattern of id 2)"): (
         {"A": [], "B": [], "C": ["ACK"]},
         "re-using a subscription id replaces the old subscription (the reference keeps the old "
-        "pattern alive, WIRE.md §8.2 [QUIRK])",
+        "pattern alive, docs/protocol.md §8.2 [QUIRK])",
     ),
     ("02 subscribe", "C: SET /s2/m/x = true after UNSUBSCRIBE id=2 (old pattern)"): (
         {"A": [], "B": [], "C": ["ACK"]},
@@ -44,16 +44,16 @@ DELIBERATE = {
     ),
     ("03b ttl-expiry", "B: GET /ttl/abs1 after its TTL elapsed"): (
         {"A": [], "B": []},
-        "an expired param is never served; the reference serves it until its 60 s sweep (WIRE.md §11.1)",
+        "an expired param is never served; the reference serves it until its 60 s sweep (docs/protocol.md §11.1)",
     ),
     ("04 publish", "A: PUBLISH gesture /s4/touch id=7 phase=move x3"): (
         {"A": [], "B": ["PUBLISH"], "C": []},
-        "the coalesced move is not sent back to its sender (WIRE.md §11.1: the reference's flush "
+        "the coalesced move is not sent back to its sender (docs/protocol.md §11.1: the reference's flush "
         "timer includes the sender)",
     ),
     ("04 publish", "A: PUBLISH gesture /s4/swipe id=1 start, then (after 100 ms) one move"): (
         {"A": [], "B": ["PUBLISH", "PUBLISH"], "C": []},
-        "the coalesced move is not sent back to its sender (WIRE.md §11.1)",
+        "the coalesced move is not sent back to its sender (docs/protocol.md §11.1)",
     ),
 }
 

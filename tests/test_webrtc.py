@@ -147,7 +147,7 @@ async def test_connects_on_loopback_with_both_channels_and_batching_negotiated()
             # The remote shows up as peer-reflexive when its checks beat its trickled candidate.
             assert pair is not None and pair.local_type == "host" and pair.remote_type in ("host", "prflx")
             assert is_loopback(pair.local_address[0]) and is_loopback(pair.remote_address[0])
-        # Signals follow WIRE.md §10.3: the offer and answer carry features, candidates are JSON strings.
+        # Signals follow docs/protocol.md §10.3: the offer and answer carry features, candidates are JSON strings.
         sent_a, sent_b = _signals(sig_a), _signals(sig_b)
         offer = next(s for s in sent_a if s["type"] == "offer")
         answer = next(s for s in sent_b if s["type"] == "answer")
@@ -415,7 +415,7 @@ async def test_signals_with_wrong_correlation_id_are_ignored() -> None:
         assert sender_a.transport.stats().ignored_signals >= 3
         await sender_a.send(Set(address="/cid", value=1))
         assert [m.value for m in await _collect(receiver_b, 1)] == [1]
-        # "disconnected" is honoured whatever its correlation id (WIRE.md §10.4).
+        # "disconnected" is honoured whatever its correlation id (docs/protocol.md §10.4).
         await sig_b.send_signal("peer-a", {"type": "disconnected", "correlation_id": "any", "reason": "bye"})
         await asyncio.wait_for(sender_a.transport.wait_closed(), 5)
         assert sender_a.transport.close_reason == "bye"

@@ -1,6 +1,6 @@
 """How a ClaspP2P learns of other peers and makes itself known: a pluggable :class:`Discovery`.
 
-* :class:`RelayDiscovery` -- through a relay (WIRE.md §10): every ``presence_interval`` seconds
+* :class:`RelayDiscovery` -- through a relay (docs/protocol.md §10): every ``presence_interval`` seconds
   it sets the param ``/clasp/p2p/presence/{session_id}`` to ``{client_id, session_id, features,
   ttl}`` with an absolute TTL of three intervals, so peers that subscribe later find it in the
   SNAPSHOT the relay sends on subscribing to ``/clasp/p2p/presence/*``, and publishes the reference

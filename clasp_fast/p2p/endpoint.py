@@ -53,7 +53,7 @@ __all__ = ["ClaspP2P", "Peer", "PeerInfo", "PeerStats", "AcceptHook", "PRESENCE_
 
 log = logging.getLogger("clasp_fast.p2p")
 
-# What the reference announce lists (WIRE.md §10.3), then clasp_fast's own features.
+# What the reference announce lists (docs/protocol.md §10.3), then clasp_fast's own features.
 BASE_FEATURES = (*ANNOUNCE_FEATURES, PRESENCE_FEATURE, *LOCAL_FEATURES)
 _SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _REMEMBERED_CORRELATION_IDS = 1024

@@ -7,7 +7,7 @@ receives decoded messages with :meth:`Router.receive` and answers through each
 session's :class:`Outbox`, which the socket layer (``clasp_fast.relay``) implements
 with per-sender lanes (:mod:`clasp_fast.fair_queue`).
 
-Behaviour follows the reference router (WIRE.md §8) except where documented:
+Behaviour follows the reference router (docs/protocol.md §8) except where documented:
 
 * the gesture flush timer excludes the sender like every other PUBLISH (§11.1);
 * expired params are never served: reads check the expiry, and a sweep
@@ -314,7 +314,7 @@ class Router:
     # -- delivery ---------------------------------------------------------------------------
 
     def deliver(self, target: Session, frame: bytes, sender: Session | None, address: str | None = None) -> None:
-        """Fan-out delivery with the slow-consumer policy of WIRE.md §8.8."""
+        """Fan-out delivery with the slow-consumer policy of docs/protocol.md §8.8."""
         self.delivered += 1
         lane = None if sender is target or sender is None else sender.id
         outbox = target.outbox
@@ -635,7 +635,7 @@ _PONG = encode(Pong())
 
 
 class _GestureCoalescer:
-    """Holds gesture ``move``s and forwards only the latest (WIRE.md §8.4).
+    """Holds gesture ``move``s and forwards only the latest (docs/protocol.md §8.4).
 
     Keyed by (sender, address, gesture id). The flush after ``interval`` excludes the
     sender, like every other PUBLISH (the reference's timer does not: §11.1). A session

@@ -35,7 +35,7 @@ Each session has a bounded outgoing queue (:class:`~clasp_fast.fair_queue.FairQu
 lane per sending session, served round-robin) drained by its own writer task, so a slow
 consumer never blocks routing and a flooding sender cannot make others' messages wait
 behind its own: fan-out to a full queue drops the newest frame of the busiest sender
-(reported with ERROR 503, WIRE.md §8.8); direct replies may use up to twice the queue
+(reported with ERROR 503, docs/protocol.md §8.8); direct replies may use up to twice the queue
 size, beyond which the connection is closed with 1008. SNAPSHOTs are streamed, produced
 frame by frame as the socket drains, and never count against that limit. Between
 connections the event loop is shared fairly: a writer yields after ``WRITE_TURN``
@@ -342,7 +342,7 @@ class Relay:
                     conn.reply(encode(Error(code=_decode_error_code(data), message=str(exc))))
                     continue
                 if type(message) is Hello:
-                    # A second HELLO starts a new session on this connection (WIRE.md §8.1).
+                    # A second HELLO starts a new session on this connection (docs/protocol.md §8.1).
                     router.disconnect(session)
                     try:
                         session = router.connect(conn, message)
@@ -404,7 +404,7 @@ def _decode_error_code(data: bytes) -> int:
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
-    # Echo "clasp" when offered; accept clients that offer nothing (WIRE.md §1.1).
+    # Echo "clasp" when offered; accept clients that offer nothing (docs/protocol.md §1.1).
     return Subprotocol(WS_SUBPROTOCOL) if WS_SUBPROTOCOL in offered else None
 
 

@@ -147,7 +147,7 @@ def _shortcut_stun_check(protocol: Any, connection: Any) -> None:
     stun_first = protocol.datagram_received
     component = protocol.local_candidate.component
 
-    def datagram_received(data: bytes, addr: tuple) -> None:
+    def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
         if data and 19 < data[0] < 64:
             connection.data_received(data, component)
         else:

@@ -1,4 +1,4 @@
-"""Setting a connection up over a signaling channel (WIRE.md §10.5): offer, answer, ICE candidates,
+"""Setting a connection up over a signaling channel (docs/protocol.md §10.5): offer, answer, ICE candidates,
 the channels opening, and the signals that arrive meanwhile."""
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class Negotiation:
         """True when frames are batched toward this peer."""
         return self.config.batching and BATCH_FEATURE in self.remote_features
 
-    def begin(self, offer: dict[str, object] | None, pump_signals: bool) -> asyncio.Task:
+    def begin(self, offer: dict[str, object] | None, pump_signals: bool) -> asyncio.Task[None]:
         """Start the offerer procedure (``offer`` None) or the answerer's for ``offer``; the task
         that sets the connection up (role and correlation id are known when this returns)."""
         self._started_at = time.perf_counter()
