@@ -28,7 +28,8 @@ README = ROOT / "README.md"
 DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))] if README.exists() else []
 # The documents whose python blocks are all complete programs (the others' blocks are excerpts).
 PROGRAM_DOCUMENTS = [path for path in DOCUMENTS if path.name in (
-    "README.md", "protocol.md", "reference.md", "benchmarks.md", "development.md", "troubleshooting.md")]
+    "README.md", "protocol.md", "reference.md", "benchmarks.md", "development.md", "troubleshooting.md",
+    "architecture.md")]
 PROGRAM_TIMEOUT = 180
 
 pytestmark = pytest.mark.skipif(not README.exists(),
