@@ -388,6 +388,22 @@ async def test_offer_never_answered_times_out_naming_peer_and_step() -> None:
     assert _other_tasks() - before == set()
 
 
+async def test_an_offer_without_a_data_channel_section_is_refused() -> None:
+    """An offer for audio only (no SCTP): TransportError at the offer step, nothing left running."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio")
+    offer = await pc.createOffer()  # no setLocalDescription: nothing is gathered
+    await pc.close()
+    sig_a, sig_b = InMemorySignaling.pair("peer-a", "peer-b")
+    signal = {"type": "offer", "sdp": offer.sdp, "correlation_id": "peer-a-peer-b-audio", "from": "peer-a"}
+    before = _other_tasks()
+    with pytest.raises(TransportError, match="no data channel section") as info:
+        await WebRtcTransport.connect(loopback(connection_timeout=5), sig_b, "peer-a", role="answerer", offer=signal)
+    assert info.value.peer == "peer-a" and info.value.step == "offer"
+    await asyncio.sleep(0)
+    assert _other_tasks() - before == set()
+
+
 async def test_offer_to_unknown_session_fails_at_the_signal_step() -> None:
     sig_a, _ = InMemorySignaling.pair("peer-a", "peer-b")
     with pytest.raises(SignalingError) as info:
