@@ -104,7 +104,7 @@ async def run_relay(args: argparse.Namespace, control: Control) -> None:
 # -- peers ----------------------------------------------------------------------------------
 
 def webrtc_config(args: argparse.Namespace):
-    from clasp_fast.transport.webrtc import WebRtcConfig
+    from clasp_fast.webrtc import WebRtcConfig
 
     return WebRtcConfig(
         host_addresses=[args.host_address],
@@ -167,7 +167,7 @@ async def run_receiver(args: argparse.Namespace, control: Control) -> None:
             await client.subscribe(PATTERN, lambda value, address: arrivals.on_value(value))
             await client.ping(args.timeout)  # SUBSCRIBE has no reply: the PONG proves it was processed
         else:
-            from clasp_fast.transport.webrtc import WebRtcTransport
+            from clasp_fast.webrtc import WebRtcTransport
 
             connecting = asyncio.ensure_future(
                 WebRtcTransport.connect(webrtc_config(args), client.signaling, role="answerer"))
@@ -208,8 +208,8 @@ async def run_receiver(args: argparse.Namespace, control: Control) -> None:
 
 async def run_sender(args: argparse.Namespace, control: Control) -> None:
     from clasp_fast.client import ClaspClient
-    from clasp_fast.wire.codec import encode
-    from clasp_fast.wire.messages import Publish
+    from clasp_fast.codec import encode
+    from clasp_fast.messages import Publish
 
     frame_bytes = len(encode(Publish(address=ADDRESS, signal="event", value=bytes(args.size))))
     signaling_client = await ClaspClient.connect(args.relay, name="bench sender signaling",
@@ -229,7 +229,7 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
             setup_s = time.perf_counter() - started
             send_one = client.publish
         else:
-            from clasp_fast.transport.webrtc import WebRtcTransport
+            from clasp_fast.webrtc import WebRtcTransport
 
             sender, _ = await WebRtcTransport.connect(webrtc_config(args), signaling_client.signaling,
                                                       peer=command["peer"])
@@ -273,7 +273,7 @@ async def send_phase(send_one, size: int, command: dict[str, Any]) -> dict[str, 
 
     Bounded by ``max_count`` messages and ``duration`` seconds, whichever comes first.
     """
-    from clasp_fast.wire.messages import Publish
+    from clasp_fast.messages import Publish
 
     phase, target_rate = command["phase"], command["rate"]
     duration, max_count = command["duration"], command["max_count"]
