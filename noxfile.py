@@ -13,7 +13,8 @@ other interpreters' modules) and runs pytest from the checkout.
   command line, packaging and the README's programs -- a few minutes per interpreter. The whole
   suite runs on 3.11 in ``.ci/run`` itself.
 * ``floors``: 3.11 with the lowest versions ``pyproject.toml`` allows (:data:`FLOORS`), so every
-  lower bound there is one that was tested.
+  lower bound there is one that was tested; aiortc's is the oldest of the declared range (1.14),
+  where the WebRTC tests also run (:data:`AIORTC_RANGE_TESTS`).
 * ``full``: everything (Node and browser tests need ``npm ci`` in tests/node, as .ci/run does).
 
 An interpreter that is not installed is skipped with a message; nothing is ever downloaded.
@@ -36,7 +37,7 @@ EXTRA = ["3.12", "3.13"]  # the main .ci/run run covers 3.11
 # The lower bound of every runtime dependency in pyproject.toml, as installed by ``floors``
 # (tests/test_build.py checks that the two lists agree).
 FLOORS = {
-    "aiortc": "1.16.0",
+    "aiortc": "1.14.0",  # the oldest of the declared range: the fast path falls back to aiortc's SCTP
     "websockets": "17.0",
     "msgpack": "1.0.5",
     "numpy": "1.24.0",
@@ -59,6 +60,11 @@ FAST_TESTS = [
     "tests/test_cli_errors.py",
     "tests/test_build.py",
     "tests/test_readme.py",
+]
+# Run by ``floors`` too: clasp_fast on the oldest aiortc of the range (tests/test_aiortc_range.py).
+AIORTC_RANGE_TESTS = [
+    "tests/test_aiortc_range.py",
+    "tests/test_webrtc.py",
 ]
 
 nox.options.sessions = ["fast", "floors"]
@@ -109,7 +115,8 @@ def floors(session: nox.Session) -> None:
         handle.writelines(f"{name}=={version}\n" for name, version in FLOORS.items())
     _install(session, "--constraint", constraints)
     session.run("python", "-m", "pip", "list", "--format=freeze", silent=False)
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *FAST_TESTS, *session.posargs)
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *FAST_TESTS, *AIORTC_RANGE_TESTS,
+                *session.posargs)
 
 
 @nox.session(python=SUPPORTED)

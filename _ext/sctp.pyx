@@ -68,6 +68,66 @@ cdef inline uint32_t _crc_update(uint32_t crc, const unsigned char* p, Py_ssize_
     return crc
 
 
+# The CPU's CRC32C instruction where there is one (x86-64 with SSE 4.2, checked at run time): about
+# ten times the table's speed, which matters for 16 KiB packets. Same polynomial, same result.
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <stddef.h>
+    #include <string.h>
+    #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    #include <nmmintrin.h>
+    #define CF_HW_CRC 1
+    __attribute__((target("sse4.2")))
+    static uint32_t cf_crc32c_hw(uint32_t crc, const unsigned char* p, Py_ssize_t n) {
+        uint64_t c = crc;
+        while (n >= 8) {
+            uint64_t word;
+            memcpy(&word, p, 8);
+            c = _mm_crc32_u64(c, word);
+            p += 8;
+            n -= 8;
+        }
+        crc = (uint32_t)c;
+        while (n > 0) {
+            crc = _mm_crc32_u8(crc, *p);
+            p++;
+            n--;
+        }
+        return crc;
+    }
+    static int cf_crc32c_hw_available(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("sse4.2");
+    }
+    #else
+    #define CF_HW_CRC 0
+    static uint32_t cf_crc32c_hw(uint32_t crc, const unsigned char* p, Py_ssize_t n) { return crc; }
+    static int cf_crc32c_hw_available(void) { return 0; }
+    #endif
+    """
+    uint32_t cf_crc32c_hw(uint32_t crc, const unsigned char* p, Py_ssize_t n) noexcept nogil
+    int cf_crc32c_hw_available() noexcept nogil
+
+
+cdef bint _hw_crc = cf_crc32c_hw_available() != 0
+#: Whether CRC32c uses the CPU's instruction (else the slicing-by-8 table).
+_HARDWARE_CRC32C = bool(_hw_crc)
+
+
+def _use_hardware_crc32c(bint enabled) -> bool:
+    """Use the CPU's CRC32C instruction (when it has one) or the table; returns what is in use."""
+    global _hw_crc
+    _hw_crc = enabled and cf_crc32c_hw_available() != 0
+    return bool(_hw_crc)
+
+
+cdef inline uint32_t _crc(uint32_t crc, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    if _hw_crc:
+        return cf_crc32c_hw(crc, p, n)
+    return _crc_update(crc, p, n)
+
+
 cdef inline uint32_t _packet_crc(const unsigned char* p, Py_ssize_t n) noexcept nogil:
     # The checksum field (bytes 8..11) counts as zero.
     cdef unsigned char[4] zero
@@ -76,9 +136,9 @@ cdef inline uint32_t _packet_crc(const unsigned char* p, Py_ssize_t n) noexcept 
     zero[2] = 0
     zero[3] = 0
     cdef uint32_t crc = ~(<uint32_t>0)
-    crc = _crc_update(crc, p, 8)
-    crc = _crc_update(crc, &zero[0], 4)
-    crc = _crc_update(crc, p + 12, n - 12)
+    crc = _crc(crc, p, 8)
+    crc = _crc(crc, &zero[0], 4)
+    crc = _crc(crc, p + 12, n - 12)
     return ~crc
 
 
@@ -87,7 +147,7 @@ def crc32c(data) -> int:
     cdef const unsigned char[::1] view = data
     if view.shape[0] == 0:
         return 0
-    return ~_crc_update(~(<uint32_t>0), &view[0], view.shape[0])
+    return ~_crc(~(<uint32_t>0), &view[0], view.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,17 @@ Run with ``pytest benchmarks/bench_dataplane.py --benchmark-only``. Groups:
   ``recvmmsg``, and recvmmsg with UDP GRO (the sender used GSO, so the kernel hands them over
   coalesced). Datagrams/s = 64 / time per call.
 
+* ``dtls-protect-16384`` / ``dtls-unprotect-16384``: the same with 16,384 bytes, the largest SCTP
+  packet two clasp_fast peers send each other where the path carries it (docs/data-plane.md).
+* ``sctp-build-<size>`` / ``sctp-parse-<size>``: one SCTP packet holding one full DATA chunk,
+  built from a ``DataChunk`` and parsed (CRC32c included), at aiortc's size and the large size.
+
+``python -m benchmarks.bench_dataplane`` prints the interleaved record table and the per-stage
+table (µs per packet for each size) that docs/data-plane.md quotes; ``python -m
+benchmarks.bench_dataplane bulk`` moves 60 KB messages between two processes over raw aiortc data
+channels with the data plane, with batching only, and with neither, in turns, and prints MB/s and
+CPU per MB of each side.
+
 Every loop is bounded (fixed rounds); traffic stays on 127.0.0.1.
 """
 
@@ -188,6 +199,76 @@ def bench_udp_receive(benchmark, strategy):
         assert benchmark.pedantic(receive_all, setup=filled, rounds=UDP_ROUNDS) == BATCH
 
 
+# -- large records, SCTP packets ----------------------------------------------------------------
+
+LARGE = bytes(range(256)) * 64  # 16,384 bytes
+SIZES = {"1189": 1189, "16384": 16384}
+
+
+@pytest.mark.benchmark(group="dtls-protect-16384")
+def bench_protect_large(benchmark):
+    client, server = handshake(AES128)
+    writer = DtlsRecordLayer.from_ssl_connection(client, True)
+    benchmark.pedantic(writer.protect, args=(LARGE,), rounds=RECORD_ROUNDS // 4)
+
+
+@pytest.mark.benchmark(group="dtls-unprotect-16384")
+def bench_unprotect_large(benchmark):
+    client, server = handshake(AES128)
+    writer = DtlsRecordLayer.from_ssl_connection(client, True)
+    reader = DtlsRecordLayer.from_ssl_connection(server, False)
+    records = iter([writer.protect(LARGE) for _ in range(RECORD_ROUNDS // 4 + 10)])
+    benchmark.pedantic(lambda: reader.unprotect_datagram(next(records)), rounds=RECORD_ROUNDS // 4)
+
+
+def _full_packet(size: int) -> tuple:
+    from clasp_fast import sctp
+
+    user_data = bytes(size - sctp._sctp.COMMON_HEADER_LENGTH - sctp._sctp.DATA_CHUNK_HEADER_LENGTH)
+    chunk = sctp.DataChunk(3, 1, 1, 0, 53, user_data)
+    return sctp._sctp, chunk, sctp._sctp.build_packet(5000, 5000, 1, b"", [chunk])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def bench_sctp_build(benchmark, size):
+    packets, chunk, _ = _full_packet(SIZES[size])
+    benchmark.group = f"sctp-build-{size}"
+    benchmark.pedantic(packets.build_packet, args=(5000, 5000, 1, b"", [chunk]), rounds=RECORD_ROUNDS // 4)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def bench_sctp_parse(benchmark, size):
+    packets, _, packet = _full_packet(SIZES[size])
+    benchmark.group = f"sctp-parse-{size}"
+    benchmark.pedantic(packets.parse_packet, args=(packet,), rounds=RECORD_ROUNDS // 4)
+
+
+def _stage_costs(repeats: int = 7, count: int = 5_000) -> dict[tuple[str, int], list[float]]:
+    """µs per packet of each compiled stage for both packet sizes, measured in turns."""
+    import timeit
+    from collections import deque
+
+    client, server = handshake(AES128)
+    writer = DtlsRecordLayer.from_ssl_connection(client, True)
+    reader = DtlsRecordLayer.from_ssl_connection(server, False)
+    costs: dict[tuple[str, int], list[float]] = {}
+    for _ in range(repeats):
+        for size in SIZES.values():
+            packets, chunk, packet = _full_packet(size)
+            stages = {
+                "SCTP build (CRC32c)": lambda: packets.build_packet(5000, 5000, 1, b"", [chunk]),
+                "SCTP parse (CRC32c)": lambda: packets.parse_packet(packet),
+                "DTLS protect (EVP)": lambda: writer.protect(packet),
+            }
+            for name, stage in stages.items():
+                costs.setdefault((name, size), []).append(timeit.timeit(stage, number=count) / count * 1e6)
+            records = [writer.protect(packet) for _ in range(count)]
+            unprotect = reader.unprotect_datagram
+            costs.setdefault(("DTLS unprotect (EVP)", size), []).append(  # plaintexts not kept
+                timeit.timeit(lambda: deque(map(unprotect, records), maxlen=0), number=1) / count * 1e6)
+    return costs
+
+
 # -- side-by-side table: python -m benchmarks.bench_dataplane ---------------------------------
 
 def _interleaved_record_costs(repeats: int = 15, count: int = 20_000) -> dict[str, list[float]]:
@@ -229,12 +310,125 @@ def _interleaved_record_costs(repeats: int = 15, count: int = 20_000) -> dict[st
     return costs
 
 
+# -- two processes, raw data channels: python -m benchmarks.bench_dataplane bulk ----------------
+
+BULK_CONFIGS = {
+    "data plane": {"fast_dtls": True, "udp_batching": True},
+    "batching only": {"fast_dtls": False, "udp_batching": True},
+    "neither (previous fast path)": {"fast_dtls": False, "udp_batching": False},
+}
+
+
+def _bulk_peer(role: str, options: dict, count: int, size: int, pipe) -> None:
+    """One side of a bulk transfer over one reliable data channel (run in its own process)."""
+    import asyncio
+    import time
+
+    from aiortc import RTCConfiguration, RTCSessionDescription
+
+    from clasp_fast.ice import install_gathering_policy
+    from clasp_fast.sctp import peer_connection_class
+
+    def restrict(pc) -> None:
+        install_gathering_policy(pc.sctp.transport.transport.iceGatherer._connection,
+                                 host_addresses=["127.0.0.1"], udp_receive_buffer=4 << 20)
+
+    async def receive(pc) -> None:
+        done, times, received = asyncio.Event(), [], [0]
+
+        @pc.on("datachannel")
+        def on_datachannel(channel) -> None:
+            @channel.on("message")
+            def on_message(_) -> None:
+                if not times:  # timed from the first message: set-up is not counted
+                    times.append((time.perf_counter(), time.process_time()))
+                received[0] += 1
+                if received[0] == count:
+                    done.set()
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=pipe.recv(), type="offer"))
+        restrict(pc)
+        await pc.setLocalDescription(await pc.createAnswer())
+        pipe.send(pc.localDescription.sdp)
+        await asyncio.wait_for(done.wait(), 120)
+        (wall, cpu) = times[0]
+        pipe.send((time.perf_counter() - wall, time.process_time() - cpu, pc.sctp.max_packet))
+
+    async def send(pc) -> None:
+        channel = pc.createDataChannel("bulk")
+        restrict(pc)
+        await pc.setLocalDescription(await pc.createOffer())
+        pipe.send(pc.localDescription.sdp)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=pipe.recv(), type="answer"))
+        opened, low = asyncio.Event(), asyncio.Event()
+        channel.on("open", opened.set)
+        channel.bufferedAmountLowThreshold = 256 * 1024
+        channel.on("bufferedamountlow", low.set)
+        await asyncio.wait_for(opened.wait(), 10)
+        payload, cpu = bytes(size), time.process_time()
+        for _ in range(count):
+            channel.send(payload)
+            if channel.bufferedAmount > 1 << 20:
+                low.clear()
+                await low.wait()
+        await asyncio.get_running_loop().run_in_executor(None, pipe.poll, 120)
+        pipe.send(time.process_time() - cpu)
+
+    async def run() -> None:
+        pc = peer_connection_class(True, **options)(RTCConfiguration(iceServers=[]))
+        try:
+            await (send(pc) if role == "sender" else receive(pc))
+        finally:
+            await pc.close()
+
+    asyncio.run(run())
+
+
+def bulk(rounds: int = 2, count: int = 1500, size: int = 60_000) -> None:
+    """MB/s and CPU per MB of each configuration, two processes, in turns (loopback)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    print(f"bulk: {count} messages of {size} B over one reliable channel, two processes, {rounds} rounds")
+    for _ in range(rounds):
+        for name, options in BULK_CONFIGS.items():
+            n = count if options["fast_dtls"] else max(100, count // 10)  # the slow ones: fewer
+            sender_end, sender_here = context.Pipe()
+            receiver_end, receiver_here = context.Pipe()
+            peers = [context.Process(target=_bulk_peer, args=("sender", options, n, size, sender_end)),
+                     context.Process(target=_bulk_peer, args=("receiver", options, n, size, receiver_end))]
+            for peer in peers:
+                peer.start()
+            receiver_here.send(sender_here.recv())  # offer
+            sender_here.send(receiver_here.recv())  # answer
+            wall, receiver_cpu, packet = receiver_here.recv()
+            sender_here.send("done")
+            sender_cpu = sender_here.recv()
+            for peer in peers:
+                peer.join(30)
+            megabytes = n * size / 1e6
+            print(f"  {name:30s} {megabytes / wall:7.1f} MB/s   "
+                  f"CPU per MB: sender {sender_cpu / megabytes * 1e3:5.2f} ms,"
+                  f" receiver {receiver_cpu / megabytes * 1e3:5.2f} ms   packets up to {packet} B")
+
+
 def main() -> None:
     import statistics
+    import sys
+
+    if sys.argv[1:] == ["bulk"]:
+        bulk()
+        return
 
     print("µs per 1,189-byte AES-128-GCM record (15 interleaved repeats of 20,000):")
     for name, values in sorted(_interleaved_record_costs().items()):
         print(f"  {name:36s} min {min(values):6.2f}   median {statistics.median(values):6.2f}")
+    print("µs per packet, compiled stages (7 interleaved repeats of 5,000): min / median")
+    costs = _stage_costs()
+    for name in dict.fromkeys(name for name, _ in costs):
+        cells = [f"{size:>6} B: {min(costs[name, size]):6.2f} / {statistics.median(costs[name, size]):6.2f}"
+                 for size in SIZES.values()]
+        print(f"  {name:24s} " + "   ".join(cells))
 
 
 if __name__ == "__main__":

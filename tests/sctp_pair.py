@@ -24,14 +24,16 @@ def _restrict_to_loopback(pc: RTCPeerConnection) -> None:
     )
 
 
-async def connect_pair(fast_offerer: bool, fast_answerer: bool, channels: list[dict]) -> tuple:
+async def connect_pair(fast_offerer: bool, fast_answerer: bool, channels: list[dict], *,
+                       offerer_options: dict | None = None, answerer_options: dict | None = None) -> tuple:
     """Connect two peers; the offerer creates ``channels`` (RTCPeerConnection.createDataChannel kwargs).
+    ``*_options``: FastPeerConnection's data plane options (fast_dtls, udp_batching).
 
     Returns (offerer pc, answerer pc, offerer channels, answerer channels), each channel open.
     """
     # No ICE servers: without a configuration aiortc would query a public STUN server.
-    offerer = peer_connection_class(fast_offerer)(RTCConfiguration(iceServers=[]))
-    answerer = peer_connection_class(fast_answerer)(RTCConfiguration(iceServers=[]))
+    offerer = peer_connection_class(fast_offerer, **(offerer_options or {}))(RTCConfiguration(iceServers=[]))
+    answerer = peer_connection_class(fast_answerer, **(answerer_options or {}))(RTCConfiguration(iceServers=[]))
     local = [offerer.createDataChannel(**spec) for spec in channels]
     _restrict_to_loopback(offerer)
     remote: dict[str, object] = {}
@@ -68,44 +70,64 @@ async def connect_pair(fast_offerer: bool, fast_answerer: bool, channels: list[d
     return offerer, answerer, local, [remote[spec["label"]] for spec in channels]
 
 
-class FaultyLink:
-    """Drops, duplicates and reorders the SCTP packets one peer hands to DTLS (seeded, bounded)."""
+class Faults:
+    """A seeded, bounded plan of faults: for each item, what a faulty link does with it.
 
-    def __init__(self, pc: RTCPeerConnection, *, seed: int, loss: float = 0.0, duplicate: float = 0.0,
-                 reorder: float = 0.0, limit: int = 100_000) -> None:
+    ``next()`` says "drop", "hold" (deliver after the next item, or soon), "send" or "send twice";
+    after ``limit`` items every answer is "send", so every test ends.
+    """
+
+    def __init__(self, *, seed: int, loss: float = 0.0, duplicate: float = 0.0, reorder: float = 0.0,
+                 limit: int = 100_000) -> None:
         self.random = random.Random(seed)
         self.loss, self.duplicate, self.reorder = loss, duplicate, reorder
-        self.limit = limit  # faults stop after this many packets, so every test ends
+        self.limit = limit
         self.seen = self.dropped = self.duplicated = self.reordered = 0
+        self.holding = False
+
+    def next(self) -> str:
+        self.seen += 1
+        if self.seen > self.limit:
+            return "send"
+        roll = self.random.random()
+        if roll < self.loss:
+            self.dropped += 1
+            return "drop"
+        if roll < self.loss + self.reorder and not self.holding:
+            self.reordered += 1
+            return "hold"
+        if roll < self.loss + self.reorder + self.duplicate:
+            self.duplicated += 1
+            return "send twice"
+        return "send"
+
+
+class FaultyLink(Faults):
+    """Drops, duplicates and reorders the SCTP packets one peer hands to DTLS (seeded, bounded)."""
+
+    def __init__(self, pc: RTCPeerConnection, **faults) -> None:
+        super().__init__(**faults)
         self.held: bytes | None = None
         self.dtls = pc.sctp.transport
         self.send: Callable[[bytes], Awaitable[None]] = self.dtls._send_data
         self.dtls._send_data = self._send_data
 
     async def _send_data(self, data: bytes) -> None:
-        self.seen += 1
-        if self.seen > self.limit:
-            await self._release()
-            await self.send(data)
+        action = self.next()
+        if action == "drop":
             return
-        roll = self.random.random()
-        if roll < self.loss:
-            self.dropped += 1
-            return
-        if roll < self.loss + self.reorder and self.held is None:
-            self.reordered += 1
-            self.held = data
+        if action == "hold":
+            self.held, self.holding = data, True
             # Released after the next packet, or soon if nothing follows.
             asyncio.get_running_loop().call_later(0.005, lambda: asyncio.ensure_future(self._release()))
             return
         await self.send(data)
         await self._release()
-        if roll < self.loss + self.reorder + self.duplicate:
-            self.duplicated += 1
+        if action == "send twice":
             await self.send(data)
 
     async def _release(self) -> None:
-        held, self.held = self.held, None
+        held, self.held, self.holding = self.held, None, False
         if held is not None:
             try:
                 await self.send(held)

@@ -2,10 +2,10 @@
 clean and with seeded loss, duplication and reordering of datagrams below DTLS.
 
 After the data channels are open, each side's epoch-1 records are taken over at the seams that
-docs/data-plane.md ("Integration seams", (a)) plans for phase B, hooked here by the test itself:
+clasp_fast.fast_path's data plane uses (docs/data-plane.md), hooked here by the test itself, under aiortc's own SCTP:
 ``RTCDtlsTransport._send_data`` (every SCTP packet goes out through the layer), aioice's
 ``Connection.data_received`` (epoch-1 records are read by the layer and handed to SCTP), and
-``RTCDtlsTransport.stop`` (close_notify from the layer). Nothing in clasp_fast wires this yet.
+``RTCDtlsTransport.stop`` (close_notify from the layer). tests/test_data_plane.py covers the data plane itself.
 """
 
 from __future__ import annotations

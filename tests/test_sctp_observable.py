@@ -59,10 +59,10 @@ async def test_a_sack_with_gaps_gives_one_burst_not_two():
     dtls._send_data = swallow
     try:
         first = sender._local_tsn
-        for i in range(400):
-            local.send(bytes([i % 256]) * sctp.USER_DATA_MAX)  # one full chunk per packet
-        await wait_until(lambda: len(sender._sent_queue) >= 3)
         sender._cwnd = 1 << 24  # the window never limits: only the burst rule does
+        for i in range(400):
+            local.send(bytes([i % 256]) * sender.user_data_max)  # one full chunk per packet
+        await wait_until(lambda: len(sender._sent_queue) >= 3)
         bursts = []
         # The peer reports the first chunk missing three times (fast retransmit, then recovery).
         for top in (1, 2, 3, 4):

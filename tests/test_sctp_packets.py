@@ -22,10 +22,19 @@ def aio_data(flags, tsn, sid, seq, ppid, data):
     return chunk
 
 
-@pytest.mark.parametrize("size", [0, 1, 3, 7, 8, 9, 63, 1189, 4096])
-def test_crc32c_matches_google_crc32c(size):
-    data = random.Random(size).randbytes(size)
-    assert _sctp.crc32c(data) == reference_crc32c(data)
+@pytest.mark.parametrize("hardware", [True, False], ids=["cpu-instruction", "table"])
+@pytest.mark.parametrize("size", [0, 1, 3, 7, 8, 9, 63, 1189, 4096, 16384])
+def test_crc32c_matches_google_crc32c(size, hardware):
+    # Both ways of computing it: the CPU's CRC32C instruction (where there is one) and the table.
+    used = _sctp._use_hardware_crc32c(hardware)
+    try:
+        assert used == (hardware and _sctp._HARDWARE_CRC32C)
+        data = random.Random(size).randbytes(size)
+        assert _sctp.crc32c(data) == reference_crc32c(data)
+        packet = _sctp.build_packet(5000, 5000, 7, b"", [_sctp.DataChunk(3, 1, 0, 0, 53, data)])
+        assert _sctp.parse_packet(packet)[3][0].user_data == data
+    finally:
+        _sctp._use_hardware_crc32c(True)
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 1160])

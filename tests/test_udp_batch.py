@@ -185,7 +185,7 @@ async def test_batch_reader_under_an_asyncio_datagram_transport():
 
 
 async def test_batch_readers_under_aioice_keep_stun_answered_and_data_flowing():
-    """Seam (c) of docs/data-plane.md, hooked by the test: every ICE socket of two real aiortc peers
+    """The batch readers as the data plane uses them, hooked by the test: every ICE socket of two real aiortc peers
     is read in batches; DTLS goes to the ICE connection, everything else to aioice's STUN handling."""
     from tests.sctp_pair import close_pair, connect_pair
 

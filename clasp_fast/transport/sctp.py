@@ -37,17 +37,19 @@ objects in the process keep aiortc's implementation. clasp_fast's WebRTC transpo
 :func:`peer_connection_class` with ``WebRtcConfig.fast_sctp``; ``fast_sctp=False`` gives aiortc's
 own ``RTCPeerConnection``.
 
-The subclass relies on aiortc internals, so it refuses to run on an aiortc version it was not
-tested with (:data:`TESTED_AIORTC_VERSIONS`): :func:`check_aiortc_version` raises TransportError.
+The subclass relies on aiortc internals (tested with :data:`TESTED_AIORTC_VERSIONS`). It checks
+the ones it uses when a connection is created (:func:`missing_sctp_seams`); when one is missing (as
+in aiortc 1.14 and 1.15) the connection keeps aiortc's own SCTP and the reason is logged once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import aiortc
 from aiortc import RTCPeerConnection
@@ -73,6 +75,7 @@ __all__ = [
     "SctpStats",
     "MAX_TSN_AHEAD",
     "check_aiortc_version",
+    "missing_sctp_seams",
     "peer_connection_class",
 ]
 
@@ -82,8 +85,15 @@ TESTED_AIORTC_VERSIONS: tuple[str, ...] = ("1.16.0",)
 #: Largest SCTP packet sent (common header included): aiortc's own limit, which fits the minimum
 #: IPv6 MTU after UDP and DTLS overhead, and which stock aiortc peers can receive (they read DTLS
 #: records of at most 1,500 bytes).
-MAX_PACKET_LENGTH = _aio.SCTP_MAX_PACKET_LENGTH
 USER_DATA_MAX = _aio.USERDATA_MAX_LENGTH
+# aiortc 1.16 names its packet size; 1.14 and 1.15 only their user data size (1,200 bytes).
+MAX_PACKET_LENGTH = getattr(_aio, "SCTP_MAX_PACKET_LENGTH", USER_DATA_MAX + 28)
+#: Largest SCTP packet sent to a peer that advertises more (``a=x-clasp-max-sctp-packet``) over
+#: a path that carries it: one DTLS record's largest plaintext (RFC 6347, 2^14 bytes).
+LARGE_PACKET_LENGTH = 16384
+#: The SDP attribute (in the data channel's media section) by which a clasp_fast peer says it
+#: reads SCTP packets up to this size. Other stacks ignore it.
+SDP_MAX_PACKET_ATTRIBUTE = "x-clasp-max-sctp-packet"
 
 #: Packets a burst may add to the flight at one transmit opportunity (RFC 4960 section 6.1
 #: suggests Max.Burst = 4; the loopback and LAN paths clasp_fast targets take more).
@@ -108,7 +118,9 @@ _CLOSED = RTCSctpTransport.State.CLOSED
 
 
 def check_aiortc_version(version: str | None = None) -> None:
-    """Raise TransportError unless ``version`` (default: the installed aiortc) is a tested one."""
+    """Raise TransportError unless ``version`` (default: the installed aiortc) is one the fast SCTP
+    path was tested with. :class:`FastPeerConnection` does not call it: it checks the seams it
+    uses (:func:`missing_sctp_seams`) and falls back to aiortc's SCTP when one is missing."""
     version = aiortc.__version__ if version is None else version
     if version not in TESTED_AIORTC_VERSIONS:
         raise TransportError(
@@ -117,6 +129,53 @@ def check_aiortc_version(version: str | None = None) -> None:
             f"(pip install 'aiortc=={TESTED_AIORTC_VERSIONS[-1]}') or set WebRtcConfig(fast_sctp=False)",
             step="sctp",
         )
+
+
+# What FastSctpTransport uses of aiortc's RTCSctpTransport: the state of its data path (set in
+# __init__; checked on a fresh instance) and the methods it calls or overrides. aiortc 1.14 and
+# 1.15 lack the partial-reliability and stream-reset state of 1.16 (_forward_tsn_streams,
+# _reconfig_deferred), so they keep aiortc's own SCTP.
+_SCTP_STATE = (
+    "_advanced_peer_ack_tsn", "_advertised_rwnd", "_association_state", "_cwnd", "_data_channel_id",
+    "_data_channel_queue", "_data_channels", "_fast_recovery_exit", "_fast_recovery_transmit",
+    "_flight_size", "_forward_tsn_chunk", "_forward_tsn_streams", "_inbound_streams",
+    "_last_received_tsn", "_last_sacked_tsn", "_local_port", "_local_tsn", "_local_verification_tag",
+    "_loop", "_outbound_queue", "_outbound_stream_seq", "_partial_bytes_acked", "_reconfig_deferred",
+    "_remote_max_message_size", "_remote_port", "_remote_verification_tag", "_sack_duplicates",
+    "_rto", "_sack_misordered", "_sack_needed", "_sent_queue", "_t3_handle",
+)
+_SCTP_METHODS = (
+    "_data_channel_close", "_data_channel_receive", "_flight_size_increase", "_get_inbound_stream",
+    "_maybe_abandon", "_receive_chunk", "_receive_forward_tsn_chunk", "_receive_sack_chunk",
+    "_reset_deferred_streams", "_set_state", "_t3_cancel", "_t3_restart", "_t3_start",
+    "_transmit_reconfig", "_update_advanced_peer_ack_point", "_update_rto", "_data_channel_flush",
+    "_send", "_transmit", "_handle_data", "_send_sack", "_data_channel_send",
+)
+_PC_SEAM = "_RTCPeerConnection__createSctpTransport"
+
+
+def missing_sctp_seams(transport: Optional[RTCSctpTransport] = None) -> list[str]:
+    """What the fast SCTP path needs of aiortc that this aiortc (or ``transport``, a fresh
+    RTCSctpTransport) lacks; empty when it can run."""
+    missing = [f"RTCSctpTransport.{name}" for name in _SCTP_METHODS
+               if not callable(getattr(RTCSctpTransport, name, None))]
+    if not callable(getattr(RTCPeerConnection, _PC_SEAM, None)):
+        missing.append("RTCPeerConnection.__createSctpTransport")
+    if not hasattr(_aio.InboundStream, "pop_messages"):
+        missing.append("InboundStream.pop_messages")
+    if transport is not None:
+        missing += [f"RTCSctpTransport.{name}" for name in _SCTP_STATE if not hasattr(transport, name)]
+    return missing
+
+
+_fallback_logged: set[str] = set()
+
+
+def _log_fallback(reason: str) -> None:
+    if reason not in _fallback_logged:
+        _fallback_logged.add(reason)
+        logger.warning("clasp_fast's fast SCTP path is off (aiortc %s's own SCTP is used): %s",
+                       aiortc.__version__, reason)
 
 
 class SctpStats:
@@ -202,8 +261,16 @@ class FastSctpTransport(RTCSctpTransport):
     # aiortc's queues hold the compiled DataChunk here (aiortc types them with its own chunk class).
     _outbound_queue: deque[DataChunk]  # type: ignore[assignment]
     _sent_queue: deque[DataChunk]  # type: ignore[assignment]
-    #: Use clasp_fast.fast_path's shorter receive path (set before the transport starts).
+    #: Use clasp_fast.fast_path's data plane (set before the transport starts); with it,
+    #: ``fast_dtls`` lets the compiled record layer take the DTLS records over and
+    #: ``udp_batching`` reads and writes many datagrams per system call.
     fast_receive: bool = True
+    fast_dtls: bool = True
+    udp_batching: bool = True
+    #: The connection's data plane once started (None: aiortc's path below SCTP).
+    data_plane: Optional[fast_path.DataPlane] = None
+    # True while the data plane hands over one received batch (one SACK answers all of it).
+    _receiving_batch: bool = False
 
     @classmethod
     def adopt(cls, transport: RTCSctpTransport) -> "FastSctpTransport":
@@ -241,6 +308,35 @@ class FastSctpTransport(RTCSctpTransport):
         self._refused: dict[int, tuple[_aio.InboundStream, DataChunk]] = {}
         # Exceptions raised by application event handlers while a packet is handled.
         self._handler_errors: list[Exception] = []
+        self._sack_urgent = False
+        self._acked_bytes = 0  # acknowledged by the SACK being handled (the next burst's size)
+        # Zero-window probing: the persist timer, and whether one chunk may go into a closed window.
+        self._probe_handle: Optional[asyncio.TimerHandle] = None
+        self._probe_allowed = True
+        # Packet size toward the peer (see set_max_packet) and the user data of a full DATA chunk.
+        self._max_packet = MAX_PACKET_LENGTH
+        self._user_data_max = USER_DATA_MAX
+        #: What the peer's SDP says it reads (a=x-clasp-max-sctp-packet), None if it said nothing.
+        self.remote_max_packet: Optional[int] = None
+
+    @property
+    def max_packet(self) -> int:
+        """Largest SCTP packet this transport sends (common header included)."""
+        return self._max_packet
+
+    @property
+    def user_data_max(self) -> int:
+        """User data of a full DATA chunk at :attr:`max_packet`."""
+        return self._user_data_max
+
+    def set_max_packet(self, length: int) -> None:
+        """Send packets of up to ``length`` bytes from now on (messages queued already keep their
+        fragments). The caller makes sure the peer reads them and the path carries them."""
+        length = max(MAX_PACKET_LENGTH, min(length, LARGE_PACKET_LENGTH))
+        self._max_packet = length
+        self._user_data_max = (length - _sctp.COMMON_HEADER_LENGTH - _sctp.DATA_CHUNK_HEADER_LENGTH) // 4 * 4
+        # RFC 4960 section 7.2.1: the initial window for this packet size.
+        self._cwnd = max(self._cwnd, min(4 * length, max(2 * length, 4380)))
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -304,7 +400,9 @@ class FastSctpTransport(RTCSctpTransport):
 
         if self._sack_needed:
             self._packets_since_sack += with_data
-            if urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
+            if self._receiving_batch:
+                self._sack_urgent = self._sack_urgent or urgent  # answered once the batch is through
+            elif urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
                 try:
                     await self._send_sack()
                 except ConnectionError as error:
@@ -317,6 +415,23 @@ class FastSctpTransport(RTCSctpTransport):
             first = errors[0]
             errors.clear()
             raise first
+
+    async def _batch_received(self) -> None:
+        """The data plane handed over a batch of packets: one SACK answers them (RFC 4960
+        section 6.2's every-second-packet rule and immediate SACKs then apply per batch)."""
+        urgent, self._sack_urgent = self._sack_urgent, False
+        if not self._sack_needed or self._association_state == _CLOSED:
+            return
+        if urgent or self._sack_misordered or self._sack_duplicates or self._packets_since_sack >= 2:
+            await self._send_sack()
+        elif self._sack_handle is None:
+            self._sack_handle = self._loop.call_soon(self._sack_due, 1)
+
+    def _probe_due(self) -> None:
+        self._probe_handle = None
+        self._probe_allowed = True
+        if self._association_state == _ESTABLISHED:
+            fast_path.run_now(self._transmit(), self._loop)
 
     def _abort_received(self, chunk) -> None:
         if self._association_state != _CLOSED:
@@ -599,14 +714,15 @@ class FastSctpTransport(RTCSctpTransport):
                 self._flight_size -= chunk._book_size
             if done == 1 and chunk._sent_count == 1 and chunk._sent_time is not None:
                 self._update_rto(received_time - chunk._sent_time)
+        self._acked_bytes = done_bytes
         if done and cwnd_fully_utilized:
             if self._cwnd <= self._ssthresh:
-                self._cwnd += min(done_bytes, USER_DATA_MAX)
+                self._cwnd += min(done_bytes, self._user_data_max)
             else:
                 self._partial_bytes_acked += done_bytes
                 if self._partial_bytes_acked >= self._cwnd:
                     self._partial_bytes_acked -= self._cwnd
-                    self._cwnd += USER_DATA_MAX
+                    self._cwnd += self._user_data_max
         if not sent_queue:
             self._t3_cancel()
         elif done:
@@ -722,7 +838,7 @@ class FastSctpTransport(RTCSctpTransport):
             return
         released: list[tuple[RTCDataChannel, int]] = []
         queue = self._data_channel_queue
-        while queue and self._outbound_bytes < max(0, self._cwnd - self._flight_size) + USER_DATA_MAX:
+        while queue and self._outbound_bytes < max(0, self._cwnd - self._flight_size) + self._user_data_max:
             channel, protocol, user_data = queue.popleft()
             stream_id = channel.id
             if stream_id is None:
@@ -787,7 +903,8 @@ class FastSctpTransport(RTCSctpTransport):
             stream_seq = 0
             base_flags = _UNORDERED
         size = len(user_data)
-        fragments = max(1, -(-size // USER_DATA_MAX))
+        piece_max = self._user_data_max
+        fragments = max(1, -(-size // piece_max))
         queue = self._outbound_queue
         tsn = self._local_tsn
         for index in range(fragments):
@@ -796,7 +913,7 @@ class FastSctpTransport(RTCSctpTransport):
                 flags |= _aio.SCTP_DATA_FIRST_FRAG
             if index == fragments - 1:
                 flags |= _aio.SCTP_DATA_LAST_FRAG
-            piece = user_data if fragments == 1 else user_data[index * USER_DATA_MAX : (index + 1) * USER_DATA_MAX]
+            piece = user_data if fragments == 1 else user_data[index * piece_max : (index + 1) * piece_max]
             chunk = DataChunk(flags, tsn, stream_id, stream_seq, pp_id, piece)
             chunk._expiry = expiry
             chunk._max_retransmits = max_retransmits
@@ -825,9 +942,13 @@ class FastSctpTransport(RTCSctpTransport):
             if not self._t3_handle:
                 self._t3_start()
 
-        burst = (2 if self._fast_recovery_exit is not None else MAX_BURST_PACKETS) * USER_DATA_MAX
+        burst = (2 if self._fast_recovery_exit is not None else MAX_BURST_PACKETS) * self._user_data_max
+        # A SACK that acknowledged more than a burst (one SACK per received batch) lets as much go
+        # again: the flight keeps its size instead of shrinking to one burst per round trip.
+        burst = max(burst, self._acked_bytes)
+        self._acked_bytes = 0
         cwnd = min(self._flight_size + burst, self._cwnd)
-        room = MAX_PACKET_LENGTH - _sctp.COMMON_HEADER_LENGTH
+        room = self._max_packet - _sctp.COMMON_HEADER_LENGTH
         used = len(control)
         packet: list = []
         packets: list[tuple[bytes, list]] = []
@@ -862,13 +983,24 @@ class FastSctpTransport(RTCSctpTransport):
             now = time.time()
             queue = self._outbound_queue
             sent_queue = self._sent_queue
-            limit = cwnd
-            if self._peer_window is not None:
-                # RFC 4960 section 6.1 rule A: new data stays within the peer's receive window, but
-                # one chunk may always be in flight (it probes a window that closed).
-                limit = min(cwnd, self._peer_window) if self._flight_size else max(1, min(cwnd, self._peer_window))
-            while queue and self._flight_size < limit:
-                chunk = queue.popleft()
+            # RFC 4960 section 6.1 rule A: new data stays within the peer's receive window (a chunk
+            # that would pass it waits), but one chunk may always be in flight (it probes a window
+            # that closed). The congestion window may be passed by the last chunk sent.
+            # A closed window is probed with one chunk once the retransmission timeout has passed
+            # with nothing in flight (a persist timer), not at every SACK: the peer takes a probe as
+            # the next TSN beyond its window, so probing at every SACK would fill its memory.
+            window = self._peer_window
+            while queue and self._flight_size < cwnd:
+                chunk = queue[0]
+                if window is not None and self._flight_size + chunk._book_size > window and not chunk._abandoned:
+                    if self._flight_size:
+                        break
+                    if not self._probe_allowed:
+                        if self._probe_handle is None:
+                            self._probe_handle = self._loop.call_later(self._rto, self._probe_due)
+                        break
+                    self._probe_allowed = False
+                queue.popleft()
                 self._outbound_bytes -= chunk._book_size
                 sent_queue.append(chunk)
                 if chunk._abandoned:
@@ -886,6 +1018,19 @@ class FastSctpTransport(RTCSctpTransport):
 
         if packet or control:
             packets.append((control, packet))
+        plane = self.data_plane
+        if plane is not None and self.transport.__dict__.get("_send_data") is plane.send_hook:
+            # One call for the whole transmit: the records leave together (one system call).
+            build = _sctp.build_packet
+            port, remote_port, tag = self._local_port, self._remote_port, self._remote_verification_tag
+            stats = self.stats
+            built = []
+            for control, chunks in packets:
+                stats.data_chunks_sent += len(chunks)
+                built.append(build(port, remote_port, tag, control, chunks))
+            stats.packets_sent += len(built)
+            plane.send_packets(built)
+            return
         for control, chunks in packets:
             self.stats.data_chunks_sent += len(chunks)
             await self._send_packet(control, chunks)
@@ -894,15 +1039,15 @@ class FastSctpTransport(RTCSctpTransport):
 
     async def start(self, remoteCaps, remotePort: int) -> None:  # noqa: N803 - aiortc's signature
         if self.state == "new" and self.fast_receive:
-            fast_path.install(self)
+            self.data_plane = fast_path.install(self, fast_dtls=self.fast_dtls, udp_batching=self.udp_batching)
         await super().start(remoteCaps, remotePort)
 
     def _set_state(self, state: "RTCSctpTransport.State") -> None:
         if state == _CLOSED:
-            for handle in (self._flush_handle, self._sack_handle):
+            for handle in (self._flush_handle, self._sack_handle, self._probe_handle):
                 if handle is not None:
                     handle.cancel()
-            self._flush_handle = self._sack_handle = None
+            self._flush_handle = self._sack_handle = self._probe_handle = None
         super()._set_state(state)
 
 
@@ -913,18 +1058,103 @@ class FastPeerConnection(RTCPeerConnection):
     version outside :data:`TESTED_AIORTC_VERSIONS`.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        check_aiortc_version()
+    def __init__(self, *args, fast_dtls: bool = True, udp_batching: bool = True, **kwargs) -> None:
+        self._fast_options = {"fast_dtls": fast_dtls, "udp_batching": udp_batching}
         super().__init__(*args, **kwargs)
+
+    # -- larger packets between clasp_fast peers (docs/data-plane.md) ---------------------------
+
+    def _reads_large_packets(self) -> bool:
+        """Whether this side will read SCTP packets of LARGE_PACKET_LENGTH: its data plane can run."""
+        sctp = self.sctp
+        return (
+            isinstance(sctp, FastSctpTransport)
+            and sctp.fast_receive
+            and sctp.fast_dtls
+            and not fast_path.missing_seams(sctp.transport)
+        )
+
+    def _advertise(self, description):
+        if description is None or not self._reads_large_packets():
+            return description
+        return type(description)(sdp=_add_max_packet(description.sdp, LARGE_PACKET_LENGTH), type=description.type)
+
+    def _as_received(self, description):
+        # aiortc rebuilds the remote description from what it parsed: put the peer's line back.
+        remote = getattr(self.sctp, "remote_max_packet", None)
+        if description is None or remote is None:
+            return description
+        return type(description)(sdp=_add_max_packet(description.sdp, remote), type=description.type)
+
+    async def createOffer(self):  # noqa: N802 - aiortc's name
+        return self._advertise(await super().createOffer())
+
+    async def createAnswer(self):  # noqa: N802 - aiortc's name
+        return self._advertise(await super().createAnswer())
+
+    @property
+    def localDescription(self):  # noqa: N802 - aiortc's name
+        return self._advertise(super().localDescription)
+
+    @property
+    def remoteDescription(self):  # noqa: N802 - aiortc's name
+        return self._as_received(super().remoteDescription)
+
+    async def setRemoteDescription(self, sessionDescription) -> None:  # noqa: N803 - aiortc's name
+        await super().setRemoteDescription(sessionDescription)
+        if isinstance(self.sctp, FastSctpTransport):
+            self.sctp.remote_max_packet = _read_max_packet(sessionDescription.sdp)
 
     # aiortc creates its SCTP transport in this private method (name-mangled, hence the spelling);
     # it is the only place an RTCSctpTransport is constructed for a peer connection.
     def _RTCPeerConnection__createSctpTransport(self) -> None:
         RTCPeerConnection._RTCPeerConnection__createSctpTransport(self)  # type: ignore[attr-defined]
         assert self.sctp is not None
-        FastSctpTransport.adopt(self.sctp)
+        missing = missing_sctp_seams(self.sctp)
+        if missing:
+            _log_fallback("missing " + ", ".join(missing))
+            return
+        transport = FastSctpTransport.adopt(self.sctp)
+        for name, value in self._fast_options.items():
+            setattr(transport, name, value)
 
 
-def peer_connection_class(fast_sctp: bool) -> type[RTCPeerConnection]:
-    """The peer connection class for ``WebRtcConfig.fast_sctp``."""
-    return FastPeerConnection if fast_sctp else RTCPeerConnection
+def _add_max_packet(sdp: str, length: int) -> str:
+    """``sdp`` with a=x-clasp-max-sctp-packet:``length`` after each a=max-message-size (the data
+    channel's media section) unless it is there already."""
+    if SDP_MAX_PACKET_ATTRIBUTE in sdp:
+        return sdp
+    lines = sdp.split("\r\n")
+    out = []
+    for line in lines:
+        out.append(line)
+        if line.startswith("a=max-message-size:"):
+            out.append(f"a={SDP_MAX_PACKET_ATTRIBUTE}:{length}")
+    return "\r\n".join(out)
+
+
+def _read_max_packet(sdp: str) -> Optional[int]:
+    """The peer's a=x-clasp-max-sctp-packet, or None."""
+    prefix = f"a={SDP_MAX_PACKET_ATTRIBUTE}:"
+    for line in sdp.splitlines():
+        if line.startswith(prefix):
+            try:
+                return int(line[len(prefix):].strip())
+            except ValueError:
+                return None
+    return None
+
+
+def peer_connection_class(fast_sctp: bool, *, fast_dtls: bool = True,
+                          udp_batching: bool = True) -> Callable[..., RTCPeerConnection]:
+    """The peer connection class (or factory) for ``WebRtcConfig.fast_sctp``, ``fast_dtls`` and
+    ``udp_batching``."""
+    if not fast_sctp:
+        return RTCPeerConnection
+    missing = missing_sctp_seams()
+    if missing:
+        _log_fallback("missing " + ", ".join(missing))
+        return RTCPeerConnection
+    if fast_dtls and udp_batching:
+        return FastPeerConnection
+    return functools.partial(FastPeerConnection, fast_dtls=fast_dtls, udp_batching=udp_batching)

@@ -53,8 +53,12 @@ DATAGRAM_SLOT = 2048
 GRO_SLOT = 65535
 
 
-def supported_strategies(sock: socket.socket) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(send strategies, receive strategies) this platform and kernel support for ``sock``, best first."""
+def supported_strategies(sock: socket.socket, *, probe_gro: bool = True) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(send strategies, receive strategies) this platform and kernel support for ``sock``, best first.
+
+    Probing GRO switches it off on the socket; ``probe_gro=False`` leaves it alone (and leaves
+    "gro" out), for a socket that someone else reads with GRO.
+    """
     send, receive = ["sendto"], ["recvfrom"]
     if _udp.HAVE_BATCH_SYSCALLS and sys.platform.startswith("linux"):
         send.insert(0, "sendmmsg")
@@ -64,12 +68,13 @@ def supported_strategies(sock: socket.socket) -> tuple[tuple[str, ...], tuple[st
             send.insert(0, "gso")
         except OSError:
             pass
-        try:
-            # Setting it off is harmless and fails only where the kernel lacks UDP_GRO.
-            sock.setsockopt(_SOL_UDP, _UDP_GRO, 0)
-            receive.insert(0, "gro")
-        except OSError:
-            pass
+        if probe_gro:
+            try:
+                # Setting it off is harmless and fails only where the kernel lacks UDP_GRO.
+                sock.setsockopt(_SOL_UDP, _UDP_GRO, 0)
+                receive.insert(0, "gro")
+            except OSError:
+                pass
     return tuple(send), tuple(receive)
 
 
@@ -77,12 +82,12 @@ class UdpBatchSocket:
     """Batched sending and receiving on one non-blocking UDP socket (see the module docstring)."""
 
     def __init__(self, sock: socket.socket, *, send: str = "auto", receive: str = "auto",
-                 slots: int = 64) -> None:
+                 slots: int = 64, slot_size: int = DATAGRAM_SLOT) -> None:
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError(f"UdpBatchSocket needs a UDP socket, got {sock!r}")
         sock.setblocking(False)
         self.sock = sock
-        sendable, receivable = supported_strategies(sock)
+        sendable, receivable = supported_strategies(sock, probe_gro=receive in ("auto", "gro"))
         self.send_strategy = _choose("send", send, sendable, SEND_STRATEGIES)
         self.receive_strategy = _choose("receive", receive, receivable, RECEIVE_STRATEGIES)
         self.slots = slots
@@ -92,7 +97,7 @@ class UdpBatchSocket:
         if self.receive_strategy == "gro":
             sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
         if self.receive_strategy != "recvfrom":
-            size = GRO_SLOT if self.receive_strategy == "gro" else DATAGRAM_SLOT
+            size = GRO_SLOT if self.receive_strategy == "gro" else slot_size
             self._receiver = _udp.BatchReceiver(sock.fileno(), slots, size)
 
     @property
@@ -179,7 +184,8 @@ class BatchReader:
     """
 
     def __init__(self, transport: asyncio.DatagramTransport,
-                 on_datagrams: Callable[[list], None], *, receive: str = "auto", slots: int = 64) -> None:
+                 on_datagrams: Callable[[list], None], *, receive: str = "auto", slots: int = 64,
+                 slot_size: int = DATAGRAM_SLOT) -> None:
         sock = transport.get_extra_info("socket")
         if sock is None:
             raise ValueError("the transport exposes no socket")
@@ -188,7 +194,7 @@ class BatchReader:
         self._on_datagrams = on_datagrams
         self._fd = os.dup(sock.fileno())
         self._own = socket.socket(sock.family, sock.type, sock.proto, fileno=self._fd)
-        self.socket = UdpBatchSocket(self._own, send="sendto", receive=receive, slots=slots)
+        self.socket = UdpBatchSocket(self._own, send="sendto", receive=receive, slots=slots, slot_size=slot_size)
         self.batches = 0
         self._paused_privately = _pause_reading(transport, self._loop, sock.fileno())
         self._loop.add_reader(self._fd, self._read_ready)

@@ -104,6 +104,10 @@ class WebRtcConfig:
     receive_queue_limit: int = 100_000
     # Data channels over clasp_fast.sctp's bundling data path; False keeps aiortc's own SCTP.
     fast_sctp: bool = True
+    # Seam (data plane, docs/data-plane.md): with fast_sctp, the compiled DTLS record layer
+    # (fast_dtls) and many UDP datagrams per system call (udp_batching).
+    fast_dtls: bool = True
+    udp_batching: bool = True
 
     def __post_init__(self) -> None:
         if self.backpressure not in ("wait", "fail"):

@@ -66,7 +66,9 @@ class WebRtcTransport:
         self._counters = dict.fromkeys(COUNTERS, 0)
         self._pump_signals = pump_signals
         self._lifecycle = Lifecycle(self._tasks.notify)
-        self._pc = peer_connection_class(config.fast_sctp)(config.rtc_configuration())
+        # Seam (data plane): the fast SCTP path's options.
+        self._pc = peer_connection_class(config.fast_sctp, fast_dtls=config.fast_dtls,
+                                         udp_batching=config.udp_batching)(config.rtc_configuration())
         self._channels = Channels(config, peer, self._counters, loop, check_open=self._check_open,
                                   on_error=self._channel_failed, on_closed=self._channel_closed)
         self.receiver = WebRtcReceiver(config, peer, self._counters, self._channels, self.errors, loop,
