@@ -19,7 +19,7 @@ from clasp_fast.errors import ProtocolError
 from clasp_fast.client import ClaspClient
 from clasp_fast.codec import decode, decode_frame, encode
 from clasp_fast.ice import install_gathering_policy, is_loopback
-from clasp_fast.messages import Get, Param, Publish, Set, Snapshot
+from clasp_fast.messages import Get, Param, Ping, Publish, Set, Snapshot
 from clasp_fast.p2p import PRESENCE_PREFIX
 from clasp_fast.relay import Relay
 from clasp_fast.signaling import ANNOUNCE_ADDRESS
@@ -426,3 +426,37 @@ async def test_second_live_claim_of_a_client_id_is_ignored_and_reported_as_is_ma
             if claiming is not None:
                 claiming.cancel()
             await impostor.close()
+
+
+async def test_pings_are_answered_in_order_without_a_task_each() -> None:
+    async with relay_running() as relay:
+        async with p2p(relay, "pinger") as pinger, p2p(relay, "ponger") as ponger:
+            await pinger.wait_for_peer("ponger", TIMEOUT)
+            to_ponger, to_pinger = await connected_pair(pinger, ponger)
+            busiest: list[int] = []
+            to_pinger.add_message_hook(lambda peer, message: busiest.append(len(peer._tasks)) or False)
+            for _ in range(3000):
+                await to_ponger.send(Ping(), reliable=True)
+            await wait_until(lambda: to_ponger.stats().received["other"] == 3000, what="3,000 PONGs")
+            assert len(busiest) == 3000 and max(busiest) <= 1  # a task per PING made this ~256 per batch
+
+
+async def test_a_peer_that_leaves_its_answers_unread_is_reported_and_the_connection_goes_on(monkeypatch) -> None:
+    monkeypatch.setattr("clasp_fast.p2p.peer.MAX_PENDING_ANSWERS", 100)
+    tight = WebRtcConfig(host_addresses=["127.0.0.1"], high_water_mark=1)  # every answer waits for room
+    async with relay_running() as relay:
+        async with p2p(relay, "pinger") as pinger, \
+                ClaspP2P(relay.url, client_id="ponger", rtc_config=tight, presence_interval=0.5) as ponger:
+            errors: list[Exception] = []
+            ponger.on_error(errors.append)
+            await pinger.wait_for_peer("ponger", TIMEOUT)
+            to_ponger, to_pinger = await connected_pair(pinger, ponger)
+            for _ in range(1000):
+                to_ponger.transport.sender.send_nowait(Ping(), reliable=True)  # one burst, in big batches
+            await wait_until(lambda: any("without reading the answers" in str(e) for e in errors), what="the report")
+            assert isinstance(errors[0], ProtocolError) and to_pinger.connected
+            unanswered = to_pinger.stats().received["unanswered"]
+            assert 0 < unanswered < 1000
+            await wait_until(lambda: to_ponger.stats().received["other"] == 1000 - unanswered, what="the answers")
+            await to_pinger.set("/after", 1)  # and both directions still work
+            assert await asyncio.wait_for(to_ponger.get("/after"), TIMEOUT) == 1

@@ -36,6 +36,9 @@ __all__ = ["MessageHook", "Peer", "PeerStats"]
 
 log = logging.getLogger("clasp_fast.p2p")
 
+#: Answers (PONG, GET's SNAPSHOT) a peer may leave unread before further requests go unanswered.
+MAX_PENDING_ANSWERS = 65_536
+
 #: ``hook(peer, message)`` sees each received message first; a True result consumes it.
 MessageHook = Callable[["Peer", Any], bool]
 
@@ -77,7 +80,8 @@ class Peer:
         self._close_callbacks: list[Callable[["Peer", str | None], Any]] = []
         self._sent = dict.fromkeys(("set", "emit", "stream", "gesture", "publish", "get", "other"), 0)
         self._received = dict.fromkeys(("set", "publish", "get", "snapshot", "unsolicited_snapshot", "bundle",
-                                         "other"), 0)
+                                         "unanswered", "other"), 0)
+        self._answers: deque[Any] = deque()  # PONGs and GET answers not yet handed to the channel
         self._closed_notified = False
         transport.add_state_listener(self._on_state)
 
@@ -271,8 +275,7 @@ class Peer:
         elif kind is Get:
             self._received["get"] += 1
             param = self._params.get(message.address)
-            reply = Snapshot(params=[param] if param is not None else [])
-            self._tasks.spawn(self.transport.sender.send(reply, reliable=True))
+            self._answer(Snapshot(params=[param] if param is not None else []))
         elif kind is Snapshot:
             self._received["snapshot"] += 1
             self._on_snapshot(message)
@@ -281,9 +284,42 @@ class Peer:
             for inner in message.messages:
                 self.apply(inner)
         elif kind is Ping:
-            self._tasks.spawn(self.transport.sender.send(Pong(), reliable=True))
+            self._answer(Pong())
         else:
             self._received["other"] += 1
+
+    def _answer(self, reply: Any) -> None:
+        """Send a PONG or a GET's SNAPSHOT on the reliable channel, in the order asked.
+
+        Straight onto the channel while it has room; above its high-water mark the answers queue
+        here and one task sends them as room comes, so a flood of PINGs costs no task per PING.
+        A peer that asks more than ``MAX_PENDING_ANSWERS`` times without reading its answers is
+        reported and its further requests go unanswered until the queue drains.
+        """
+        if not self._answers:
+            try:
+                self.transport.sender.send_nowait(reply, reliable=True)
+                return
+            except TransportError:
+                pass  # above the high-water mark (or closing: the task below reports nothing then)
+        if len(self._answers) >= MAX_PENDING_ANSWERS:
+            self._received["unanswered"] += 1
+            if self._received["unanswered"] == 1:
+                self.errors.report(ProtocolError(
+                    f"peer {self.session_id} sent {MAX_PENDING_ANSWERS} PINGs/GETs without reading the answers; "
+                    f"further ones go unanswered until it does"))
+            return
+        self._answers.append(reply)
+        if len(self._answers) == 1:
+            self._tasks.spawn(self._send_answers())
+
+    async def _send_answers(self) -> None:
+        try:
+            while self._answers:
+                await self.transport.sender.send(self._answers[0], reliable=True)
+                self._answers.popleft()
+        finally:
+            self._answers.clear()  # only non-empty when a send failed: the connection is going away
 
     def _on_snapshot(self, message: Snapshot) -> None:
         # The matching rule is in get()'s docstring.
