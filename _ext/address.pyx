@@ -1,6 +1,6 @@
 """Address validation, compiled wildcard patterns and the subscription index.
 
-Semantics follow the reference router (WIRE.md §9): addresses and patterns
+Semantics follow the reference router (docs/protocol.md §9): addresses and patterns
 are split into segments after their first character; a whole segment ``*``
 matches exactly one segment (possibly empty), a whole segment ``**`` matches
 zero or more, a segment with an embedded ``*`` matches one segment and the
@@ -91,7 +91,7 @@ cdef str _address_problem(const char* p, Py_ssize_t n):
 
 
 def validate_address(address: str) -> None:
-    """Raise :class:`AddressError` unless ``address`` is a valid CLASP address (WIRE.md §9.1).
+    """Raise :class:`AddressError` unless ``address`` is a valid CLASP address (docs/protocol.md §9.1).
 
     Valid: non-empty, starts with ``/``, no empty segment except a trailing one
     (``/a/`` is valid, ``/a//b`` is not). Any other character is allowed.
@@ -427,7 +427,7 @@ cdef class _Glob:
 
 
 def glob_match(pattern: str, address: str) -> bool:
-    """``glob_match`` of WIRE.md §9.3: the router's subscribe-time SNAPSHOT and QUERY matcher.
+    """``glob_match`` of docs/protocol.md §9.3: the router's subscribe-time SNAPSHOT and QUERY matcher.
 
     Byte-oriented: ``*`` (no ``/``), ``**`` as a whole component (any number
     of components, trailing ``/**`` needs the ``/``), ``?``, ``[...]``,
@@ -509,7 +509,7 @@ cdef inline bint _segment_ok(Pattern pattern, Py_ssize_t i, const char* s,
 
 
 cdef class Pattern:
-    """A subscription pattern compiled for the router's live semantics (WIRE.md §9.2).
+    """A subscription pattern compiled for the router's live semantics (docs/protocol.md §9.2).
 
     ``Pattern("/lumen/*/opacity").matches("/lumen/3/opacity")`` is True.
     Raises :class:`PatternError` for a pattern the router would reject.
@@ -1064,7 +1064,7 @@ cdef class SubscriptionIndex:
         """Subscribers whose pattern matches ``address``: a tuple, in subscription order.
 
         ``address`` is not validated (the router routes invalid ones too: its
-        first character is dropped unseen, as WIRE.md §9.1 describes).
+        first character is dropped unseen, as docs/protocol.md §9.1 describes).
         """
         cdef PyObject* cached
         cdef Py_ssize_t count, i

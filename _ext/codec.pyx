@@ -1,4 +1,4 @@
-"""The compiled CLASP codec: frames (WIRE.md §2), values (§4), the 19 messages (§6), v0 (§7).
+"""The compiled CLASP codec: frames (docs/protocol.md §2), values (§4), the 19 messages (§6), v0 (§7).
 
 Public face: `clasp_fast.codec` (functions) and `clasp_fast.messages` (classes, constants);
 C interface for other compiled modules: `clasp_fast._codec.pxd`.
@@ -46,7 +46,7 @@ cdef enum:
 
 
 cdef inline object signal_name(int code):
-    # Codes 5..7 (and anything else) decode as event (WIRE.md §5).
+    # Codes 5..7 (and anything else) decode as event (docs/protocol.md §5).
     return _SIGNAL_NAMES[code] if 0 <= code <= 4 else "event"
 
 
@@ -346,7 +346,7 @@ cdef int enc_hello(WriteBuf* wb, Hello m) except -1:
 cdef int enc_welcome(WriteBuf* wb, Welcome m) except -1:
     wb_u8(wb, MSG_WELCOME)
     enc_u8(wb, m.version, "version")
-    # WELCOME carries no federation bit (WIRE.md §5): it is dropped.
+    # WELCOME carries no federation bit (docs/protocol.md §5): it is dropped.
     wb_u8(wb, feature_bits(m.features, 0xF8, "features"))
     enc_u64(wb, m.time, "time")
     enc_str(wb, m.session, "session")
@@ -633,7 +633,7 @@ cdef inline int qos_arg(object qos) except -2:
 def encode(message, *, qos=None, timestamp=None) -> bytes:
     """One complete CLASP frame for `message`.
 
-    `qos` None uses the default QoS of WIRE.md §2.1; `timestamp` (µs, int) sets the optional
+    `qos` None uses the default QoS of docs/protocol.md §2.1; `timestamp` (µs, int) sets the optional
     frame timestamp. Unrepresentable content raises `EncodeError`.
     """
     global _shared_busy
@@ -742,7 +742,7 @@ cdef object dec_publish(Reader* r):
         m.value = rd_value(r, "value")
     elif indicator == 2:
         m.samples = dec_samples(r)
-    # Other indicators mean "no body" (WIRE.md §6.7).
+    # Other indicators mean "no body" (docs/protocol.md §6.7).
     if flags & 0x10:
         rd_u64(r, &u, "timestamp")
         m.timestamp = PyLong_FromUnsignedLongLong(u)

@@ -1,4 +1,4 @@
-# Frame headers (WIRE.md §2) and the public decode functions.
+# Frame headers (docs/protocol.md §2) and the public decode functions.
 
 
 cdef inline Py_ssize_t header_size(int flags) noexcept nogil:
@@ -75,7 +75,7 @@ cdef Frame make_frame(object message, FrameHead* h):
 def decode(data) -> Message:
     """The message in the frame at the start of `data` (bytes-like).
 
-    Bytes after the frame's declared payload are ignored (WIRE.md §2). Bad input raises
+    Bytes after the frame's declared payload are ignored (docs/protocol.md §2). Bad input raises
     `DecodeError` with the byte offset and the field.
     """
     cdef Input src

@@ -1,4 +1,4 @@
-# Legacy v0 payloads: a MessagePack map with an upper-case "type" key (WIRE.md §7).
+# Legacy v0 payloads: a MessagePack map with an upper-case "type" key (docs/protocol.md §7).
 #
 # Decoded the way the reference (Rust) decoder does, into the same message classes:
 # a missing or lower-case "type" is rejected; nil optional fields are absent; an unsigned int

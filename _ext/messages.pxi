@@ -1,4 +1,4 @@
-# The CLASP message classes (WIRE.md §6) and their small helper types.
+# The CLASP message classes (docs/protocol.md §6) and their small helper types.
 #
 # Each message is a cdef class with public attributes so the decoder can fill it at C level
 # (`Cls.__new__(Cls)` plus field assignment, no Python __init__). The attributes are declared
@@ -31,7 +31,7 @@ SIGNAL_TYPES = ("param", "event", "stream", "gesture", "timeline")
 PHASES = ("start", "move", "end", "cancel")
 FEATURES = ("param", "event", "stream", "gesture", "timeline", "federation")
 # What a HELLO announces unless told otherwise: every signal feature. "federation" is left out
-# on purpose: it marks the session as a router-to-router peer (WIRE.md §8.1).
+# on purpose: it marks the session as a router-to-router peer (docs/protocol.md §8.1).
 DEFAULT_FEATURES = ("param", "event", "stream", "gesture", "timeline")
 
 QOS_FIRE = 0
@@ -152,7 +152,7 @@ cdef class Message(_Record):
 # Parts
 
 cdef class Ttl:
-    """Expiry of a SET: `Ttl.never()`, `Ttl.sliding(secs)` or `Ttl.absolute(secs)` (WIRE.md §6.8).
+    """Expiry of a SET: `Ttl.never()`, `Ttl.sliding(secs)` or `Ttl.absolute(secs)` (docs/protocol.md §6.8).
 
     Wire form (`raw`, u32): 0 = never; bit 31 set = absolute, clear = sliding; bits 30-0 = secs.
     `Ttl.sliding(0)` has the raw form 0 and therefore arrives as `Ttl.never()`.
@@ -531,7 +531,7 @@ _QOS_BY_SIGNAL = {"param": 1, "event": 1, "stream": 0, "gesture": 0, "timeline":
 
 
 def default_qos(message) -> int:
-    """The QoS the reference encoder writes for `message` (WIRE.md §2.1)."""
+    """The QoS the reference encoder writes for `message` (docs/protocol.md §2.1)."""
     cdef type t = type(message)
     if t is Set:
         return QOS_CONFIRM

@@ -1,4 +1,4 @@
-# CLASP values (WIRE.md §4): Python object <-> type code + data.
+# CLASP values (docs/protocol.md §4): Python object <-> type code + data.
 #
 # Encoding always emits i64 (0x05) for ints and f64 (0x07) for floats; decoding accepts every
 # width and widens. Containers may nest MAX_NESTING deep (a list directly inside a SET value is

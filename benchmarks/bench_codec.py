@@ -4,7 +4,7 @@ Run with ``pytest benchmarks/bench_codec.py --benchmark-only``. Each group holds
 operation done by clasp_fast and by clasp-to's own codec (``Clasp._encode`` / ``Clasp._decode``,
 no network), measured in the same run.
 
-clasp-to cannot encode or decode stream samples (WIRE.md §6.7), so in the "stream" groups it
+clasp-to cannot encode or decode stream samples (docs/protocol.md §6.7), so in the "stream" groups it
 handles the nearest thing it can: the same 64 floats as an array value.
 """
 

@@ -34,7 +34,6 @@ import socket
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from OpenSSL import SSL
 
 from clasp_fast.dtls_records import DtlsRecordLayer, evp_status
 from clasp_fast.udp_batch import UdpBatchSocket, supported_strategies
@@ -408,7 +407,8 @@ def bulk(rounds: int = 2, count: int = 1500, size: int = 60_000) -> None:
             for peer in peers:
                 peer.join(30)
             megabytes = n * size / 1e6
-            print(f"  {name:30s} {megabytes / wall:7.1f} MB/s   CPU per MB: sender {sender_cpu / megabytes * 1e3:5.2f} ms,"
+            print(f"  {name:30s} {megabytes / wall:7.1f} MB/s   "
+                  f"CPU per MB: sender {sender_cpu / megabytes * 1e3:5.2f} ms,"
                   f" receiver {receiver_cpu / megabytes * 1e3:5.2f} ms   packets up to {packet} B")
 
 

@@ -195,7 +195,8 @@ async def bulk_64k(fast: bool) -> dict:
     elapsed = (counts.get("last") or started) - started
     received = counts.get("bytes", 0)
     return {"implementation": kind, "messages": counts.get("frames", 0), "bytes": received,
-            "mb_per_s": received / elapsed / 1e6 if elapsed > 0 else 0.0, "complete": received == messages * BULK_MESSAGE}
+            "mb_per_s": received / elapsed / 1e6 if elapsed > 0 else 0.0,
+            "complete": received == messages * BULK_MESSAGE}
 
 
 def _percentiles(samples: list[float]) -> dict:
@@ -343,10 +344,13 @@ def format_table(results: dict) -> str:
     b, k, r = results["batched_32"], results["bulk_64k"], results["rtt_1k"]
     lines = [
         "scenario                         fast            stock aiortc    relay path",
-        f"batched 32 B frames/s, one way   {b['fast']['frames_per_s']:>12,.0f}    {b['stock']['frames_per_s']:>12,.0f}    -",
+        f"batched 32 B frames/s, one way   {b['fast']['frames_per_s']:>12,.0f}    "
+        f"{b['stock']['frames_per_s']:>12,.0f}    -",
         f"bulk 64 KiB, MB/s                {k['fast']['mb_per_s']:>12.1f}    {k['stock']['mb_per_s']:>12.1f}    -",
-        f"RTT p50 at 1k msg/s, ms          {r['fast']['rtt_p50_ms']:>12.3f}    {r['stock']['rtt_p50_ms']:>12.3f}    {r['relay']['rtt_p50_ms']:.3f}",
-        f"RTT p99 at 1k msg/s, ms          {r['fast']['rtt_p99_ms']:>12.3f}    {r['stock']['rtt_p99_ms']:>12.3f}    {r['relay']['rtt_p99_ms']:.3f}",
+        f"RTT p50 at 1k msg/s, ms          {r['fast']['rtt_p50_ms']:>12.3f}    "
+        f"{r['stock']['rtt_p50_ms']:>12.3f}    {r['relay']['rtt_p50_ms']:.3f}",
+        f"RTT p99 at 1k msg/s, ms          {r['fast']['rtt_p99_ms']:>12.3f}    "
+        f"{r['stock']['rtt_p99_ms']:>12.3f}    {r['relay']['rtt_p99_ms']:.3f}",
         f"fast p50 / relay p50             {r['fast']['rtt_p50_ms'] / r['relay']['rtt_p50_ms']:>12.2f}",
     ]
     return "\n".join(lines)

@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .transport.webrtc import ChannelSpec, WebRtcConfig, WebRtcTransport
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'clasp_fast' has no attribute {name!r}")

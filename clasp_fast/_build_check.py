@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from pathlib import Path
 
 BUILD_HINT = (
@@ -20,7 +21,7 @@ SOURCE_TREE_HINT = (
 )
 
 
-def load_extension(name: str):
+def load_extension(name: str) -> ModuleType:
     """Import ``clasp_fast.<name>`` and turn a failure into an ImportError that says how to build it."""
     try:
         return importlib.import_module(f"clasp_fast.{name}")

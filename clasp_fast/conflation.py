@@ -65,7 +65,8 @@ class ConflationPolicy:
         compiled = []
         for pattern in patterns:
             if not isinstance(pattern, str):
-                raise PatternError(f"a conflation pattern must be a string, got {type(pattern).__name__}", repr(pattern))
+                raise PatternError(f"a conflation pattern must be a string, got {type(pattern).__name__}",
+                                   repr(pattern))
             try:
                 compiled.append(Pattern(pattern))
             except PatternError as exc:
@@ -91,19 +92,18 @@ class ConflationPolicy:
 
     def kind(self, message: object) -> int | None:
         """The message type code when ``message`` may be conflated, else None."""
-        t = type(message)
-        if t is Set:
+        if type(message) is Set:
             if message.revision is not None or message.lock or message.unlock:
                 return None
-        elif t is not Publish or message.signal != "stream":
+        elif type(message) is not Publish or message.signal != "stream":
             return None
-        return t.TYPE if self.matches(message.address) else None
+        return message.TYPE if self.matches(message.address) else None
 
 
-class _Slot:
+class _Slot(Generic[T]):
     __slots__ = ("item", "key")
 
-    def __init__(self, item: object, key: tuple[str, int] | None) -> None:
+    def __init__(self, item: T, key: tuple[str, int] | None) -> None:
         self.item = item
         self.key = key
 
@@ -121,8 +121,8 @@ class LatestValueQueue(Generic[T]):
         if fence not in ("address", "all"):
             raise ValueError(f"fence must be 'address' or 'all', got {fence!r}")
         self.fence: Fence = fence
-        self._slots: deque[_Slot] = deque()
-        self._open: dict[tuple[str, int], _Slot] = {}
+        self._slots: deque[_Slot[T]] = deque()
+        self._open: dict[tuple[str, int], _Slot[T]] = {}
         self._kinds: set[int] = set()
         self.conflated = 0  # values replaced by a newer one before they left
 

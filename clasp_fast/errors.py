@@ -38,7 +38,7 @@ class DecodeError(ClaspError, ValueError):
         text = f"{message} ({', '.join(where)})" if where else message
         super().__init__(text)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.reason, self.offset, self.field))
 
 
@@ -54,7 +54,7 @@ class AddressError(ClaspError, ValueError):
         self.address = address
         super().__init__(f"{message}: {address!r}" if address is not None else message)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.reason, self.address))
 
 
@@ -79,7 +79,7 @@ class ProtocolError(ClaspError):
             parts.append(f"(address {address!r})")
         super().__init__(" ".join(parts))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.reason, self.code, self.address))
 
 
@@ -97,7 +97,7 @@ class TransportError(ClaspError):
             where.append(f"step {step!r}")
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.reason, self.peer, self.step))
 
 
@@ -113,5 +113,5 @@ class URLError(ClaspError, ValueError):
         self.url = url
         super().__init__(message)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.reason, self.url))

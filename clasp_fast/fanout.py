@@ -21,12 +21,15 @@ whether to remove that peer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import TYPE_CHECKING, Iterable, Literal
 
 from .wire.codec import encode
 from .conflation import ConflationPolicy, LatestValueQueue
 from .errors import TransportError
-from .wire.messages import QOS_FIRE, default_qos
+from .wire.messages import QOS_FIRE, Message, default_qos
+
+if TYPE_CHECKING:
+    from .transport.webrtc import WebRtcSender
 
 __all__ = ["FanoutGroup", "LaneStats", "Overflow"]
 
@@ -102,7 +105,8 @@ class _Lane:
 
 
 class _Member:
-    def __init__(self, name: str, sender, overflow: Overflow, max_buffered: int, max_backlog: int) -> None:
+    def __init__(self, name: str, sender: WebRtcSender, overflow: Overflow, max_buffered: int,
+                 max_backlog: int) -> None:
         self.name = name
         self.sender = sender
         self.overflow = overflow
@@ -148,7 +152,7 @@ class FanoutGroup:
     def members(self) -> tuple[str, ...]:
         return tuple(self._members)
 
-    def add(self, name: str, sender, *, overflow: Overflow | None = None, max_buffered: int | None = None,
+    def add(self, name: str, sender: WebRtcSender, *, overflow: Overflow | None = None, max_buffered: int | None = None,
             max_backlog: int | None = None) -> None:
         """Add a member: ``sender`` is a connected :class:`~clasp_fast.webrtc.WebRtcSender`."""
         if name in self._members:
@@ -177,7 +181,7 @@ class FanoutGroup:
                                  peer=name, step="fan-out")
         return member
 
-    def send(self, message: object, *, to: Iterable[str] | None = None, qos: int | None = None) -> None:
+    def send(self, message: Message, *, to: Iterable[str] | None = None, qos: int | None = None) -> None:
         """Encode ``message`` once and offer the frame to every member (or those named in ``to``).
 
         Never waits. Raises TransportError naming the first member that failed -- an unknown name

@@ -164,7 +164,8 @@ class Metrics:
         result = {}
         for name, series in self.collect().items():
             labels = self.specs[name].labels
-            result[name] = [{"labels": dict(zip(labels, key)), "value": value} for key, value in series.items()]
+            result[name] = [{"labels": dict(zip(labels, key, strict=True)), "value": value}
+                            for key, value in series.items()]
         return result
 
     def value(self, name: str, **labels: str) -> float:
@@ -184,7 +185,8 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every figure now."""
-        return _prometheus().generate_latest(self.registry())
+        text: bytes = _prometheus().generate_latest(self.registry())
+        return text
 
     async def serve(self, port: int, host: str = "127.0.0.1") -> "MetricsServer":
         """Serve ``GET /metrics`` on ``host:port`` (``port=0``: any free port) from this event loop.
@@ -204,7 +206,7 @@ class _Collector:
         self.metrics = metrics
         self.core = prometheus.core
 
-    def collect(self):
+    def collect(self) -> Iterable[Any]:
         families = {"counter": self.core.CounterMetricFamily, "gauge": self.core.GaugeMetricFamily}
         for name, series in self.metrics.collect().items():
             spec = self.metrics.specs[name]

@@ -34,9 +34,10 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.typing import Subprotocol
 
 from .errors import ClaspError, DecodeError, ProtocolError, TransportError, URLError
-from .runtime.dispatch import Dispatcher, make_dispatcher
+from .runtime.dispatch import CallbackSubscription, Dispatcher, make_dispatcher
 from .runtime.sink import ErrorCallback, ErrorSink
 from .runtime.tasks import TaskSet
 from .runtime.waiters import Waiters
@@ -69,7 +70,6 @@ from .wire.messages import (
     stream_message,
 )
 from .wire.protocol import SIGNAL_PREFIX, WS_SUBPROTOCOL, now_us
-from .wire.subscription import Subscription
 
 __all__ = ["ClaspClient", "ClaspTimeoutError", "MessageHook", "validate_url"]
 
@@ -199,7 +199,7 @@ class ClaspClient:
     async def _handshake(self) -> ClientConnection:
         try:
             ws = await asyncio.wait_for(
-                ws_connect(self.url, subprotocols=[WS_SUBPROTOCOL], max_size=None, compression=None,
+                ws_connect(self.url, subprotocols=[Subprotocol(WS_SUBPROTOCOL)], max_size=None, compression=None,
                            ping_interval=None, open_timeout=self.connect_timeout),
                 self.connect_timeout)
         except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
@@ -212,6 +212,8 @@ class ClaspClient:
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
                 data = await asyncio.wait_for(ws.recv(), max(remaining, 0.001))
+                if type(data) is not bytes:
+                    raise ProtocolError("the relay sent a text WebSocket message during the handshake")
                 message = decode(data)
                 if type(message) is Welcome:
                     break
@@ -323,8 +325,9 @@ class ClaspClient:
         self._cache[address] = value
         if ack is None:
             return None
-        return await _answer(ack, timeout, lambda: ClaspTimeoutError(
+        applied: int | None = await _answer(ack, timeout, lambda: ClaspTimeoutError(
             f"no ACK for SET {address} within {timeout} s", address))
+        return applied
 
     async def get(self, address: str, timeout: float = 5.0) -> Any:
         """Read a param from the relay; ``ClaspTimeoutError`` if it has no value for ``address``."""
@@ -366,7 +369,9 @@ class ClaspClient:
         if ack is None:
             return None
         try:
-            return await _answer(ack, timeout, lambda: ClaspTimeoutError(f"no ACK for BUNDLE within {timeout} s"))
+            revision: int | None = await _answer(ack, timeout, lambda: ClaspTimeoutError(
+                f"no ACK for BUNDLE within {timeout} s"))
+            return revision
         finally:
             self._requests.discard("bundle", ack)
 
@@ -380,8 +385,9 @@ class ClaspClient:
         """Ask the relay for announced signals matching ``pattern`` (a list of ``SignalInfo``)."""
         with self._requests.request("query") as result:
             await self._send(Query(pattern=pattern))
-            return await _answer(result, timeout, lambda: ClaspTimeoutError(
+            signals: list[SignalInfo] = await _answer(result, timeout, lambda: ClaspTimeoutError(
                 f"no RESULT for QUERY {pattern} within {timeout} s", pattern))
+            return signals
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round trip to the relay in seconds (PING/PONG)."""
@@ -435,7 +441,7 @@ class ClaspClient:
         await self.send_subscribe(sub)
         return sub.id
 
-    async def send_subscribe(self, sub: Subscription) -> None:
+    async def send_subscribe(self, sub: CallbackSubscription) -> None:
         """Have the relay send what matches ``sub``, a subscription of ``dispatcher`` (also after
         every reconnect). :meth:`subscribe` does this for the subscriptions it adds."""
         self._on_relay.add(sub.id)
@@ -451,7 +457,8 @@ class ClaspClient:
             if self.connected:
                 await self._send(Unsubscribe(id=subscription_id))
 
-    def on(self, pattern: str, types: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def on(self, pattern: str,
+           types: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator form of ``subscribe`` (the SUBSCRIBE is sent in the background)."""
         def decorator(callback: Callable[..., Any]) -> Callable[..., Any]:
             self.tasks.spawn(self.subscribe(pattern, callback, types))

@@ -9,14 +9,14 @@ what they contain.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_json(relative: str):
     """Load ``relative`` (e.g. ``"vectors/reference_rust.json"``) from ``tests/data``."""
     with open(DATA_DIR / relative, encoding="utf-8") as handle:

@@ -1,4 +1,4 @@
-"""Address validation, Pattern, glob_match and SubscriptionIndex (WIRE.md §9)."""
+"""Address validation, Pattern, glob_match and SubscriptionIndex (docs/protocol.md §9)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Randomized differential tests: the compiled matchers against plain reference matchers.
 
 The reference live matcher is the router's rule written the obvious way
-(WIRE.md §9.2): split after the first character, recurse over segments, a
+(docs/protocol.md §9.2): split after the first character, recurse over segments, a
 segment with an embedded ``*`` takes any one segment and then the whole
 pattern must pass the glob. The reference glob covers the glob syntax these
 strategies generate (only ``*``), translated to a regular expression.
@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-from functools import lru_cache
+from functools import cache
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clasp_fast.address import Pattern, SubscriptionIndex, glob_match
 
-SETTINGS = settings(max_examples=int(os.environ.get("CLASP_FAST_HYPOTHESIS_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=int(os.environ.get("CLASP_FAST_HYPOTHESIS_EXAMPLES", "300")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 def reference_glob(pattern: str, address: str) -> bool:
@@ -55,7 +56,7 @@ def reference_live(pattern: str, address: str) -> bool:
     psegs = pattern[1:].split("/")
     asegs = address[1:].split("/")
 
-    @lru_cache(maxsize=None)
+    @cache
     def walk(i: int, j: int) -> bool:
         if i == len(psegs):
             return j == len(asegs)

@@ -75,7 +75,8 @@ def test_frame_larger_than_the_limit_travels_alone() -> None:
 
 
 def test_every_message_within_limit_and_order_kept_across_boundaries() -> None:
-    messages = [_set(i) if i % 3 else Publish(address=f"/p/{i}", signal="stream", value=b"y" * (i % 50), phase="start") for i in range(500)]
+    messages = [_set(i) if i % 3 else Publish(address=f"/p/{i}", signal="stream", value=b"y" * (i % 50), phase="start")
+                for i in range(500)]
     out = _run(Batcher(1160), messages)
     assert len(out) > 10
     assert all(len(chunk) <= 1160 for chunk in out)

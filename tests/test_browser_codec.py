@@ -78,7 +78,7 @@ def cases():
     result = subprocess.run(["node", str(SCRIPT)], input=json.dumps([f.hex() for _, f in frames]),
                             capture_output=True, text=True, timeout=60, check=True,
                             env={**os.environ, "CLASP_P2P_JS": str(MODULE)})
-    return list(zip(frames, json.loads(result.stdout)))
+    return list(zip(frames, json.loads(result.stdout), strict=True))
 
 
 def test_every_vector_frame_is_handled(cases):

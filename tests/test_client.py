@@ -181,6 +181,19 @@ async def test_bad_frames_do_not_stop_the_receive_loop():
         await client.close()
 
 
+async def test_text_message_during_the_handshake_is_a_protocol_error():
+    """A text WebSocket message where WELCOME should be is refused with ProtocolError, not a TypeError."""
+    async def handler(ws):
+        await ws.recv()  # HELLO
+        await ws.send("welcome")
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(ProtocolError, match="text WebSocket message during the handshake"):
+            await ClaspClient.connect(f"ws://127.0.0.1:{port}", reconnect=False)
+
+
 async def test_callback_exception_is_reported_not_fatal(relay):
     async with await ClaspClient.connect(relay.url) as client:
         errors, inbox = [], Inbox()

@@ -1,4 +1,4 @@
-"""Conformance of the codec against the shared vectors (../shared/spec/vectors, WIRE.md §14)."""
+"""Conformance of the codec against the shared vectors (tests/data/vectors, docs/protocol.md §14)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def by_name(vectors):
 
 def as_binary_decoded(message):
     """What a binary decode of `message` yields: PUBLISH always gets signal and phase
-    (WIRE.md §6.7), and SUBSCRIBE options with no field set are "no options" (§6.5)."""
+    (docs/protocol.md §6.7), and SUBSCRIBE options with no field set are "no options" (§6.5)."""
     if isinstance(message, Publish):
         if message.signal is None:
             message.signal = "event"
@@ -72,7 +72,7 @@ def test_rust_vector_encodes_to_its_bytes(vector):
     encoded = codec.encode(from_neutral(vector["message"]), qos=header.qos,
                            timestamp=header.timestamp)
     if encoded != frame:
-        # Map key order on the wire is unspecified (WIRE.md §4): then compare by content.
+        # Map key order on the wire is unspecified (docs/protocol.md §4): then compare by content.
         assert len(encoded) == len(frame)
         assert encoded[:4] == frame[:4]
         assert codec.decode(encoded) == codec.decode(frame)
@@ -82,7 +82,7 @@ def test_rust_vector_encodes_to_its_bytes(vector):
 
 @pytest.mark.parametrize("vector", RUST, ids=lambda v: v["name"])
 def test_rust_vector_default_qos_matches_reference(vector):
-    """Without an explicit qos the encoder writes the reference's QoS bits (WIRE.md §2.1)."""
+    """Without an explicit qos the encoder writes the reference's QoS bits (docs/protocol.md §2.1)."""
     frame = bytes.fromhex(vector["frame_hex"])
     if vector["name"] == "rs_set_with_frame_timestamp_commit":
         pytest.skip("this frame was written with an explicit QoS (Commit)")
@@ -96,7 +96,7 @@ def test_rust_vector_v0_payload_decodes_to_same_message(vector):
     frame = b"\x53\x00" + len(payload).to_bytes(2, "big") + payload
     expected = from_neutral(vector["message"])
     if vector["name"] == "rs_set_bytes":
-        # The Rust encoder writes v0 bytes as an array of small ints (WIRE.md §7.2).
+        # The Rust encoder writes v0 bytes as an array of small ints (docs/protocol.md §7.2).
         expected.value = list(expected.value)
     if vector["name"] == "rs_subscribe_options_all_none":
         expected.options = None
@@ -122,7 +122,7 @@ def test_every_truncation_is_a_decode_error(vector):
             assert e.offset is not None and e.offset <= len(relabelled)
         else:
             # Only fields that may legitimately be absent at the end can be cut silently:
-            # PUBLISH's rate (no presence flag, WIRE.md §6.7), or the tail of a v0 payload
+            # PUBLISH's rate (no presence flag, docs/protocol.md §6.7), or the tail of a v0 payload
             # after a complete MessagePack map (none of these vectors has one).
             assert isinstance(message, Publish) and message.rate is None
 
@@ -142,7 +142,7 @@ def test_official_client_frame_decodes(vector):
 
 
 def test_js_numbers_arrive_as_floats():
-    """JS sends every number as f64 (WIRE.md §4.1, §11.1): we keep the wire type, a float."""
+    """JS sends every number as f64 (docs/protocol.md §4.1, §11.1): we keep the wire type, a float."""
     js = by_name(JS)
     assert codec.decode(bytes.fromhex(js["js_set_value_num_1"]["frame_hex"])).value == 1.0
     assert type(codec.decode(bytes.fromhex(js["js_set_value_num_1"]["frame_hex"])).value) is float
@@ -172,7 +172,7 @@ def test_federation_feature_bit_is_kept_when_present():
 
 
 def test_js_ttl_is_absent_and_python_ttl_decodes():
-    """JS has no TTL (WIRE.md §6.8); Python's raw 0x80000000 is absolute 0, not never."""
+    """JS has no TTL (docs/protocol.md §6.8); Python's raw 0x80000000 is absolute 0, not never."""
     js, py = by_name(JS), by_name(PY)
     assert codec.decode(bytes.fromhex(js["js_set_ttl_is_dropped_by_js"]["frame_hex"])).ttl is None
     assert codec.decode(bytes.fromhex(py["py_set_ttl_0_absolute"]["frame_hex"])).ttl == Ttl.absolute(0)
@@ -182,7 +182,7 @@ def test_js_ttl_is_absent_and_python_ttl_decodes():
 
 
 def test_null_payload_forms_stay_distinct():
-    """JS sends indicator 1 + null, Python indicator 0 (WIRE.md §6.7): we keep them apart
+    """JS sends indicator 1 + null, Python indicator 0 (docs/protocol.md §6.7): we keep them apart
     as value=None and value=MISSING, like the Rust decoder's Some(Null) vs None."""
     js, py = by_name(JS), by_name(PY)
     assert codec.decode(bytes.fromhex(js["js_publish_event_null_payload"]["frame_hex"])).value is None
@@ -207,7 +207,7 @@ def test_python_subscribe_mask_0_means_all_types():
 
 
 def test_python_msgpack_fallbacks_decode_as_messages():
-    """Python sends many types as v0 MessagePack in version-1 frames (WIRE.md §7.3)."""
+    """Python sends many types as v0 MessagePack in version-1 frames (docs/protocol.md §7.3)."""
     py = by_name(PY)
     bundle = codec.decode(bytes.fromhex(py["py_msgpack_fallback_bundle"]["frame_hex"]))
     assert isinstance(bundle, Bundle) and bundle.timestamp is None
@@ -236,7 +236,7 @@ def err(offset, field):
     return ("error", offset, field)
 
 
-# Decoded message, or err(byte offset, field). Derived from each vector's intent and WIRE.md.
+# Decoded message, or err(byte offset, field). Derived from each vector's intent and docs/protocol.md.
 HANDCRAFTED_EXPECTED = {
     # Narrow integer and f32 codes are widened (§4.1).
     "hc_set_i8_127": Set("/h", 127),

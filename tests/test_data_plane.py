@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 
 import pytest
 from aiortc import RTCSctpTransport
@@ -73,7 +72,8 @@ async def exchange(local, remote, messages: list[bytes], timeout: float = 30) ->
     try:
         await asyncio.wait_for(asyncio.gather(at_remote.done.wait(), at_local.done.wait()), timeout)
     except asyncio.TimeoutError:
-        raise AssertionError(f"{len(at_remote.messages)} and {len(at_local.messages)} of {len(messages)} arrived") from None
+        raise AssertionError(f"{len(at_remote.messages)} and {len(at_local.messages)} of {len(messages)} "
+                             "arrived") from None
     assert at_remote.messages == messages and at_local.messages == messages
 
 
@@ -228,7 +228,8 @@ async def test_a_peer_keeping_openssl_records_still_batches_and_gets_aiortc_size
 
 async def test_without_udp_batching_the_records_still_take_the_short_path():
     options = {"udp_batching": False}
-    o, a, (local,), (remote,) = await connect_pair(True, True, CHANNELS, offerer_options=options, answerer_options=options)
+    o, a, (local,), (remote,) = await connect_pair(True, True, CHANNELS, offerer_options=options,
+                                                   answerer_options=options)
     try:
         await wait_until(lambda: plane(o).layer is not None and plane(a).layer is not None, 5)
         messages = [numbered(i, 50_000) for i in range(30)]

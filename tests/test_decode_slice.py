@@ -11,7 +11,8 @@ from clasp_fast.codec import decode_all, encode
 from clasp_fast.errors import DecodeError
 from clasp_fast.messages import Publish, Set
 
-GOOD = [encode(Set(address="/a", value=1)), encode(Publish(address="/b/c", signal="event", value="x")), encode(Set(address="/long/" + "x" * 300, value=2.5))]
+GOOD = [encode(Set(address="/a", value=1)), encode(Publish(address="/b/c", signal="event", value="x")),
+        encode(Set(address="/long/" + "x" * 300, value=2.5))]
 BAD_PAYLOAD = [b"\x53\x00\x00\x02\xff\xff", b"\x53\x00\x00\x01\x21"]  # intact header, malformed payload
 BROKEN_TAIL = [b"\x53\x00", b"\x54\x00\x00\x01\x21", b"\x53\x00\x00\x09\x21"]  # bad header: ends the walk
 

@@ -74,7 +74,8 @@ async def test_each_message_is_encoded_once_and_reaches_every_viewer_in_order() 
             group.add(f"viewer-{i}", hub.sender)
         sent = []
         for i in range(300):
-            message = Set(address=f"/m/{i % 7}", value=i) if i % 5 else Publish(address="/m/cue", signal="event", value=i)
+            cue = Publish(address="/m/cue", signal="event", value=i)
+            message = Set(address=f"/m/{i % 7}", value=i) if i % 5 else cue
             group.send(message)
             sent.append(decode(encode(message)))  # as a receiver decodes it
             if i % 50 == 0:

@@ -1,4 +1,4 @@
-"""Live codec interop with the official clients (WIRE.md §11).
+"""Live codec interop with the official clients (docs/protocol.md §11).
 
 * JS: ``@clasp-to/core`` 3.3.2 under Node, through ``tests/node/codec_peer.mjs`` (one process
   for the module, JSON lines on stdin/stdout).
@@ -91,7 +91,7 @@ class NodeCodecPeer:
         try:
             reply = self.replies.get(timeout=self.timeout)
         except queue.Empty:
-            raise AssertionError(f"Node codec peer did not answer {request} in {self.timeout} s")
+            raise AssertionError(f"Node codec peer did not answer {request} in {self.timeout} s") from None
         if reply is None:
             raise AssertionError(f"Node codec peer exited: {self.process.stderr.read()}")
         return reply
@@ -178,7 +178,7 @@ def to_js(n: dict) -> dict:
     """What @clasp-to/core's decoder yields for the message whose neutral form is ``n``."""
     kind = n["type"]
     out: dict = {"type": kind}
-    if kind == "SET":  # JS has no TTL (WIRE.md §11.3); lock/unlock only when true
+    if kind == "SET":  # JS has no TTL (docs/protocol.md §11.3); lock/unlock only when true
         out.update(address=n["address"], value=js_value(n["value"]))
         out.update({k: n[k] for k in ("revision",) if k in n})
         out.update({k: True for k in ("lock", "unlock") if n.get(k)})
@@ -241,7 +241,7 @@ def assert_same_in_js(decoded_by_js: dict, message) -> None:
 
 
 def js_supports(neutral_message: dict) -> bool:
-    """JS has no REPLAY or FEDERATION_SYNC (WIRE.md §11.5)."""
+    """JS has no REPLAY or FEDERATION_SYNC (docs/protocol.md §11.5)."""
     return neutral_message["type"] not in ("REPLAY", "FEDERATION_SYNC")
 
 

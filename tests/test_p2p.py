@@ -99,7 +99,8 @@ async def exchange_everything(sender: Peer, receiver: Peer, root: str) -> None:
     """set, emit, stream (numpy), gesture, on with a type filter, get, create_data_channel, stats."""
     got: list[tuple] = []
     params: list[tuple] = []
-    sub = receiver.on(f"{root}/**", lambda value, address, message: got.append((address, value, type(message).__name__)))
+    sub = receiver.on(f"{root}/**",
+                      lambda value, address, message: got.append((address, value, type(message).__name__)))
 
     @receiver.on(f"{root}/**", types=["param"])
     def only_params(value, address):
@@ -355,12 +356,12 @@ async def test_closed_connections_are_released() -> None:
             for _ in range(3):
                 to_listener, to_dialer = await connected_pair(dialer, listener)
                 await to_listener.set("/cycle", 1)
-                await wait_until(lambda: to_dialer.params.get("/cycle") == 1, what="the message")
+                await wait_until(lambda d=to_dialer: d.params.get("/cycle") == 1, what="the message")
                 for peer in (to_listener, to_dialer):
                     released += [weakref.ref(peer), weakref.ref(peer.transport),
                                  weakref.ref(peer.transport.peer_connection)]
                 await to_listener.close()
-                await wait_until(lambda: to_dialer.state == "closed", what="the far side closing")
+                await wait_until(lambda d=to_dialer: d.state == "closed", what="the far side closing")
                 del to_listener, to_dialer, peer
             await asyncio.sleep(0.2)  # the close callbacks run
             gc.collect()

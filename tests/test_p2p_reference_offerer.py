@@ -1,4 +1,4 @@
-"""A peer that follows the Rust reference client's procedure *offers* to a ClaspP2P (WIRE.md §10.5).
+"""A peer that follows the Rust reference client's procedure *offers* to a ClaspP2P (docs/protocol.md §10.5).
 
 It never announces or sets presence, puts no ``features`` in its offer, sends the offer SDP taken
 before ICE gathering and trickles its candidates afterwards, creates both channels itself, and sends

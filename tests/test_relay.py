@@ -179,7 +179,7 @@ async def test_slow_consumer_drops_broadcasts_and_gets_503():
         # Stop reading on the slow side: the TCP buffers fill, then the relay's queue.
         slow.transport.pause_reading()
         payload = "x" * 4000
-        for i in range(2000):
+        for _ in range(2000):
             await publisher.send(encode(Publish(address="/flood/a", signal="event", value=payload)))
         await publisher.send(encode(Ping()))
         assert isinstance(await recv_message(publisher, 10.0), Pong)  # routing never blocked

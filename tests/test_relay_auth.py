@@ -1,4 +1,4 @@
-"""Authenticated mode of the embedded relay (WIRE.md §8.1-§8.6, §8.9, §9.3), over loopback sockets."""
+"""Authenticated mode of the embedded relay (docs/protocol.md §8.1-§8.6, §8.9, §9.3), over loopback sockets."""
 
 from __future__ import annotations
 

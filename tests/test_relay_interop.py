@@ -2,7 +2,7 @@
 
 * JS: ``@clasp-to/core`` 3.3.2 under Node, driven by ``tests/node/relay_peer.mjs``.
 * Python: ``clasp-to`` 4.2.0, within what it can do: it cannot decode ACK, so its receive
-  loop stops at the first ACK after its own ``set()`` (WIRE.md §11.6); the test checks what
+  loop stops at the first ACK after its own ``set()`` (docs/protocol.md §11.6); the test checks what
   it does before that and that the relay and the other sessions are unaffected.
 """
 

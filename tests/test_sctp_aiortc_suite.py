@@ -31,7 +31,8 @@ def test_aiortc_suites_fail_exactly_the_listed_tests_on_the_fast_path():
 
 def test_the_comparison_catches_every_kind_of_drift():
     listed = {"t.py::A::a": "reason a", "t.py::A::b": "reason b"}
-    assert runner.compare("exact", {"t.py::A::a": "failed", "t.py::A::b": "failed", "t.py::A::c": "passed"}, listed) == []
+    results = {"t.py::A::a": "failed", "t.py::A::b": "failed", "t.py::A::c": "passed"}
+    assert runner.compare("exact", results, listed) == []
     problems = runner.compare(
         "drift", {"t.py::A::a": "passed", "t.py::A::c": "failed", "t.py::A::d": "skipped"}, listed
     )

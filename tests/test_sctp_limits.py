@@ -120,7 +120,8 @@ async def test_without_an_error_listener_the_refusal_is_logged(caplog):
 
 
 def data_packet(transport, chunks: list) -> bytes:
-    return _sctp.build_packet(transport._remote_port, transport._local_port, transport._local_verification_tag, b"", chunks)
+    return _sctp.build_packet(transport._remote_port, transport._local_port, transport._local_verification_tag, b"",
+                              chunks)
 
 
 def chunk(tsn: int, stream: int, seq: int, flags: int, size: int = 1000) -> object:

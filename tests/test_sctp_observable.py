@@ -41,7 +41,8 @@ async def test_buffered_amount_counts_the_message_until_send_returns(fast):
 
 def _sack_packet(transport, cumulative: int, gaps: list[tuple[int, int]]) -> bytes:
     sack = _sctp.build_sack(cumulative, 1 << 20, gaps, [])
-    return _sctp.build_packet(transport._remote_port, transport._local_port, transport._local_verification_tag, sack, [])
+    return _sctp.build_packet(transport._remote_port, transport._local_port, transport._local_verification_tag, sack,
+                              [])
 
 
 async def test_a_sack_with_gaps_gives_one_burst_not_two():

@@ -40,7 +40,8 @@ def test_crc32c_matches_google_crc32c(size, hardware):
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 1160])
 def test_data_packet_is_byte_identical_to_aiortc(size):
     payload = bytes(range(256)) * 5
-    ours = _sctp.build_packet(5000, 5001, 0xDEADBEEF, b"", [_sctp.DataChunk(3, 0xFFFFFFFF, 7, 65535, 53, payload[:size])])
+    chunk = _sctp.DataChunk(3, 0xFFFFFFFF, 7, 65535, 53, payload[:size])
+    ours = _sctp.build_packet(5000, 5001, 0xDEADBEEF, b"", [chunk])
     theirs = aio.serialize_packet(5000, 5001, 0xDEADBEEF, aio_data(3, 0xFFFFFFFF, 7, 65535, 53, payload[:size]))
     assert ours == theirs
 
@@ -70,8 +71,8 @@ def test_parse_reads_every_chunk_kind_aiortc_writes():
     ]:
         _, _, _, (parsed,) = _sctp.parse_packet(aio.serialize_packet(1, 2, 3, chunk))
         if expected is None:
-            assert (parsed.flags, parsed.tsn, parsed.stream_id, parsed.stream_seq, parsed.protocol, parsed.user_data) == (
-                7, 5, 2, 9, 51, b"text")
+            fields = (parsed.flags, parsed.tsn, parsed.stream_id, parsed.stream_seq, parsed.protocol, parsed.user_data)
+            assert fields == (7, 5, 2, 9, 51, b"text")
         else:
             assert parsed == expected
 
@@ -119,7 +120,8 @@ def test_short_packet():
 
 
 def test_every_truncation_of_a_valid_packet_is_refused_or_parsed():
-    packet = _sctp.build_packet(1, 2, 3, _sctp.build_sack(1, 2, [(1, 1)], [5]), [_sctp.DataChunk(3, 9, 0, 0, 53, b"hello")])
+    packet = _sctp.build_packet(1, 2, 3, _sctp.build_sack(1, 2, [(1, 1)], [5]),
+                                [_sctp.DataChunk(3, 9, 0, 0, 53, b"hello")])
     full = _sctp.parse_packet(packet)[3]
     assert len(full) == 2
     parsed_cuts = 0

@@ -135,7 +135,8 @@ async def test_reliable_channel_delivers_everything_in_order_despite_faults(fast
 
 @pytest.mark.parametrize(
     "options",
-    [dict(ordered=False, maxRetransmits=0), dict(ordered=True, maxRetransmits=0), dict(ordered=False, maxPacketLifeTime=50)],
+    [dict(ordered=False, maxRetransmits=0), dict(ordered=True, maxRetransmits=0),
+     dict(ordered=False, maxPacketLifeTime=50)],
     ids=["unordered-rexmit0", "ordered-rexmit0", "unordered-lifetime"],
 )
 @pytest.mark.parametrize("fast_offerer, fast_answerer", PAIRS, ids=PAIR_IDS)

@@ -1,4 +1,4 @@
-"""InMemorySignaling and the signal helpers, checked against WIRE.md §10.3/§10.4 and the Rust vectors."""
+"""InMemorySignaling and the signal helpers, checked against docs/protocol.md §10.3/§10.4 and the Rust vectors."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ DELIBERATE = {
     ("02 subscribe", "C: SET /s2/m/x = false (old pattern of id 2)"): (
         {"A": [], "B": [], "C": ["ACK"]},
         "re-using a subscription id replaces the old subscription (the reference keeps the old "
-        "pattern alive, WIRE.md §8.2 [QUIRK])",
+        "pattern alive, docs/protocol.md §8.2 [QUIRK])",
     ),
     ("02 subscribe", "C: SET /s2/m/x = true after UNSUBSCRIBE id=2 (old pattern)"): (
         {"A": [], "B": [], "C": ["ACK"]},
@@ -44,16 +44,16 @@ DELIBERATE = {
     ),
     ("03b ttl-expiry", "B: GET /ttl/abs1 after its TTL elapsed"): (
         {"A": [], "B": []},
-        "an expired param is never served; the reference serves it until its 60 s sweep (WIRE.md §11.1)",
+        "an expired param is never served; the reference serves it until its 60 s sweep (docs/protocol.md §11.1)",
     ),
     ("04 publish", "A: PUBLISH gesture /s4/touch id=7 phase=move x3"): (
         {"A": [], "B": ["PUBLISH"], "C": []},
-        "the coalesced move is not sent back to its sender (WIRE.md §11.1: the reference's flush "
+        "the coalesced move is not sent back to its sender (docs/protocol.md §11.1: the reference's flush "
         "timer includes the sender)",
     ),
     ("04 publish", "A: PUBLISH gesture /s4/swipe id=1 start, then (after 100 ms) one move"): (
         {"A": [], "B": ["PUBLISH", "PUBLISH"], "C": []},
-        "the coalesced move is not sent back to its sender (WIRE.md §11.1)",
+        "the coalesced move is not sent back to its sender (docs/protocol.md §11.1)",
     ),
 }
 
@@ -184,7 +184,7 @@ def learn_placeholders(recorded, normalized, found: dict[str, str]) -> None:
             if key in recorded:
                 learn_placeholders(recorded[key], value, found)
     elif isinstance(normalized, list) and isinstance(recorded, list) and len(normalized) == len(recorded):
-        for a, b in zip(recorded, normalized):
+        for a, b in zip(recorded, normalized, strict=True):
             learn_placeholders(a, b, found)
     elif isinstance(normalized, str) and isinstance(recorded, str) and PLACEHOLDER.search(normalized):
         # Placeholders already learned (session ids from WELCOME) stand for their known text,
@@ -193,7 +193,7 @@ def learn_placeholders(recorded, normalized, found: dict[str, str]) -> None:
         parts = PLACEHOLDER.split(normalized)
         regex = re.escape(parts[0])
         unknown = []
-        for name, part in zip(names, parts[1:]):
+        for name, part in zip(names, parts[1:], strict=True):
             if name in found:
                 regex += re.escape(found[name])
             else:
@@ -202,7 +202,7 @@ def learn_placeholders(recorded, normalized, found: dict[str, str]) -> None:
             regex += re.escape(part)
         match = re.fullmatch(regex, recorded, re.S)
         if match:
-            for name, text in zip(unknown, match.groups()):
+            for name, text in zip(unknown, match.groups(), strict=True):
                 found.setdefault(name, text)
 
 
@@ -236,7 +236,7 @@ def matches(expected, actual, path="message") -> list[str]:
         if len(expected) != len(actual):
             return [f"{path}: expected {len(expected)} items, got {len(actual)}: {actual!r}"]
         problems = []
-        for i, (e, a) in enumerate(zip(expected, actual)):
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
             problems.extend(matches(e, a, f"{path}[{i}]"))
         return problems
     return [] if expected == actual else [f"{path}: expected {expected!r}, got {actual!r}"]
@@ -347,7 +347,7 @@ async def test_transcript(name: str) -> None:
                 for placeholder in ("<unknown.session>", "<corr.uuid>"):
                     if placeholder in recorded_values:  # sent as recorded, so echoed as recorded
                         replacements[recorded_values[placeholder]] = placeholder
-                for (frame, canon), record in zip(got, want):
+                for (frame, canon), record in zip(got, want, strict=True):
                     normalized = record["decoded_normalized"]
                     actual = to_placeholders(canon, replacements)
                     wanted = normalized["message"]

@@ -10,7 +10,7 @@ import time
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from clasp_fast.codec import decode, decode_all, decode_frame, encode
+from clasp_fast.codec import decode, decode_frame, encode
 from clasp_fast.messages import (
     Ack,
     Announce,
@@ -139,14 +139,15 @@ async def test_connects_on_loopback_with_both_channels_and_batching_negotiated()
             assert t.batching
             assert t.state == "connected"
             sdp_hosts = [
-                line.split()[4] for line in t.peer_connection.localDescription.sdp.splitlines() if line.startswith("a=candidate:")
+                line.split()[4] for line in t.peer_connection.localDescription.sdp.splitlines()
+                if line.startswith("a=candidate:")
             ]
             assert sdp_hosts and all(is_loopback(h) for h in sdp_hosts)
             pair = t.selected_candidate_pair()
             # The remote shows up as peer-reflexive when its checks beat its trickled candidate.
             assert pair is not None and pair.local_type == "host" and pair.remote_type in ("host", "prflx")
             assert is_loopback(pair.local_address[0]) and is_loopback(pair.remote_address[0])
-        # Signals follow WIRE.md §10.3: the offer and answer carry features, candidates are JSON strings.
+        # Signals follow docs/protocol.md §10.3: the offer and answer carry features, candidates are JSON strings.
         sent_a, sent_b = _signals(sig_a), _signals(sig_b)
         offer = next(s for s in sent_a if s["type"] == "offer")
         answer = next(s for s in sent_b if s["type"] == "answer")
@@ -281,7 +282,8 @@ async def reference_answerer(signaling: InMemorySignaling, received: list[bytes]
         dc.on("message", received.append)
 
     await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
-    install_gathering_policy(pc.sctp.transport.transport.iceGatherer._connection, host_addresses=["127.0.0.1"], udp_receive_buffer=None)
+    install_gathering_policy(pc.sctp.transport.transport.iceGatherer._connection, host_addresses=["127.0.0.1"],
+                             udp_receive_buffer=None)
     answer = await pc.createAnswer()
     await pc.setLocalDescription(answer)
     cid = offer["correlation_id"]
@@ -329,7 +331,7 @@ async def test_peer_without_features_gets_one_frame_per_message_and_may_send_the
         while len(received) < 200 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert len(received) == 200
-        for data, message in zip(received, messages):
+        for data, message in zip(received, messages, strict=True):
             assert decode_frame(data).size == len(data)  # exactly one frame, nothing after it
             assert data == encode(message)
         for i in range(5):
@@ -386,6 +388,22 @@ async def test_offer_never_answered_times_out_naming_peer_and_step() -> None:
     assert _other_tasks() - before == set()
 
 
+async def test_an_offer_without_a_data_channel_section_is_refused() -> None:
+    """An offer for audio only (no SCTP): TransportError at the offer step, nothing left running."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("audio")
+    offer = await pc.createOffer()  # no setLocalDescription: nothing is gathered
+    await pc.close()
+    sig_a, sig_b = InMemorySignaling.pair("peer-a", "peer-b")
+    signal = {"type": "offer", "sdp": offer.sdp, "correlation_id": "peer-a-peer-b-audio", "from": "peer-a"}
+    before = _other_tasks()
+    with pytest.raises(TransportError, match="no data channel section") as info:
+        await WebRtcTransport.connect(loopback(connection_timeout=5), sig_b, "peer-a", role="answerer", offer=signal)
+    assert info.value.peer == "peer-a" and info.value.step == "offer"
+    await asyncio.sleep(0)
+    assert _other_tasks() - before == set()
+
+
 async def test_offer_to_unknown_session_fails_at_the_signal_step() -> None:
     sig_a, _ = InMemorySignaling.pair("peer-a", "peer-b")
     with pytest.raises(SignalingError) as info:
@@ -399,7 +417,8 @@ async def test_signals_with_wrong_correlation_id_are_ignored() -> None:
     offer = parse_signal(await asyncio.wait_for(sig_b.recv_signal(), 5))
     assert offer is not None and offer["type"] == "offer"
     # An answer and a candidate from the right peer but for another connection: both must be ignored.
-    await sig_b.send_signal("peer-a", {"type": "answer", "sdp": "v=0\r\nbroken", "correlation_id": "peer-a-peer-b-other"})
+    await sig_b.send_signal("peer-a", {"type": "answer", "sdp": "v=0\r\nbroken",
+                                       "correlation_id": "peer-a-peer-b-other"})
     await sig_b.send_signal(
         "peer-a", {"type": "ice_candidate", "candidate": '{"candidate":"garbage"}', "correlation_id": "wrong"}
     )
@@ -412,7 +431,7 @@ async def test_signals_with_wrong_correlation_id_are_ignored() -> None:
         assert sender_a.transport.stats().ignored_signals >= 3
         await sender_a.send(Set(address="/cid", value=1))
         assert [m.value for m in await _collect(receiver_b, 1)] == [1]
-        # "disconnected" is honoured whatever its correlation id (WIRE.md §10.4).
+        # "disconnected" is honoured whatever its correlation id (docs/protocol.md §10.4).
         await sig_b.send_signal("peer-a", {"type": "disconnected", "correlation_id": "any", "reason": "bye"})
         await asyncio.wait_for(sender_a.transport.wait_closed(), 5)
         assert sender_a.transport.close_reason == "bye"
@@ -503,7 +522,8 @@ async def test_callback_form_of_the_receiver() -> None:
 
 def test_ice_servers_accept_urls_and_rtciceserver_maps() -> None:
     config = WebRtcConfig(
-        ice_servers=["stun:stun.example.org:3478", {"urls": ["turn:turn.example.org"], "username": "u", "credential": "p"}]
+        ice_servers=["stun:stun.example.org:3478",
+                     {"urls": ["turn:turn.example.org"], "username": "u", "credential": "p"}]
     )
     servers = config.rtc_configuration().iceServers
     assert servers[0].urls == "stun:stun.example.org:3478"
@@ -520,7 +540,8 @@ def test_parse_candidate_rejects_garbage() -> None:
         parse_candidate('{"sdpMid":"0"}')
     with pytest.raises(ValueError):
         parse_candidate('{"candidate":"candidate:1 1 udp"}')
-    c = parse_candidate('{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null}')
+    c = parse_candidate('{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",'
+                        '"sdpMid":"0","sdpMLineIndex":0,"usernameFragment":null}')
     assert (c.ip, c.port, c.type, c.sdpMid) == ("127.0.0.1", 50000, "host", "0")
 
 
@@ -579,7 +600,8 @@ async def test_p2p_layer_style_dispatch_with_handle_signal() -> None:
         elif answerers:
             answerers[-1].handle_signal(signal)
 
-    pumps = [asyncio.ensure_future(dispatch(sig_a, offerer.handle_signal)), asyncio.ensure_future(dispatch(sig_b, on_b))]
+    pumps = [asyncio.ensure_future(dispatch(sig_a, offerer.handle_signal)),
+             asyncio.ensure_future(dispatch(sig_b, on_b))]
     try:
         await asyncio.wait_for(offerer.start(), 10)
         answerer = answerers[0]

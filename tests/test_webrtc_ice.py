@@ -103,14 +103,16 @@ async def test_rejects_installation_after_gathering() -> None:
     try:
         with pytest.raises(RuntimeError, match="already started"):
             install_gathering_policy(
-                pc.sctp.transport.transport.iceGatherer._connection, host_addresses=["127.0.0.1"], udp_receive_buffer=None
+                pc.sctp.transport.transport.iceGatherer._connection, host_addresses=["127.0.0.1"],
+                udp_receive_buffer=None,
             )
     finally:
         await pc.close()
 
 
 @pytest.mark.parametrize(
-    "host, expected", [("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("192.0.2.1", False), ("x.local", False)]
+    "host, expected",
+    [("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("192.0.2.1", False), ("x.local", False)],
 )
 def test_is_loopback(host: str, expected: bool) -> None:
     assert is_loopback(host) is expected

@@ -236,7 +236,7 @@ class _Run:
         for w in workers:
             if w in self.workers:
                 self.workers.remove(w)
-        return {w.name: (r if isinstance(r, dict) else None) for w, r in zip(workers, results)}
+        return {w.name: (r if isinstance(r, dict) else None) for w, r in zip(workers, results, strict=True)}
 
     def kill_all(self) -> None:
         for worker in self.workers:

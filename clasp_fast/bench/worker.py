@@ -250,6 +250,7 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
                 before = transport.stats() if transport is not None else None
                 result = await send_phase(send_one, args.size, command)
                 if transport is not None:
+                    assert before is not None
                     transport.sender.flush()
                     after = transport.stats()
                     # Frames per DataChannel message: 1 when unbatched, more when batching packed them.

@@ -1,7 +1,7 @@
 // clasp-p2p.js — CLASP peer to peer for browsers (and any runtime with WebSocket + RTCPeerConnection).
 //
 // A dependency-free ES module: the CLASP v1 binary codec, a relay connection (HELLO, subscriptions,
-// SET/PUBLISH), and WebRTC peers signaled through the relay exactly as WIRE.md §10 describes.
+// SET/PUBLISH), and WebRTC peers signaled through the relay exactly as docs/protocol.md §10 describes.
 // Served by the clasp_fast relay at GET /clasp-p2p.js.
 //
 //   import { ClaspP2P } from "/clasp-p2p.js";
@@ -17,7 +17,7 @@
 // u64 protocol fields (revision, timestamps) follow the same rule.
 
 // ---------------------------------------------------------------------------------------------
-// Codec (WIRE.md §2-§6)
+// Codec (docs/protocol.md §2-§6)
 
 export const MAGIC = 0x53;
 export const QOS = { fire: 0, confirm: 1, commit: 2 };
@@ -268,7 +268,7 @@ function typeList(m) {
   return TYPE_MASK_BITS.filter(([, bit]) => m & bit).map(([name]) => name);
 }
 
-/** Default frame QoS of a message (WIRE.md §2.1). */
+/** Default frame QoS of a message (docs/protocol.md §2.1). */
 export function defaultQos(msg) {
   switch (msg.type) {
     case "SET": case "SUBSCRIBE": case "UNSUBSCRIBE": case "REPLAY": case "FEDERATION_SYNC": return 1;
@@ -300,7 +300,7 @@ function writeSignalInfo(w, s, withMeta) {
   }
 }
 
-/** Encode a message object (`{type: "SET", address, value, ...}`, field names as in WIRE.md) to a payload. */
+/** Encode a message object (`{type: "SET", address, value, ...}`, field names as in docs/protocol.md) to a payload. */
 export function encodePayload(msg, w = new Writer()) {
   const code = MSG[msg.type];
   if (code === undefined) throw new ClaspEncodeError(`unknown message type ${JSON.stringify(msg.type)}`);
@@ -418,7 +418,7 @@ export function encodePayload(msg, w = new Writer()) {
   return w;
 }
 
-/** Encode a message to one complete frame (Uint8Array); `qos` defaults to WIRE.md §2.1. */
+/** Encode a message to one complete frame (Uint8Array); `qos` defaults to docs/protocol.md §2.1. */
 export function encodeFrame(msg, qos = defaultQos(msg)) {
   const w = new Writer();
   w.pos = 4;
@@ -637,7 +637,7 @@ export function decodeFrames(data) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Address patterns (WIRE.md §9.2: `*` one segment, `**` zero or more, `*` inside a segment)
+// Address patterns (docs/protocol.md §9.2: `*` one segment, `**` zero or more, `*` inside a segment)
 
 function segmentRegex(seg) {
   return new RegExp("^" + seg.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join("[^/]*") + "$");
@@ -814,7 +814,7 @@ export const UNRELIABLE_LABEL = "clasp";
 export const RELIABLE_LABEL = "clasp-reliable";
 const CONTROL_LABEL = "clasp-control";
 const CONTROL_CHANNEL_ID = 1023;
-const UNRELIABLE_BATCH = 1160;   // one SCTP packet's user data in aiortc (DESIGN.md)
+const UNRELIABLE_BATCH = 1160;   // one SCTP packet's user data in aiortc (docs/reference.md)
 const RELIABLE_BATCH = 16384;
 const HIGH_WATER = 1 << 20;
 
@@ -1331,7 +1331,7 @@ export class Peer extends Emitter {
  * `closeTimeout` (ms, default 2000: how long closing waits for data to leave and for the peer to close its side,
  * and how long a live connection has to answer a probe when an offer claims its peer's session),
  * `hostCandidateAddress` (e.g. "127.0.0.1": IPv4 UDP host candidates are rewritten to this address and
- * every other local and remote candidate is dropped — for peers on one machine; see NETWORK.md).
+ * every other local and remote candidate is dropped — for peers on one machine; see docs/development.md, "Keeping test traffic on loopback").
  *
  * Events (`p2p.on(event, fn)`): "peer" (an accepted incoming Peer), "connection" (any new Peer),
  * "disconnection" (peer, reason), "discovered" (info), "error" (err).

@@ -131,6 +131,7 @@ def _stop_on_signals() -> None:
     """SIGINT and SIGTERM cancel the demo's main task; its clean-up then stops every child."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+    assert task is not None  # called from the demo's main task
     for number in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(number, task.cancel)
@@ -193,11 +194,11 @@ async def run_demo(args: argparse.Namespace) -> int:
         _say()
         _say(f"== 2. peers: 'viewer' watches /sensor/**; 'sensor-1' streams {args.rate:,.0f} samples/s")
         for line in _wrap(
-                "to it for {:g} s. They find each other through the relay and connect over WebRTC. The "
+                f"to it for {args.seconds:g} s. They find each other through the relay and connect over WebRTC. The "
                 "sensor starts at once, so its first messages go through the relay while the P2P link "
                 "is set up (a fraction of a second); then everything flows peer to peer. That switch "
                 "shows as a latency spike in the viewer's first second, which the summary leaves "
-                "out.".format(args.seconds), "   "):
+                "out.", "   "):
             _say(line)
         await watcher.start()
         if not await watcher.wait_for_line("session", 60):

@@ -290,7 +290,7 @@ class _Streamer:
         from ..errors import TransportError
 
         address = self.args.stream
-        for target in targets or [None]:
+        for target in [*targets] if targets else [None]:
             try:
                 if target is None:
                     await self.client.relay.stream(address, samples)
@@ -371,8 +371,8 @@ class _Watcher:
         self.window: list[float] = []
         self.messages = 0
         self.first_at: float | None = None
-        self.steady = Counter()  # latency in µs -> count, from the second second on
-        self.early = Counter()  # the same for the first second
+        self.steady: Counter[int] = Counter()  # latency in µs -> count, from the second second on
+        self.early: Counter[int] = Counter()  # the same for the first second
 
     def record(self, value: Any, address: str) -> None:
         if address.startswith(self.own + "/"):

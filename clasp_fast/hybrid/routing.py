@@ -328,7 +328,7 @@ class HybridClient:
     async def _connect_now(self, link: _Link) -> Peer:
         attempt = link.attempt or self._tasks.spawn(self._attempt(link))
         link.attempt = attempt
-        peer = await asyncio.shield(attempt)
+        peer: Peer | None = await asyncio.shield(attempt)
         if peer is None:
             raise TransportError(f"P2P only: no P2P connection to {link.client_id!r}",
                                  peer=link.client_id, step="connect")

@@ -1,6 +1,6 @@
 """How a ClaspP2P learns of other peers and makes itself known: a pluggable :class:`Discovery`.
 
-* :class:`RelayDiscovery` -- through a relay (WIRE.md §10): every ``presence_interval`` seconds
+* :class:`RelayDiscovery` -- through a relay (docs/protocol.md §10): every ``presence_interval`` seconds
   it sets the param ``/clasp/p2p/presence/{session_id}`` to ``{client_id, session_id, features,
   ttl}`` with an absolute TTL of three intervals, so peers that subscribe later find it in the
   SNAPSHOT the relay sends on subscribing to ``/clasp/p2p/presence/*``, and publishes the reference
@@ -151,7 +151,7 @@ class RelayDiscovery:
         if not client.connected or local is None or client.session_id is None:
             return
         address = presence_address(client.session_id)
-        if self._presence_address not in (None, address):
+        if self._presence_address is not None and self._presence_address != address:
             # The relay client reconnected under a new session id. A clasp_fast relay has already
             # removed the old entry and refuses this write (only a session writes its own presence).
             assert self._tasks is not None

@@ -53,7 +53,7 @@ __all__ = ["ClaspP2P", "Peer", "PeerInfo", "PeerStats", "AcceptHook", "PRESENCE_
 
 log = logging.getLogger("clasp_fast.p2p")
 
-# What the reference announce lists (WIRE.md §10.3), then clasp_fast's own features.
+# What the reference announce lists (docs/protocol.md §10.3), then clasp_fast's own features.
 BASE_FEATURES = (*ANNOUNCE_FEATURES, PRESENCE_FEATURE, *LOCAL_FEATURES)
 _SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _REMEMBERED_CORRELATION_IDS = 1024
@@ -136,8 +136,9 @@ class ClaspP2P:
         self._accept = accept
         self._discovery = discovery
         self._tasks = TaskSet(self.errors.report)
-        self._directory = PeerDirectory(self.errors, self.presence_ttl, own_session=lambda: self.session_id,
-                                        in_use=lambda session_id: self._sessions.get(session_id, _IDLE).peer is not None)
+        self._directory = PeerDirectory(
+            self.errors, self.presence_ttl, own_session=lambda: self.session_id,
+            in_use=lambda session_id: self._sessions.get(session_id, _IDLE).peer is not None)
         self._sessions: dict[str, _Session] = {}
         self._answering: dict[str, WebRtcTransport] = {}  # by correlation id: offers not answered yet
         self._correlation_ids: dict[str, None] = {}  # every id we offered or were offered (bounded)
@@ -460,8 +461,9 @@ class ClaspP2P:
         elif current is not None and current.state in ("new", "connecting"):
             return  # an offer while answering another one
         info = self._directory.add(sender, "offer")
-        if isinstance(offer.get("features"), (list, tuple)) and not info.features:
-            info.features = tuple(f for f in offer["features"] if isinstance(f, str))  # type: ignore[union-attr]
+        features = offer.get("features")
+        if isinstance(features, (list, tuple)) and not info.features:
+            info.features = tuple(f for f in features if isinstance(f, str))
         transport = self._new_transport(sender)
         self._answering[correlation_id] = transport
         self._tasks.spawn(self._answer(offer, info, current, transport))

@@ -1,4 +1,4 @@
-"""Tokens and scopes for the relay's authenticated mode (WIRE.md §8.1, §8.9, §9.3).
+"""Tokens and scopes for the relay's authenticated mode (docs/protocol.md §8.1, §8.9, §9.3).
 
 A relay started with ``auth=`` checks the token of every HELLO with a *validator*:
 any callable ``(token) -> Scopes`` that raises :class:`TokenRejected` (ERROR 300) or

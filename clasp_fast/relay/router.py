@@ -7,7 +7,7 @@ receives decoded messages with :meth:`Router.receive` and answers through each
 session's :class:`Outbox`, which the socket layer (``clasp_fast.relay``) implements
 with per-sender lanes (:mod:`clasp_fast.fair_queue`).
 
-Behaviour follows the reference router (WIRE.md §8) except where documented:
+Behaviour follows the reference router (docs/protocol.md §8) except where documented:
 
 * the gesture flush timer excludes the sender like every other PUBLISH (§11.1);
 * expired params are never served: reads check the expiry, and a sweep
@@ -45,7 +45,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Literal, Protocol
 
 from ..errors import AddressError, EncodeError, ProtocolError
 from ..wire.address import SubscriptionIndex, validate_pattern
@@ -314,7 +314,7 @@ class Router:
     # -- delivery ---------------------------------------------------------------------------
 
     def deliver(self, target: Session, frame: bytes, sender: Session | None, address: str | None = None) -> None:
-        """Fan-out delivery with the slow-consumer policy of WIRE.md §8.8."""
+        """Fan-out delivery with the slow-consumer policy of docs/protocol.md §8.8."""
         self.delivered += 1
         lane = None if sender is target or sender is None else sender.id
         outbox = target.outbox
@@ -453,7 +453,7 @@ class Router:
 
     # -- P2P identity ---------------------------------------------------------------------
 
-    def _check_presence(self, session: Session, owner: str, message: Set) -> str | bool:
+    def _check_presence(self, session: Session, owner: str, message: Set) -> str | Literal[False]:
         """Check a SET of a presence param. Return the client id to claim once applied, ``""``
         for a withdrawal, or False after answering ERROR."""
         address = message.address
@@ -470,7 +470,7 @@ class Router:
             return False
         return self._check_identity(session, value, address)
 
-    def _check_identity(self, session: Session, value: dict, address: str) -> str | bool:
+    def _check_identity(self, session: Session, value: dict, address: str) -> str | Literal[False]:
         """The ``session_id`` and ``client_id`` of a presence or announce map: the client id to
         claim (``""`` if none), or False after answering ERROR."""
         claimed_session = value.get("session_id")
@@ -617,7 +617,7 @@ class Router:
     def _on_ping(self, session: Session, message: Ping) -> None:
         session.outbox.reply(_PONG)
 
-    _handlers = {
+    _handlers: dict[type, Callable[[Router, Session, Any], None]] = {
         Subscribe: _on_subscribe,
         Unsubscribe: _on_unsubscribe,
         Set: _on_set,
@@ -635,7 +635,7 @@ _PONG = encode(Pong())
 
 
 class _GestureCoalescer:
-    """Holds gesture ``move``s and forwards only the latest (WIRE.md §8.4).
+    """Holds gesture ``move``s and forwards only the latest (docs/protocol.md §8.4).
 
     Keyed by (sender, address, gesture id). The flush after ``interval`` excludes the
     sender, like every other PUBLISH (the reference's timer does not: §11.1). A session
@@ -664,7 +664,7 @@ class _GestureCoalescer:
             if held is not None:
                 self._pending[key] = (session, message, held[2])
             else:
-                timer = asyncio.get_running_loop().call_later(self._interval, self._flush, key)
+                timer = asyncio.get_running_loop().call_later(self._interval or 0.0, self._flush, key)
                 self._pending[key] = (session, message, timer)
             return
         self._flush(key)

@@ -35,7 +35,7 @@ Each session has a bounded outgoing queue (:class:`~clasp_fast.fair_queue.FairQu
 lane per sending session, served round-robin) drained by its own writer task, so a slow
 consumer never blocks routing and a flooding sender cannot make others' messages wait
 behind its own: fan-out to a full queue drops the newest frame of the busiest sender
-(reported with ERROR 503, WIRE.md §8.8); direct replies may use up to twice the queue
+(reported with ERROR 503, docs/protocol.md §8.8); direct replies may use up to twice the queue
 size, beyond which the connection is closed with 1008. SNAPSHOTs are streamed, produced
 frame by frame as the socket drains, and never count against that limit. Between
 connections the event loop is shared fairly: a writer yields after ``WRITE_TURN``
@@ -53,12 +53,13 @@ import socket
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from ..errors import DecodeError, ProtocolError
 from ..runtime.sink import ErrorCallback, ErrorSink
@@ -95,7 +96,7 @@ class _Connection:
         self.queue = FairQueue(limit)
         self.wakeup = asyncio.Event()
         self.closing = False
-        self.writer: asyncio.Task | None = None
+        self.writer: asyncio.Task[Any] | None = None
         self.sending = False  # seen True by others only while a send waits for the socket
 
     @property
@@ -227,14 +228,14 @@ class Relay:
             name=name, max_sessions=max_sessions, max_subscriptions=max_subscriptions,
             rate_limit=rate_limit, gesture_coalesce=gesture_coalesce, auth=auth,
             max_store_bytes=max_store_bytes, max_params=max_params))
-        self._server = None
+        self._server: Server | None = None
         # Internal failures (a router bug taking one session down) go to on_error, else the log.
         self.errors = ErrorSink(log, logging.ERROR, tracebacks=True)
         self._tasks = TaskSet(self.errors.report)
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[Any] | None = None
 
     @classmethod
-    async def start(cls, host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options) -> "Relay":
+    async def start(cls, host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options: Any) -> "Relay":
         """Create a relay and start listening; ``port=0`` picks a free port."""
         relay = cls(host, port, **options)
         await relay.listen()
@@ -246,7 +247,7 @@ class Relay:
             self._serve,
             self.host,
             self.port,
-            subprotocols=[WS_SUBPROTOCOL],
+            subprotocols=[Subprotocol(WS_SUBPROTOCOL)],
             select_subprotocol=_select_subprotocol,
             process_request=self._process_request,
             max_size=self.max_message_size,
@@ -285,6 +286,7 @@ class Relay:
         """Run until cancelled."""
         if self._server is None:
             await self.listen()
+        assert self._server is not None
         await self._server.serve_forever()
 
     async def __aenter__(self) -> "Relay":
@@ -292,7 +294,7 @@ class Relay:
             await self.listen()
         return self
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -340,7 +342,7 @@ class Relay:
                     conn.reply(encode(Error(code=_decode_error_code(data), message=str(exc))))
                     continue
                 if type(message) is Hello:
-                    # A second HELLO starts a new session on this connection (WIRE.md §8.1).
+                    # A second HELLO starts a new session on this connection (docs/protocol.md §8.1).
                     router.disconnect(session)
                     try:
                         session = router.connect(conn, message)
@@ -373,7 +375,7 @@ def _limit_read_chunk(ws: ServerConnection) -> None:
     # tens of milliseconds for every other connection. Smaller reads bound that stall.
     transport = ws.transport
     if isinstance(getattr(transport, "max_size", None), int):
-        transport.max_size = READ_CHUNK
+        transport.max_size = READ_CHUNK  # type: ignore[attr-defined]  # the selector loop's transports
 
 
 async def _refuse(ws: ServerConnection, exc: ProtocolError, queued: FairQueue | None = None) -> None:
@@ -381,7 +383,7 @@ async def _refuse(ws: ServerConnection, exc: ProtocolError, queued: FairQueue | 
     try:
         while queued is not None and (frame := queued.pop()) is not None:
             await ws.send(frame)
-        await ws.send(encode(Error(code=exc.code, message=exc.reason)))
+        await ws.send(encode(Error(code=exc.code if exc.code is not None else 500, message=exc.reason)))
     except ConnectionClosed:
         return
     await ws.close(1008, "authentication failed")
@@ -401,9 +403,9 @@ def _decode_error_code(data: bytes) -> int:
     return 101
 
 
-def _select_subprotocol(connection: ServerConnection, offered) -> str | None:
-    # Echo "clasp" when offered; accept clients that offer nothing (WIRE.md §1.1).
-    return WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    # Echo "clasp" when offered; accept clients that offer nothing (docs/protocol.md §1.1).
+    return Subprotocol(WS_SUBPROTOCOL) if WS_SUBPROTOCOL in offered else None
 
 
 BROWSER_MODULE_PATH = "/clasp-p2p.js"

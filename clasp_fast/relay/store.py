@@ -51,13 +51,13 @@ class ParamState:
     __slots__ = ("value", "revision", "writer", "timestamp", "holder", "ttl", "expires_at", "size")
 
     def __init__(self) -> None:
-        self.value = None
+        self.value: object = None
         self.revision = 0
-        self.writer = None
+        self.writer: str | None = None
         self.timestamp = 0
-        self.holder = None
-        self.ttl = None
-        self.expires_at = None
+        self.holder: str | None = None
+        self.ttl: Ttl | None = None
+        self.expires_at: float | None = None
         self.size = 0  # bytes inside a SNAPSHOT
 
     def param(self, address: str) -> Param:
@@ -149,7 +149,7 @@ class ParamStore:
             state.ttl = message.ttl
         if state.ttl is None:
             state.expires_at = self._clock() + self.default_ttl
-        elif state.ttl.mode == "never":
+        elif state.ttl.secs is None:  # Ttl.never(): secs is None exactly then
             state.expires_at = None
         else:
             state.expires_at = self._clock() + state.ttl.secs

@@ -2,7 +2,7 @@
 
 One dispatcher serves the relay client, each P2P peer and the hybrid client: they differ in where
 messages come from, not in how a message finds its callbacks. The implementation is compiled
-(``clasp_fast._dispatch``, docs/architecture-core.md); everything that builds one calls
+(``clasp_fast._dispatch``, docs/architecture.md, "The compiled core"); everything that builds one calls
 :func:`make_dispatcher`, and owners depend only on the :class:`Dispatcher` interface.
 """
 

@@ -19,10 +19,10 @@ class TaskSet:
     """
 
     def __init__(self, on_error: Callable[[BaseException], Any]) -> None:
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._on_error = on_error
 
-    def spawn(self, awaitable: Awaitable[Any], *, awaited: bool = False) -> asyncio.Task:
+    def spawn(self, awaitable: Awaitable[Any], *, awaited: bool = False) -> asyncio.Task[Any]:
         """Run ``awaitable`` as a task kept here until it is done.
 
         ``awaited``: the caller awaits the task and sees its outcome, so a failure is not reported.
@@ -32,10 +32,10 @@ class TaskSet:
         task.add_done_callback(self._tasks.discard if awaited else self._done)
         return task
 
-    def _done(self, task: asyncio.Task) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._on_error(task.exception())
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._on_error(error)
 
     def notify(self, callbacks: Iterable[Callable[..., Any]], *args: Any) -> None:
         """Call each callback with ``args``; a coroutine one returns runs as a task here.
@@ -50,7 +50,7 @@ class TaskSet:
             except Exception as exc:
                 self._on_error(exc)
 
-    def cancel(self) -> list[asyncio.Task]:
+    def cancel(self) -> list[asyncio.Task[Any]]:
         """Cancel every task except the calling one; returns the cancelled tasks."""
         current = asyncio.current_task()
         cancelled = [task for task in self._tasks if task is not current]

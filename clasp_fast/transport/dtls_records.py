@@ -45,7 +45,9 @@ from OpenSSL import SSL
 from .._build_check import load_extension
 from ..errors import TransportError
 
-_dtls = load_extension("_dtls")
+load_extension("_dtls")  # a missing build fails here with a message that says how to build
+
+from .. import _dtls  # noqa: E402
 
 parse_records = _dtls.parse_records
 CONTENT_ALERT = _dtls.CONTENT_ALERT
@@ -155,8 +157,12 @@ def _install_evp() -> str:
         version.restype = ctypes.c_ulong
         if version() < 0x10100000:
             return f"{path} is older than OpenSSL 1.1.0"
-        addresses = {name: ctypes.cast(getattr(library, name), ctypes.c_void_p).value
-                     for name in _dtls.EVP_FUNCTIONS}
+        addresses: dict[str, int] = {}
+        for name in _dtls.EVP_FUNCTIONS:
+            address = ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+            if address is None:
+                return f"{path}: {name} is a null pointer"
+            addresses[name] = address
     except (OSError, AttributeError) as error:
         return f"{path}: {error}"
     _dtls.install_evp(addresses)

@@ -186,13 +186,13 @@ class DataPlane:
 
     def _install(self) -> None:
         dtls, connection = self.dtls, self.connection
-        connection.data_received = self._data_received
+        connection.data_received = self._data_received  # type: ignore[method-assign]  # the seam into aioice
         for protocol in connection._protocols:
             if not (self.udp_batching and self._read_in_batches(protocol)):
                 _shortcut_stun_check(protocol, connection)
         dtls._send_data = self.send_hook
         dtls.stop = self._stop_dtls
-        connection.close = self._close_connection
+        connection.close = self._close_connection  # type: ignore[method-assign]  # the seam into aioice
 
     def _read_in_batches(self, protocol: Any) -> bool:
         transport = protocol.transport

@@ -62,8 +62,10 @@ from . import fast_path
 from .._build_check import load_extension
 from ..errors import DecodeError, ProtocolError, TransportError
 
-_sctp = load_extension("_sctp")
-DataChunk = _sctp.DataChunk
+load_extension("_sctp")  # a missing build fails here with a message that says how to build
+
+from .. import _sctp  # noqa: E402
+from .._sctp import DataChunk  # noqa: E402
 
 __all__ = [
     "TESTED_AIORTC_VERSIONS",
@@ -155,7 +157,8 @@ _PC_SEAM = "_RTCPeerConnection__createSctpTransport"
 def missing_sctp_seams(transport: Optional[RTCSctpTransport] = None) -> list[str]:
     """What the fast SCTP path needs of aiortc that this aiortc (or ``transport``, a fresh
     RTCSctpTransport) lacks; empty when it can run."""
-    missing = [f"RTCSctpTransport.{name}" for name in _SCTP_METHODS if not callable(getattr(RTCSctpTransport, name, None))]
+    missing = [f"RTCSctpTransport.{name}" for name in _SCTP_METHODS
+               if not callable(getattr(RTCSctpTransport, name, None))]
     if not callable(getattr(RTCPeerConnection, _PC_SEAM, None)):
         missing.append("RTCPeerConnection.__createSctpTransport")
     if not hasattr(_aio.InboundStream, "pop_messages"):
@@ -181,6 +184,17 @@ class SctpStats:
     ``data_chunks_dropped``: DATA not accepted (receive window used up, or too far ahead; the
     sender resends it). ``messages_refused``: messages over the advertised maximum message size.
     """
+
+    packets_sent: int
+    packets_received: int
+    data_chunks_sent: int
+    data_chunks_received: int
+    retransmissions: int
+    sacks_sent: int
+    sacks_bundled: int
+    malformed_packets: int
+    data_chunks_dropped: int
+    messages_refused: int
 
     __slots__ = (
         "packets_sent",
@@ -241,6 +255,12 @@ class FastSctpTransport(RTCSctpTransport):
     """
 
     stats: SctpStats
+    # aiortc (and pyee under it) declare these Optional; both are set before a packet goes out.
+    _loop: asyncio.AbstractEventLoop
+    _remote_port: int
+    # aiortc's queues hold the compiled DataChunk here (aiortc types them with its own chunk class).
+    _outbound_queue: deque[DataChunk]  # type: ignore[assignment]
+    _sent_queue: deque[DataChunk]  # type: ignore[assignment]
     #: Use clasp_fast.fast_path's data plane (set before the transport starts); with it,
     #: ``fast_dtls`` lets the compiled record layer take the DTLS records over and
     #: ``udp_batching`` reads and writes many datagrams per system call.
@@ -285,7 +305,7 @@ class FastSctpTransport(RTCSctpTransport):
         # up to that TSN (a lower bound of its size); and (stream, last fragment) of a refused message
         # whose fragments are being dropped (the stream object changes when the stream is reset).
         self._tail_message_bytes: dict[int, tuple[int, int]] = {}
-        self._refused: dict[int, tuple[object, DataChunk]] = {}
+        self._refused: dict[int, tuple[_aio.InboundStream, DataChunk]] = {}
         # Exceptions raised by application event handlers while a packet is handled.
         self._handler_errors: list[Exception] = []
         self._sack_urgent = False
@@ -395,9 +415,9 @@ class FastSctpTransport(RTCSctpTransport):
         if errors:
             # Raised where aiortc raises it (its DTLS receive loop ends), once the whole packet,
             # every other message in it included, was handled.
-            error = errors[0]
+            first = errors[0]
             errors.clear()
-            raise error
+            raise first
 
     async def _batch_received(self) -> None:
         """The data plane handed over a batch of packets: one SACK answers them (RFC 4960
@@ -559,12 +579,13 @@ class FastSctpTransport(RTCSctpTransport):
         reassembly = stream.reassembly
         if chunk.flags & _UNORDERED:
             first, last = _run_around(reassembly, reassembly.index(chunk))
-            dropped = reassembly[first : last + 1]
+            dropped: list[DataChunk] = reassembly[first : last + 1]
             stream.reassembly = reassembly[:first] + reassembly[last + 1 :]
             tail = dropped[-1]
         else:
             # Every fragment of an ordered message carries its stream sequence number.
-            kept, dropped = [], []
+            kept: list[DataChunk] = []
+            dropped = []
             for c in reassembly:
                 (dropped if not c.flags & _UNORDERED and c.stream_seq == chunk.stream_seq else kept).append(c)
             stream.reassembly = kept
@@ -618,7 +639,8 @@ class FastSctpTransport(RTCSctpTransport):
 
     async def _reset_deferred_streams(self) -> None:
         request = self._reconfig_deferred
-        if request is not None and _tsn_gte(self._last_received_tsn, request.last_tsn):
+        last = self._last_received_tsn
+        if request is not None and last is not None and _tsn_gte(last, request.last_tsn):
             # aiortc drops the streams' reassembly lists: give their bytes back to the window.
             for stream_id in request.streams:
                 stream = self._inbound_streams.get(stream_id)
@@ -693,7 +715,7 @@ class FastSctpTransport(RTCSctpTransport):
             if chunk._in_flight:
                 chunk._in_flight = False
                 self._flight_size -= chunk._book_size
-            if done == 1 and chunk._sent_count == 1:
+            if done == 1 and chunk._sent_count == 1 and chunk._sent_time is not None:
                 self._update_rto(received_time - chunk._sent_time)
         self._acked_bytes = done_bytes
         if done and cwnd_fully_utilized:
@@ -737,9 +759,11 @@ class FastSctpTransport(RTCSctpTransport):
         if self._sack_handle is not None:
             self._sack_handle.cancel()
             self._sack_handle = None
+        cumulative = self._last_received_tsn
+        assert cumulative is not None, "a SACK is only built once the peer's INIT arrived"
         gaps: list[tuple[int, int]] = []
         if self._sack_misordered:
-            last = self._last_received_tsn
+            last = cumulative
             start = end = -1
             for tsn in sorted(self._sack_misordered, key=lambda t: (t - last) & 0xFFFFFFFF):
                 offset = (tsn - last) & 0xFFFFFFFF
@@ -755,7 +779,7 @@ class FastSctpTransport(RTCSctpTransport):
                 gaps.append((start, end))
             del gaps[MAX_SACK_GAPS:]
         chunk = _sctp.build_sack(
-            self._last_received_tsn,
+            cumulative,
             max(0, self._advertised_rwnd),
             gaps,
             self._sack_duplicates[:MAX_SACK_DUPLICATES],
@@ -822,6 +846,7 @@ class FastSctpTransport(RTCSctpTransport):
             stream_id = channel.id
             if stream_id is None:
                 stream_id = self._data_channel_id
+                assert stream_id is not None, "start() chose the first stream id"
                 while stream_id in self._data_channels:
                     stream_id += 2
                 self._data_channels[stream_id] = channel
@@ -943,7 +968,7 @@ class FastSctpTransport(RTCSctpTransport):
                         self._retransmit_scan = True
                         blocked = True
                         break
-                    self._flight_size_increase(chunk)
+                    self._flight_size_increase(chunk)  # type: ignore[arg-type]  # duck-types aiortc's chunk
                     chunk._misses = 0
                     chunk._retransmit = False
                     chunk._sent_count += 1
@@ -983,7 +1008,7 @@ class FastSctpTransport(RTCSctpTransport):
                 sent_queue.append(chunk)
                 if chunk._abandoned:
                     continue  # its TSN is skipped with a FORWARD-TSN
-                self._flight_size_increase(chunk)
+                self._flight_size_increase(chunk)  # type: ignore[arg-type]  # duck-types aiortc's chunk
                 chunk._sent_count += 1
                 chunk._sent_time = now
                 if used + chunk._book_size > room and (packet or control):
@@ -1087,6 +1112,7 @@ class FastPeerConnection(RTCPeerConnection):
     # it is the only place an RTCSctpTransport is constructed for a peer connection.
     def _RTCPeerConnection__createSctpTransport(self) -> None:
         RTCPeerConnection._RTCPeerConnection__createSctpTransport(self)  # type: ignore[attr-defined]
+        assert self.sctp is not None
         missing = missing_sctp_seams(self.sctp)
         if missing:
             _log_fallback("missing " + ", ".join(missing))

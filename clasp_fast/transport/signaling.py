@@ -1,6 +1,6 @@
 """P2P signaling: the channel a WebRTC connection uses to exchange offer, answer and candidates.
 
-A signal is a WIRE.md §10.3 map of strings: ``type`` (``offer``, ``answer``, ``ice_candidate``,
+A signal is a docs/protocol.md §10.3 map of strings: ``type`` (``offer``, ``answer``, ``ice_candidate``,
 ``connected``, ``disconnected``), ``from``, ``correlation_id`` and, by type, ``sdp``,
 ``candidate`` or ``reason``; clasp_fast adds an optional ``features`` list to offers and answers.
 
@@ -38,7 +38,7 @@ __all__ = [
     "parse_signal",
 ]
 
-# Required string fields per signal type (WIRE.md §10.3); other keys are ignored by receivers.
+# Required string fields per signal type (docs/protocol.md §10.3); other keys are ignored by receivers.
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "offer": ("from", "sdp", "correlation_id"),
     "answer": ("from", "sdp", "correlation_id"),
@@ -70,7 +70,7 @@ class SignalingChannel(Protocol):
 
 
 def new_correlation_id(initiator: str, target: str) -> str:
-    """A fresh correlation id ``{initiator}-{target}-{uuid4}`` (WIRE.md §10.4)."""
+    """A fresh correlation id ``{initiator}-{target}-{uuid4}`` (docs/protocol.md §10.4)."""
     return f"{initiator}-{target}-{uuid.uuid4()}"
 
 
@@ -105,7 +105,7 @@ class InMemorySignaling:
             raise ValueError(f"session id {session_id!r} already in use on this signaling hub")
         self._hub[session_id] = self
         self._queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-        # The last encoded PUBLISH frames this channel sent (for checks against WIRE.md §10.3).
+        # The last encoded PUBLISH frames this channel sent (for checks against docs/protocol.md §10.3).
         self.sent_frames: deque[bytes] = deque(maxlen=64)
 
     @classmethod
@@ -126,6 +126,7 @@ class InMemorySignaling:
         if peer is None:
             raise SignalingError(f"Target session not found: {target}", peer=target, step="signal")
         delivered = decode(frame)
+        assert type(delivered) is Publish
         peer._queue.put_nowait(delivered.value)
 
     async def recv_signal(self) -> dict[str, object]:
@@ -147,7 +148,7 @@ class StreamSignaling:
     """Signals between two endpoints of a byte stream (a TCP connection, a pipe).
 
     Each signal travels as the PUBLISH frame a relay would carry, preceded by a u32 big-endian
-    length (the framing of CLASP over TCP, WIRE.md §1.2). Only the one session at the other end
+    length (the framing of CLASP over TCP, docs/protocol.md §1.2). Only the one session at the other end
     can be reached; frames addressed to another session are skipped on receipt.
     """
 
@@ -157,7 +158,8 @@ class StreamSignaling:
         self._writer = writer
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        frame = encode(Publish(address=signal_address(target), signal="event", value={**signal, "from": self.session_id}))
+        frame = encode(Publish(address=signal_address(target), signal="event",
+                               value={**signal, "from": self.session_id}))
         try:
             self._writer.write(len(frame).to_bytes(4, "big") + frame)
             await self._writer.drain()
@@ -203,7 +205,7 @@ class RelayLink(Protocol):
 
 
 class RelaySignaling:
-    """P2P signals through a relay: PUBLISH to ``/clasp/p2p/signal/{target}`` (WIRE.md §10.2).
+    """P2P signals through a relay: PUBLISH to ``/clasp/p2p/signal/{target}`` (docs/protocol.md §10.2).
 
     The relay connection hands over what the relay routes to this session with :meth:`deliver`;
     unparseable signals and overflow are reported to ``errors``, callbacks run on ``tasks``.
@@ -224,7 +226,7 @@ class RelaySignaling:
         return self._link.session_id or ""
 
     async def send_signal(self, target: str, signal: dict[str, object]) -> None:
-        """Send ``signal`` (a WIRE.md §10.3 map) to session ``target``; ``from`` is filled in.
+        """Send ``signal`` (a docs/protocol.md §10.3 map) to session ``target``; ``from`` is filled in.
 
         Raises ``SignalingError`` when the relay does not know ``target`` (ERROR 404) or refuses it.
         """

@@ -30,7 +30,9 @@ from typing import Callable, Sequence
 
 from .._build_check import load_extension
 
-_udp = load_extension("_udp")
+load_extension("_udp")  # a missing build fails here with a message that says how to build
+
+from .. import _udp  # noqa: E402
 
 __all__ = [
     "BatchReader",
@@ -90,7 +92,7 @@ class UdpBatchSocket:
         self.receive_strategy = _choose("receive", receive, receivable, RECEIVE_STRATEGIES)
         self.slots = slots
         self.datagrams_received = 0
-        self._senders: dict[tuple, object] = {}
+        self._senders: dict[tuple, _udp.BatchSender] = {}
         self._receiver = None
         if self.receive_strategy == "gro":
             sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
@@ -226,7 +228,7 @@ class BatchReader:
             self._loop._add_reader(self._transport.get_extra_info("socket").fileno(),  # type: ignore[attr-defined]
                                    self._transport._read_ready)  # type: ignore[attr-defined]
         else:
-            self._transport.resume_reading()
+            self._transport.resume_reading()  # type: ignore[attr-defined]  # 3.11+ has it; typeshed lacks it
 
 
 def _pause_reading(transport: asyncio.DatagramTransport, loop: asyncio.AbstractEventLoop, fd: int) -> bool:

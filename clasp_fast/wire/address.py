@@ -1,4 +1,4 @@
-"""Addresses, wildcard patterns and the subscription index (WIRE.md §9).
+"""Addresses, wildcard patterns and the subscription index (docs/protocol.md §9).
 
 Live matching (:class:`Pattern`, :class:`SubscriptionIndex`) follows the
 reference router's delivery: ``*`` is exactly one segment (possibly empty),

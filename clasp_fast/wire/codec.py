@@ -1,4 +1,4 @@
-"""Encode and decode CLASP frames (WIRE.md §2-§7); the work happens in compiled code.
+"""Encode and decode CLASP frames (docs/protocol.md §2-§7); the work happens in compiled code.
 
 * ``encode(message, *, qos=None, timestamp=None) -> bytes`` -- one complete frame.
 * ``decode(data) -> Message`` -- the frame at the start of ``data``; trailing bytes ignored.

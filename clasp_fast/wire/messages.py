@@ -1,4 +1,4 @@
-"""CLASP message classes and protocol constants (WIRE.md §5-§6).
+"""CLASP message classes and protocol constants (docs/protocol.md §5-§6).
 
 Every message is a compiled class with public attributes, equality by type and fields
 (NaN equals NaN), a readable repr showing the non-default fields, and a ``TYPE`` code.

@@ -1,7 +1,7 @@
 """Protocol constants and the addresses built from them, defined once for every floor above.
 
 The relay, the transports and the clients all speak these: the relay's port and WebSocket
-subprotocol, frame limits, the P2P signaling and discovery addresses (WIRE.md §10), the feature
+subprotocol, frame limits, the P2P signaling and discovery addresses (docs/protocol.md §10), the feature
 strings peers advertise, and the protocol's clock.
 """
 
@@ -37,14 +37,14 @@ __all__ = [
 #: The relay's usual port, and the URL of a relay on this machine.
 DEFAULT_PORT = 7330
 DEFAULT_RELAY_URL = f"ws://127.0.0.1:{DEFAULT_PORT}"
-#: The WebSocket subprotocol of CLASP (WIRE.md §1.1).
+#: The WebSocket subprotocol of CLASP (docs/protocol.md §1.1).
 WS_SUBPROTOCOL = "clasp"
 
 #: The largest frame payload, and the largest frame (a 12-byte header with a timestamp).
 MAX_PAYLOAD = 65535
 MAX_FRAME = 12 + MAX_PAYLOAD
 
-#: P2P signaling and discovery through a relay (WIRE.md §10): signals are PUBLISHed to
+#: P2P signaling and discovery through a relay (docs/protocol.md §10): signals are PUBLISHed to
 #: SIGNAL_PREFIX + target session, announces to ANNOUNCE_ADDRESS; clasp_fast peers also keep a
 #: presence param at PRESENCE_PREFIX + own session.
 P2P_PREFIX = "/clasp/p2p/"
@@ -69,7 +69,7 @@ def now_us() -> int:
 
 
 def signal_address(target: str) -> str:
-    """The PUBLISH address that carries signals to session ``target`` (WIRE.md §10.1)."""
+    """The PUBLISH address that carries signals to session ``target`` (docs/protocol.md §10.1)."""
     if not target or "/" in target:
         raise SignalingError("a signal target must be one non-empty address segment", peer=target, step="signal")
     return SIGNAL_PREFIX + target

@@ -71,7 +71,7 @@ async def main(viewers: int) -> None:
     print(f"sent 3,000 messages, {group.frames_encoded} encodes")
     for s in group.stats():
         print(f"  {s.member} {s.channel}: handed over {s.sent}, waiting {s.waiting}, conflated {s.conflated}")
-    print("while viewer-%d was stalled: received %s" % (viewers - 1, received))
+    print(f"while viewer-{viewers - 1} was stalled: received {received}")
     pause_reading(views[-1], False)
     for _ in range(200):
         if latest[-1] == final and events[-1] == 30:

@@ -85,7 +85,8 @@ async def receive(port: int, mode: str, seconds: float) -> dict:
             await asyncio.sleep(0.0005)
     await sender.transport.close()
     return {"mode": mode, "handled": len(ages_ms), "age_p50_ms": percentile(ages_ms, 0.5),
-            "age_p90_ms": percentile(ages_ms, 0.9), "age_p99_ms": percentile(ages_ms, 0.99), "age_last_ms": ages_ms[-1] if ages_ms else None,
+            "age_p90_ms": percentile(ages_ms, 0.9), "age_p99_ms": percentile(ages_ms, 0.99),
+            "age_last_ms": ages_ms[-1] if ages_ms else None,
             "waiting_at_end": len(queue)}
 
 

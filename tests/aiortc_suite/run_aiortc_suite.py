@@ -160,8 +160,8 @@ def outcomes(junit: Path) -> dict[str, str]:
 
 def run_pytest(suite: Path, tests: list[str], junit: Path, count: Path, adapt: bool) -> dict[str, str]:
     env = {**os.environ, "CLASP_AIORTC_SUITE_COUNT": str(count), "CLASP_AIORTC_SUITE_ADAPT": "1" if adapt else "0"}
-    command = [*network_namespace_prefix(), sys.executable, "-m", "pytest", "-q", "--tb=short", "-p", "no:cacheprovider",
-               "-p", "no:benchmark", f"--junitxml={junit}", *tests]
+    command = [*network_namespace_prefix(), sys.executable, "-m", "pytest", "-q", "--tb=short",
+               "-p", "no:cacheprovider", "-p", "no:benchmark", f"--junitxml={junit}", *tests]
     subprocess.run(command, cwd=suite, env=env)
     if not junit.exists():
         sys.exit("pytest wrote no report")
@@ -174,7 +174,8 @@ def compare(title: str, results: dict[str, str], expected: dict[str, str]) -> li
     problems = [f"UNEXPECTED FAILURE: {node}" for node in sorted(failed - expected.keys())]
     problems += [f"EXPECTED FAILURE NOW PASSES (remove it from the list): {node}"
                  for node in sorted(expected) if results.get(node) == "passed"]
-    problems += [f"LISTED TEST NOT RUN (renamed or removed?): {node}" for node in sorted(expected) if node not in results]
+    problems += [f"LISTED TEST NOT RUN (renamed or removed?): {node}"
+                 for node in sorted(expected) if node not in results]
     print(f"== {title}")
     for path in sorted({node.split("::")[0] for node in results}):
         ran = [n for n in results if n.startswith(path + "::")]
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         (suite / "pytest.ini").write_text("[pytest]\nasyncio_mode = strict\n")
         reports = args.junit_dir.resolve() if args.junit_dir else work
         reports.mkdir(parents=True, exist_ok=True)
-        print("network:", "fresh namespace (unshare -n)" if network_namespace_prefix() else "loopback only, no namespace")
+        namespace = bool(network_namespace_prefix())
+        print("network:", "fresh namespace (unshare -n)" if namespace else "loopback only, no namespace")
 
         count = work / "transports"
         results = run_pytest(suite, list(SUITES), reports / "aiortc-suite.xml", count, adapt=False)

@@ -1,6 +1,6 @@
 // Decodes frames with clasp-p2p.js's codec and re-encodes them, for tests/test_browser_codec.py.
 // stdin: JSON list of frame hex strings. stdout: JSON list of
-// {neutral, reencoded} or {error, offset, field} — values in the neutral form of WIRE.md §14,
+// {neutral, reencoded} or {error, offset, field} — values in the neutral form of docs/protocol.md §14,
 // where every JS number is written as a float (its f64 bits) and a BigInt as an int.
 // The module under test is given by CLASP_P2P_JS (a path), so the installed package's copy is tested
 // when the suite runs against a wheel; by default, the source tree's.

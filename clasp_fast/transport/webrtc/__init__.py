@@ -1,6 +1,6 @@
 """CLASP frames peer to peer over WebRTC DataChannels (aiortc), with compiled send batching.
 
-Set-up follows WIRE.md §10.5 over any :class:`~clasp_fast.signaling.SignalingChannel`::
+Set-up follows docs/protocol.md §10.5 over any :class:`~clasp_fast.signaling.SignalingChannel`::
 
     config = WebRtcConfig(host_addresses=["127.0.0.1"])
     sender, receiver = await WebRtcTransport.connect(config, signaling, peer="session-b")
@@ -8,10 +8,10 @@ Set-up follows WIRE.md §10.5 over any :class:`~clasp_fast.signaling.SignalingCh
     async for message in receiver:
         ...
 
-Routing: messages whose default QoS (WIRE.md §2.1) is Fire travel on ``clasp`` (unordered, no
+Routing: messages whose default QoS (docs/protocol.md §2.1) is Fire travel on ``clasp`` (unordered, no
 retransmits), Confirm/Commit on ``clasp-reliable``; extra channels carry the messages under their
 address prefix. Toward peers whose offer/answer lists ``"batch"`` in ``features`` several complete
-frames share one DataChannel message (DESIGN.md "Batching on the wire"); toward other peers every
+frames share one DataChannel message (docs/reference.md, "WebRTC DataChannel transport"); toward other peers every
 message holds exactly one frame. Received messages may always hold several frames.
 
 Receiving: a received DataChannel message is decoded and delivered at most

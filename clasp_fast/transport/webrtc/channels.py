@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, cast
 
 from aiortc import RTCDataChannel
 
 from ...wire.codec import Batcher
 from ...errors import TransportError
-from ...wire.messages import QOS_FIRE, default_qos
+from ...wire.messages import QOS_FIRE, Message, default_qos
 from .config import RELIABLE_LABEL, UNRELIABLE_LABEL, ChannelSpec, WebRtcConfig
 
 __all__ = ["Channel", "Channels", "DeliveryFields", "Receiving", "open_spec", "remote_spec"]
 
 #: How a received DataChannel message arrived (peer, channel label, frames, size): a plain tuple,
 #: made into a :class:`~.receive.Delivery` only when asked for.
-DeliveryFields = tuple
+DeliveryFields = tuple[str, str, int, int]  # Delivery's fields: peer, channel, frames, size
 
 _FRAME_TYPES = (bytes, bytearray, memoryview)
 
@@ -100,11 +100,12 @@ class Channel:
         if isinstance(item, _FRAME_TYPES):
             ready = self.batcher.add_frame(item)
         else:
-            ready = self.batcher.add_message(item, -1 if qos is None else qos)
+            # Anything but a message: the compiled batcher raises EncodeError naming it.
+            ready = self.batcher.add_message(cast(Message, item), -1 if qos is None else qos)
         if ready is not None:
             self.send_now(ready)
-        if self.batcher.full:
-            self.send_now(self.batcher.take())
+        if self.batcher.full and (batch := self.batcher.take()) is not None:
+            self.send_now(batch)
         elif self.batcher.pending_size and not self.flush_scheduled:
             self.flush_scheduled = True
             self.table.loop.call_soon(self._flush_soon)
@@ -122,11 +123,12 @@ class Channel:
         # Adaptive: while aiortc still holds data for this channel, keep appending; the
         # "bufferedamountlow" event flushes what accumulated.
         if self.batcher.pending_size and self.dc.bufferedAmount <= self.dc.bufferedAmountLowThreshold:
-            self.send_now(self.batcher.take())
+            if (batch := self.batcher.take()) is not None:
+                self.send_now(batch)
 
     def flush(self) -> None:
-        if self.batcher.pending_size and self.dc.readyState == "open":
-            self.send_now(self.batcher.take())
+        if self.batcher.pending_size and self.dc.readyState == "open" and (batch := self.batcher.take()) is not None:
+            self.send_now(batch)
 
     def _on_buffered_amount_low(self) -> None:
         if self.dc.readyState == "open":
@@ -242,7 +244,7 @@ class Channels:
                     for prefix, ch in self._routes:
                         if address == prefix or address.startswith(prefix if prefix.endswith("/") else prefix + "/"):
                             return ch
-                reliable = (default_qos(item) if qos is None else qos) != QOS_FIRE
+                reliable = (default_qos(cast(Message, item)) if qos is None else qos) != QOS_FIRE
         channel = self.reliable if reliable else self.unreliable
         assert channel is not None  # both exist once the connection is up
         return channel

@@ -114,7 +114,8 @@ class WebRtcConfig:
             raise ValueError(f"backpressure must be 'wait' or 'fail', got {self.backpressure!r}")
         if not 0 < self.unreliable_batch_size <= SCTP_USER_DATA_MAX:
             raise ValueError(
-                f"unreliable_batch_size must be 1..{SCTP_USER_DATA_MAX} (one SCTP packet), got {self.unreliable_batch_size}"
+                f"unreliable_batch_size must be 1..{SCTP_USER_DATA_MAX} (one SCTP packet), "
+                f"got {self.unreliable_batch_size}"
             )
         if self.max_batch_size <= 0:
             raise ValueError(f"max_batch_size must be positive, got {self.max_batch_size}")

@@ -1,4 +1,4 @@
-"""Setting a connection up over a signaling channel (WIRE.md §10.5): offer, answer, ICE candidates,
+"""Setting a connection up over a signaling channel (docs/protocol.md §10.5): offer, answer, ICE candidates,
 the channels opening, and the signals that arrive meanwhile."""
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ class Negotiation:
         # Remote candidates in arrival order; applied once the remote description is set.
         self._remote_candidates: asyncio.Queue[str] = asyncio.Queue()
         self._remote_description_set = asyncio.Event()
-        self._channels_up = asyncio.Event()  # the reliable channel is open: the peer's channels are configured on arrival
+        # The reliable channel is open: the peer's channels are configured on arrival.
+        self._channels_up = asyncio.Event()
         pc.on("datachannel", self._on_remote_datachannel)
 
     @property
@@ -145,7 +146,7 @@ class Negotiation:
         """True when frames are batched toward this peer."""
         return self.config.batching and BATCH_FEATURE in self.remote_features
 
-    def begin(self, offer: dict[str, object] | None, pump_signals: bool) -> asyncio.Task:
+    def begin(self, offer: dict[str, object] | None, pump_signals: bool) -> asyncio.Task[None]:
         """Start the offerer procedure (``offer`` None) or the answerer's for ``offer``; the task
         that sets the connection up (role and correlation id are known when this returns)."""
         self._started_at = time.perf_counter()
@@ -176,7 +177,8 @@ class Negotiation:
         except SignalingError:
             raise
         except Exception as exc:
-            raise SignalingError(f"could not send {fields['type']}: {exc}", peer=self.peer, step=str(fields["type"])) from exc
+            raise SignalingError(f"could not send {fields['type']}: {exc}", peer=self.peer,
+                                 step=str(fields["type"])) from exc
 
     # -- the procedure -------------------------------------------------------------------
 
@@ -226,14 +228,17 @@ class Negotiation:
 
     def _install_gathering_policy(self) -> None:
         sctp = self._pc.sctp
+        if sctp is None:  # an offer without an application (data channel) section
+            raise TransportError("the session description has no data channel section", peer=self.peer, step=self.step)
         ice.install_gathering_policy(
-            None if sctp is None else sctp.transport.transport.iceGatherer._connection,
+            sctp.transport.transport.iceGatherer._connection,
             host_addresses=self.config.host_addresses,
             udp_receive_buffer=self.config.udp_receive_buffer,
         )
 
     async def _trickle_candidates(self) -> None:
         sctp = self._pc.sctp
+        assert sctp is not None
         gatherer = sctp.transport.transport.iceGatherer
         ufrag = gatherer.getLocalParameters().usernameFragment
         mid = sctp.mid if sctp.mid is not None else "0"

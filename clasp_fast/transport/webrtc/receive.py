@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar
-from typing import Any, AsyncIterator, Callable, NamedTuple
+from typing import Any, AsyncIterator, Callable, NamedTuple, Sequence
 
 from ...wire.codec import decode_slice, frame_count
 from ...errors import DecodeError, TransportError
@@ -190,7 +190,8 @@ class WebRtcReceiver:
             # An earlier message of this channel is still being decoded: this one waits its turn.
             ch.backlog.append((data, 0, None))
             self._hold(ch, len(data))
-            if not isinstance(self._sctp(), FastSctpTransport) and self._channels.backlog_bytes() > RECEIVE_BACKLOG_BYTES:
+            fast = isinstance(self._sctp(), FastSctpTransport)
+            if not fast and self._channels.backlog_bytes() > RECEIVE_BACKLOG_BYTES:
                 self.finish_backlogs()
             return
         end, delivery = self._decode_slice(ch, data, 0, None)
@@ -206,7 +207,8 @@ class WebRtcReceiver:
         messages, errors, end = decode_slice(data, start, RECEIVE_SLICE_FRAMES)
         if delivery is None:
             size = len(data)
-            delivery = (self.peer, ch.spec.label, len(messages) + len(errors) if end == size else frame_count(data), size)
+            frames = len(messages) + len(errors) if end == size else frame_count(data)
+            delivery = (self.peer, ch.spec.label, frames, size)
         self._counters["messages_received"] += len(messages)
         if messages:
             self._deliver(messages, delivery)
@@ -251,7 +253,7 @@ class WebRtcReceiver:
         if isinstance(sctp, FastSctpTransport):
             sctp.hold_received(amount)
 
-    def _deliver(self, messages: list[object], delivery: DeliveryFields) -> None:
+    def _deliver(self, messages: Sequence[object], delivery: DeliveryFields) -> None:
         callback = self._callback
         if callback is not None:
             token = _current_delivery.set(delivery)

@@ -42,7 +42,8 @@ class WebRtcSender:
         self._counters["messages_sent"] += 1
 
     def send_nowait(
-        self, message_or_frame: object, *, reliable: bool | None = None, qos: int | None = None, channel: str | None = None
+        self, message_or_frame: object, *, reliable: bool | None = None, qos: int | None = None,
+        channel: str | None = None,
     ) -> None:
         """Like :meth:`send` but never waits: raises TransportError above the high-water mark."""
         target = self._channels.route(message_or_frame, reliable, qos, channel)

@@ -101,7 +101,7 @@ class WebRtcTransport:
         """Connect to ``peer`` and return ``(sender, receiver)`` once every channel is open.
 
         The offerer needs ``peer``. The answerer waits on ``signaling`` for an offer (from ``peer``
-        when given; signals that come before it are dropped, as WIRE.md §10.5 does), unless the
+        when given; signals that come before it are dropped, as docs/protocol.md §10.5 does), unless the
         offer map is passed in. Raises TransportError naming the peer and the step on timeout.
         """
         if role == "offerer":
@@ -209,7 +209,8 @@ class WebRtcTransport:
 
     @property
     def timings(self) -> dict[str, float]:
-        """Seconds from start() to each set-up step: "offer"/"answer" (sent or applied), "reliable_open", "connected"."""
+        """Seconds from start() to each set-up step: "offer"/"answer" (sent or applied), "reliable_open",
+        "connected"."""
         return self._negotiation.timings
 
     @property

@@ -1,0 +1,3 @@
+# The documented path clasp_fast.ice for type checkers. At run time clasp_fast/_aliases.py makes it
+# the module clasp_fast.transport.ice itself; this stub re-exports that module's public names.
+from clasp_fast.transport.ice import *
