@@ -169,6 +169,11 @@ class FanoutGroup:
             lane.dc.remove_listener("bufferedamountlow", lane.pump)
         del self._members[name]
 
+    def discard_sender(self, sender) -> None:
+        """Remove the members sending through ``sender`` (its connection closed), if any."""
+        for name in [name for name, member in self._members.items() if member.sender is sender]:
+            self.remove(name)
+
     def _member(self, name: str) -> _Member:
         member = self._members.get(name)
         if member is None:

@@ -9,6 +9,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from ..clock import PeerClock
 from ..errors import ProtocolError, TransportError
 from ..runtime.dispatch import Dispatcher, make_dispatcher
 from ..runtime.sink import ErrorSink
@@ -317,6 +318,13 @@ class Peer:
             self._tasks.notify(self._close_callbacks, self, self.transport.close_reason)
 
     # -- stats and teardown -------------------------------------------------------------
+
+    @property
+    def clock(self) -> PeerClock | None:
+        """The peer's clock (``offset_us``, ``rtt_us``, ``uncertainty_us``), estimated continuously over
+        the control channel; None until the first exchange, and with a peer that does not answer
+        clock probes (the browser module, an older peer)."""
+        return self.transport.clock
 
     def stats(self) -> PeerStats:
         return PeerStats(session_id=self.session_id, client_id=self.client_id, state=self.state,

@@ -61,6 +61,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from ..errors import DecodeError, ProtocolError
+from ..metrics import Metrics, MetricsServer, relay_source
 from ..runtime.sink import ErrorCallback, ErrorSink
 from ..runtime.tasks import TaskSet
 from ..wire.codec import decode, encode, frame_size
@@ -215,6 +216,8 @@ class Relay:
         auth: Validator | None = None,
         max_store_bytes: int = RouterConfig.max_store_bytes,
         max_params: int = RouterConfig.max_params,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.host = host
         self.static_dir = Path(static_dir).resolve() if static_dir is not None else None
@@ -232,6 +235,16 @@ class Relay:
         self.errors = ErrorSink(log, logging.ERROR, tracebacks=True)
         self._tasks = TaskSet(self.errors.report)
         self._sweeper: asyncio.Task | None = None
+        #: Counters and gauges (docs/streams.md); on HTTP at ``metrics_port`` when one is given.
+        self.metrics = Metrics()
+        self.metrics.add_source(relay_source(self))
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.metrics_server: MetricsServer | None = None
+
+    def stats(self) -> dict:
+        """The relay's figures as plain data (the same as the metrics endpoint serves)."""
+        return self.metrics.snapshot()
 
     @classmethod
     async def start(cls, host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options) -> "Relay":
@@ -241,18 +254,29 @@ class Relay:
         return relay
 
     async def listen(self) -> None:
-        """Start listening (``start`` and ``async with`` call this)."""
-        self._server = await serve(
-            self._serve,
-            self.host,
-            self.port,
-            subprotocols=[WS_SUBPROTOCOL],
-            select_subprotocol=_select_subprotocol,
-            process_request=self._process_request,
-            max_size=self.max_message_size,
-            compression=None,
-            ping_interval=None,
-        )
+        """Start listening (``start`` and ``async with`` call this).
+
+        With ``metrics_port``, the metrics endpoint starts first: MetricsError when its port is in use.
+        """
+        if self.metrics_port is not None and self.metrics_server is None:
+            self.metrics_server = await self.metrics.serve(self.metrics_port, self.metrics_host)
+        try:
+            self._server = await serve(
+                self._serve,
+                self.host,
+                self.port,
+                subprotocols=[WS_SUBPROTOCOL],
+                select_subprotocol=_select_subprotocol,
+                process_request=self._process_request,
+                max_size=self.max_message_size,
+                compression=None,
+                ping_interval=None,
+            )
+        except BaseException:
+            if self.metrics_server is not None:
+                await self.metrics_server.close()
+                self.metrics_server = None
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = self._tasks.spawn(self._sweep())
 
@@ -272,6 +296,9 @@ class Relay:
 
     async def close(self) -> None:
         """Stop listening and close every session with code 1001 (going away)."""
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = None
         if self._server is None:
             return
         if self._sweeper is not None:
