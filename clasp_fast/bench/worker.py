@@ -110,6 +110,8 @@ def webrtc_config(args: argparse.Namespace):
         host_addresses=[args.host_address],
         batching=args.path != "p2p_unbatched",
         fast_sctp=args.path != "p2p_stock_sctp",
+        fast_dtls=args.path not in ("p2p_no_plane", "p2p_no_dtls"),
+        udp_batching=args.path != "p2p_no_plane",
         high_water_mark=SEND_HIGH_WATER,
         connection_timeout=args.timeout,
     )

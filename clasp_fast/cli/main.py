@@ -54,7 +54,7 @@ def add_relay(subparsers) -> None:
     p.add_argument("--max-store-bytes", type=int, default=64 * 1024 * 1024, metavar="BYTES",
                    help="bound on stored params and announced signals (default 64 MiB); "
                         "SETs beyond it get ERROR 507")
-    add_metrics_options(p)
+    types.add_metrics_options(p)
 
     def run(args) -> int:
         import asyncio
@@ -99,14 +99,6 @@ def add_relay(subparsers) -> None:
 
 SUBCOMMANDS.append(add_relay)
 
-
-def add_metrics_options(p) -> None:
-    """``--metrics-port`` / ``--metrics-host``: the opt-in Prometheus endpoint (the ``metrics`` extra)."""
-    p.add_argument("--metrics-port", type=types.port_or_zero, default=None, metavar="PORT",
-                   help="serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a free port; "
-                        "needs the 'metrics' extra, prometheus_client)")
-    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
-                   help="address of the metrics endpoint (default 127.0.0.1)")
 
 # A scope list is split on the commas that start another scope, so that a
 # pattern's own commas ("read:/x/{a,b}") survive.

@@ -82,6 +82,7 @@ def add_peer(subparsers) -> None:
     p.add_argument("--any-interface", action="store_true",
                    help="gather ICE host candidates on every interface instead of 127.0.0.1 only")
     p.add_argument("--quiet", action="store_true", help="print only the final summary line")
+    types.add_metrics_options(p)
     p.set_defaults(func=_run)
 
 
@@ -222,6 +223,18 @@ async def run_peer(args: argparse.Namespace) -> int:
                   f"started there: {types.listen_error(exc, '127.0.0.1', args.port)}", file=sys.stderr)
             return 1
         client = _hybrid_client(url, args)
+        if args.metrics_port is not None:
+            from ..errors import MetricsError
+
+            try:
+                server = await client.p2p.serve_metrics(args.metrics_port, args.metrics_host)
+            except MetricsError as exc:
+                print(f"clasp-fast peer: error: {exc}", file=sys.stderr)
+                await client.close()
+                if relay is not None:
+                    await relay.close()
+                return 1
+            _say(f"metrics on {server.url}")
         try:
             await client.open()
         except ClaspError as exc:
