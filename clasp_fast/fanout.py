@@ -210,6 +210,11 @@ class FanoutGroup:
         for member in self._members.values():
             member.sender.flush()
 
+    def waiting(self) -> int:
+        """Frames waiting in the fullest lane (0 when every member keeps up)."""
+        return max((len(lane.backlog) for member in self._members.values() for lane in member.lanes.values()),
+                   default=0)
+
     def stats(self) -> list[LaneStats]:
         return [lane.stats() for member in self._members.values() for lane in member.lanes.values()]
 

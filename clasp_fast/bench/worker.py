@@ -1,6 +1,7 @@
 """One process of a benchmark run: ``python -m clasp_fast.bench.worker ROLE ...``.
 
-Roles: ``relay`` (the embedded relay), ``sender`` and ``receiver`` (the two peers of one path).
+Roles: ``relay`` (the embedded relay), ``sender`` and ``receiver`` (the two peers of one path), and
+the stream scenarios' roles (:mod:`clasp_fast.bench.stream_roles`).
 The runner talks to a worker with JSON lines: commands on the worker's stdin, events on its
 stdout (logging goes to stderr). When stdin closes the worker exits at once, so a worker never
 outlives its runner. SIGINT is ignored: the runner decides when its workers stop.
@@ -308,7 +309,8 @@ async def send_phase(send_one, size: int, command: dict[str, Any]) -> dict[str, 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m clasp_fast.bench.worker")
-    parser.add_argument("role", choices=("relay", "sender", "receiver"))
+    parser.add_argument("role", choices=("relay", "sender", "receiver", "conflation-sender", "conflation-receiver",
+                                         "fanout-hub", "fanout-viewers"))
     parser.add_argument("--path", choices=PATHS, default="p2p_batched")
     parser.add_argument("--relay", help="relay URL (sender, receiver)")
     parser.add_argument("--host", default="127.0.0.1", help="relay: address to listen on")
@@ -316,6 +318,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host-address", default="127.0.0.1", help="peers: the only ICE host address")
     parser.add_argument("--size", type=int, default=32, help="payload bytes per message")
     parser.add_argument("--timeout", type=float, default=20.0, help="connection time-outs (s)")
+    parser.add_argument("--viewers", type=int, default=1, help="fanout-viewers: viewers in this process")
+    parser.add_argument("--name", default="v", help="fanout-viewers: name prefix of its viewers")
     args = parser.parse_args(argv)
     if args.size < HEADER_SIZE:
         parser.error(f"--size must be at least {HEADER_SIZE} bytes (stamp, phase and sequence)")
@@ -327,7 +331,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace) -> None:
     control = Control()
     await control.start()
-    runner = {"relay": run_relay, "sender": run_sender, "receiver": run_receiver}[args.role]
+    runner = {"relay": run_relay, "sender": run_sender, "receiver": run_receiver}.get(args.role)
+    if runner is None:
+        from clasp_fast.bench.stream_roles import ROLES
+
+        runner = ROLES[args.role]
     try:
         await runner(args, control)
     except Exception as exc:
