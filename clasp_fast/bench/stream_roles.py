@@ -20,12 +20,11 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from clasp_fast.bench.paths import HEADER_SIZE
-from clasp_fast.bench.stats import percentile
+from clasp_fast.bench.paths import ADDRESS, HEADER_SIZE, PATTERN
+from clasp_fast.bench.stats import cpu_seconds, percentile
 
 CONFLATION_PREFIX = "/bench/c"
 STOP_ADDRESS = "/bench/stop"
-FANOUT_ADDRESS = "/bench/data"
 
 
 def _stamped(size: int, phase: int, sequence: int) -> bytes:
@@ -102,8 +101,6 @@ async def run_conflation_receiver(args, control) -> None:
     from clasp_fast.conflation import ConflationPolicy
     from clasp_fast.webrtc import WebRtcTransport
 
-    from .worker import cpu_seconds
-
     client = await ClaspClient.connect(args.relay, name="bench conflation receiver", reconnect=False,
                                        connect_timeout=args.timeout)
     transport = None
@@ -171,8 +168,6 @@ async def run_conflation_sender(args, control) -> None:
     from clasp_fast.messages import Publish, Set
     from clasp_fast.webrtc import WebRtcTransport
 
-    from .worker import cpu_seconds
-
     client = await ClaspClient.connect(args.relay, name="bench conflation sender", reconnect=False,
                                        connect_timeout=args.timeout)
     control.emit("ready", frame_bytes=0, cpu_s=cpu_seconds())
@@ -237,8 +232,6 @@ async def run_fanout_viewers(args, control) -> None:
     from clasp_fast.client import ClaspClient
     from clasp_fast.p2p import ClaspP2P, StaticDiscovery
 
-    from .worker import PATTERN, cpu_seconds
-
     viewers: list[_Viewer] = []
     try:
         for i in range(args.viewers):
@@ -282,8 +275,6 @@ async def run_fanout_hub(args, control) -> None:
     from clasp_fast.client import ClaspClient
     from clasp_fast.messages import Publish
     from clasp_fast.p2p import ClaspP2P, StaticDiscovery
-
-    from .worker import ADDRESS, cpu_seconds
 
     client = await ClaspClient.connect(args.relay, name="bench fan-out hub", reconnect=False,
                                        connect_timeout=args.timeout)

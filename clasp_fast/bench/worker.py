@@ -19,25 +19,16 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import signal
 import sys
 import time
 from typing import Any
 
-from clasp_fast.bench.paths import HEADER_SIZE, PATHS
-
-ADDRESS = "/bench/data"
-PATTERN = "/bench/**"
+from clasp_fast.bench.paths import ADDRESS, HEADER_SIZE, PATHS, PATTERN
+from clasp_fast.bench.stats import cpu_seconds
 # A send waits while this many bytes are queued: the backlog left when a phase ends stays small.
 SEND_HIGH_WATER = 128 * 1024
 YIELD_EVERY = 64  # full-speed sending lets the event loop run after this many messages
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def make_payload(size: int, phase: int, sequence: int) -> bytes:
