@@ -121,26 +121,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _paths(text: str) -> tuple[str, ...]:
-    """``--paths``: comma-separated names from :data:`PATHS`."""
+    """``--paths``: comma-separated names from :data:`PATHS` (``none``: no path)."""
     from ..bench.paths import PATHS
 
-    if text.strip() == "none":
-        return ()
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in PATHS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown path {', '.join(unknown) or repr(text)}: choose from {', '.join(PATHS)}")
-    return names
+    return () if text.strip() == "none" else _names(text, PATHS, "path")
 
 
 def _scenarios(text: str) -> tuple[str, ...]:
     """``--scenarios``: comma-separated names from :data:`SCENARIOS`."""
     from ..bench.paths import SCENARIOS
 
+    return _names(text, SCENARIOS, "scenario")
+
+
+def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in SCENARIOS]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown scenario {', '.join(unknown) or repr(text)}: choose from {', '.join(SCENARIOS)}")
+            f"unknown {what} {', '.join(unknown) or repr(text)}: choose from {', '.join(known)}")
     return names

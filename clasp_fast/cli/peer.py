@@ -211,7 +211,7 @@ def _hybrid_client(url: str, args: argparse.Namespace) -> Any:
 
 async def run_peer(args: argparse.Namespace) -> int:
     """Run the ``peer`` command; returns the exit status."""
-    from ..errors import ClaspError
+    from ..errors import ClaspError, MetricsError
 
     stop = _StopSignal()
     stop.install()
@@ -223,22 +223,14 @@ async def run_peer(args: argparse.Namespace) -> int:
                   f"started there: {types.listen_error(exc, '127.0.0.1', args.port)}", file=sys.stderr)
             return 1
         client = _hybrid_client(url, args)
-        if args.metrics_port is not None:
-            from ..errors import MetricsError
-
-            try:
-                server = await client.p2p.serve_metrics(args.metrics_port, args.metrics_host)
-            except MetricsError as exc:
-                print(f"clasp-fast peer: error: {exc}", file=sys.stderr)
-                await client.close()
-                if relay is not None:
-                    await relay.close()
-                return 1
-            _say(f"metrics on {server.url}")
         try:
+            if args.metrics_port is not None:  # first: a port in use ends the run before any connection
+                server = await client.p2p.serve_metrics(args.metrics_port, args.metrics_host)
+                _say(f"metrics on {server.url}")
             await client.open()
         except ClaspError as exc:
-            print(f"clasp-fast peer: error: cannot connect to {url}: {exc}", file=sys.stderr)
+            problem = str(exc) if isinstance(exc, MetricsError) else f"cannot connect to {url}: {exc}"
+            print(f"clasp-fast peer: error: {problem}", file=sys.stderr)
             await client.close()
             if relay is not None:
                 await relay.close()
