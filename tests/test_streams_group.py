@@ -41,7 +41,7 @@ async def hub_and_viewers(count: int):
 
 
 async def test_group_sends_each_message_once_encoded_to_every_peer_in_order() -> None:
-    async with hub_and_viewers(1) as (hub, peers, incoming):
+    async with hub_and_viewers(1) as (hub, _peers, incoming):
         got: list = []
         done = asyncio.get_running_loop().create_future()
 
@@ -63,7 +63,7 @@ async def test_group_sends_each_message_once_encoded_to_every_peer_in_order() ->
 
 
 async def test_group_with_an_unknown_peer_is_one_error_naming_it() -> None:
-    async with hub_and_viewers(1) as (hub, peers, incoming):
+    async with hub_and_viewers(1) as (hub, _peers, _incoming):
         with pytest.raises(TransportError, match=r"no open connection to 'ghost', 'nobody'.*connected: 'v0'") as info:
             hub.group(["v0", "ghost", "nobody"])
         assert info.value.peer == "ghost"

@@ -113,7 +113,7 @@ def test_cli_relay_metrics_port_is_scraped_over_http() -> None:
     metrics_port = free_port()
     with CliProcess("relay", "--port", "0", "--metrics-port", str(metrics_port)) as relay:
         relay.wait_for(r"metrics on http://127\.0\.0\.1:\d+/metrics", 30)
-        status, content_type, body = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+        status, _, body = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
         assert status == 200 and "clasp_sessions 0.0" in body
 
 
