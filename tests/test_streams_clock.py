@@ -5,6 +5,7 @@ answer clock probes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from clasp_fast.clock import wall_clock_us
@@ -59,7 +60,9 @@ async def test_a_peer_that_does_not_offer_clock_keeps_working_and_the_clock_stay
     assert child["estimate"] is None and "clock" in child["features"]
 
 
-async def test_peer_clock_on_a_claspp2p_connection_and_data_still_flows() -> None:
+@contextlib.asynccontextmanager
+async def alice_and_bob():
+    """Two ClaspP2P endpoints over in-memory signaling, alice knowing bob; yields (alice, bob, alice's Peer of bob)."""
     from clasp_fast import ClaspP2P
     from clasp_fast.p2p import PeerInfo, StaticDiscovery
 
@@ -68,7 +71,11 @@ async def test_peer_clock_on_a_claspp2p_connection_and_data_still_flows() -> Non
     alice = ClaspP2P(sig_a, client_id="alice", rtc_config=rtc, discovery=StaticDiscovery([PeerInfo("b", "bob")]))
     bob = ClaspP2P(sig_b, client_id="bob", rtc_config=rtc)
     async with alice, bob:
-        peer = await asyncio.wait_for(alice.connect_to_peer("bob"), 15)
+        yield alice, bob, await asyncio.wait_for(alice.connect_to_peer("bob"), 15)
+
+
+async def test_peer_clock_on_a_claspp2p_connection_and_data_still_flows() -> None:
+    async with alice_and_bob() as (alice, bob, peer):
         await wait_for(lambda: peer.clock is not None and peer.clock.samples >= 4)
         # Same host, same clock: the estimate is within its bound of zero.
         assert abs(peer.clock.offset_us) <= peer.clock.uncertainty_us + RESOLUTION_US

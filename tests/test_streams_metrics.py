@@ -12,12 +12,11 @@ import pytest
 from clasp_fast import ClaspP2P
 from clasp_fast.client import ClaspClient
 from clasp_fast.errors import MetricsError
-from clasp_fast.p2p import PeerInfo, StaticDiscovery
 from clasp_fast.relay import Relay
 from clasp_fast.signaling import InMemorySignaling
-from clasp_fast.webrtc import WebRtcConfig
 
 from .cli_process import CliProcess, free_port, run_cli
+from .test_streams_clock import alice_and_bob
 from .test_metrics import scrape, scraped
 
 
@@ -68,13 +67,8 @@ async def test_a_relay_metrics_port_in_use_is_one_metrics_error_and_nothing_list
 
 
 async def test_p2p_endpoint_metrics_per_channel_scraped_on_both_sides() -> None:
-    rtc = WebRtcConfig(host_addresses=["127.0.0.1"], keepalive_interval=0.05, keepalive_timeout=5.0)
-    sig_a, sig_b = InMemorySignaling.pair("a", "b")
-    alice = ClaspP2P(sig_a, client_id="alice", rtc_config=rtc, discovery=StaticDiscovery([PeerInfo("b", "bob")]))
-    bob = ClaspP2P(sig_b, client_id="bob", rtc_config=rtc)
-    async with alice, bob:
+    async with alice_and_bob() as (alice, bob, peer):
         server = await alice.serve_metrics(0)
-        peer = await asyncio.wait_for(alice.connect_to_peer("bob"), 15)
         other = await asyncio.wait_for(anext(aiter(bob.incoming())), 5)
         got = asyncio.get_running_loop().create_future()
         other.on("/done", lambda value, address: got.done() or got.set_result(value))
