@@ -218,10 +218,12 @@ class ConflatingHandler:
     def __len__(self) -> int:
         return len(self.queue)
 
-    def __call__(self, message: object) -> None:
+    def __call__(self, message: object, item: object = None) -> None:
+        """Queue ``message`` (the handler gets ``item`` instead when one is given)."""
         if self._closed:
             return
-        self.queue.push(message, getattr(message, "address", None), self.policy.kind(message))
+        self.queue.push(message if item is None else item, getattr(message, "address", None),
+                        self.policy.kind(message))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 

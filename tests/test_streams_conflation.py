@@ -183,3 +183,38 @@ async def test_a_failing_handler_is_reported_and_the_queue_goes_on() -> None:
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.01)
     assert any("handler failed on 1" in str(e) for e in errors)
+
+
+async def test_peer_on_with_conflate_gives_a_slow_callback_the_latest_values() -> None:
+    from clasp_fast.errors import PatternError as _PatternError
+
+    from .test_streams_clock import alice_and_bob
+
+    async with alice_and_bob() as (alice, bob, peer):
+        other = await asyncio.wait_for(anext(aiter(bob.incoming())), 5)
+        taken: list = []
+        cues: list = []
+
+        async def slow(value, address) -> None:
+            taken.append((address, value))
+            await asyncio.sleep(0.001)
+
+        other.on("/sensor/**", slow, conflate=True)
+        other.on("/cue", lambda value, address: cues.append(value))
+        with pytest.raises(_PatternError):
+            other.on("/sensor//x", slow, conflate=True)
+        for i in range(2000):
+            await peer.set(f"/sensor/{i % 20}", i)
+            if i % 400 == 399:
+                await peer.emit("/cue", i)
+                await asyncio.sleep(0.002)
+        deadline = asyncio.get_running_loop().time() + 20
+        finals = {(f"/sensor/{k}", 1980 + k) for k in range(20)}
+        while len(cues) < 5 or not finals <= set(taken):
+            assert asyncio.get_running_loop().time() < deadline, (len(taken), cues)
+            await asyncio.sleep(0.01)
+    assert cues == [399, 799, 1199, 1599, 1999]  # events took the plain path, every one
+    for k in range(20):
+        values = [v for a, v in taken if a == f"/sensor/{k}"]
+        assert values == sorted(values) and values[-1] == 1980 + k
+    assert len(taken) < 2000  # the slow callback skipped values a newer one replaced
