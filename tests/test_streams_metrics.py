@@ -48,6 +48,10 @@ async def test_a_relay_with_metrics_port_serves_what_stats_returns(make_relay) -
         received = (("channel", "websocket"), ("direction", "received"), ("peer", ""), ("route", "relay"))
         assert figures["clasp_messages_total"][received] >= 11
         assert figures["clasp_sessions"] == {(): 1.0}
+        sent = (("channel", "websocket"), ("direction", "sent"), ("peer", ""), ("route", "relay"))
+        assert figures["clasp_messages_total"][sent] >= 2  # WELCOME and the GET's answer at least
+        assert figures["clasp_bytes_total"][sent] > 0
+        assert figures["clasp_bytes_total"][received] > 11 * 4  # 11 frames of 4 bytes or more
     finally:
         await client.close()
     url = relay.metrics_server.url

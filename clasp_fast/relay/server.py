@@ -87,10 +87,11 @@ READ_CHUNK = 16 * 1024  # bytes taken from a socket per read
 class _Connection:
     """The socket side of one session: its :class:`FairQueue` and the writer task that drains it."""
 
-    __slots__ = ("ws", "limit", "tasks", "queue", "wakeup", "closing", "writer", "sending")
+    __slots__ = ("ws", "limit", "tasks", "queue", "wakeup", "closing", "writer", "sending", "counters")
 
-    def __init__(self, ws: ServerConnection, limit: int, tasks: TaskSet) -> None:
+    def __init__(self, ws: ServerConnection, limit: int, tasks: TaskSet, counters: dict[str, int]) -> None:
         self.ws = ws
+        self.counters = counters  # the relay's totals (frames and bytes sent)
         self.limit = limit
         self.tasks = tasks
         self.queue = FairQueue(limit)
@@ -144,6 +145,7 @@ class _Connection:
         pop = self.queue.pop
         send = self.ws.send
         wakeup = self.wakeup
+        counters = self.counters
         cork = _Cork(self.ws)
         try:
             while True:
@@ -154,17 +156,20 @@ class _Connection:
                     continue
                 self.sending = True
                 await send(frame)
+                sent, size = 1, len(frame)
                 frame = pop()
                 if frame is not None:  # more than one frame this turn: let the kernel pack them
                     cork.hold()
                     try:
-                        sent = 1
                         while frame is not None:
                             await send(frame)
                             sent += 1
+                            size += len(frame)
                             frame = pop() if sent < WRITE_TURN else None
                     finally:
                         cork.release()
+                counters["messages_sent"] += sent
+                counters["bytes_sent"] += size
                 self.sending = False
                 await asyncio.sleep(0)  # let the other connections have the loop
         except ConnectionClosed:
@@ -236,8 +241,11 @@ class Relay:
         self._tasks = TaskSet(self.errors.report)
         self._sweeper: asyncio.Task | None = None
         #: Counters and gauges (docs/streams.md); on HTTP at ``metrics_port`` when one is given.
+        # Relay totals as plain ints (the hot path only adds to them); sessions keep their own counts.
+        self.counters = dict.fromkeys(("messages_sent", "bytes_sent", "bytes_received"), 0)
         self.metrics = Metrics()
         self.metrics.add_source(relay_source(self))
+        self.metrics.add_source(self._metrics_samples)
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host
         self.metrics_server: MetricsServer | None = None
@@ -245,6 +253,12 @@ class Relay:
     def stats(self) -> dict:
         """The relay's figures as plain data (the same as the metrics endpoint serves)."""
         return self.metrics.snapshot()
+
+    def _metrics_samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        c = self.counters
+        yield "clasp_messages_total", ("relay", "", "websocket", "sent"), c["messages_sent"]
+        yield "clasp_bytes_total", ("relay", "", "websocket", "sent"), c["bytes_sent"]
+        yield "clasp_bytes_total", ("relay", "", "websocket", "received"), c["bytes_received"]
 
     @classmethod
     async def start(cls, host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options) -> "Relay":
@@ -344,7 +358,7 @@ class Relay:
             await ws.close(1002, "the first message must be a CLASP HELLO")
             return
         _limit_read_chunk(ws)
-        conn = _Connection(ws, self.queue_size, self._tasks)
+        conn = _Connection(ws, self.queue_size, self._tasks, self.counters)
         try:
             session = router.connect(conn, hello)
         except ProtocolError as exc:
@@ -352,9 +366,11 @@ class Relay:
             return
         conn.writer = self._tasks.spawn(conn.run_writer())
         receive = router.receive
+        counters = self.counters
         work = 0
         try:
             async for data in ws:
+                counters["bytes_received"] += len(data)
                 if work >= READ_TURN:  # a busy sender yields to the others between messages
                     work = 0
                     await asyncio.sleep(0)
