@@ -20,12 +20,12 @@ RTC = dict(host_addresses=["127.0.0.1"], keepalive_timeout=15.0)
 
 
 @contextlib.asynccontextmanager
-async def hub_and_viewers(count: int):
+async def hub_and_viewers(count: int, **options):
     """One hub endpoint connected to ``count`` viewer endpoints over one in-memory signaling hub;
     yields (hub, the hub's Peers, each viewer's Peer of the hub)."""
     names = [f"v{i}" for i in range(count)]
     hub_signaling = InMemorySignaling("hub")
-    hub = ClaspP2P(hub_signaling, client_id="hub", rtc_config=WebRtcConfig(**RTC),
+    hub = ClaspP2P(hub_signaling, client_id="hub", rtc_config=WebRtcConfig(**RTC, **options),
                    discovery=StaticDiscovery([PeerInfo(name, name) for name in names]))
     viewers = [ClaspP2P(hub_signaling.join(name), client_id=name, rtc_config=WebRtcConfig(**RTC)) for name in names]
     endpoints = [hub, *viewers]
@@ -106,3 +106,33 @@ async def test_one_stalled_peer_does_not_stall_the_others_and_leaves_the_group_w
         while "v0" in group.members:
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.02)
+
+
+async def test_a_group_over_conflating_channels_hands_its_values_to_the_channel_queue() -> None:
+    """The hub's channel conflates /s/** itself: the group's values wait there, replaced in place."""
+    async with hub_and_viewers(1, conflate=["/s/**"]) as (hub, peers, incoming):
+        got: list = []
+        end = asyncio.get_running_loop().create_future()
+
+        def on_value(value, address):
+            got.append((address, value))
+            if address == "/end" and not end.done():
+                end.set_result(None)
+
+        incoming[0].on("/**", on_value)
+        group = hub.group(["v0"], policy="/s/**", max_buffered=1024 * 1024)  # the lane never holds back
+        set_reading(incoming[0].transport, False)
+        for i in range(3000):
+            group.send(Set(address=f"/s/{i % 10}", value=i))
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+        group.send(Publish(address="/end", signal="event", value=1))
+        group.flush()
+        channel_conflated = peers[0].transport.stats().conflated
+        assert channel_conflated > 0 and group.stats()[0].conflated == 0
+        set_reading(incoming[0].transport, True)
+        await asyncio.wait_for(end, 20)
+    for k in range(10):
+        values = [v for a, v in got if a == f"/s/{k}"]
+        assert values == sorted(values) and values[-1] == 2990 + k
+    assert len(got) == 3001 - channel_conflated

@@ -112,6 +112,8 @@ class Channel:
             return
         if conflate is not None:
             address, kind = conflate
+            if not self.policy.matches(address):  # type: ignore[union-attr]
+                kind = None  # the channel's own patterns decide
         elif isinstance(item, _FRAME_TYPES):
             address, kind = None, None
         else:

@@ -58,13 +58,19 @@ class WebRtcSender:
         """Like :meth:`send` but never waits: raises TransportError above the high-water mark.
 
         ``conflate=(address, kind)`` marks a ready-made frame as a conflatable value (the kind from
-        :meth:`ConflationPolicy.kind`) for a channel that conflates.
+        :meth:`ConflationPolicy.kind`): a channel that conflates replaces it while backed up when its
+        own patterns cover ``address`` (a fan-out group hands its values over this way).
         """
         target = self._channels.route(message_or_frame, reliable, qos, channel)
         if target.waiting is not None:
-            if conflate is None and (isinstance(message_or_frame, (bytes, bytearray, memoryview))
-                                     or target.policy.kind(message_or_frame) is None):  # type: ignore[union-attr]
-                self._check_room(target)
+            policy = target.policy
+            if conflate is not None:
+                conflatable = policy.matches(conflate[0])  # type: ignore[union-attr]
+            else:
+                conflatable = (not isinstance(message_or_frame, (bytes, bytearray, memoryview))
+                               and policy.kind(message_or_frame) is not None)  # type: ignore[union-attr]
+            if not conflatable:
+                self._check_room(target)  # values never wait or fail: they replace
             target.offer(message_or_frame, qos, conflate)
         else:
             self._check_room(target)
