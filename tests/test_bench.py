@@ -155,8 +155,7 @@ def test_report_has_the_documented_shape_and_ratios() -> None:
         "relay": _raw(30_000, 1_600, 2_000, 2),
     }
     report = build_report(results, META)
-    assert set(PATHS) | {"floors", "ratios", "meta", "conflation", "p2p_fanout"} == set(report)
-    assert report["conflation"] is None and report["p2p_fanout"] is None  # scenarios not run
+    assert set(PATHS) | {"floors", "ratios", "meta"} == set(report)
     for path in PATHS:
         assert PATH_KEYS <= set(report[path])
         assert set(report[path]["latency_us"]) >= {"p50", "p90", "p99", "max"}

@@ -40,6 +40,16 @@ def test_a_fanout_step_sums_deliveries_and_finds_the_slowest_receiver() -> None:
     assert none["throughput_msgs_per_s"] is None and none["slowest_receiver_msgs_per_s"] == 0.0
 
 
+def test_a_report_without_scenarios_has_them_as_null() -> None:
+    from clasp_fast.bench.report import build_report
+
+    report = build_report({}, {})
+    assert report["conflation"] is None and report["p2p_fanout"] is None
+    assert render_scenarios(report) == []
+    with_one = build_report({}, {}, scenarios={"conflation": {"error": "it broke"}})
+    assert render_scenarios(with_one) == ["conflation: FAILED: it broke"]
+
+
 def test_config_and_cli_refuse_unknown_scenarios() -> None:
     with pytest.raises(ValueError, match="unknown scenario.*nope.*conflation, p2p_fanout"):
         BenchConfig(scenarios=("nope",))
