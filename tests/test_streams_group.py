@@ -40,17 +40,23 @@ async def hub_and_viewers(count: int, **options):
             await endpoint.close()
 
 
+def until_end(peer) -> tuple[list, asyncio.Future]:
+    """Record what ``peer`` receives as (address, value); the future completes at the /end event."""
+    got: list = []
+    end = asyncio.get_running_loop().create_future()
+
+    def on_value(value, address):
+        got.append((address, value))
+        if address == "/end" and not end.done():
+            end.set_result(None)
+
+    peer.on("/**", on_value)
+    return got, end
+
+
 async def test_group_sends_each_message_once_encoded_to_every_peer_in_order() -> None:
     async with hub_and_viewers(1) as (hub, _peers, incoming):
-        got: list = []
-        done = asyncio.get_running_loop().create_future()
-
-        def on_value(value, address):
-            got.append((address, value))
-            if address == "/end" and not done.done():
-                done.set_result(None)
-
-        incoming[0].on("/**", on_value)
+        got, done = until_end(incoming[0])
         group = hub.group(["v0"], policy=["/s/**"])
         assert group.members == ("v0",)
         for i in range(200):
@@ -111,15 +117,7 @@ async def test_one_stalled_peer_does_not_stall_the_others_and_leaves_the_group_w
 async def test_a_group_over_conflating_channels_hands_its_values_to_the_channel_queue() -> None:
     """The hub's channel conflates /s/** itself: the group's values wait there, replaced in place."""
     async with hub_and_viewers(1, conflate=["/s/**"]) as (hub, peers, incoming):
-        got: list = []
-        end = asyncio.get_running_loop().create_future()
-
-        def on_value(value, address):
-            got.append((address, value))
-            if address == "/end" and not end.done():
-                end.set_result(None)
-
-        incoming[0].on("/**", on_value)
+        got, end = until_end(incoming[0])
         group = hub.group(["v0"], policy="/s/**", max_buffered=1024 * 1024)  # the lane never holds back
         set_reading(incoming[0].transport, False)
         for i in range(3000):
