@@ -54,6 +54,13 @@ _LAZY = {
     "ChannelSpec": "transport.webrtc",
     "WebRtcConfig": "transport.webrtc",
     "WebRtcTransport": "transport.webrtc",
+    "ClockSync": "clock",
+    "PeerClock": "clock",
+    "Metrics": "metrics",
+    "ConflationPolicy": "conflation",
+    "ConflatingHandler": "conflation",
+    "LatestValueQueue": "conflation",
+    "FanoutGroup": "fanout",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,6 +73,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .relay_client import ClaspClient
     from .transport.signaling import InMemorySignaling, SignalingChannel
     from .transport.webrtc import ChannelSpec, WebRtcConfig, WebRtcTransport
+    from .clock import ClockSync, PeerClock
+    from .conflation import ConflatingHandler, ConflationPolicy, LatestValueQueue
+    from .fanout import FanoutGroup
+    from .metrics import Metrics
 
 
 def __getattr__(name: str) -> object:

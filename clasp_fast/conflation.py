@@ -37,14 +37,16 @@ slot for ``fence="all"``). Without non-conflatable messages that is one slot per
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections import deque
-from typing import Generic, Iterable, Iterator, Literal, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Literal, TypeVar
 
 from .wire.address import Pattern
 from .errors import PatternError
 from .wire.messages import Publish, Set
 
-__all__ = ["ConflationPolicy", "Fence", "LatestValueQueue"]
+__all__ = ["ConflatingHandler", "ConflationPolicy", "Fence", "LatestValueQueue"]
 
 T = TypeVar("T")
 Fence = Literal["address", "all"]
@@ -178,3 +180,82 @@ class LatestValueQueue(Generic[T]):
     def clear(self) -> None:
         self._slots.clear()
         self._open.clear()
+
+
+class ConflatingHandler:
+    """Puts a :class:`LatestValueQueue` between a receive path and a handler slower than the peer.
+
+    Call the object with each received message (it is a message callback: it never blocks); a task
+    takes one message at a time from the queue and runs ``handler(message)`` (awaited when it is a
+    coroutine function, else followed by one pass of the event loop), so while the handler works,
+    newer values replace the ones still waiting (``policy``) and it always takes the latest.
+    Everything else waits in order. An exception the handler raises goes to ``on_error`` and the
+    next message is taken. ``handled`` counts handler calls, ``conflated`` values skipped.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[[Any], Any],
+        policy: ConflationPolicy,
+        *,
+        fence: Fence = "address",
+        on_error: Callable[[BaseException], Any] | None = None,
+    ) -> None:
+        if not isinstance(policy, ConflationPolicy):
+            raise TypeError(f"policy must be a ConflationPolicy, got {type(policy).__name__}")
+        self.handler = handler
+        self.policy = policy
+        self.queue: LatestValueQueue[object] = LatestValueQueue(fence)
+        self._on_error = on_error
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.handled = 0
+
+    @property
+    def conflated(self) -> int:
+        return self.queue.conflated
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def __call__(self, message: object, item: object = None) -> None:
+        """Queue ``message`` (the handler gets ``item`` instead when one is given)."""
+        if self._closed:
+            return
+        self.queue.push(message if item is None else item, getattr(message, "address", None),
+                        self.policy.kind(message))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        queue = self.queue
+        try:
+            while queue:
+                message = queue.pop()
+                try:
+                    result = self.handler(message)
+                    if inspect.isawaitable(result):
+                        await result
+                    else:
+                        await asyncio.sleep(0)  # let the receive path run between two calls
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a failing handler must not stop the queue
+                    if self._on_error is None:
+                        raise
+                    self._on_error(exc)
+                self.handled += 1
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        """Stop taking messages; what still waits is discarded."""
+        self._closed = True
+        self.queue.clear()
+        task = self._task
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass

@@ -115,3 +115,8 @@ class URLError(ClaspError, ValueError):
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return (type(self), (self.reason, self.url))
+
+
+class MetricsError(ClaspError):
+    """Metrics cannot be exported: ``prometheus_client`` (the ``metrics`` extra) is missing or the
+    port cannot be bound."""

@@ -55,8 +55,8 @@ class _Lane:
         self.member = member
         self.label = label
         self.dc = member.sender.transport.channels[label]
-        # (kept: True for a frame that cannot be conflated, frame)
-        self.backlog: LatestValueQueue[tuple[bool, bytes]] = LatestValueQueue()
+        # (frame, (address, kind) of a conflatable value else None)
+        self.backlog: LatestValueQueue[tuple[bytes, tuple[str, int] | None]] = LatestValueQueue()
         self.kept = 0  # non-conflatable frames in the backlog
         self.sent = 0
         self.dropped = 0
@@ -65,8 +65,9 @@ class _Lane:
     def room(self) -> bool:
         return self.dc.bufferedAmount <= self.member.max_buffered
 
-    def hand_over(self, frame: bytes) -> None:
-        self.member.sender.send_nowait(frame, channel=self.label)
+    def hand_over(self, frame: bytes, value: tuple[str, int] | None) -> None:
+        # ``conflate``: a channel with a conflation policy of its own may replace the value too.
+        self.member.sender.send_nowait(frame, channel=self.label, conflate=value)
         self.sent += 1
 
     def pump(self) -> None:
@@ -74,19 +75,20 @@ class _Lane:
         backlog = self.backlog
         try:
             while backlog and self.room():
-                kept, frame = backlog.pop()
-                if kept:
+                frame, value = backlog.pop()
+                if value is None:
                     self.kept -= 1
-                self.hand_over(frame)
+                self.hand_over(frame, value)
         except TransportError:
             backlog.clear()  # the connection is gone; the member fails on its next send
             self.kept = 0
 
     def offer(self, frame: bytes, address: str | None, kind: int | None, fire: bool) -> None:
+        value = None if kind is None or address is None else (address, kind)
         if self.backlog:
             self.pump()
         if not self.backlog and self.room():
-            self.hand_over(frame)
+            self.hand_over(frame, value)
             return
         if fire and self.member.overflow == "drop":
             self.dropped += 1
@@ -97,7 +99,7 @@ class _Lane:
                     f"fan-out lane {self.label!r} has {self.kept} messages waiting that cannot be conflated "
                     f"(max_backlog {self.member.max_backlog})", peer=self.member.name, step="send")
             self.kept += 1
-        self.backlog.push((kind is None, frame), address, kind)
+        self.backlog.push((frame, value), address, kind)
 
     def stats(self) -> LaneStats:
         return LaneStats(self.member.name, self.label, self.sent, len(self.backlog), self.backlog.conflated,
@@ -173,6 +175,11 @@ class FanoutGroup:
             lane.dc.remove_listener("bufferedamountlow", lane.pump)
         del self._members[name]
 
+    def discard_sender(self, sender: object) -> None:
+        """Remove the members sending through ``sender`` (its connection closed), if any."""
+        for name in [name for name, member in self._members.items() if member.sender is sender]:
+            self.remove(name)
+
     def _member(self, name: str) -> _Member:
         member = self._members.get(name)
         if member is None:
@@ -208,6 +215,11 @@ class FanoutGroup:
         """Hand every member's pending batch to its DataChannels now."""
         for member in self._members.values():
             member.sender.flush()
+
+    def waiting(self) -> int:
+        """Frames waiting in the fullest lane (0 when every member keeps up)."""
+        return max((len(lane.backlog) for member in self._members.values() for lane in member.lanes.values()),
+                   default=0)
 
     def stats(self) -> list[LaneStats]:
         return [lane.stats() for member in self._members.values() for lane in member.lanes.values()]

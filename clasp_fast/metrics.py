@@ -26,7 +26,7 @@ import errno
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal
 
-from .errors import ClaspError
+from .errors import MetricsError
 
 __all__ = [
     "METRICS",
@@ -38,10 +38,6 @@ __all__ = [
     "relay_source",
     "transport_source",
 ]
-
-
-class MetricsError(ClaspError):
-    """Metrics cannot be exported: ``prometheus_client`` is missing or the port cannot be bound."""
 
 
 @dataclass(frozen=True)
@@ -289,21 +285,10 @@ class MetricsServer:
 # -- sources for the objects that exist today ----------------------------------------------------
 
 def transport_source(transport: Any, peer: str) -> Source:
-    """Figures of one :class:`~clasp_fast.webrtc.WebRtcTransport` from its ``stats()``, labelled ``peer``.
-
-    The transport counts per connection, not yet per channel: its series carry ``channel="all"``.
-    """
+    """Figures of one :class:`~clasp_fast.webrtc.WebRtcTransport` (per DataChannel), labelled ``peer``."""
     def samples() -> Iterable[Sample]:
-        stats = transport.stats()
-        yield "clasp_messages_total", ("p2p", peer, "all", "sent"), stats.messages_sent
-        yield "clasp_messages_total", ("p2p", peer, "all", "received"), stats.messages_received
-        yield "clasp_bytes_total", ("p2p", peer, "all", "sent"), stats.bytes_sent
-        yield "clasp_bytes_total", ("p2p", peer, "all", "received"), stats.bytes_received
-        yield "clasp_drops_total", ("p2p", peer, "all", "receive_queue_full"), stats.dropped_received
-        yield "clasp_drops_total", ("p2p", peer, "all", "malformed"), stats.decode_errors
-        if stats.rtt is not None:
-            yield "clasp_rtt_seconds", (peer,), stats.rtt
-        if stats.state == "connected":
+        yield from transport.metrics_samples(peer)
+        if transport.state == "connected":
             yield "clasp_peers", (), 1
 
     return samples

@@ -169,6 +169,7 @@ class ClaspClient:
         self._ws: ClientConnection | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._closing = False
+        self.reconnects = 0  # successful reconnections to the relay
         self._connected = asyncio.Event()
         self._clock_offset = 0  # server µs minus local µs
         self._cache: dict[str, Any] = {}
@@ -535,6 +536,7 @@ class ClaspClient:
             except TransportError:
                 continue
             self._receiver = asyncio.get_running_loop().create_task(self._receive_loop(ws))
+            self.reconnects += 1
             self.tasks.notify(self._on_connect)
             return
 

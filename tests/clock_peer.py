@@ -5,6 +5,10 @@ server on 127.0.0.1:P, answers the parent's offer, answers the parent's SYNC req
 own (every --interval s) over the ``clasp`` DataChannel, with a clock that is the wall clock plus N
 µs. When the parent closes the connection (or after --seconds) it prints one JSON line: its estimate
 of the parent's clock.
+
+``--mode control``: the transport's own estimate instead (``WebRtcConfig(clock=...)``: SYNC on the
+control channel in place of the keepalive PINGs); ``--no-clock`` makes it a peer that does not offer
+``"clock"`` (as an older peer or the browser module).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def attach_clock_sync(transport: WebRtcTransport, clock) -> ClockSync:
 async def _run(args: argparse.Namespace) -> dict:
     reader, writer = await asyncio.open_connection("127.0.0.1", args.port)
     signaling = StreamSignaling(CHILD, reader, writer)
+    if args.mode == "control":
+        return await _run_control(args, signaling)
     sender, _ = await WebRtcTransport.connect(loopback_config(), signaling, PARENT, role="answerer")
     transport = sender.transport
     shift = args.shift_us
@@ -58,10 +64,27 @@ async def _run(args: argparse.Namespace) -> dict:
     return {"estimate": None if estimate is None else asdict(estimate), "replies_sent": sync.replies_sent}
 
 
+async def _run_control(args: argparse.Namespace, signaling: StreamSignaling) -> dict:
+    shift = args.shift_us
+    config = loopback_config(clock=lambda: wall_clock_us() + shift, clock_sync=not args.no_clock,
+                             keepalive_interval=args.interval, keepalive_timeout=max(5.0, args.interval * 5))
+    sender, _ = await WebRtcTransport.connect(config, signaling, PARENT, role="answerer")
+    transport = sender.transport
+    deadline = time.monotonic() + args.seconds
+    try:
+        while transport.state == "connected" and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        estimate = transport.clock
+    finally:
+        await transport.close()
+    return {"estimate": None if estimate is None else asdict(estimate), "features": list(transport.remote_features)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--mode", choices=["clock"], default="clock")
+    parser.add_argument("--mode", choices=["clock", "control"], default="clock")
+    parser.add_argument("--no-clock", action="store_true")
     parser.add_argument("--shift-us", type=int, required=True)
     parser.add_argument("--interval", type=float, default=0.02)
     parser.add_argument("--seconds", type=float, default=20.0)

@@ -162,8 +162,12 @@ def run():
             async def python_answers() -> dict:
                 peer = await asyncio.wait_for(py.incoming().__anext__(), 60)
                 got = await _exchange(peer)
+                for _ in range(100):  # the browser answers the SYNCs of the keepalive (1 s apart)
+                    if peer.clock is not None:
+                        break
+                    await asyncio.sleep(0.05)
                 return {"got": got, "client_id": peer.client_id, "batching": peer.transport.batching,
-                        "remote_hosts": _remote_hosts(peer),
+                        "remote_hosts": _remote_hosts(peer), "clock": peer.clock,
                         "features": list(peer.features), "stats": peer.stats()}
 
             async def python_offers() -> dict:
@@ -270,6 +274,9 @@ def test_browser_offers_to_python_peer(run):
     assert answered["remote_hosts"] == {"127.0.0.1"}    # host candidates rewritten, nothing else sent
     assert answered["client_id"] == "web-offer"          # found through presence/announce
     assert answered["batching"] and "batch" in answered["features"]
+    # The page answers clock probes: the Python side knows the browser's clock (same host: near 0).
+    clock = answered["clock"]
+    assert clock is not None and abs(clock.offset_us) <= clock.uncertainty_us + 50_000
     _check_python_side(answered["got"])
     # The extra unreliable channel opened by the page carried its prefix's SET.
     assert answered["got"]["extra"].get("/web/fast/x") == 42.0

@@ -52,3 +52,14 @@ def test_the_fanout_example_keeps_the_others_going_and_catches_the_stalled_viewe
     assert "sent 3,000 messages, 3000 encodes" in out
     assert "while viewer-2 was stalled: received [3000, 3000, 0]" in out
     assert "every latest value: True, every event: True" in out
+
+
+def test_the_stream_peers_example_shows_group_conflation_clock_and_metrics() -> None:
+    out = run_example("stream_peers.py")
+    assert "group: 2001 encodes for 2 viewers" in out
+    assert "fast viewer: 2001 messages" in out
+    skipped = re.search(r"slow viewer: handled (\d+), skipped (\d+) older values, latest (.*)$", out, re.M)
+    assert skipped and int(skipped.group(2)) > 0, out
+    assert "'/sensor/3': 1999" in skipped.group(3)
+    assert re.search(r"clock of 'fast' seen by the hub: offset [+-][\d.]+ ms ± [\d.]+ ms", out), out
+    assert 'peer="slow",route="p2p"} 2001.0' in out and "clasp_peers: 2" in out

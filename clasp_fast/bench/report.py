@@ -7,7 +7,7 @@ import textwrap
 from typing import Any
 
 from .stats import ratio
-from .paths import PATHS
+from .paths import PATHS, SCENARIOS
 
 __all__ = ["build_report", "render_table", "write_json", "FIGURES", "P2P_PATHS"]
 
@@ -70,8 +70,10 @@ def judge_floors(path: str | None, figures: dict[str, Any] | None, min_msgs_per_
 
 
 def build_report(results: dict[str, dict[str, Any] | None], meta: dict[str, Any],
-                 min_msgs_per_s: float = 10_000.0, max_p99_ms: float = 10.0) -> dict[str, Any]:
-    """The whole report: one object per path (null when not run), ``floors``, ``ratios``, ``meta``."""
+                 min_msgs_per_s: float = 10_000.0, max_p99_ms: float = 10.0,
+                 scenarios: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The whole report: one object per path (null when not run), ``floors``, ``ratios``, ``meta``,
+    and one object per stream scenario (``conflation``, ``p2p_fanout``; null when not run)."""
     report: dict[str, Any] = {}
     for path in PATHS:
         raw = results.get(path)
@@ -92,12 +94,45 @@ def build_report(results: dict[str, dict[str, Any] | None], meta: dict[str, Any]
                 continue
             ratios[path] = {name: _round(ratio(get(report[path]), get(relay)), 3) for name, get in FIGURES}
     report["ratios"] = ratios
+    for name in SCENARIOS:
+        report[name] = (scenarios or {}).get(name)
     report["meta"] = meta
     return report
 
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def render_scenarios(report: dict[str, Any]) -> list[str]:
+    """One or two lines per stream scenario that ran (the table shows the paths)."""
+    lines = []
+    conflation = report.get("conflation")
+    if conflation:
+        if conflation.get("error"):
+            lines.append(f"conflation: FAILED: {conflation['error']}")
+        else:
+            age, fifo = conflation["latest_age_ms"], conflation["latest_age_ms_unconflated"]
+            lines.append(
+                f"conflation: {conflation['rate_msgs_per_s']:,} SET/s to a ~1,000/s receiver: latest value age "
+                f"p50 {_number(age['p50'], 1)} ms, p99 {_number(age['p99'], 1)} ms (target <= "
+                f"{conflation['target_p99_ms']:g}) {_mark(conflation['pass'])}; unconflated p50 "
+                f"{_number(fifo['p50'], 1)} ms, p99 {_number(fifo['p99'], 1)} ms (first third "
+                f"{_number(conflation['unconflated_age_first_third_ms'], 1)} ms, last third "
+                f"{_number(conflation['unconflated_age_last_third_ms'], 1)} ms)")
+    fanout = report.get("p2p_fanout")
+    if fanout:
+        if fanout.get("error"):
+            lines.append(f"p2p_fanout: FAILED: {fanout['error']}")
+        else:
+            steps = ", ".join(f"{s['receivers']}: {_number(s['throughput_msgs_per_s'])}" for s in fanout["steps"])
+            relay = fanout["relay"]
+            lines.append(f"p2p_fanout: deliveries/s by receivers {steps}; slowest of "
+                         f"{fanout['receivers']} {_number(fanout['slowest_receiver_msgs_per_s'])}/s")
+            lines.append(f"p2p_fanout: relay to {relay['receivers']}: {_number(relay['throughput_msgs_per_s'])} "
+                         f"deliveries/s, slowest {_number(relay['slowest_receiver_msgs_per_s'])}/s; "
+                         f"P2P / relay {_times(fanout['ratio_vs_relay'])} {_mark(fanout['pass'])}")
+    return lines
 
 
 def write_json(report: dict[str, Any], path: str) -> None:

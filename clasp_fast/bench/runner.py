@@ -28,7 +28,8 @@ from typing import Any, TextIO
 from . import lan as lan_module
 from .report import build_report
 from .stats import latency_summary
-from .paths import HEADER_SIZE, PATHS
+from .paths import HEADER_SIZE, PATHS, SCENARIOS
+from .scenarios import run_conflation, run_p2p_fanout
 
 __all__ = ["BenchConfig", "BenchError", "run_bench", "run_bench_sync", "PATHS"]
 
@@ -56,6 +57,11 @@ class BenchConfig:
     timeout: float = 115.0         # hard bound on the whole run (s)
     floor_msgs_per_s: float = 10_000.0
     floor_p99_ms: float = 10.0
+    # Stream scenarios (clasp_fast.bench.scenarios), none by default: --scenarios conflation,p2p_fanout.
+    scenarios: tuple[str, ...] = ()
+    conflation_rate: int = 10_000        # SETs/s of the conflation scenario's sender
+    conflation_addresses: int = 100
+    conflation_handle_ms: float = 1.0    # the receiver's handler time per update (~1,000/s)
     progress: TextIO | None = None
     # Filled by the runner: raw one-way latencies (ns) per path and phase, for plots.
     samples: dict[str, dict[str, list[int]]] = field(default_factory=dict)
@@ -64,8 +70,13 @@ class BenchConfig:
         unknown = [p for p in self.paths if p not in PATHS]
         if unknown:
             raise ValueError(f"unknown path(s) {', '.join(unknown)}; choose from {', '.join(PATHS)}")
-        if not self.paths:
-            raise ValueError("no path to measure")
+        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        if unknown:
+            raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+        if not self.paths and not self.scenarios:
+            raise ValueError("no path or scenario to measure")
+        if self.conflation_rate <= 0 or self.conflation_addresses <= 0 or self.conflation_handle_ms < 0:
+            raise ValueError("conflation rate and addresses must be positive, the handler time >= 0")
         if self.size < HEADER_SIZE:
             raise ValueError(f"size must be at least {HEADER_SIZE} bytes (stamp, phase and sequence number)")
         if self.size > 60_000:
@@ -257,6 +268,7 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
     run = _Run(config, live_pids)
     started_wall = time.time()
     results: dict[str, dict[str, Any] | None] = {}
+    scenarios: dict[str, dict[str, Any]] = {}
     try:
         if config.lan:
             reason = lan_module.unavailable_reason()
@@ -288,6 +300,15 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
                     raise
                 run.progress(f"{path}: FAILED: {exc}")
                 results[path] = {"error": str(exc)}
+        for name in config.scenarios:
+            scenario = run_conflation if name == "conflation" else run_p2p_fanout
+            try:
+                scenarios[name] = await scenario(run)
+            except BenchError as exc:
+                if time.monotonic() >= run.deadline:
+                    raise
+                run.progress(f"{name}: FAILED: {exc}")
+                scenarios[name] = {"error": str(exc)}
     finally:
         try:
             await asyncio.wait_for(run.stop_workers(list(run.workers)), 10)
@@ -315,7 +336,7 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
     }
-    return build_report(results, meta, config.floor_msgs_per_s, config.floor_p99_ms)
+    return build_report(results, meta, config.floor_msgs_per_s, config.floor_p99_ms, scenarios)
 
 
 async def _check_relay(url: str, timeout: float) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import resource
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["percentile", "histogram_percentile", "latency_summary", "rate", "ratio", "PERCENTILES"]
+__all__ = ["percentile", "histogram_percentile", "latency_summary", "rate", "ratio", "cpu_seconds", "PERCENTILES"]
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
 
@@ -67,3 +68,9 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
     return numerator / denominator
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

@@ -1,6 +1,7 @@
 """One process of a benchmark run: ``python -m clasp_fast.bench.worker ROLE ...``.
 
-Roles: ``relay`` (the embedded relay), ``sender`` and ``receiver`` (the two peers of one path).
+Roles: ``relay`` (the embedded relay), ``sender`` and ``receiver`` (the two peers of one path), and
+the stream scenarios' roles (:mod:`clasp_fast.bench.stream_roles`).
 The runner talks to a worker with JSON lines: commands on the worker's stdin, events on its
 stdout (logging goes to stderr). When stdin closes the worker exits at once, so a worker never
 outlives its runner. SIGINT is ignored: the runner decides when its workers stop.
@@ -18,25 +19,16 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import signal
 import sys
 import time
 from typing import Any
 
-from clasp_fast.bench.paths import HEADER_SIZE, PATHS
-
-ADDRESS = "/bench/data"
-PATTERN = "/bench/**"
+from clasp_fast.bench.paths import ADDRESS, HEADER_SIZE, PATHS, PATTERN
+from clasp_fast.bench.stats import cpu_seconds
 # A send waits while this many bytes are queued: the backlog left when a phase ends stays small.
 SEND_HIGH_WATER = 128 * 1024
 YIELD_EVERY = 64  # full-speed sending lets the event loop run after this many messages
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def make_payload(size: int, phase: int, sequence: int) -> bytes:
@@ -110,6 +102,8 @@ def webrtc_config(args: argparse.Namespace):
         host_addresses=[args.host_address],
         batching=args.path != "p2p_unbatched",
         fast_sctp=args.path != "p2p_stock_sctp",
+        fast_dtls=args.path not in ("p2p_no_plane", "p2p_no_dtls"),
+        udp_batching=args.path != "p2p_no_plane",
         high_water_mark=SEND_HIGH_WATER,
         connection_timeout=args.timeout,
     )
@@ -307,7 +301,8 @@ async def send_phase(send_one, size: int, command: dict[str, Any]) -> dict[str, 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m clasp_fast.bench.worker")
-    parser.add_argument("role", choices=("relay", "sender", "receiver"))
+    parser.add_argument("role", choices=("relay", "sender", "receiver", "conflation-sender", "conflation-receiver",
+                                         "fanout-hub", "fanout-viewers"))
     parser.add_argument("--path", choices=PATHS, default="p2p_batched")
     parser.add_argument("--relay", help="relay URL (sender, receiver)")
     parser.add_argument("--host", default="127.0.0.1", help="relay: address to listen on")
@@ -315,6 +310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host-address", default="127.0.0.1", help="peers: the only ICE host address")
     parser.add_argument("--size", type=int, default=32, help="payload bytes per message")
     parser.add_argument("--timeout", type=float, default=20.0, help="connection time-outs (s)")
+    parser.add_argument("--viewers", type=int, default=1, help="fanout-viewers: viewers in this process")
+    parser.add_argument("--name", default="v", help="fanout-viewers: name prefix of its viewers")
     args = parser.parse_args(argv)
     if args.size < HEADER_SIZE:
         parser.error(f"--size must be at least {HEADER_SIZE} bytes (stamp, phase and sequence)")
@@ -326,7 +323,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace) -> None:
     control = Control()
     await control.start()
-    runner = {"relay": run_relay, "sender": run_sender, "receiver": run_receiver}[args.role]
+    runner = {"relay": run_relay, "sender": run_sender, "receiver": run_receiver}.get(args.role)
+    if runner is None:
+        from clasp_fast.bench.stream_roles import ROLES
+
+        runner = ROLES[args.role]
     try:
         await runner(args, control)
     except Exception as exc:

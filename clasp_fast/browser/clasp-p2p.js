@@ -818,7 +818,8 @@ const UNRELIABLE_BATCH = 1160;   // one SCTP packet's user data in aiortc (docs/
 const RELIABLE_BATCH = 16384;
 const HIGH_WATER = 1 << 20;
 
-const LOCAL_FEATURES = ["batch", "keepalive"];
+// "clock": this side answers SYNC requests on the control channel (a clasp_fast peer then keeps a clock estimate).
+const LOCAL_FEATURES = ["batch", "keepalive", "clock"];
 const BASE_FEATURES = ["webrtc", "reliable", "unreliable", "presence", ...LOCAL_FEATURES];
 
 class Channel {
@@ -1127,10 +1128,17 @@ export class Peer extends Emitter {
     const dc = this.pc.createDataChannel(CONTROL_LABEL, { negotiated: true, id: CONTROL_CHANNEL_ID });
     dc.binaryType = "arraybuffer";
     dc.addEventListener("message", (ev) => {
+      const receivedUs = nowUs();
       this._lastReceived = performance.now();
       if (typeof ev.data === "string") return;
       try {
-        for (const m of decodeFrames(ev.data)) if (m.type === "PING" && dc.readyState === "open") dc.send(encodeFrame({ type: "PONG" }));
+        for (const m of decodeFrames(ev.data)) {
+          if (dc.readyState !== "open") break;
+          if (m.type === "PING") dc.send(encodeFrame({ type: "PONG" }));
+          else if (m.type === "SYNC" && m.t2 == null && m.t3 == null) {
+            dc.send(encodeFrame({ type: "SYNC", t1: m.t1, t2: receivedUs, t3: nowUs() }));
+          }
+        }
       } catch (err) { this.owner._emit("error", err); }
     });
     this._control = dc;

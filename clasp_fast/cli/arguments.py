@@ -15,6 +15,7 @@ __all__ = [
     "Parser",
     "address",
     "client_id",
+    "add_metrics_options",
     "listen_error",
     "non_negative_float",
     "non_negative_int",
@@ -130,3 +131,12 @@ def listen_error(exc: OSError, host: str, port: int) -> str:
     if exc.errno == errno.EACCES:
         return f"not allowed to listen on port {port} (ports below 1024 need root): choose another --port"
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+def add_metrics_options(p) -> None:
+    """``--metrics-port`` / ``--metrics-host``: the opt-in Prometheus endpoint (the ``metrics`` extra)."""
+    p.add_argument("--metrics-port", type=port_or_zero, default=None, metavar="PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics (0 picks a free port; "
+                        "needs the 'metrics' extra, prometheus_client)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address of the metrics endpoint (default 127.0.0.1)")

@@ -23,7 +23,7 @@ DEFAULT_TIMEOUT = 115.0
 
 def add_bench(subparsers) -> None:
     """Register ``bench``."""
-    from ..bench.paths import PATHS
+    from ..bench.paths import PATHS, SCENARIOS
 
     p = subparsers.add_parser(
         "bench", help="measure P2P (batched, unbatched, unreliable) against the relay path",
@@ -41,7 +41,14 @@ def add_bench(subparsers) -> None:
                    help="payload bytes per message, at least 13 (default 32)")
     p.add_argument("--quick", action="store_true", help="short phases: about 20-30 s in all")
     p.add_argument("--paths", default=PATHS, metavar="LIST", type=_paths,
-                   help=f"comma-separated paths to measure (default all five: {','.join(PATHS)})")
+                   help=f"comma-separated paths to measure (default all: {','.join(PATHS)}; "
+                        "'none' with --scenarios runs only those)")
+    p.add_argument("--scenarios", default=(), metavar="LIST", type=_scenarios,
+                   help=f"stream scenarios to run after the paths (none by default): {','.join(SCENARIOS)}; "
+                        "each runs about 2 x --duration (conflation) or 5 x --duration (p2p_fanout) plus set-up")
+    p.add_argument("--conflation-rate", type=types.positive_int, default=10_000, metavar="MSG_PER_S",
+                   help="SETs/s of the conflation scenario's sender (default 10000, over 100 addresses; "
+                        "the receiver takes about 1000/s)")
     p.add_argument("--relay", metavar="URL", default=None, type=types.relay_url,
                    help="use this relay (ws://host:port) instead of starting the embedded one")
     p.add_argument("--lan", action="store_true",
@@ -63,7 +70,7 @@ def add_bench(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.plot import PlotUnavailable, plot_latencies, require_matplotlib
-    from ..bench.report import render_table, write_json
+    from ..bench.report import render_scenarios, render_table, write_json
     from ..bench.runner import BenchConfig, BenchError, run_bench_sync
 
     def fail(message: str) -> int:
@@ -85,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             paths=args.paths,
             duration=duration, rate=args.rate, load_rate=args.load_rate, size=args.size,
             relay_url=args.relay, lan=args.lan, timeout=timeout,
+            scenarios=args.scenarios, conflation_rate=args.conflation_rate,
             floor_msgs_per_s=args.floor_msgs, floor_p99_ms=args.floor_p99_ms,
             progress=None if args.quiet else sys.stderr)
     except ValueError as exc:
@@ -94,28 +102,42 @@ def run(args: argparse.Namespace) -> int:
     except BenchError as exc:
         return fail(str(exc))
     width = args.width if args.width is not None else shutil.get_terminal_size((80, 24)).columns
-    print(render_table(report, width=width or None), flush=True)
+    if config.paths:
+        print(render_table(report, width=width or None), flush=True)
+    for line in render_scenarios(report):
+        print(line, flush=True)
     if args.json:
         write_json(report, args.json)
         print(f"clasp-fast bench: wrote every figure as JSON to {args.json}", file=sys.stderr)
     if args.plot:
         plot_latencies(config.samples, report, args.plot)
         print(f"clasp-fast bench: wrote the latency plot to {args.plot}", file=sys.stderr)
-    if any(report[p] is not None and report[p].get("error") for p in config.paths):
+    if any(report[p] is not None and report[p].get("error") for p in (*config.paths, *config.scenarios)):
         return 2
-    if args.verify and not report["floors"]["pass"]:
+    if args.verify and config.paths and not report["floors"]["pass"]:
         print("clasp-fast bench: --verify: a floor was missed", file=sys.stderr)
         return 1
     return 0
 
 
 def _paths(text: str) -> tuple[str, ...]:
-    """``--paths``: comma-separated names from :data:`PATHS`."""
+    """``--paths``: comma-separated names from :data:`PATHS` (``none``: no path)."""
     from ..bench.paths import PATHS
 
+    return () if text.strip() == "none" else _names(text, PATHS, "path")
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    """``--scenarios``: comma-separated names from :data:`SCENARIOS`."""
+    from ..bench.paths import SCENARIOS
+
+    return _names(text, SCENARIOS, "scenario")
+
+
+def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in PATHS]
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown path {', '.join(unknown) or repr(text)}: choose from {', '.join(PATHS)}")
+            f"unknown {what} {', '.join(unknown) or repr(text)}: choose from {', '.join(known)}")
     return names

@@ -54,11 +54,13 @@ def add_relay(subparsers) -> None:
     p.add_argument("--max-store-bytes", type=int, default=64 * 1024 * 1024, metavar="BYTES",
                    help="bound on stored params and announced signals (default 64 MiB); "
                         "SETs beyond it get ERROR 507")
+    types.add_metrics_options(p)
 
     def run(args) -> int:
         import asyncio
         import logging
 
+        from ..metrics import MetricsError
         from ..relay import Relay
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -72,8 +74,11 @@ def add_relay(subparsers) -> None:
                 args.host, args.port, name=args.name, max_sessions=args.max_sessions,
                 max_subscriptions=args.max_subscriptions, rate_limit=args.rate_limit,
                 queue_size=args.queue_size, max_store_bytes=args.max_store_bytes,
-                gesture_coalesce=None if args.no_gesture_coalescing else 0.016, auth=auth)
+                gesture_coalesce=None if args.no_gesture_coalescing else 0.016, auth=auth,
+                metrics_port=args.metrics_port, metrics_host=args.metrics_host)
             print(f"clasp_fast relay listening on {relay.url}", flush=True)
+            if relay.metrics_server is not None:
+                print(f"metrics on {relay.metrics_server.url}", flush=True)
             if auth is not None:
                 print(f"authenticated mode: {len(auth.tokens)} tokens", flush=True)
             try:
@@ -83,6 +88,8 @@ def add_relay(subparsers) -> None:
 
         try:
             asyncio.run(serve())
+        except MetricsError as exc:
+            return _fail(str(exc), "relay")
         except OSError as exc:
             return _fail(types.listen_error(exc, args.host, args.port), "relay")
         return 0
@@ -91,6 +98,7 @@ def add_relay(subparsers) -> None:
 
 
 SUBCOMMANDS.append(add_relay)
+
 
 # A scope list is split on the commas that start another scope, so that a
 # pattern's own commas ("read:/x/{a,b}") survive.

@@ -82,6 +82,7 @@ def add_peer(subparsers) -> None:
     p.add_argument("--any-interface", action="store_true",
                    help="gather ICE host candidates on every interface instead of 127.0.0.1 only")
     p.add_argument("--quiet", action="store_true", help="print only the final summary line")
+    types.add_metrics_options(p)
     p.set_defaults(func=_run)
 
 
@@ -210,7 +211,7 @@ def _hybrid_client(url: str, args: argparse.Namespace) -> Any:
 
 async def run_peer(args: argparse.Namespace) -> int:
     """Run the ``peer`` command; returns the exit status."""
-    from ..errors import ClaspError
+    from ..errors import ClaspError, MetricsError
 
     stop = _StopSignal()
     stop.install()
@@ -223,9 +224,13 @@ async def run_peer(args: argparse.Namespace) -> int:
             return 1
         client = _hybrid_client(url, args)
         try:
+            if args.metrics_port is not None:  # first: a port in use ends the run before any connection
+                server = await client.p2p.serve_metrics(args.metrics_port, args.metrics_host)
+                _say(f"metrics on {server.url}")
             await client.open()
         except ClaspError as exc:
-            print(f"clasp-fast peer: error: cannot connect to {url}: {exc}", file=sys.stderr)
+            problem = str(exc) if isinstance(exc, MetricsError) else f"cannot connect to {url}: {exc}"
+            print(f"clasp-fast peer: error: {problem}", file=sys.stderr)
             await client.close()
             if relay is not None:
                 await relay.close()

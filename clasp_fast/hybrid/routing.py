@@ -38,9 +38,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Literal
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Literal
 
 from ..errors import ClaspError, ProtocolError, TransportError
+from ..metrics import Sample
 from ..p2p.endpoint import AcceptHook, ClaspP2P
 from ..p2p.peer import Peer
 from ..relay_client import ClaspClient
@@ -106,7 +107,7 @@ class P2POptions:
 class _Link:
     """Send-side state toward one peer (by client id)."""
 
-    __slots__ = ("client_id", "peer", "sent", "attempt", "retry_at", "lost", "fallback")
+    __slots__ = ("client_id", "peer", "sent", "attempt", "retry_at", "lost", "fallback", "failovers")
 
     def __init__(self, client_id: str) -> None:
         self.client_id = client_id
@@ -116,6 +117,7 @@ class _Link:
         self.retry_at = 0.0
         self.lost: Peer | None = None  # the last connection given up (closed, failed or suspect)
         self.fallback: asyncio.Task[None] | None = None  # re-sending through the relay
+        self.failovers = 0  # P2P connections lost and taken over by the relay
 
 
 class HybridClient:
@@ -154,6 +156,14 @@ class HybridClient:
              "duplicates", "rejected", "p2p_attempts", "p2p_failures"), 0)
         self._route_callbacks: list[Callable[[str, Route], Any]] = []
         self._closing = False
+        #: The P2P figures plus failovers and relay reconnects (docs/streams.md).
+        self.metrics = self.p2p.metrics
+        self.metrics.add_source(self._metrics_samples)
+
+    def _metrics_samples(self) -> Iterator[Sample]:
+        for link in self._links.values():
+            yield "clasp_failovers_total", (link.client_id,), link.failovers
+        yield "clasp_reconnects_total", ("relay",), self.relay.reconnects
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -386,6 +396,7 @@ class HybridClient:
         link.peer = None
         link.retry_at = time.monotonic() + self.retry_interval
         self._counters["fallbacks"] += 1
+        link.failovers += 1
         link.fallback = self._tasks.spawn(self._resend(link, epoch, pending, reason))
         return link.fallback
 
@@ -613,6 +624,7 @@ class HybridClient:
             # Receive-side duplicate tracking: epochs of other senders, unverified relay envelopes.
             "tracked": {"epochs": self._received.epochs, "unverified": self._received.unverified},
             "p2p_connected": sorted(p.client_id or p.session_id for p in self.p2p.connections),
+            "metrics": self.metrics.snapshot(),
         }
 
 

@@ -34,10 +34,14 @@ import inspect
 import logging
 import re
 import uuid
+import weakref
 from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
+from ..conflation import ConflationPolicy
 from ..errors import SignalingError, TransportError
+from ..fanout import FanoutGroup, Overflow
+from ..metrics import Metrics, MetricsServer, Sample
 from ..relay_client import ClaspClient
 from ..runtime.dispatch import Dispatcher
 from ..runtime.sink import ErrorCallback, ErrorSink
@@ -150,6 +154,11 @@ class ClaspP2P:
         self._incoming_changed = asyncio.Event()
         self._closed = False
         self._started = False
+        #: Counters and gauges of every open connection (docs/streams.md); :meth:`serve_metrics` exposes them.
+        self.metrics = Metrics()
+        self.metrics.add_source(self._metrics_samples)
+        self.metrics_server: MetricsServer | None = None
+        self._groups: weakref.WeakSet[FanoutGroup] = weakref.WeakSet()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -194,6 +203,9 @@ class ClaspP2P:
         if self._closed:
             return
         self._closed = True
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = None
         sessions = list(self._sessions.items())
         for _, session in sessions:
             if session.attempt is not None:
@@ -279,6 +291,68 @@ class ClaspP2P:
     @property
     def connections(self) -> list[Peer]:
         return [s.peer for s in self._sessions.values() if s.peer is not None and s.peer.connected]
+
+    # -- fan-out, metrics ---------------------------------------------------------------
+
+    def group(
+        self,
+        ids: Iterable[str],
+        policy: ConflationPolicy | str | Iterable[str] | None = None,
+        *,
+        overflow: Overflow = "conflate",
+        max_buffered: int = 64 * 1024,
+        max_backlog: int = 10_000,
+    ) -> FanoutGroup:
+        """A :class:`~clasp_fast.fanout.FanoutGroup` over the open connections to ``ids`` (client or
+        session ids): ``group.send(message)`` encodes once and offers the frame to each peer, each
+        with its own backpressure; ``policy`` (patterns or a ConflationPolicy) says what a backed-up
+        peer may have conflated, ``overflow="drop"`` also drops its Fire-QoS messages meanwhile.
+
+        Raises TransportError naming every id that is not an open connection (nothing is built).
+        A peer leaves the group when its connection closes.
+        """
+        ids = list(ids)
+        if policy is not None and not isinstance(policy, ConflationPolicy):
+            policy = ConflationPolicy(policy)
+        peers = {id: self.connection(id) for id in ids}
+        unknown = [id for id, peer in peers.items() if peer is None]
+        if unknown:
+            known = ", ".join(repr(p.client_id or p.session_id) for p in self.connections) or "none"
+            raise TransportError(f"no open connection to {', '.join(map(repr, unknown))} for a fan-out group "
+                                 f"(connected: {known})", peer=unknown[0], step="fan-out")
+        group = FanoutGroup(policy, overflow=overflow, max_buffered=max_buffered, max_backlog=max_backlog)
+        for id, peer in peers.items():
+            assert peer is not None
+            group.add(id, peer.transport.sender)
+        self._groups.add(group)
+        return group
+
+    def _leave_groups(self, peer: Peer) -> None:
+        for group in self._groups:
+            group.discard_sender(peer.transport.sender)
+
+    def _metrics_samples(self) -> Iterator[Sample]:
+        connections = self.connections
+        for peer in connections:
+            yield from peer.transport.metrics_samples(peer.client_id or peer.session_id)
+        for group in self._groups:
+            for lane in group.stats():
+                yield "clasp_conflated_total", ("p2p", lane.member, f"fanout:{lane.channel}"), lane.conflated
+                yield "clasp_drops_total", ("p2p", lane.member, f"fanout:{lane.channel}", "fanout_fire"), lane.dropped
+                yield "clasp_queue_depth", ("p2p", lane.member, f"fanout:{lane.channel}"), lane.waiting
+        yield "clasp_peers", (), len(connections)
+
+    def stats(self) -> dict[str, list[dict[str, Any]]]:
+        """The figures of every open connection as plain data (the same as the metrics endpoint)."""
+        return self.metrics.snapshot()
+
+    async def serve_metrics(self, port: int, host: str = "127.0.0.1") -> MetricsServer:
+        """Serve :attr:`metrics` on ``http://host:port/metrics`` until :meth:`close` (MetricsError when
+        the port is in use or prometheus_client, the ``metrics`` extra, is missing)."""
+        if self.metrics_server is not None:
+            raise RuntimeError(f"metrics are served already on {self.metrics_server.url}")
+        self.metrics_server = await self.metrics.serve(port, host)
+        return self.metrics_server
 
     async def connect_to_peer(self, id: str, *, timeout: float | None = None) -> Peer:
         """Connect to the peer with client id or session id ``id`` (or return the open connection).
@@ -377,6 +451,7 @@ class ClaspP2P:
         return peer
 
     def _on_peer_closed(self, peer: Peer, reason: str | None) -> None:
+        self._leave_groups(peer)
         session = self._sessions.get(peer.session_id)
         if session is not None:
             if session.peer is peer:

@@ -9,8 +9,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from ..clock import PeerClock
+from ..conflation import ConflatingHandler, ConflationPolicy
 from ..errors import ProtocolError, TransportError
-from ..runtime.dispatch import Dispatcher, make_dispatcher
+from ..runtime.dispatch import Dispatcher, make_dispatcher, wants_message
 from ..runtime.sink import ErrorSink
 from ..runtime.tasks import TaskSet
 from ..transport.webrtc import ChannelSpec, WebRtcStats, WebRtcTransport
@@ -212,19 +214,47 @@ class Peer:
     # -- receiving ----------------------------------------------------------------------
 
     def on(self, pattern: str, callback: Callable[..., Any] | None = None, *,
-           types: Iterable[str] | None = None) -> Any:
+           types: Iterable[str] | None = None, conflate: bool | ConflationPolicy = False) -> Any:
         """Call ``callback(value, address)`` (or ``(value, address, message)``) for SETs and PUBLISHes
         from the peer matching ``pattern``. Without ``callback`` it is a decorator; with one it returns
-        the subscription id (for :meth:`off`)."""
+        the subscription id (for :meth:`off`).
+
+        ``conflate`` (True: the values under ``pattern``; or a ConflationPolicy): for a callback
+        slower than the stream, messages wait in a latest-value queue and the callback gets one at
+        a time (awaited when it is a coroutine function), always the newest value of each address
+        (docs/streams.md)."""
         validate_pattern(pattern)
+
+        def register(fn: Callable[..., Any]) -> int:
+            if conflate is not False:
+                fn = self._conflating(fn, ConflationPolicy(pattern) if conflate is True else conflate)
+            return self.dispatcher.add(pattern, fn, types).id
+
         if callback is not None:
-            return self.dispatcher.add(pattern, callback, types).id
+            return register(callback)
 
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self.dispatcher.add(pattern, fn, types)
+            register(fn)
             return fn
 
         return decorator
+
+    def _conflating(self, callback: Callable[..., Any], policy: ConflationPolicy) -> Callable[..., Any]:
+        """``callback`` behind a :class:`ConflatingHandler`, as a dispatcher callback."""
+        if not isinstance(policy, ConflationPolicy):
+            raise TypeError(f"conflate must be True or a ConflationPolicy, got {type(policy).__name__}")
+        with_message = wants_message(callback)
+
+        def call(item: tuple[Any, str, Any]) -> Any:
+            value, address, message = item
+            return callback(value, address, message) if with_message else callback(value, address)
+
+        handler = ConflatingHandler(call, policy, on_error=self.errors.report)
+
+        def on_message(value: Any, address: str, message: Any) -> None:
+            handler(message, (value, address, message))
+
+        return on_message
 
     def off(self, subscription_id: int) -> None:
         """Remove a subscription made with :meth:`on`."""
@@ -353,6 +383,13 @@ class Peer:
             self._tasks.notify(self._close_callbacks, self, self.transport.close_reason)
 
     # -- stats and teardown -------------------------------------------------------------
+
+    @property
+    def clock(self) -> PeerClock | None:
+        """The peer's clock (``offset_us``, ``rtt_us``, ``uncertainty_us``), estimated continuously over
+        the control channel; None until the first exchange, and with a peer that does not answer
+        clock probes (the browser module, an older peer)."""
+        return self.transport.clock
 
     def stats(self) -> PeerStats:
         return PeerStats(session_id=self.session_id, client_id=self.client_id, state=self.state,

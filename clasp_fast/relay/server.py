@@ -62,6 +62,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from ..errors import DecodeError, ProtocolError
+from ..metrics import Metrics, MetricsServer, relay_source
 from ..runtime.sink import ErrorCallback, ErrorSink
 from ..runtime.tasks import TaskSet
 from ..wire.codec import decode, encode, frame_size
@@ -87,10 +88,11 @@ READ_CHUNK = 16 * 1024  # bytes taken from a socket per read
 class _Connection:
     """The socket side of one session: its :class:`FairQueue` and the writer task that drains it."""
 
-    __slots__ = ("ws", "limit", "tasks", "queue", "wakeup", "closing", "writer", "sending")
+    __slots__ = ("ws", "limit", "tasks", "queue", "wakeup", "closing", "writer", "sending", "counters")
 
-    def __init__(self, ws: ServerConnection, limit: int, tasks: TaskSet) -> None:
+    def __init__(self, ws: ServerConnection, limit: int, tasks: TaskSet, counters: dict[str, int]) -> None:
         self.ws = ws
+        self.counters = counters  # the relay's totals (frames and bytes sent)
         self.limit = limit
         self.tasks = tasks
         self.queue = FairQueue(limit)
@@ -144,6 +146,7 @@ class _Connection:
         pop = self.queue.pop
         send = self.ws.send
         wakeup = self.wakeup
+        counters = self.counters
         cork = _Cork(self.ws)
         try:
             while True:
@@ -154,17 +157,20 @@ class _Connection:
                     continue
                 self.sending = True
                 await send(frame)
+                sent, size = 1, len(frame)
                 frame = pop()
                 if frame is not None:  # more than one frame this turn: let the kernel pack them
                     cork.hold()
                     try:
-                        sent = 1
                         while frame is not None:
                             await send(frame)
                             sent += 1
+                            size += len(frame)
                             frame = pop() if sent < WRITE_TURN else None
                     finally:
                         cork.release()
+                counters["messages_sent"] += sent
+                counters["bytes_sent"] += size
                 self.sending = False
                 await asyncio.sleep(0)  # let the other connections have the loop
         except ConnectionClosed:
@@ -216,6 +222,8 @@ class Relay:
         auth: Validator | None = None,
         max_store_bytes: int = RouterConfig.max_store_bytes,
         max_params: int = RouterConfig.max_params,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.host = host
         self.static_dir = Path(static_dir).resolve() if static_dir is not None else None
@@ -233,6 +241,25 @@ class Relay:
         self.errors = ErrorSink(log, logging.ERROR, tracebacks=True)
         self._tasks = TaskSet(self.errors.report)
         self._sweeper: asyncio.Task[Any] | None = None
+        #: Counters and gauges (docs/streams.md); on HTTP at ``metrics_port`` when one is given.
+        # Relay totals as plain ints (the hot path only adds to them); sessions keep their own counts.
+        self.counters = dict.fromkeys(("messages_sent", "bytes_sent", "bytes_received"), 0)
+        self.metrics = Metrics()
+        self.metrics.add_source(relay_source(self))
+        self.metrics.add_source(self._metrics_samples)
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.metrics_server: MetricsServer | None = None
+
+    def stats(self) -> dict[str, Any]:
+        """The relay's figures as plain data (the same as the metrics endpoint serves)."""
+        return self.metrics.snapshot()
+
+    def _metrics_samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        c = self.counters
+        yield "clasp_messages_total", ("relay", "", "websocket", "sent"), c["messages_sent"]
+        yield "clasp_bytes_total", ("relay", "", "websocket", "sent"), c["bytes_sent"]
+        yield "clasp_bytes_total", ("relay", "", "websocket", "received"), c["bytes_received"]
 
     @classmethod
     async def start(cls, host: str = "127.0.0.1", port: int = DEFAULT_PORT, **options: Any) -> "Relay":
@@ -242,18 +269,29 @@ class Relay:
         return relay
 
     async def listen(self) -> None:
-        """Start listening (``start`` and ``async with`` call this)."""
-        self._server = await serve(
-            self._serve,
-            self.host,
-            self.port,
-            subprotocols=[Subprotocol(WS_SUBPROTOCOL)],
-            select_subprotocol=_select_subprotocol,
-            process_request=self._process_request,
-            max_size=self.max_message_size,
-            compression=None,
-            ping_interval=None,
-        )
+        """Start listening (``start`` and ``async with`` call this).
+
+        With ``metrics_port``, the metrics endpoint starts first: MetricsError when its port is in use.
+        """
+        if self.metrics_port is not None and self.metrics_server is None:
+            self.metrics_server = await self.metrics.serve(self.metrics_port, self.metrics_host)
+        try:
+            self._server = await serve(
+                self._serve,
+                self.host,
+                self.port,
+                subprotocols=[Subprotocol(WS_SUBPROTOCOL)],
+                select_subprotocol=_select_subprotocol,
+                process_request=self._process_request,
+                max_size=self.max_message_size,
+                compression=None,
+                ping_interval=None,
+            )
+        except BaseException:
+            if self.metrics_server is not None:
+                await self.metrics_server.close()
+                self.metrics_server = None
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = self._tasks.spawn(self._sweep())
 
@@ -273,6 +311,9 @@ class Relay:
 
     async def close(self) -> None:
         """Stop listening and close every session with code 1001 (going away)."""
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = None
         if self._server is None:
             return
         if self._sweeper is not None:
@@ -319,7 +360,7 @@ class Relay:
             await ws.close(1002, "the first message must be a CLASP HELLO")
             return
         _limit_read_chunk(ws)
-        conn = _Connection(ws, self.queue_size, self._tasks)
+        conn = _Connection(ws, self.queue_size, self._tasks, self.counters)
         try:
             session = router.connect(conn, hello)
         except ProtocolError as exc:
@@ -327,9 +368,11 @@ class Relay:
             return
         conn.writer = self._tasks.spawn(conn.run_writer())
         receive = router.receive
+        counters = self.counters
         work = 0
         try:
             async for data in ws:
+                counters["bytes_received"] += len(data)
                 if work >= READ_TURN:  # a busy sender yields to the others between messages
                     work = 0
                     await asyncio.sleep(0)

@@ -17,6 +17,7 @@ __all__ = [
     "BATCH_FEATURE",
     "DEFAULT_PORT",
     "DEFAULT_RELAY_URL",
+    "CLOCK_FEATURE",
     "KEEPALIVE_FEATURE",
     "MAX_FRAME",
     "MAX_PAYLOAD",
@@ -61,6 +62,7 @@ ANNOUNCE_FEATURES = ("webrtc", "reliable", "unreliable")
 PRESENCE_FEATURE = "presence"
 BATCH_FEATURE = "batch"  # accepts several frames per DataChannel message
 KEEPALIVE_FEATURE = "keepalive"  # PING/PONG on the negotiated control channel
+CLOCK_FEATURE = "clock"  # SYNC requests instead of PINGs on the control channel: a continuous clock estimate
 
 
 def now_us() -> int:

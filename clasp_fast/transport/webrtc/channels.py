@@ -9,6 +9,7 @@ from typing import Callable, Iterator, Protocol, cast
 
 from aiortc import RTCDataChannel
 
+from ...conflation import LatestValueQueue
 from ...wire.codec import Batcher
 from ...errors import TransportError
 from ...wire.messages import QOS_FIRE, Message, default_qos
@@ -56,6 +57,17 @@ class Channel:
         # Received messages still being decoded slice by slice: (data, next offset, delivery fields).
         self.backlog: deque[tuple[bytes, int, DeliveryFields | None]] = deque()
         self.backlog_bytes = 0
+        # Sending: counts of this channel (the connection's counters are the sums).
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.messages_received = 0
+        self.bytes_received = 0
+        # Latest-value conflation (only with a policy: other channels keep the plain path).
+        self.policy = table.config.policy_for(spec)
+        self.waiting: LatestValueQueue[tuple[object, int | None, bool]] | None = None
+        self.kept = 0  # non-conflatable items in ``waiting``
+        if self.policy is not None:
+            self.waiting = LatestValueQueue(table.config.conflation_fence)
         if dc.readyState == "open":
             self.opened.set()
         dc.on("open", self.opened.set)
@@ -80,10 +92,54 @@ class Channel:
     def buffered(self) -> int:
         return self.dc.bufferedAmount + self.batcher.pending_size
 
+    @property
+    def conflated(self) -> int:
+        """Values replaced by a newer one while this channel was backed up."""
+        return 0 if self.waiting is None else self.waiting.conflated
+
+    def full(self) -> bool:
+        """Above the high-water mark (or, conflating, too many messages waiting behind values)."""
+        config = self.table.config
+        return self.buffered() > config.high_water_mark or self.kept > config.conflation_max_kept
+
+    def offer(self, item: object, qos: int | None, conflate: tuple[str, int] | None = None) -> None:
+        """Send ``item`` (message or frame) on a conflating channel: at once while the link keeps up,
+        else into the latest-value queue (``conflate``: a frame's (address, kind), as the caller knows it)."""
+        waiting = self.waiting
+        assert waiting is not None
+        if not waiting and self.dc.bufferedAmount <= self.table.config.conflation_threshold:
+            self.add(item, qos)
+            return
+        kind: int | None
+        address: str | None
+        if conflate is not None:
+            address, kind = conflate
+            if not self.policy.matches(address):  # type: ignore[union-attr]
+                kind = None  # the channel's own patterns decide
+        elif isinstance(item, _FRAME_TYPES):
+            address, kind = None, None
+        else:
+            address, kind = getattr(item, "address", None), self.policy.kind(item)  # type: ignore[union-attr]
+        if kind is None:
+            self.kept += 1
+        waiting.push((item, qos, kind is None), address, kind)
+
+    def pump(self, everything: bool = False) -> None:
+        """Hand waiting items to the batcher while the link has room (``everything``: all of them)."""
+        waiting = self.waiting
+        if not waiting:
+            return
+        threshold = self.table.config.conflation_threshold
+        while waiting and (everything or self.dc.bufferedAmount <= threshold):
+            item, qos, kept = waiting.pop()
+            if kept:
+                self.kept -= 1
+            self.add(item, qos)
+
     async def wait_for_room(self) -> None:
         table = self.table
         config = table.config
-        while self.buffered() > config.high_water_mark:
+        while self.full():
             if config.backpressure == "fail":
                 raise TransportError(
                     f"channel {self.spec.label!r} has {self.buffered()} bytes buffered "
@@ -112,6 +168,7 @@ class Channel:
 
     def send_now(self, data: bytes) -> None:
         self.dc.send(data)
+        self.bytes_sent += len(data)
         counters = self.table.counters
         counters["bytes_sent"] += len(data)
         counters["datachannel_messages_sent"] += 1
@@ -127,13 +184,21 @@ class Channel:
                 self.send_now(batch)
 
     def flush(self) -> None:
-        if self.batcher.pending_size and self.dc.readyState == "open" and (batch := self.batcher.take()) is not None:
+        """Hand everything pending (values waiting included) to aiortc now."""
+        if self.dc.readyState != "open":
+            return
+        if self.waiting:
+            self.pump(everything=True)
+        if self.batcher.pending_size and (batch := self.batcher.take()) is not None:
             self.send_now(batch)
 
     def _on_buffered_amount_low(self) -> None:
         if self.dc.readyState == "open":
-            self.flush()
-        if self.buffered() <= self.table.config.high_water_mark:
+            if self.waiting:
+                self.pump()
+            if self.batcher.pending_size and (batch := self.batcher.take()) is not None:
+                self.send_now(batch)
+        if not self.full():
             self.drained.set()
 
     def _on_close(self) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from aiortc import RTCConfiguration, RTCIceServer
 
 from .. import ice
-from ...wire.protocol import BATCH_FEATURE, KEEPALIVE_FEATURE
+from ...clock import PeerClock, wall_clock_us
+from ...conflation import ConflationPolicy, Fence
+from ...wire.protocol import BATCH_FEATURE, CLOCK_FEATURE, KEEPALIVE_FEATURE
 
 __all__ = [
     "CONTROL_CHANNEL_ID",
@@ -35,7 +37,7 @@ CONTROL_CHANNEL_ID = 1023
 SCTP_USER_DATA_MAX = 1160
 
 #: What this transport offers in its offer and answer.
-LOCAL_FEATURES = (BATCH_FEATURE, KEEPALIVE_FEATURE)
+LOCAL_FEATURES = (BATCH_FEATURE, KEEPALIVE_FEATURE, CLOCK_FEATURE)
 
 State = Literal["new", "connecting", "connected", "closing", "closed", "failed"]
 
@@ -47,7 +49,8 @@ class ChannelSpec:
     ``prefix`` routes messages whose address is the prefix or lies under it to this channel
     (the longest matching prefix wins). Reliability: the defaults are ordered and fully reliable;
     ``ordered=False, max_retransmits=0`` is unreliable; ``max_retransmits=N`` or
-    ``max_packet_life_time=ms`` is partially reliable.
+    ``max_packet_life_time=ms`` is partially reliable. ``conflate``: address patterns whose SETs
+    and stream PUBLISHes are conflated on this channel while it is backed up (docs/streams.md).
     """
 
     label: str
@@ -55,6 +58,7 @@ class ChannelSpec:
     ordered: bool = True
     max_retransmits: int | None = None
     max_packet_life_time: int | None = None
+    conflate: tuple[str, ...] = ()
 
     @property
     def reliable(self) -> bool:
@@ -65,6 +69,14 @@ class ChannelSpec:
             raise ValueError(f"channel {self.label!r}: give max_retransmits or max_packet_life_time, not both")
         if self.prefix is not None and not self.prefix.startswith("/"):
             raise ValueError(f"channel {self.label!r}: prefix must start with '/', got {self.prefix!r}")
+        if isinstance(self.conflate, str):
+            object.__setattr__(self, "conflate", (self.conflate,))
+        if self.conflate:
+            ConflationPolicy(self.conflate)  # a bad pattern fails here, naming it
+
+    def policy(self) -> ConflationPolicy | None:
+        """The conflation policy of this channel (None: nothing is conflated)."""
+        return ConflationPolicy(self.conflate) if self.conflate else None
 
 
 DEFAULT_CHANNELS = (
@@ -82,6 +94,10 @@ class WebRtcConfig:
     ``host_addresses``: the only addresses host candidates are gathered on (``["127.0.0.1"]`` keeps a
     connection on loopback); None gathers on every non-loopback interface as aioice does.
     ``udp_receive_buffer``: ``SO_RCVBUF`` of the ICE sockets (None keeps aioice's 256 KiB).
+    ``conflate``: address patterns conflated on the two default channels while they are backed up
+    (more than ``conflation_threshold`` bytes waiting in aiortc); ``conflation_fence``: see
+    :class:`~clasp_fast.conflation.LatestValueQueue`. ``clock_sync``: offer the ``"clock"`` feature
+    (a continuous clock estimate over the control channel); ``clock``: the µs clock it reads.
     """
 
     ice_servers: list[str | dict[str, Any]] = field(default_factory=list)
@@ -108,6 +124,15 @@ class WebRtcConfig:
     # (fast_dtls) and many UDP datagrams per system call (udp_batching).
     fast_dtls: bool = True
     udp_batching: bool = True
+    # Latest-value conflation of the default channels (docs/streams.md).
+    conflate: list[str] = field(default_factory=list)
+    conflation_fence: Fence = "address"
+    conflation_threshold: int = 16 * 1024
+    # Non-conflatable messages a conflating channel keeps waiting behind its values before sends wait.
+    conflation_max_kept: int = 4096
+    # The peer's clock over the control channel (SYNC instead of PING between peers offering "clock").
+    clock_sync: bool = True
+    clock: Callable[[], int] = wall_clock_us
 
     def __post_init__(self) -> None:
         if self.backpressure not in ("wait", "fail"):
@@ -124,6 +149,26 @@ class WebRtcConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.keepalive_timeout <= self.keepalive_interval:
             raise ValueError("keepalive_timeout must be longer than keepalive_interval")
+        if isinstance(self.conflate, str):
+            self.conflate = [self.conflate]
+        self._policy = ConflationPolicy(self.conflate) if self.conflate else None  # PatternError names a bad one
+        if self.conflation_fence not in ("address", "all"):
+            raise ValueError(f"conflation_fence must be 'address' or 'all', got {self.conflation_fence!r}")
+        if self.conflation_threshold < 0:
+            raise ValueError(f"conflation_threshold must be >= 0 bytes, got {self.conflation_threshold}")
+
+    @property
+    def local_features(self) -> tuple[str, ...]:
+        """What this transport offers in its offer and answer."""
+        return LOCAL_FEATURES if self.clock_sync else tuple(f for f in LOCAL_FEATURES if f != CLOCK_FEATURE)
+
+    def policy_for(self, spec: ChannelSpec) -> ConflationPolicy | None:
+        """The conflation policy of the channel ``spec`` (its own patterns, else the config's for the defaults)."""
+        if spec.conflate:
+            return spec.policy()
+        if spec.label in (UNRELIABLE_LABEL, RELIABLE_LABEL):
+            return self._policy
+        return None
 
     def rtc_configuration(self) -> RTCConfiguration:
         servers = []
@@ -168,6 +213,8 @@ class WebRtcStats:
     dropped_received: int
     rtt: float | None
     ignored_signals: int = 0
+    conflated: int = 0
+    clock: PeerClock | None = None
 
 
 #: The counter names of :class:`WebRtcStats` kept as plain ints while the connection runs.

@@ -1,5 +1,6 @@
-"""Whether the peer is still there: the ``clasp-control`` channel's PING/PONG keepalive, the
-round-trip time it measures, and :meth:`Liveness.probe`."""
+"""Whether the peer is still there: the ``clasp-control`` channel's keepalive (PING/PONG, or SYNC
+exchanges that also estimate the peer's clock), the round-trip time it measures, and
+:meth:`Liveness.probe`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any, Callable
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 
-from ...errors import DecodeError
+from ...clock import ClockSync, PeerClock
+from ...errors import DecodeError, ProtocolError
 from ...wire.codec import decode_all, encode
-from ...wire.messages import Ping, Pong
-from ...wire.protocol import KEEPALIVE_FEATURE
+from ...wire.messages import Ping, Pong, Sync
+from ...wire.protocol import CLOCK_FEATURE, KEEPALIVE_FEATURE
 from .channels import Channels
 from .config import CONTROL_CHANNEL_ID, CONTROL_LABEL, WebRtcConfig
 
@@ -24,7 +26,8 @@ class Liveness:
 
     Between clasp_fast peers (feature ``"keepalive"``) a negotiated control channel carries PING/PONG
     every ``keepalive_interval`` seconds; silence on every channel for ``keepalive_timeout`` seconds
-    calls ``timed_out``.
+    calls ``timed_out``. When both sides offer ``"clock"``, SYNC requests take the PINGs' place
+    (after a burst of four when the connection opens) and :attr:`clock` estimates the peer's clock.
     """
 
     def __init__(
@@ -45,8 +48,22 @@ class Liveness:
         self._timed_out = timed_out
         self.control: RTCDataChannel | None = None
         self.last_received = time.monotonic()
-        self.rtt: float | None = None
+        self._ping_rtt: float | None = None
         self._pings: list[float] = []
+        self._clock_fn = config.clock
+        self.sync: ClockSync | None = None  # when both sides offer "clock"
+
+    @property
+    def rtt(self) -> float | None:
+        """Seconds of the latest keepalive round trip (None before the first)."""
+        clock = self.clock
+        return self._ping_rtt if clock is None else clock.rtt_us / 1e6
+
+    @property
+    def clock(self) -> PeerClock | None:
+        """The peer's clock as estimated so far; None before the first SYNC reply, or with a peer
+        that does not offer ``"clock"`` (a browser, an older peer)."""
+        return None if self.sync is None else self.sync.peer_clock
 
     def heard(self) -> None:
         """Something arrived from the peer (on any channel)."""
@@ -59,6 +76,12 @@ class Liveness:
         dc = self._pc.createDataChannel(CONTROL_LABEL, negotiated=True, id=CONTROL_CHANNEL_ID)
         dc.on("message", self._on_control_message)
         self.control = dc
+        if self.config.clock_sync and CLOCK_FEATURE in remote_features:
+            self.sync = ClockSync(self._send_control, clock=self._clock_fn)
+
+    def _send_control(self, frame: bytes) -> None:
+        if self.control is not None and self.control.readyState == "open":
+            self.control.send(frame)
 
     async def control_open(self) -> None:
         """Wait until the control channel (if there is one) is open."""
@@ -79,6 +102,7 @@ class Liveness:
             self.control.close()
 
     def _on_control_message(self, data: bytes | str) -> None:
+        received_us = self._clock_fn()  # as close to the datagram as this side can read it
         self.heard()
         if isinstance(data, str):
             return
@@ -92,23 +116,41 @@ class Liveness:
                 if self.control is not None and self.control.readyState == "open":
                     self.control.send(encode(Pong()))
             elif isinstance(message, Pong) and self._pings:
-                self.rtt = time.monotonic() - self._pings.pop(0)
+                self._ping_rtt = time.monotonic() - self._pings.pop(0)
+            elif isinstance(message, Sync) and self.sync is not None:
+                try:
+                    self.sync.handle(message, received_us)
+                except ProtocolError as exc:
+                    self._report(exc)
 
     async def keepalive(self) -> None:
         """PING every ``keepalive_interval`` while connected; ``timed_out`` after too long a silence."""
         interval = self.config.keepalive_interval
         timeout = self.config.keepalive_timeout
         ping = encode(Ping())
+        sync = self.sync
+        if sync is not None:
+            for _ in range(4):  # a first estimate quickly
+                if self.control is None or self.control.readyState != "open":
+                    break
+                sync.request()
+                await asyncio.sleep(0.02)
         while self._connected():
             await asyncio.sleep(interval)
             if time.monotonic() - self.last_received > timeout:
                 self._timed_out()
                 return
-            if self.control is not None and self.control.readyState == "open":
+            if sync is not None:
+                self._send_control_request(sync)
+            elif self.control is not None and self.control.readyState == "open":
                 if len(self._pings) > 16:
                     self._pings.pop(0)
                 self._pings.append(time.monotonic())
                 self.control.send(ping)
+
+    def _send_control_request(self, sync: ClockSync) -> None:
+        if self.control is not None and self.control.readyState == "open":
+            sync.request()
 
     async def probe(self, timeout: float | None = None) -> bool:
         """Whether the peer still answers on this connection, within ``timeout`` (default ``close_timeout``).

@@ -18,7 +18,7 @@ from ...wire.protocol import BATCH_FEATURE
 from .. import ice
 from ..signaling import SignalingChannel, new_correlation_id, parse_signal
 from .channels import Channels, open_spec, remote_spec
-from .config import CONTROL_LABEL, DEFAULT_CHANNELS, LOCAL_FEATURES, RELIABLE_LABEL, WebRtcConfig
+from .config import CONTROL_LABEL, DEFAULT_CHANNELS, RELIABLE_LABEL, WebRtcConfig
 from .liveness import Liveness
 
 __all__ = ["Negotiation", "parse_candidate", "wait_for_offer"]
@@ -192,7 +192,8 @@ class Negotiation:
             self._install_gathering_policy()
             await pc.setLocalDescription(description)
             self.step = "offer"
-            await self.send_signal({"type": "offer", "sdp": description.sdp, "features": list(LOCAL_FEATURES)})
+            await self.send_signal({"type": "offer", "sdp": description.sdp,
+                                    "features": list(self.config.local_features)})
             self.mark("offer")
             await self._trickle_candidates()
             self.step = "answer"
@@ -207,7 +208,8 @@ class Negotiation:
             description = await pc.createAnswer()
             await pc.setLocalDescription(description)
             self.step = "answer"
-            await self.send_signal({"type": "answer", "sdp": description.sdp, "features": list(LOCAL_FEATURES)})
+            await self.send_signal({"type": "answer", "sdp": description.sdp,
+                                    "features": list(self.config.local_features)})
             self.mark("answer")
             await self._trickle_candidates()
             self._liveness.open_control_channel(self.remote_features)

@@ -7,6 +7,7 @@ import asyncio
 from contextvars import ContextVar
 from typing import Any, AsyncIterator, Callable, NamedTuple, Sequence
 
+from ...conflation import ConflatingHandler, ConflationPolicy
 from ...wire.codec import decode_slice, frame_count
 from ...errors import DecodeError, TransportError
 from ...runtime.sink import ErrorCallback, ErrorSink
@@ -105,20 +106,32 @@ class WebRtcReceiver:
 
     # -- the application's side ----------------------------------------------------------
 
-    def on_message(self, callback: Callable[[object], Any] | None) -> None:
+    def on_message(
+        self, callback: Callable[[object], Any] | None, *, conflate: ConflationPolicy | None = None
+    ) -> ConflatingHandler | None:
         """Deliver each received message to ``callback(message)`` instead of the iterator.
 
         Messages already waiting for the iterator go to the callback first. An exception the
         callback raises goes to the :meth:`on_error` callbacks; later messages still arrive.
+
+        ``conflate``: for a callback slower than the peer (a coroutine function, or one that takes
+        long): messages wait in a latest-value queue (returned, a :class:`ConflatingHandler`) and
+        the callback gets one at a time; values the policy opts in are replaced by newer ones
+        while they wait, so the callback always works on the latest (docs/streams.md).
         """
+        handler = None
+        if conflate is not None and callback is not None:
+            callback = handler = ConflatingHandler(callback, conflate,
+                                                   on_error=lambda exc: self.report(exc, decode=False))
         self._callback = callback
         queue = self._queue
         while callback is not None and not queue.empty():
             item = queue.get_nowait()
             if item is _END:
                 queue.put_nowait(item)
-                return
+                return handler
             self._deliver([item[0]], item[1])  # type: ignore[index]
+        return handler
 
     def on_error(self, callback: ErrorCallback) -> None:
         """Call ``callback(error)`` for each malformed frame or message received (and the
@@ -186,6 +199,7 @@ class WebRtcReceiver:
                                     0, "message"))
             return
         counters["bytes_received"] += len(data)
+        ch.bytes_received += len(data)
         if ch.backlog:
             # An earlier message of this channel is still being decoded: this one waits its turn.
             ch.backlog.append((data, 0, None))
@@ -210,6 +224,7 @@ class WebRtcReceiver:
             frames = len(messages) + len(errors) if end == size else frame_count(data)
             delivery = (self.peer, ch.spec.label, frames, size)
         self._counters["messages_received"] += len(messages)
+        ch.messages_received += len(messages)
         if messages:
             self._deliver(messages, delivery)
         for error in errors:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...errors import TransportError
-from .channels import Channels
+from .channels import Channel, Channels
 
 if TYPE_CHECKING:
     from .transport import WebRtcTransport
@@ -20,7 +20,6 @@ class WebRtcSender:
         self.transport = transport
         self._channels = channels
         self._counters = channels.counters
-        self._high_water_mark = channels.config.high_water_mark
 
     async def send(
         self,
@@ -37,22 +36,53 @@ class WebRtcSender:
         own QoS bits). Waits while the channel is above the high-water mark.
         """
         target = self._channels.route(message_or_frame, reliable, qos, channel)
-        await target.wait_for_room()
-        target.add(message_or_frame, qos)
+        if target.waiting is not None:
+            if target.policy.kind(message_or_frame) is None:  # type: ignore[union-attr]
+                await target.wait_for_room()  # values never wait: they replace
+            target.offer(message_or_frame, qos)
+        else:
+            await target.wait_for_room()
+            target.add(message_or_frame, qos)
+        target.messages_sent += 1
         self._counters["messages_sent"] += 1
 
     def send_nowait(
-        self, message_or_frame: object, *, reliable: bool | None = None, qos: int | None = None,
+        self,
+        message_or_frame: object,
+        *,
+        reliable: bool | None = None,
+        qos: int | None = None,
         channel: str | None = None,
+        conflate: tuple[str, int] | None = None,
     ) -> None:
-        """Like :meth:`send` but never waits: raises TransportError above the high-water mark."""
+        """Like :meth:`send` but never waits: raises TransportError above the high-water mark.
+
+        ``conflate=(address, kind)`` marks a ready-made frame as a conflatable value (the kind from
+        :meth:`ConflationPolicy.kind`): a channel that conflates replaces it while backed up when its
+        own patterns cover ``address`` (a fan-out group hands its values over this way).
+        """
         target = self._channels.route(message_or_frame, reliable, qos, channel)
-        if target.buffered() > self._high_water_mark:
+        if target.waiting is not None:
+            policy = target.policy
+            if conflate is not None:
+                conflatable = policy.matches(conflate[0])  # type: ignore[union-attr]
+            else:
+                conflatable = (not isinstance(message_or_frame, (bytes, bytearray, memoryview))
+                               and policy.kind(message_or_frame) is not None)  # type: ignore[union-attr]
+            if not conflatable:
+                self._check_room(target)  # values never wait or fail: they replace
+            target.offer(message_or_frame, qos, conflate)
+        else:
+            self._check_room(target)
+            target.add(message_or_frame, qos)
+        target.messages_sent += 1
+        self._counters["messages_sent"] += 1
+
+    def _check_room(self, target: Channel) -> None:
+        if target.full():
             raise TransportError(
                 f"channel {target.spec.label!r} is above its high-water mark", peer=self._channels.peer, step="send"
             )
-        target.add(message_or_frame, qos)
-        self._counters["messages_sent"] += 1
 
     def flush(self) -> None:
         """Hand every pending batch to aiortc now."""

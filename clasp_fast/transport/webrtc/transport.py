@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.sdp import candidate_to_sdp
 
+from ...clock import PeerClock
 from ...errors import ProtocolError, TransportError
 from ...runtime.sink import ErrorCallback, ErrorSink
 from ...runtime.tasks import TaskSet
@@ -275,7 +276,37 @@ class WebRtcTransport:
             dropped_received=c["dropped_received"],
             rtt=self._liveness.rtt,
             ignored_signals=c["ignored_signals"],
+            conflated=sum(channel.conflated for channel in self._channels),
+            clock=self._liveness.clock,
         )
+
+    @property
+    def clock(self) -> PeerClock | None:
+        """The peer's clock (offset, RTT, uncertainty), estimated continuously over the control
+        channel; None until the first exchange, and always with a peer that does not offer ``"clock"``."""
+        return self._liveness.clock
+
+    def metrics_samples(self, peer: str) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        """This connection's figures for :class:`~clasp_fast.metrics.Metrics`, per channel, labelled ``peer``."""
+        for channel in self._channels:
+            label = channel.spec.label
+            yield "clasp_messages_total", ("p2p", peer, label, "sent"), channel.messages_sent
+            yield "clasp_messages_total", ("p2p", peer, label, "received"), channel.messages_received
+            yield "clasp_bytes_total", ("p2p", peer, label, "sent"), channel.bytes_sent
+            yield "clasp_bytes_total", ("p2p", peer, label, "received"), channel.bytes_received
+            if channel.waiting is not None:
+                yield "clasp_conflated_total", ("p2p", peer, label), channel.conflated
+                yield "clasp_queue_depth", ("p2p", peer, f"conflation:{label}"), len(channel.waiting)
+        c = self._counters
+        yield "clasp_drops_total", ("p2p", peer, "all", "receive_queue_full"), c["dropped_received"]
+        yield "clasp_drops_total", ("p2p", peer, "all", "malformed"), c["decode_errors"]
+        rtt = self._liveness.rtt
+        if rtt is not None:
+            yield "clasp_rtt_seconds", (peer,), rtt
+        clock = self._liveness.clock
+        if clock is not None:
+            yield "clasp_clock_offset_seconds", (peer,), clock.offset_us / 1e6
+            yield "clasp_clock_uncertainty_seconds", (peer,), clock.uncertainty_us / 1e6
 
     # -- ending --------------------------------------------------------------------------
 
