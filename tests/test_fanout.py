@@ -20,9 +20,6 @@ from clasp_fast.signaling import InMemorySignaling
 from clasp_fast.webrtc import WebRtcConfig, WebRtcTransport
 
 CONFIG = dict(host_addresses=["127.0.0.1"], keepalive_timeout=15.0)
-# set_reading() stalls a viewer by pausing its ICE sockets' asyncio transports; the data plane's
-# batched reader (udp_batching) reads those sockets itself, so the viewers keep asyncio's reading.
-VIEWER_CONFIG = dict(CONFIG, udp_batching=False)
 
 
 @contextlib.asynccontextmanager
@@ -34,7 +31,7 @@ async def star(viewers: int):
             hub_signaling, viewer_signaling = InMemorySignaling.pair("hub", f"viewer-{i}")
             (hub, _), (viewer, _) = await asyncio.wait_for(asyncio.gather(
                 WebRtcTransport.connect(WebRtcConfig(**CONFIG), hub_signaling, peer=f"viewer-{i}"),
-                WebRtcTransport.connect(WebRtcConfig(**VIEWER_CONFIG), viewer_signaling, role="answerer"),
+                WebRtcTransport.connect(WebRtcConfig(**CONFIG), viewer_signaling, role="answerer"),
             ), 15)
             pairs.append((hub.transport, viewer.transport))
         yield pairs
@@ -45,11 +42,7 @@ async def star(viewers: int):
 
 
 def set_reading(transport: WebRtcTransport, reading: bool) -> None:
-    for protocol in transport.ice_connection()._protocols:
-        if reading:
-            protocol.transport.resume_reading()
-        else:
-            protocol.transport.pause_reading()
+    transport.pause_reading(not reading)
 
 
 async def collect_until(transport: WebRtcTransport, done, timeout: float = 10.0) -> list:

@@ -445,6 +445,16 @@ class DataPlane:
         self.close_readers()
         await self._original_close()
 
+    def pause_reading(self) -> None:
+        """Stop reading the ICE sockets (flow control, as ``DatagramTransport.pause_reading``)."""
+        for reader in self._readers:
+            reader.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the ICE sockets again after :meth:`pause_reading`."""
+        for reader in self._readers:
+            reader.resume_reading()
+
     def close_readers(self) -> None:
         for reader in self._readers:
             reader.close()

@@ -199,6 +199,7 @@ class BatchReader:
         self._paused_privately = _pause_reading(transport, self._loop, sock.fileno())
         self._loop.add_reader(self._fd, self._read_ready)
         self._closed = False
+        self._paused = False
 
     def _read_ready(self) -> None:
         try:
@@ -213,6 +214,18 @@ class BatchReader:
             self._on_datagrams(batch)
         except Exception as error:  # the reader must keep reading
             self._loop.call_exception_handler({"message": "clasp_fast batch callback failed", "exception": error})
+
+    def pause_reading(self) -> None:
+        """Stop reading until :meth:`resume_reading`; datagrams wait in the socket's buffer."""
+        if not self._closed and not self._paused:
+            self._paused = True
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading`."""
+        if not self._closed and self._paused:
+            self._paused = False
+            self._loop.add_reader(self._fd, self._read_ready)
 
     def close(self) -> None:
         """Stop reading; the transport reads its socket itself again (if it is still open)."""

@@ -249,6 +249,21 @@ class WebRtcTransport:
         sctp = self._pc.sctp
         return None if sctp is None else sctp.transport.transport.iceGatherer._connection
 
+    def pause_reading(self, paused: bool = True) -> None:
+        """Stop (``paused=False``: resume) reading this connection's ICE sockets: nothing is received
+        meanwhile, so the peer's SCTP window fills and its sends back up (a peer too busy to read).
+        Datagrams wait in the socket buffers; STUN consent checks wait too, so keep pauses shorter
+        than ICE's consent timeout (about 30 s)."""
+        connection = self.ice_connection()
+        if connection is None:
+            return
+        plane = getattr(self._pc.sctp, "data_plane", None)
+        if plane is not None and plane._readers:
+            (plane.pause_reading if paused else plane.resume_reading)()
+            return
+        for protocol in connection._protocols:
+            (protocol.transport.pause_reading if paused else protocol.transport.resume_reading)()
+
     def selected_candidate_pair(self) -> CandidatePairInfo | None:
         connection = self.ice_connection()
         pair = None if connection is None else connection._nominated.get(1)
