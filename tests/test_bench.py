@@ -14,6 +14,7 @@ from clasp_fast.bench.plot import PlotUnavailable, require_matplotlib
 from clasp_fast.bench.report import judge_floors
 from clasp_fast.bench.stats import rate, ratio
 from clasp_fast.bench.worker import HEADER_SIZE, PATHS, make_payload, read_payload
+from clasp_fast.bench.paths import SCENARIOS
 from clasp_fast.cli import main
 
 PATH_KEYS = {"throughput_msgs_per_s", "throughput_mb_per_s", "latency_us", "latency_loaded_us", "setup_ms", "loss_pct"}
@@ -152,10 +153,13 @@ def test_report_has_the_documented_shape_and_ratios() -> None:
         "p2p_unbatched": _raw(2_000, 3_000, 250_000, 45),
         "p2p_unreliable": _raw(80_000, 700, 800, 38, received_at_rate=900),
         "p2p_stock_sctp": _raw(20_000, 900, 5_000, 45),
+        "p2p_no_plane": _raw(25_000, 900, 4_000, 44),
+        "p2p_no_dtls": _raw(27_000, 900, 3_000, 43),
         "relay": _raw(30_000, 1_600, 2_000, 2),
     }
     report = build_report(results, META)
-    assert set(PATHS) | {"floors", "ratios", "meta"} == set(report)
+    assert set(PATHS) | set(SCENARIOS) | {"floors", "ratios", "meta"} == set(report)
+    assert all(report[name] is None for name in SCENARIOS)  # not run
     for path in PATHS:
         assert PATH_KEYS <= set(report[path])
         assert set(report[path]["latency_us"]) >= {"p50", "p90", "p99", "max"}
@@ -167,7 +171,8 @@ def test_report_has_the_documented_shape_and_ratios() -> None:
     assert ratios["throughput_msgs_per_s"] == 2.0
     assert ratios["latency_us.p99"] == 0.5
     assert ratios["setup_ms"] == 20.0
-    assert set(report["ratios"]) == {"p2p_batched", "p2p_unbatched", "p2p_unreliable", "p2p_stock_sctp"}
+    assert set(report["ratios"]) == {"p2p_batched", "p2p_unbatched", "p2p_unreliable", "p2p_stock_sctp",
+                                     "p2p_no_plane", "p2p_no_dtls"}
     floors = report["floors"]
     assert floors["pass"] is True and floors["path"] == "p2p_batched"
     assert floors["throughput_msgs_per_s"] == {"value": 60_000, "floor": 10_000.0, "rule": ">=", "pass": True}
