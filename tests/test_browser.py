@@ -188,7 +188,7 @@ def run():
                 seen = lifecycle.setdefault(peer.client_id or peer.session_id, {"reliable": [], "streamed": 0})
                 peer.on("/web/rel", lambda value, address: seen["reliable"].append(int(value)))
                 peer.on("/web/stream", lambda value, address: seen.__setitem__("streamed", seen["streamed"] + 1))
-                peer.on_close(lambda peer, reason: seen.__setitem__("reason", reason))
+                peer.on_close(lambda peer, reason: seen.update(reason=reason, stats=peer.stats()))
                 for i in range(LIFECYCLE_COUNT):
                     peer.transport.sender.send_nowait(Set(address="/py/rel", value=i))
                     peer.transport.sender.send_nowait(Publish(address="/py/stream", signal="stream", value=i))
@@ -336,7 +336,10 @@ def test_abrupt_disconnected_both_ways_with_the_browser(run, page: int, client: 
     result = _page(run, page)
     python_side = run["lifecycle"][client]
     assert python_side["reliable"] == list(range(LIFECYCLE_COUNT)), f"{len(python_side['reliable'])} SETs from the page"
-    assert result["reliable"] == list(range(LIFECYCLE_COUNT)), f"{len(result['reliable'])} SETs at the page"
+    assert result["reliable"] == list(range(LIFECYCLE_COUNT)), (
+        f"{len(result['reliable'])} SETs at the page ({result['streamed']} stream PUBLISHes, close reason "
+        f"{result['closeReason']!r} after {result['closeMs']:.0f} ms, errors {result['errors']}); "
+        f"Python side: {python_side.get('stats')}")
     assert python_side["streamed"] <= LIFECYCLE_COUNT and result["streamed"] <= LIFECYCLE_COUNT
     assert python_side["reason"] in ("web done", "User requested disconnect")
     assert result["closeReason"] in ("web done", "User requested disconnect")
