@@ -7,6 +7,8 @@ that needs other relay options says so once: ``pytestmark = pytest.mark.relay_op
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from clasp_fast.relay import Relay
@@ -14,6 +16,11 @@ from clasp_fast.relay import Relay
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "relay_options(**options): options of the `relay` fixture's Relay")
+    # A shell starting the run in the background (`bash .ci/run &`) ignores SIGINT, and children
+    # inherit an ignored signal: the tests that stop CLI processes with Ctrl-C (SIGINT) need them
+    # to get Python's KeyboardInterrupt, so the signal gets its usual handler back here.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
