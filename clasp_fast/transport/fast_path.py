@@ -445,6 +445,11 @@ class DataPlane:
         self.close_readers()
         await self._original_close()
 
+    @property
+    def reads_sockets(self) -> bool:
+        """Whether this data plane reads the ICE sockets itself (batched reading is in place)."""
+        return bool(self._readers)
+
     def pause_reading(self) -> None:
         """Stop reading the ICE sockets (flow control, as ``DatagramTransport.pause_reading``)."""
         for reader in self._readers:

@@ -258,7 +258,7 @@ class WebRtcTransport:
         if connection is None:
             return
         plane = getattr(self._pc.sctp, "data_plane", None)
-        if plane is not None and plane._readers:
+        if plane is not None and plane.reads_sockets:
             (plane.pause_reading if paused else plane.resume_reading)()
             return
         for protocol in connection._protocols:
