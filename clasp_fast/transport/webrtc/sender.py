@@ -35,13 +35,14 @@ class WebRtcSender:
         channel, else by ``reliable``, else by QoS (``qos`` or the message's default; a frame's
         own QoS bits). Waits while the channel is above the high-water mark.
         """
-        target = self._channels.route(message_or_frame, reliable, qos, channel)
+        target = self._channels.route(message_or_frame, reliable, qos, channel)  # checks the connection is open
         if target.waiting is not None:
-            if target.policy.kind(message_or_frame) is None:  # type: ignore[union-attr]
+            if target.policy.kind(message_or_frame) is None and target.full():  # type: ignore[union-attr]
                 await target.wait_for_room()  # values never wait: they replace
             target.offer(message_or_frame, qos)
         else:
-            await target.wait_for_room()
+            if target.full():
+                await target.wait_for_room()
             target.add(message_or_frame, qos)
         target.messages_sent += 1
         self._counters["messages_sent"] += 1
