@@ -441,3 +441,230 @@ cdef tuple _parse_forward_tsn(Reader* r, Py_ssize_t start, Py_ssize_t end):
         streams.append((sid, seq))
     r.end = saved_end
     return (CHUNK_FORWARD_TSN, cumulative, streams)
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-chunk loops of the data path (clasp_fast.transport.sctp calls them; the association's
+# state stays in its Python attributes, read and written once per call, not once per chunk).
+#
+# Each loop handles the common case only and stops where something else needs aiortc's rules
+# (a gap, an abandoned or refused message, a window to probe): the Python side goes on from there
+# with its own code, so the state it sees is always one that code could have produced itself.
+
+cdef enum:
+    FLAG_LAST = 1
+    FLAG_FIRST = 2
+    FLAG_UNORDERED = 4
+
+
+cdef inline bint _tsn_gte(uint32_t a, uint32_t b) noexcept nogil:
+    return <uint32_t>(a - b) < 0x80000000u
+
+
+def fragment(queue, bytes user_data, Py_ssize_t piece_max, int base_flags, uint32_t tsn,
+             int stream_id, int stream_seq, uint32_t protocol, expiry, max_retransmits):
+    """Split one message into DATA chunks appended to ``queue`` (RFC 4960 section 6.9).
+
+    Returns ``(next_tsn, booked_bytes)``: the TSN after the last fragment and the bytes the
+    chunks take in packets.
+    """
+    if piece_max <= 0:
+        raise ValueError(f"piece_max must be positive, got {piece_max}")
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(user_data)
+    cdef Py_ssize_t fragments = 1 if size <= piece_max else (size + piece_max - 1) // piece_max
+    cdef Py_ssize_t index, offset, length
+    cdef Py_ssize_t booked = 0
+    cdef int flags
+    cdef DataChunk chunk
+    cdef const char* data = PyBytes_AS_STRING(user_data)
+    append = queue.append
+    for index in range(fragments):
+        flags = base_flags
+        if index == 0:
+            flags |= FLAG_FIRST
+        if index == fragments - 1:
+            flags |= FLAG_LAST
+        chunk = DataChunk.__new__(DataChunk)
+        chunk.flags = flags
+        chunk.tsn = tsn
+        chunk.stream_id = stream_id
+        chunk.stream_seq = stream_seq
+        chunk.protocol = protocol
+        if fragments == 1:
+            chunk.user_data = user_data
+            length = size
+        else:
+            offset = index * piece_max
+            length = min(piece_max, size - offset)
+            chunk.user_data = PyBytes_FromStringAndSize(data + offset, length)
+        chunk._book_size = _padded(DATA_HEADER + length)
+        chunk._expiry = expiry
+        chunk._max_retransmits = max_retransmits
+        append(chunk)
+        booked += chunk._book_size
+        tsn += 1
+    return tsn, booked
+
+
+def acknowledge(sent_queue, uint32_t cumulative):
+    """Take the chunks up to ``cumulative`` off the front of ``sent_queue`` (a SACK without gaps).
+
+    Returns ``(chunks, newly_acked_bytes, left_flight_bytes, sent_time)``: how many chunks, the
+    bytes of those not acknowledged before (by gap blocks), the bytes that left the flight, and
+    the send time of the first chunk when it was sent once (an RTT sample), else None.
+    """
+    cdef Py_ssize_t done = 0, done_bytes = 0, flight = 0
+    cdef DataChunk chunk
+    sent_time = None
+    popleft = sent_queue.popleft
+    while sent_queue:
+        chunk = <DataChunk?>sent_queue[0]
+        if not _tsn_gte(cumulative, chunk.tsn):
+            break
+        popleft()
+        done += 1
+        if not chunk._acked:
+            done_bytes += chunk._book_size
+        if chunk._in_flight:
+            chunk._in_flight = False
+            flight += chunk._book_size
+        if done == 1 and chunk._sent_count == 1 and chunk._sent_time is not None:
+            sent_time = chunk._sent_time
+    return done, done_bytes, flight, sent_time
+
+
+def take_new_data(queue, sent_queue, Py_ssize_t flight_size, Py_ssize_t cwnd, Py_ssize_t window,
+                  Py_ssize_t room, Py_ssize_t used, bytes control, list packet, list packets, now):
+    """Move new chunks from ``queue`` to ``sent_queue`` and into packets while the congestion
+    window has room and each chunk fits the peer's receive window (``window`` < 0: not known yet).
+
+    Chunks go into ``packet`` until the next one would pass ``room`` bytes; a full packet is
+    appended to ``packets`` as ``(control, chunks)`` and a new one starts. Stops at the first
+    chunk the receive window does not take (the caller applies its probing rules to it).
+    Returns ``(flight_size, booked_bytes_taken, used, control, packet)``.
+    """
+    cdef Py_ssize_t taken = 0
+    cdef DataChunk chunk
+    popleft = queue.popleft
+    append_sent = sent_queue.append
+    while queue and flight_size < cwnd:
+        chunk = <DataChunk?>queue[0]
+        if window >= 0 and flight_size + chunk._book_size > window and not chunk._abandoned:
+            break
+        popleft()
+        taken += chunk._book_size
+        append_sent(chunk)
+        if chunk._abandoned:
+            continue  # its TSN is skipped with a FORWARD-TSN
+        if not chunk._in_flight:
+            chunk._in_flight = True
+            flight_size += chunk._book_size
+        chunk._sent_count += 1
+        chunk._sent_time = now
+        if used + chunk._book_size > room and (packet or control):
+            packets.append((control, packet))
+            control = b""
+            packet = []
+            used = 0
+        packet.append(chunk)
+        used += chunk._book_size
+    return flight_size, taken, used, control, packet
+
+
+def receive_in_order(sctp, list chunks, Py_ssize_t start, list messages):
+    """Take the DATA chunks of ``chunks[start:]`` that continue the association in order.
+
+    ``sctp`` is the FastSctpTransport. A chunk is taken when its TSN is the next one with no gap
+    outstanding, the receive window holds it, its stream exists and is neither refused nor being
+    reset, and it is a whole message (ordered: the stream's next) or the next fragment of the
+    ordered message being received. Completed messages are appended to ``messages`` as
+    ``(stream_id, protocol, data)``. Returns the index of the first chunk not taken: the caller
+    handles that one and the rest its own way.
+    """
+    cdef Py_ssize_t index = start, count = len(chunks)
+    cdef DataChunk chunk, first, previous
+    cdef uint32_t last
+    cdef Py_ssize_t rwnd, size, total, held = 0
+    cdef Py_ssize_t max_size
+    cdef int flags
+    cdef list reassembly
+    if index >= count or type(chunks[index]) is not DataChunk:
+        return index
+    if sctp._last_received_tsn is None or sctp._sack_misordered or sctp._reconfig_deferred is not None:
+        return index
+    last = sctp._last_received_tsn
+    rwnd = sctp._advertised_rwnd
+    max_size = sctp._max_receive_size
+    streams = sctp._inbound_streams
+    refused = sctp._refused
+    tails = sctp._tail_message_bytes
+    while index < count:
+        item = chunks[index]
+        if type(item) is not DataChunk:
+            break
+        chunk = <DataChunk>item
+        size = PyBytes_GET_SIZE(chunk.user_data)
+        if chunk.tsn != <uint32_t>(last + 1) or rwnd < size:
+            break
+        stream = streams.get(chunk.stream_id)
+        if stream is None or chunk.stream_id in refused:
+            break
+        flags = chunk.flags
+        reassembly = stream.reassembly
+        if (flags & (FLAG_FIRST | FLAG_LAST)) == (FLAG_FIRST | FLAG_LAST):
+            if reassembly:
+                break
+            if flags & FLAG_UNORDERED:
+                pass
+            elif chunk.stream_seq == stream.sequence_number:
+                stream.sequence_number = (chunk.stream_seq + 1) & 0xFFFF
+            else:
+                break
+            messages.append((chunk.stream_id, chunk.protocol, chunk.user_data))
+        else:
+            if flags & FLAG_UNORDERED:
+                break
+            if flags & FLAG_FIRST:
+                if reassembly or chunk.stream_seq != stream.sequence_number:
+                    break
+                total = size
+            else:
+                if not reassembly:
+                    break
+                previous = <DataChunk?>reassembly[len(reassembly) - 1]
+                first = <DataChunk?>reassembly[0]
+                if (previous.tsn != last or previous.flags & (FLAG_LAST | FLAG_UNORDERED)
+                        or not first.flags & FLAG_FIRST or first.flags & FLAG_UNORDERED
+                        or <uint32_t>(chunk.tsn - first.tsn) != <uint32_t>len(reassembly)
+                        or first.stream_seq != stream.sequence_number or chunk.stream_seq != first.stream_seq):
+                    break
+                counted = tails.get(chunk.stream_id)
+                if counted is None or counted[0] != previous.tsn:
+                    break
+                total = counted[1] + size
+            if total > max_size:
+                break  # the Python side refuses the message
+            if flags & FLAG_LAST:
+                # every fragment was counted against the window while it waited; the message
+                # is handed up now, so the window gets it all back
+                rwnd += total - size
+                reassembly.append(chunk)
+                messages.append((chunk.stream_id, chunk.protocol,
+                                 b"".join([(<DataChunk>c).user_data for c in reassembly])))
+                stream.reassembly = []
+                stream.sequence_number = (chunk.stream_seq + 1) & 0xFFFF
+                tails[chunk.stream_id] = (chunk.tsn, total)
+            else:
+                rwnd -= size
+                reassembly.append(chunk)
+                tails[chunk.stream_id] = (chunk.tsn, total)
+        last = chunk.tsn
+        held += 1
+        index += 1
+    if held:
+        sctp._last_received_tsn = last
+        sctp._advertised_rwnd = rwnd
+        sctp._sack_needed = True
+        stats = sctp.stats
+        stats.data_chunks_received += held
+    return index

@@ -49,3 +49,17 @@ def parse_packet(data: ReadableBuffer) -> tuple[int, int, int, list[Any]]:
     """(source port, destination port, verification tag, chunks): each chunk a DataChunk,
     (CHUNK_SACK, cumulative TSN, a_rwnd, gaps, duplicates), (CHUNK_FORWARD_TSN, new cumulative
     TSN, streams) or (type, flags, body)."""
+
+# The per-chunk loops of the data path (clasp_fast.transport.sctp).
+def fragment(queue: Any, user_data: bytes, piece_max: int, base_flags: int, tsn: int, stream_id: int,
+             stream_seq: int, protocol: int, expiry: float | None, max_retransmits: int | None) -> tuple[int, int]:
+    """Split a message into DataChunks appended to ``queue``: (next TSN, bytes booked)."""
+def acknowledge(sent_queue: Any, cumulative: int) -> tuple[int, int, int, float | None]:
+    """Chunks up to ``cumulative`` off ``sent_queue``: (chunks, newly acked bytes, bytes out of the
+    flight, send time of the first when sent once)."""
+def take_new_data(queue: Any, sent_queue: Any, flight_size: int, cwnd: int, window: int, room: int, used: int,
+                  control: bytes, packet: list[DataChunk], packets: list[tuple[bytes, list[DataChunk]]],
+                  now: float) -> tuple[int, int, int, bytes, list[DataChunk]]:
+    """New chunks into packets while the windows allow: (flight size, bytes taken, used, control, packet)."""
+def receive_in_order(sctp: Any, chunks: list[Any], start: int, messages: list[tuple[int, int, bytes]]) -> int:
+    """Take the in-order DATA chunks from ``chunks[start:]``; the index of the first one not taken."""

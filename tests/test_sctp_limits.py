@@ -28,14 +28,15 @@ def held(transport) -> int:
 
 
 def measure_held(transport) -> list[int]:
+    """What the receiver holds after each packet (in-order chunks never reach _receive_data_chunk)."""
     samples: list[int] = []
-    receive_chunk = transport._receive_data_chunk
+    handle_data = transport._handle_data
 
-    async def measuring(chunk) -> None:
-        await receive_chunk(chunk)
+    async def measuring(data: bytes) -> None:
+        await handle_data(data)
         samples.append(held(transport))
 
-    transport._receive_data_chunk = measuring
+    transport._handle_data = measuring
     return samples
 
 

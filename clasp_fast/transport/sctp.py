@@ -10,6 +10,11 @@ protocol; :class:`FastSctpTransport` replaces the data path of its ``RTCSctpTran
   event-loop iterations later (when the socket has nothing more queued), never on a timer.
   Delivery to the application is never delayed; a pending SACK rides along with outgoing DATA;
 * packets are parsed and built in compiled code (``clasp_fast._sctp``), with every read checked;
+  so are the per-chunk loops of the common case: fragmenting a message, filling packets with new
+  chunks within both windows, taking acknowledged chunks off a SACK without gaps, and taking
+  in-order DATA (whole messages and the fragments of the message being received). Each loop stops
+  where aiortc's rules take over (a gap, duplicates, an abandoned or refused message, a stream
+  reset, a window to probe), and the Python code goes on from the state the loop left;
 * a message sent with nothing in flight leaves at once; messages sent while data is in flight are
   queued and flushed once per event-loop iteration (no task per message); a transmit scans for
   retransmissions only after a loss was detected, and a SACK without gap blocks is handled in
@@ -265,6 +270,9 @@ class FastSctpTransport(RTCSctpTransport):
     #: ``fast_dtls`` lets the compiled record layer take the DTLS records over and
     #: ``udp_batching`` reads and writes many datagrams per system call.
     fast_receive: bool = True
+    #: Take in-order DATA chunks in compiled code (``_sctp.receive_in_order``); False sends every
+    #: chunk through the Python path (the tests compare the two).
+    compiled_receive: bool = True
     fast_dtls: bool = True
     udp_batching: bool = True
     #: The connection's data plane once started (None: aiortc's path below SCTP).
@@ -294,6 +302,7 @@ class FastSctpTransport(RTCSctpTransport):
         self._flush_handle: Optional[asyncio.Handle] = None
         self._sack_handle: Optional[asyncio.Handle] = None
         self._packets_since_sack = 0
+        self._in_order: list[tuple[int, int, bytes]] = []  # messages receive_in_order completed
         self._retransmit_scan = False
         self._in_sack_handling = False
         # The a_rwnd of the peer's latest SACK (None before the first): new data stays within it.
@@ -373,6 +382,15 @@ class FastSctpTransport(RTCSctpTransport):
         with_data = False
         urgent = False
         errors = self._handler_errors
+        # In-order DATA (the common case) in compiled code; whatever follows goes through the loop.
+        taken = _sctp.receive_in_order(self, chunks, 0, self._in_order) if self.compiled_receive else 0
+        if taken:
+            with_data = True
+            if self._in_order:
+                messages, self._in_order = self._in_order, []
+                for message in messages:
+                    await self._receive(*message)
+            chunks = chunks[taken:]
         for chunk in chunks:
             try:
                 if type(chunk) is DataChunk:
@@ -705,18 +723,11 @@ class FastSctpTransport(RTCSctpTransport):
         self._last_sacked_tsn = cumulative
         self._peer_window = rwnd
         cwnd_fully_utilized = self._flight_size >= self._cwnd
-        done = done_bytes = 0
         sent_queue = self._sent_queue
-        while sent_queue and _tsn_gte(cumulative, sent_queue[0].tsn):
-            chunk = sent_queue.popleft()
-            done += 1
-            if not chunk._acked:
-                done_bytes += chunk._book_size
-            if chunk._in_flight:
-                chunk._in_flight = False
-                self._flight_size -= chunk._book_size
-            if done == 1 and chunk._sent_count == 1 and chunk._sent_time is not None:
-                self._update_rto(received_time - chunk._sent_time)
+        done, done_bytes, left_flight, sent_time = _sctp.acknowledge(sent_queue, cumulative)
+        self._flight_size -= left_flight
+        if sent_time is not None:
+            self._update_rto(received_time - sent_time)
         self._acked_bytes = done_bytes
         if done and cwnd_fully_utilized:
             if self._cwnd <= self._ssthresh:
@@ -905,25 +916,10 @@ class FastSctpTransport(RTCSctpTransport):
         else:
             stream_seq = 0
             base_flags = _UNORDERED
-        size = len(user_data)
-        piece_max = self._user_data_max
-        fragments = max(1, -(-size // piece_max))
-        queue = self._outbound_queue
-        tsn = self._local_tsn
-        for index in range(fragments):
-            flags = base_flags
-            if index == 0:
-                flags |= _aio.SCTP_DATA_FIRST_FRAG
-            if index == fragments - 1:
-                flags |= _aio.SCTP_DATA_LAST_FRAG
-            piece = user_data if fragments == 1 else user_data[index * piece_max : (index + 1) * piece_max]
-            chunk = DataChunk(flags, tsn, stream_id, stream_seq, pp_id, piece)
-            chunk._expiry = expiry
-            chunk._max_retransmits = max_retransmits
-            queue.append(chunk)
-            self._outbound_bytes += chunk._book_size
-            tsn = _tsn_add(tsn, 1)
-        self._local_tsn = tsn
+        self._local_tsn, booked = _sctp.fragment(
+            self._outbound_queue, user_data, self._user_data_max, base_flags, self._local_tsn,
+            stream_id, stream_seq, pp_id, expiry, max_retransmits)
+        self._outbound_bytes += booked
 
     def _maybe_abandon(self, chunk) -> bool:
         # aiortc calls this just before it marks a chunk for retransmission (fast retransmit, T3).
@@ -993,6 +989,11 @@ class FastSctpTransport(RTCSctpTransport):
             # with nothing in flight (a persist timer), not at every SACK: the peer takes a probe as
             # the next TSN beyond its window, so probing at every SACK would fill its memory.
             window = self._peer_window
+            self._flight_size, taken, used, control, packet = _sctp.take_new_data(
+                queue, sent_queue, self._flight_size, cwnd, -1 if window is None else window,
+                room, used, control, packet, packets, now)
+            self._outbound_bytes -= taken
+            # What is left waits for the window (the rules below) or the congestion window.
             while queue and self._flight_size < cwnd:
                 chunk = queue[0]
                 if window is not None and self._flight_size + chunk._book_size > window and not chunk._abandoned:
