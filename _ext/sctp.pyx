@@ -347,6 +347,10 @@ def parse_packet(data):
     type. Raises DecodeError (with byte offset and field) for a short packet, a bad checksum, or a
     chunk whose length runs past the packet or is too short for its type.
     """
+    return _parse_packet(data)
+
+
+cdef tuple _parse_packet(data):
     cdef const unsigned char[::1] view = data
     cdef Py_ssize_t n = view.shape[0]
     cdef Reader r
@@ -668,3 +672,68 @@ def receive_in_order(sctp, list chunks, Py_ssize_t start, list messages):
         stats = sctp.stats
         stats.data_chunks_received += held
     return index
+
+
+cdef bint _has_init(list chunks):
+    for chunk in chunks:
+        if type(chunk) is tuple and (<tuple>chunk)[0] == 1:
+            return True
+    return False
+
+
+def receive_datagrams(layer, sctp, list batch, Py_ssize_t index, Py_ssize_t stop, list messages):
+    """Handle the DTLS datagrams of ``batch[index:stop]`` ((data, address) pairs) as far as each
+    carries SCTP packets of in-order DATA only (what :func:`receive_in_order` takes).
+
+    ``layer`` is the connection's DtlsRecordLayer, ``sctp`` its FastSctpTransport (inside a
+    received batch: ``_receiving_batch`` set). Completed messages are appended to ``messages``.
+    Stops before a datagram that is not DTLS (STUN), and after one that needs the Python path or
+    ended the connection (``layer.peer_closed``).
+
+    Returns ``(index, rest_chunks, rest_records, datagrams, size)``: the index of the next datagram
+    to handle; the chunks of the last packet that the caller still has to handle (None when there
+    are none), then the records of that datagram still to handle (None likewise); and how many
+    datagrams and bytes this call read.
+    """
+    cdef Py_ssize_t datagrams = 0, size = 0, count, position, taken
+    tag = sctp._local_verification_tag
+    cdef bytes data
+    cdef list records, chunks
+    cdef tuple record
+    cdef int first
+    stats = sctp.stats
+    while index < stop:
+        item = batch[index]
+        data = <bytes?>(<tuple?>item)[0]
+        if PyBytes_GET_SIZE(data) == 0:
+            break
+        first = <unsigned char>PyBytes_AS_STRING(data)[0]
+        if first <= 19 or first >= 64:
+            break  # STUN (or anything else that is not DTLS): the caller's
+        index += 1
+        datagrams += 1
+        size += PyBytes_GET_SIZE(data)
+        records = layer.unprotect_datagram(data)
+        count = len(records)
+        for position in range(count):
+            record = <tuple>records[position]
+            plaintext = record[1]
+            if record[0] != 23 or not plaintext:
+                return index, None, records[position:], datagrams, size
+            try:
+                parsed = _parse_packet(plaintext)
+            except ValueError:
+                return index, None, records[position:], datagrams, size  # the caller counts it
+            chunks = <list>(<tuple>parsed)[3]
+            if (<tuple>parsed)[2] != tag or _has_init(chunks):
+                return index, None, records[position:], datagrams, size  # the tag rules: the caller's
+            taken = receive_in_order(sctp, chunks, 0, messages)
+            if taken == 0:
+                return index, None, records[position:], datagrams, size
+            stats.packets_received += 1
+            if taken < len(chunks) or sctp._sack_duplicates or not sctp._receiving_batch:
+                return index, chunks[taken:], records[position + 1:] or None, datagrams, size
+            sctp._packets_since_sack += 1
+        if layer.peer_closed:
+            break
+    return index, None, None, datagrams, size

@@ -63,3 +63,8 @@ def take_new_data(queue: Any, sent_queue: Any, flight_size: int, cwnd: int, wind
     """New chunks into packets while the windows allow: (flight size, bytes taken, used, control, packet)."""
 def receive_in_order(sctp: Any, chunks: list[Any], start: int, messages: list[tuple[int, int, bytes]]) -> int:
     """Take the in-order DATA chunks from ``chunks[start:]``; the index of the first one not taken."""
+def receive_datagrams(
+    layer: Any, sctp: Any, batch: list[tuple[bytes, Any]], index: int, stop: int, messages: list[tuple[int, int, bytes]]
+) -> tuple[int, list[Any] | None, list[Any] | None, int, int]:
+    """DTLS datagrams of in-order DATA handled in compiled code: (next index, chunks and records
+    left for the caller, datagrams read, bytes read)."""

@@ -378,8 +378,11 @@ class FastSctpTransport(RTCSctpTransport):
                 expected_tag = 0
         if verification_tag != expected_tag:
             return
+        await self._handle_chunks(chunks)
 
-        with_data = False
+    async def _handle_chunks(self, chunks: list, with_data: bool = False) -> None:
+        """The chunks of one packet (``with_data``: DATA of it was taken already), then the SACK
+        rules; an exception from an application handler is raised once the packet was handled."""
         urgent = False
         errors = self._handler_errors
         # In-order DATA (the common case) in compiled code; whatever follows goes through the loop.
@@ -433,6 +436,16 @@ class FastSctpTransport(RTCSctpTransport):
         if errors:
             # Raised where aiortc raises it (its DTLS receive loop ends), once the whole packet,
             # every other message in it included, was handled.
+            first = errors[0]
+            errors.clear()
+            raise first
+
+    async def _deliver(self, messages: list[tuple[int, int, bytes]]) -> None:
+        """Hand up messages the compiled receive path completed (``_sctp.receive_datagrams``)."""
+        for message in messages:
+            await self._receive(*message)
+        errors = self._handler_errors
+        if errors:
             first = errors[0]
             errors.clear()
             raise first
