@@ -224,3 +224,45 @@ def test_take_new_data_fills_packets_within_both_windows():
 
 def test_the_fast_path_is_on_by_default():
     assert sctp.FastSctpTransport.compiled_receive is True
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+async def test_received_batches_take_the_compiled_path_and_the_python_path_under_loss(seed: int, monkeypatch):
+    """Real associations, the sender's packets dropped, duplicated and reordered below DTLS: the
+    receiver's data plane takes in-order DATA in one compiled call per batch and hands the rest
+    (gaps, duplicates, SACKs) to the Python path; every message arrives, the ordered ones in order."""
+    from clasp_fast.transport import fast_path
+
+    from tests.sctp_pair import FaultyLink, wait_until
+
+    outcomes = {"whole": 0, "rest": 0}
+    receive_datagrams = _sctp.receive_datagrams
+
+    def counting(layer, sctp_transport, batch, index, stop, messages):
+        result = receive_datagrams(layer, sctp_transport, batch, index, stop, messages)
+        outcomes["rest" if result[1] is not None or result[2] is not None else "whole"] += 1
+        return result
+
+    monkeypatch.setattr(fast_path._sctp, "receive_datagrams", counting)
+    o, a, (ordered, unordered), (remote_ordered, remote_unordered) = await connect_pair(
+        True, True, [dict(label="r"), dict(label="u", ordered=False)])
+    FaultyLink(o, seed=seed, loss=0.04, reorder=0.04, duplicate=0.03, limit=4000)
+    try:
+        rng = random.Random(seed)
+        sizes = [rng.choice([1, 40, 1100, 1300, 5000, 20_000]) for _ in range(300)]
+        got_ordered: list[bytes] = []
+        got_unordered: list[bytes] = []
+        remote_ordered.on("message", got_ordered.append)
+        remote_unordered.on("message", got_unordered.append)
+        for number, size in enumerate(sizes):
+            body = number.to_bytes(4, "big") * (size // 4 + 1)
+            ordered.send(body[:max(size, 4)])
+            unordered.send(body[:max(size, 4)])
+        await wait_until(lambda: len(got_ordered) == len(got_unordered) == len(sizes), timeout=30)
+        assert [int.from_bytes(m[:4], "big") for m in got_ordered] == list(range(len(sizes)))
+        assert sorted(int.from_bytes(m[:4], "big") for m in got_unordered) == list(range(len(sizes)))
+        assert [len(m) for m in got_ordered] == [max(size, 4) for size in sizes]
+        assert outcomes["whole"] > 0 and outcomes["rest"] > 0, outcomes
+        assert a.sctp.data_plane is not None and a.sctp.data_plane.layer is not None  # records taken over
+    finally:
+        await close_pair(o, a)
