@@ -159,3 +159,35 @@ async def test_a_failing_receiver_callback_reaches_on_error_and_later_messages_a
         assert b.channels[RELIABLE_LABEL].readyState == "open"
         assert b.stats().decode_errors == 0  # not a malformed frame
 
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+async def test_message_listeners_are_called_as_pyee_calls_them(fast):
+    """A coroutine listener runs and its exception reaches the channel's error event; with two
+    listeners both get every message, in the order they were added (the fast path calls a single
+    listener directly instead of through pyee's emit)."""
+    o, a, (local, other), (remote, remote_other) = await connect_pair(True, fast, [dict(label="r"), dict(label="two")])
+    try:
+        got: list[bytes] = []
+        errors: list[Exception] = []
+
+        async def on_message(data: bytes) -> None:
+            got.append(data)
+            if data == b"boom":
+                raise RuntimeError("coroutine failed")
+
+        remote.on("message", on_message)
+        remote.on("error", errors.append)
+        both: list[tuple[str, bytes]] = []
+        remote_other.on("message", lambda data: both.append(("first", data)))
+        remote_other.on("message", lambda data: both.append(("second", data)))
+        for data in (b"one", b"boom", b"two"):
+            local.send(data)
+            other.send(data)
+        await wait_until(lambda: len(got) == 3 and len(both) == 6 and errors)
+        assert got == [b"one", b"boom", b"two"]
+        assert [str(e) for e in errors] == ["coroutine failed"]
+        assert both == [(which, data) for data in (b"one", b"boom", b"two") for which in ("first", "second")]
+        assert a.connectionState == "connected"
+    finally:
+        await close_pair(o, a)
