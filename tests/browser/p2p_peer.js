@@ -27,6 +27,7 @@ async function main() {
 
   const channel = q.get("channel");
   let sent = false;
+  let sending = Promise.resolve();
   const sendAll = async () => {
     peer.emit(`/${me}/go`, true);
     if (sent) return;
@@ -43,7 +44,7 @@ async function main() {
   peer.on(`/${other}/**`, (value, address, msg) => {
     if (address === `/${other}/go`) {
       got.go++;
-      if (got.go === 1) sendAll().catch((e) => errors.push(String(e)));
+      if (got.go === 1) sending = sendAll().catch((e) => errors.push(String(e)));
     } else if (address === `/${other}/set`) {
       got.set = value;
       peer.get(`/${other}/set`).then((v) => { got.get = v; check(); }, (e) => { got.get = String(e); check(); });
@@ -57,6 +58,7 @@ async function main() {
   if (channel) await peer.createDataChannel(channel, { ordered: false, maxRetransmits: 0 });
   peer.emit(`/${me}/go`, true);
   await done;
+  await sending;  // all five stream messages of this side went out (whatever the timers' pace)
   await new Promise((r) => setTimeout(r, 300));  // let the last frames of this side leave
   window.__result = { ok: true, session: p2p.sessionId, remote: peer.sessionId, role: peer.role, got, stats: peer.stats(), errors };
   line("done");
