@@ -575,40 +575,57 @@ def take_new_data(queue, sent_queue, Py_ssize_t flight_size, Py_ssize_t cwnd, Py
     return flight_size, taken, used, control, packet
 
 
-def receive_in_order(sctp, list chunks, Py_ssize_t start, list messages):
-    """Take the DATA chunks of ``chunks[start:]`` that continue the association in order.
+cdef struct InOrder:
+    # The receive state the in-order path works on, read from the FastSctpTransport once per call
+    # and written back before the Python path can see it again.
+    uint32_t last          # the cumulative TSN
+    Py_ssize_t rwnd        # the advertised receive window
+    Py_ssize_t max_size    # the largest message taken (the advertised maximum)
+    Py_ssize_t taken       # DATA chunks taken
 
-    ``sctp`` is the FastSctpTransport. A chunk is taken when its TSN is the next one with no gap
-    outstanding, the receive window holds it, its stream exists and is neither refused nor being
-    reset, and it is a whole message (ordered: the stream's next) or the next fragment of the
-    ordered message being received. Completed messages are appended to ``messages`` as
-    ``(stream_id, protocol, data)``. Returns the index of the first chunk not taken: the caller
-    handles that one and the rest its own way.
-    """
-    cdef Py_ssize_t index = start, count = len(chunks)
+
+cdef bint _load(InOrder* state, sctp) except -1:
+    """Read the state; False when nothing can be taken in order (no INIT yet, a gap, a reset)."""
+    if sctp._last_received_tsn is None or sctp._sack_misordered or sctp._reconfig_deferred is not None:
+        return False
+    state.last = sctp._last_received_tsn
+    state.rwnd = sctp._advertised_rwnd
+    state.max_size = sctp._max_receive_size
+    state.taken = 0
+    return True
+
+
+cdef int _store(InOrder* state, sctp, Py_ssize_t packets, Py_ssize_t answered_later) except -1:
+    """Write the state back: cumulative TSN, window, SACK bookkeeping and counters."""
+    if state.taken:
+        sctp._last_received_tsn = state.last
+        sctp._advertised_rwnd = state.rwnd
+        sctp._sack_needed = True
+        stats = sctp.stats
+        stats.data_chunks_received += state.taken
+        state.taken = 0
+    if packets:
+        stats = sctp.stats
+        stats.packets_received += packets
+    if answered_later:
+        sctp._packets_since_sack += answered_later
+    return 0
+
+
+cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, dict streams, dict refused,
+                               dict tails, list messages) except -1:
+    cdef Py_ssize_t count = len(chunks)
     cdef DataChunk chunk, first, previous
-    cdef uint32_t last
-    cdef Py_ssize_t rwnd, size, total, held = 0
-    cdef Py_ssize_t max_size
+    cdef Py_ssize_t size, total
     cdef int flags
     cdef list reassembly
-    if index >= count or type(chunks[index]) is not DataChunk:
-        return index
-    if sctp._last_received_tsn is None or sctp._sack_misordered or sctp._reconfig_deferred is not None:
-        return index
-    last = sctp._last_received_tsn
-    rwnd = sctp._advertised_rwnd
-    max_size = sctp._max_receive_size
-    streams = sctp._inbound_streams
-    refused = sctp._refused
-    tails = sctp._tail_message_bytes
     while index < count:
         item = chunks[index]
         if type(item) is not DataChunk:
             break
         chunk = <DataChunk>item
         size = PyBytes_GET_SIZE(chunk.user_data)
-        if chunk.tsn != <uint32_t>(last + 1) or rwnd < size:
+        if chunk.tsn != <uint32_t>(state.last + 1) or state.rwnd < size:
             break
         stream = streams.get(chunk.stream_id)
         if stream is None or chunk.stream_id in refused:
@@ -637,7 +654,7 @@ def receive_in_order(sctp, list chunks, Py_ssize_t start, list messages):
                     break
                 previous = <DataChunk?>reassembly[len(reassembly) - 1]
                 first = <DataChunk?>reassembly[0]
-                if (previous.tsn != last or previous.flags & (FLAG_LAST | FLAG_UNORDERED)
+                if (previous.tsn != state.last or previous.flags & (FLAG_LAST | FLAG_UNORDERED)
                         or not first.flags & FLAG_FIRST or first.flags & FLAG_UNORDERED
                         or <uint32_t>(chunk.tsn - first.tsn) != <uint32_t>len(reassembly)
                         or first.stream_seq != stream.sequence_number or chunk.stream_seq != first.stream_seq):
@@ -646,31 +663,43 @@ def receive_in_order(sctp, list chunks, Py_ssize_t start, list messages):
                 if counted is None or counted[0] != previous.tsn:
                     break
                 total = counted[1] + size
-            if total > max_size:
+            if total > state.max_size:
                 break  # the Python side refuses the message
             if flags & FLAG_LAST:
                 # every fragment was counted against the window while it waited; the message
                 # is handed up now, so the window gets it all back
-                rwnd += total - size
+                state.rwnd += total - size
                 reassembly.append(chunk)
                 messages.append((chunk.stream_id, chunk.protocol,
                                  b"".join([(<DataChunk>c).user_data for c in reassembly])))
                 stream.reassembly = []
                 stream.sequence_number = (chunk.stream_seq + 1) & 0xFFFF
-                tails[chunk.stream_id] = (chunk.tsn, total)
             else:
-                rwnd -= size
+                state.rwnd -= size
                 reassembly.append(chunk)
-                tails[chunk.stream_id] = (chunk.tsn, total)
-        last = chunk.tsn
-        held += 1
+            tails[chunk.stream_id] = (chunk.tsn, total)
+        state.last = chunk.tsn
+        state.taken += 1
         index += 1
-    if held:
-        sctp._last_received_tsn = last
-        sctp._advertised_rwnd = rwnd
-        sctp._sack_needed = True
-        stats = sctp.stats
-        stats.data_chunks_received += held
+    return index
+
+
+def receive_in_order(sctp, list chunks, Py_ssize_t start, list messages):
+    """Take the DATA chunks of ``chunks[start:]`` that continue the association in order.
+
+    ``sctp`` is the FastSctpTransport. A chunk is taken when its TSN is the next one with no gap
+    outstanding, the receive window holds it, its stream exists and is neither refused nor being
+    reset, and it is a whole message (ordered: the stream's next) or the next fragment of the
+    ordered message being received. Completed messages are appended to ``messages`` as
+    ``(stream_id, protocol, data)``. Returns the index of the first chunk not taken: the caller
+    handles that one and the rest its own way.
+    """
+    cdef InOrder state
+    if start >= len(chunks) or type(chunks[start]) is not DataChunk or not _load(&state, sctp):
+        return start
+    index = _take_in_order(&state, chunks, start, sctp._inbound_streams, sctp._refused,
+                           sctp._tail_message_bytes, messages)
+    _store(&state, sctp, 0, 0)
     return index
 
 
@@ -695,45 +724,54 @@ def receive_datagrams(layer, sctp, list batch, Py_ssize_t index, Py_ssize_t stop
     are none), then the records of that datagram still to handle (None likewise); and how many
     datagrams and bytes this call read.
     """
-    cdef Py_ssize_t datagrams = 0, size = 0, count, position, taken
-    tag = sctp._local_verification_tag
+    cdef Py_ssize_t datagrams = 0, size = 0, count, position, taken, packets = 0, answered_later = 0
     cdef bytes data
     cdef list records, chunks
     cdef tuple record
     cdef int first
-    stats = sctp.stats
-    while index < stop:
-        item = batch[index]
-        data = <bytes?>(<tuple?>item)[0]
-        if PyBytes_GET_SIZE(data) == 0:
-            break
-        first = <unsigned char>PyBytes_AS_STRING(data)[0]
-        if first <= 19 or first >= 64:
-            break  # STUN (or anything else that is not DTLS): the caller's
-        index += 1
-        datagrams += 1
-        size += PyBytes_GET_SIZE(data)
-        records = layer.unprotect_datagram(data)
-        count = len(records)
-        for position in range(count):
-            record = <tuple>records[position]
-            plaintext = record[1]
-            if record[0] != 23 or not plaintext:
-                return index, None, records[position:], datagrams, size
-            try:
-                parsed = _parse_packet(plaintext)
-            except ValueError:
-                return index, None, records[position:], datagrams, size  # the caller counts it
-            chunks = <list>(<tuple>parsed)[3]
-            if (<tuple>parsed)[2] != tag or _has_init(chunks):
-                return index, None, records[position:], datagrams, size  # the tag rules: the caller's
-            taken = receive_in_order(sctp, chunks, 0, messages)
-            if taken == 0:
-                return index, None, records[position:], datagrams, size
-            stats.packets_received += 1
-            if taken < len(chunks) or sctp._sack_duplicates or not sctp._receiving_batch:
-                return index, chunks[taken:], records[position + 1:] or None, datagrams, size
-            sctp._packets_since_sack += 1
-        if layer.peer_closed:
-            break
-    return index, None, None, datagrams, size
+    cdef InOrder state
+    # Only the Python path changes these, and it does not run during this call: read them once.
+    cdef bint usable = (_load(&state, sctp) and not sctp._sack_duplicates and sctp._receiving_batch)
+    cdef dict streams = sctp._inbound_streams
+    cdef dict refused = sctp._refused
+    cdef dict tails = sctp._tail_message_bytes
+    tag = sctp._local_verification_tag
+    try:
+        while index < stop:
+            item = batch[index]
+            data = <bytes?>(<tuple?>item)[0]
+            if PyBytes_GET_SIZE(data) == 0:
+                break
+            first = <unsigned char>PyBytes_AS_STRING(data)[0]
+            if first <= 19 or first >= 64:
+                break  # STUN (or anything else that is not DTLS): the caller's
+            index += 1
+            datagrams += 1
+            size += PyBytes_GET_SIZE(data)
+            records = layer.unprotect_datagram(data)
+            count = len(records)
+            for position in range(count):
+                record = <tuple>records[position]
+                plaintext = record[1]
+                if not usable or record[0] != 23 or not plaintext:
+                    return index, None, records[position:], datagrams, size
+                try:
+                    parsed = _parse_packet(plaintext)
+                except ValueError:
+                    return index, None, records[position:], datagrams, size  # the caller counts it
+                chunks = <list>(<tuple>parsed)[3]
+                if (<tuple>parsed)[2] != tag or _has_init(chunks):
+                    return index, None, records[position:], datagrams, size  # the tag rules: the caller's
+                taken = _take_in_order(&state, chunks, 0, streams, refused, tails, messages)
+                if taken == 0:
+                    return index, None, records[position:], datagrams, size
+                packets += 1
+                if taken < len(chunks):
+                    return index, chunks[taken:], records[position + 1:] or None, datagrams, size
+                answered_later += 1
+            if layer.peer_closed:
+                break
+        return index, None, None, datagrams, size
+    finally:
+        if usable:
+            _store(&state, sctp, packets, answered_later)
