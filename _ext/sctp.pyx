@@ -456,6 +456,7 @@ cdef tuple _parse_forward_tsn(Reader* r, Py_ssize_t start, Py_ssize_t end):
 # with its own code, so the state it sees is always one that code could have produced itself.
 
 cdef enum:
+    CHUNK_INIT = 1  # RFC 4960 section 3.3.2: never bundled, answered under the tag rules
     FLAG_LAST = 1
     FLAG_FIRST = 2
     FLAG_UNORDERED = 4
@@ -705,7 +706,7 @@ def receive_in_order(sctp, list chunks, Py_ssize_t start, list messages):
 
 cdef bint _has_init(list chunks):
     for chunk in chunks:
-        if type(chunk) is tuple and (<tuple>chunk)[0] == 1:
+        if type(chunk) is tuple and (<tuple>chunk)[0] == CHUNK_INIT:
             return True
     return False
 

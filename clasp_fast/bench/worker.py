@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
-import functools
 import signal
 import struct
 import sys

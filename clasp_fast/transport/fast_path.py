@@ -207,7 +207,6 @@ class DataPlane:
             return False
         component = protocol.local_candidate.component
         stun_received = protocol.datagram_received
-        dtls_received = self._dtls_datagram
         replaced = protocol.__dict__
 
         def on_datagrams(batch: list) -> None:
@@ -235,11 +234,7 @@ class DataPlane:
                     if self._compiled_receive():
                         self._receive_compiled(batch, start, stop, component, stun_received)
                     else:
-                        for data, address in batch[start:stop]:
-                            if data and 19 < data[0] < 64:
-                                dtls_received(data, component)
-                            else:
-                                stun_received(data, address)
+                        self._receive_each(batch, start, stop, component, stun_received)
                 finally:
                     self.sctp._receiving_batch = False
                     self._corked -= 1
@@ -299,15 +294,20 @@ class DataPlane:
                 self._handle_records(rest_records)
             if layer.peer_closed:
                 self._peer_closed()
-                for data, address in batch[index:stop]:
-                    if data and 19 < data[0] < 64:
-                        self._dtls_datagram(data, component)
-                    else:
-                        stun_received(data, address)
+                self._receive_each(batch, index, stop, component, stun_received)
                 return
             if rest_chunks is None and rest_records is None and index < stop:
                 data, address = batch[index]  # not a DTLS record: STUN
                 index += 1
+                stun_received(data, address)
+
+    def _receive_each(self, batch: list, index: int, stop: int, component: int,
+                      stun_received: Callable[[bytes, Any], None]) -> None:
+        """``batch[index:stop]`` one datagram at a time: DTLS records here, the rest (STUN) to aioice."""
+        for data, address in batch[index:stop]:
+            if data and 19 < data[0] < 64:
+                self._dtls_datagram(data, component)
+            else:
                 stun_received(data, address)
 
     def _dtls_datagram(self, data: bytes, component: int) -> None:

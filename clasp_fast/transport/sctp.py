@@ -328,7 +328,6 @@ class FastSctpTransport(RTCSctpTransport):
         self._flush_handle: Optional[asyncio.Handle] = None
         self._sack_handle: Optional[asyncio.Handle] = None
         self._packets_since_sack = 0
-        self._in_order: list[tuple[int, int, bytes]] = []  # messages receive_in_order completed
         self._retransmit_scan = False
         self._in_sack_handling = False
         # The a_rwnd of the peer's latest SACK (None before the first): new data stays within it.
@@ -412,13 +411,12 @@ class FastSctpTransport(RTCSctpTransport):
         urgent = False
         errors = self._handler_errors
         # In-order DATA (the common case) in compiled code; whatever follows goes through the loop.
-        taken = _sctp.receive_in_order(self, chunks, 0, self._in_order) if self.compiled_receive else 0
+        completed: list[tuple[int, int, bytes]] = []
+        taken = _sctp.receive_in_order(self, chunks, 0, completed) if self.compiled_receive else 0
         if taken:
             with_data = True
-            if self._in_order:
-                messages, self._in_order = self._in_order, []
-                for message in messages:
-                    await self._receive(*message)
+            for message in completed:
+                await self._receive(*message)
             chunks = chunks[taken:]
         for chunk in chunks:
             try:
@@ -459,17 +457,18 @@ class FastSctpTransport(RTCSctpTransport):
                     errors.append(error)
             elif self._sack_handle is None:
                 self._sack_handle = self._loop.call_soon(self._sack_due, 1)
-        if errors:
-            # Raised where aiortc raises it (its DTLS receive loop ends), once the whole packet,
-            # every other message in it included, was handled.
-            first = errors[0]
-            errors.clear()
-            raise first
+        self._raise_handler_error()
 
     async def _deliver(self, messages: list[tuple[int, int, bytes]]) -> None:
         """Hand up messages the compiled receive path completed (``_sctp.receive_datagrams``)."""
         for message in messages:
             await self._receive(*message)
+        self._raise_handler_error()
+
+    def _raise_handler_error(self) -> None:
+        """Raise the first exception an application handler raised while a packet or batch was
+        handled: where aiortc raises it (its DTLS receive loop ends), once every other message
+        in it was handed up."""
         errors = self._handler_errors
         if errors:
             first = errors[0]
