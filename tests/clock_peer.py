@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict
 
 from clasp_fast.clock import ClockSync, wall_clock_us
+from clasp_fast.errors import TransportError
 from clasp_fast.messages import Sync
 from clasp_fast.signaling import StreamSignaling
 from clasp_fast.webrtc import WebRtcTransport
@@ -57,7 +58,9 @@ async def _run(args: argparse.Namespace) -> dict:
             await asyncio.sleep(0.02)
     finally:
         exchanging.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        # When the parent closes first, a request can meet the closed connection: the exchange then
+        # ended with its TransportError, which says nothing about the estimate.
+        with contextlib.suppress(asyncio.CancelledError, TransportError):
             await exchanging
         await transport.close()
     estimate = sync.peer_clock
