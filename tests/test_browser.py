@@ -338,7 +338,8 @@ def test_abrupt_disconnected_both_ways_with_the_browser(run, page: int, client: 
     assert python_side["reliable"] == list(range(LIFECYCLE_COUNT)), f"{len(python_side['reliable'])} SETs from the page"
     assert result["reliable"] == list(range(LIFECYCLE_COUNT)), (
         f"{len(result['reliable'])} SETs at the page ({result['streamed']} stream PUBLISHes, close reason "
-        f"{result['closeReason']!r} after {result['closeMs']:.0f} ms, errors {result['errors']}); "
+        f"{result['closeReason']!r} after {result['closeMs']:.0f} ms, errors {result['errors']}, "
+        f"channels {result.get('channels')}, events {result.get('events')}); "
         f"Python side: {python_side.get('stats')}")
     assert python_side["streamed"] <= LIFECYCLE_COUNT and result["streamed"] <= LIFECYCLE_COUNT
     assert python_side["reason"] in ("web done", "User requested disconnect")

@@ -16,7 +16,15 @@ async function main() {
   const reliable = [];
   let streamed = 0;
   let closeReason = null;
+  const events = [];  // what happened to the channels and the peer connection, for a failure's message
   const sendEverything = (peer) => {
+    const t0 = performance.now();
+    const at = () => Math.round(performance.now() - t0);
+    for (const [label, ch] of peer._channels) {
+      ch.dc.addEventListener("error", (ev) => events.push(`${at()} ms ${label} error ${ev.error?.message ?? ev}`));
+      ch.dc.addEventListener("close", () => events.push(`${at()} ms ${label} close`));
+    }
+    peer.pc.addEventListener("connectionstatechange", () => events.push(`${at()} ms pc ${peer.pc.connectionState}`));
     peer.on("/py/rel", (value) => reliable.push(value));
     peer.on("/py/stream", () => { streamed++; });
     peer.on("close", (reason) => { closeReason = reason; });
@@ -33,7 +41,7 @@ async function main() {
   const peer = q.get("role") === "offer" ? await p2p.connectToPeer(q.get("peer"), { timeout: 30000 }) : await incoming;
   const started = performance.now();
   await peer.close("web done");
-  window.__result = { ok: true, role: peer.role, reliable, streamed, closeReason, closeMs: performance.now() - started, errors };
+  window.__result = { ok: true, client: q.get("client"), role: peer.role, reliable, streamed, closeReason, closeMs: performance.now() - started, errors, events, channels: peer.stats().channels };
 }
 
 main().catch((err) => { window.__result = { ok: false, error: String(err && err.stack || err), errors }; });
