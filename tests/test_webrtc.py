@@ -533,6 +533,14 @@ def test_ice_servers_accept_urls_and_rtciceserver_maps() -> None:
         WebRtcConfig(ice_servers=[{"username": "x"}]).rtc_configuration()
 
 
+def test_reset_delay_is_checked_against_close_timeout() -> None:
+    assert WebRtcConfig(reset_delay=0).reset_delay == 0
+    with pytest.raises(ValueError, match="reset_delay"):
+        WebRtcConfig(reset_delay=-0.1)
+    with pytest.raises(ValueError, match="reset_delay"):
+        WebRtcConfig(reset_delay=2.0, close_timeout=2.0)
+
+
 def test_parse_candidate_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         parse_candidate("not json")

@@ -117,6 +117,10 @@ class WebRtcConfig:
     keepalive_interval: float = 1.0
     keepalive_timeout: float = 5.0
     close_timeout: float = 2.0
+    # Our close waits this long after the peer's SCTP acknowledged our data before resetting the
+    # streams: Chromium acknowledges data before its DataChannel has it and drops what a stream
+    # reset overtakes (docs/p2p-lifecycle.md). Within close_timeout.
+    reset_delay: float = 0.1
     receive_queue_limit: int = 100_000
     # Data channels over clasp_fast.sctp's bundling data path; False keeps aiortc's own SCTP.
     fast_sctp: bool = True
@@ -147,6 +151,8 @@ class WebRtcConfig:
         for name in ("connection_timeout", "keepalive_interval", "keepalive_timeout", "close_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.reset_delay < self.close_timeout:
+            raise ValueError(f"reset_delay must be 0 or more and below close_timeout, got {self.reset_delay}")
         if self.keepalive_timeout <= self.keepalive_interval:
             raise ValueError("keepalive_timeout must be longer than keepalive_interval")
         if isinstance(self.conflate, str):

@@ -107,7 +107,7 @@ class Teardown:
             # We are ending it too: once both sides said so, nothing new is coming either way.
             self._peer_disconnected = True
             if self._disconnected_sent:
-                self._reset_channels()
+                self._tasks.spawn(self._reset_channels_soon())
             return
         if self._negotiation.negotiated and state == "connecting":
             # The peer may see the channels open first and have sent data already:
@@ -210,13 +210,20 @@ class Teardown:
         connection is gone.
         """
         if reset:
-            self._reset_channels()
+            await self._reset_channels_soon()
         self._check_peer_closed()
         try:
             await asyncio.wait_for(self._peer_closed.wait(), max(0.0, deadline - self._loop.time()))
         except asyncio.TimeoutError:
             logger.info("peer %s did not close its channels within %g s", self._negotiation.peer,
                         self.config.close_timeout)
+
+    async def _reset_channels_soon(self) -> None:
+        # Our data is acknowledged, but the peer's stack may not have handed it to its channels yet
+        # (Chromium drops what the reset overtakes): give it ``reset_delay`` first.
+        if self.config.reset_delay > 0:
+            await asyncio.sleep(self.config.reset_delay)
+        self._reset_channels()
 
     def _reset_channels(self) -> None:
         self._channels.reset()
