@@ -264,3 +264,18 @@ def test_missing_data_plane_seams_are_named():
     missing = fast_path.missing_seams(BareDtls())
     assert "_ssl" in missing and "_RTCDtlsTransport__tx_bytes" in missing
     assert any("aioice Connection" in name for name in missing)
+
+
+async def test_the_record_layers_one_time_set_up_runs_before_any_takeover(monkeypatch):
+    # Finding OpenSSL and the known-answer check (~7 ms once per process) run as soon as a peer
+    # connection exists, while it waits for the network, not when its records are taken over.
+    from clasp_fast import dtls_records
+
+    monkeypatch.setattr(dtls_records, "_evp_reason", None)
+    pc = sctp.FastPeerConnection()
+    try:
+        assert dtls_records._evp_reason is None
+        await asyncio.sleep(0)
+        assert dtls_records._evp_reason is not None
+    finally:
+        await pc.close()

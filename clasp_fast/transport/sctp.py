@@ -64,6 +64,7 @@ from aiortc.rtcsctptransport import RTCSctpTransport
 from OpenSSL import SSL
 
 from . import fast_path
+from .dtls_records import evp_status
 from .._build_check import load_extension
 from ..errors import DecodeError, ProtocolError, TransportError
 
@@ -1110,6 +1111,14 @@ class FastPeerConnection(RTCPeerConnection):
     def __init__(self, *args, fast_dtls: bool = True, udp_batching: bool = True, **kwargs) -> None:
         self._fast_options = {"fast_dtls": fast_dtls, "udp_batching": udp_batching}
         super().__init__(*args, **kwargs)
+        if fast_dtls:
+            # The record layer's one-time set-up (~7 ms: finding this process's OpenSSL and a
+            # known-answer check) runs while the connection waits for the network, not on the
+            # set-up path when the records are taken over.
+            try:
+                asyncio.get_running_loop().call_soon(evp_status)
+            except RuntimeError:  # no running loop: done at the takeover, as before
+                pass
 
     # -- larger packets between clasp_fast peers (docs/data-plane.md) ---------------------------
 
