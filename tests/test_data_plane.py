@@ -11,7 +11,7 @@ import logging
 import pytest
 from aiortc import RTCSctpTransport
 
-from clasp_fast import fast_path, sctp
+from clasp_fast import dtls_records, fast_path, sctp
 from clasp_fast.dtls_records import parse_records
 from tests.sctp_pair import Faults, close_pair, connect_pair, wait_until
 from tests.test_sctp_transport import Collector, numbered
@@ -269,8 +269,6 @@ def test_missing_data_plane_seams_are_named():
 async def test_the_record_layers_one_time_set_up_runs_before_any_takeover(monkeypatch):
     # Finding OpenSSL and the known-answer check (~7 ms once per process) run as soon as a peer
     # connection exists, while it waits for the network, not when its records are taken over.
-    from clasp_fast import dtls_records
-
     monkeypatch.setattr(dtls_records, "_evp_reason", None)
     pc = sctp.FastPeerConnection()
     try:

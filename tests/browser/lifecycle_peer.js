@@ -41,7 +41,7 @@ async function main() {
   const peer = q.get("role") === "offer" ? await p2p.connectToPeer(q.get("peer"), { timeout: 30000 }) : await incoming;
   const started = performance.now();
   await peer.close("web done");
-  window.__result = { ok: true, client: q.get("client"), role: peer.role, reliable, streamed, closeReason, closeMs: performance.now() - started, errors, events, channels: peer.stats().channels };
+  window.__result = { ok: true, role: peer.role, reliable, streamed, closeReason, closeMs: performance.now() - started, errors, events, channels: peer.stats().channels };
 }
 
 main().catch((err) => { window.__result = { ok: false, error: String(err && err.stack || err), errors }; });
