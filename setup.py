@@ -40,7 +40,7 @@ only = {name.strip() for name in os.environ.get("CLASP_FAST_ONLY", "").split(","
 
 # Modules that cimport others (through _ext/clasp_fast/*.pxd) read their object layouts at
 # compile time: rebuilding one of those alone would leave the importer with stale layouts.
-CIMPORTS = {"_dispatch": ("_codec", "_address")}
+CIMPORTS = {"_dispatch": ("_codec", "_address"), "_sctp": ("_dtls",)}
 only |= {name for name, cimported in CIMPORTS.items() if only & set(cimported)}
 
 MODE_STAMP = os.path.join("build", "clasp_fast_build_mode")

@@ -215,9 +215,6 @@ cdef class EvpAead:
     raises ValueError on a bad tag); the record layer calls the C methods, which write in place.
     """
 
-    cdef void* _ctx
-    cdef readonly bint encrypting
-
     def __init__(self, str cipher, bytes key, bint encrypt):
         cdef const void* kind
         if not _evp_installed:
@@ -309,34 +306,7 @@ cdef class RecordLayer:
     malformed header is dropped and counted (see the counter attributes).
     """
 
-    cdef object _seal
-    cdef object _open
-    cdef EvpAead _evp_write      # set when the AEADs are EvpAead: records are sealed in place
-    cdef EvpAead _evp_read
-    cdef object _auth_error
-    cdef bint _chacha
-    cdef int _explicit
-    cdef unsigned char _write_iv[12]
-    cdef unsigned char _read_iv[12]
-    cdef uint64_t _write_sequence
-    cdef uint64_t _read_top
-    cdef uint64_t _read_seen
-    cdef bint _read_any
-
-    cdef readonly int epoch
-    cdef readonly str cipher
-    cdef readonly str backend    # "evp" or "python-aead" (objects with encrypt/decrypt methods)
-    cdef readonly bint write_closed
-    cdef readonly bint peer_closed
-    cdef readonly object last_alert
-    cdef readonly unsigned long long records_sent
-    cdef readonly unsigned long long records_received
-    cdef readonly unsigned long long replayed
-    cdef readonly unsigned long long wrong_epoch
-    cdef readonly unsigned long long bad_mac
-    cdef readonly unsigned long long malformed
-    cdef readonly unsigned long long after_close
-    cdef readonly unsigned long long alerts_received
+    # The fields are declared in clasp_fast/_dtls.pxd.
 
     def __init__(self, str cipher, write_aead, bytes write_iv, read_aead, bytes read_iv, *,
                  write_sequence, read_sequence=None, int epoch=1, auth_error=Exception):
@@ -409,11 +379,12 @@ cdef class RecordLayer:
 
     # -- writing -----------------------------------------------------------------------------
 
-    cpdef bytes protect(self, plaintext, int content_type=CONTENT_APPLICATION_DATA):
-        """One record holding ``plaintext`` (application data, or an alert with type 21)."""
-        cdef Py_ssize_t n = len(plaintext)
-        cdef unsigned char header[HEADER]
-        cdef const unsigned char* source
+    @property
+    def record_overhead(self) -> int:
+        """Bytes a record adds to its plaintext: header, explicit nonce (AES-GCM) and tag."""
+        return HEADER + self._explicit + TAG
+
+    cdef int _check_writable(self, Py_ssize_t n, int content_type) except -1:
         if content_type != CONTENT_APPLICATION_DATA and content_type != CONTENT_ALERT:
             raise ValueError(f"the record layer writes application data (23) and alerts (21), not {content_type}")
         if self.write_closed:
@@ -422,24 +393,53 @@ cdef class RecordLayer:
             raise ValueError(f"DTLS record plaintext is at most {MAX_PLAINTEXT} bytes, got {n}")
         if self._write_sequence > SEQUENCE_LIMIT:
             raise ConnectionError("DTLS write sequence numbers are exhausted for this epoch")
-        header[0] = <unsigned char>content_type
-        header[1] = 0xFE
-        header[2] = 0xFD
-        _store_epoch_sequence(&header[3], self.epoch, self._write_sequence)
+        return 0
+
+    cdef void _write_header(self, unsigned char* out, int content_type, Py_ssize_t n) noexcept:
+        # The header, then the explicit nonce (AES-GCM: epoch || sequence, as in the header).
         cdef Py_ssize_t fragment = self._explicit + n + TAG
-        header[11] = <unsigned char>((fragment >> 8) & 0xFF)
-        header[12] = <unsigned char>(fragment & 0xFF)
-        cdef bytes record = PyBytes_FromStringAndSize(NULL, HEADER + fragment)
+        out[0] = <unsigned char>content_type
+        out[1] = 0xFE
+        out[2] = 0xFD
+        _store_epoch_sequence(&out[3], self.epoch, self._write_sequence)
+        out[11] = <unsigned char>((fragment >> 8) & 0xFF)
+        out[12] = <unsigned char>(fragment & 0xFF)
+        if self._explicit:
+            memcpy(out + HEADER, &out[3], EXPLICIT_NONCE)
+
+    cdef int seal_in_place(self, unsigned char* record, Py_ssize_t n) except -1:
+        """Make ``record`` an application data record: the ``n`` bytes of plaintext are already in
+        place after the header and explicit nonce, and the tag's 16 bytes follow them. Writes the
+        header and nonce, encrypts in place and writes the tag. The EVP backend only."""
+        cdef unsigned char nonce[12]
+        cdef unsigned char aad[13]
+        self._check_writable(n, CONTENT_APPLICATION_DATA)
+        if self._evp_write is None:
+            raise RuntimeError("sealing in place needs the EVP backend")
+        self._write_header(record, CONTENT_APPLICATION_DATA, n)
+        _nonce_into(nonce, self._write_iv, self._chacha, &record[3])
+        _additional_data_into(aad, &record[3], CONTENT_APPLICATION_DATA, n)
+        cdef unsigned char* body = record + HEADER + self._explicit
+        if self._evp_write.seal(nonce, aad, body, <int>n, body) != 0:
+            raise RuntimeError("OpenSSL EVP encryption failed")
+        self._write_sequence += 1
+        self.records_sent += 1
+        return 0
+
+    cpdef bytes protect(self, plaintext, int content_type=CONTENT_APPLICATION_DATA):
+        """One record holding ``plaintext`` (application data, or an alert with type 21)."""
+        cdef Py_ssize_t n = len(plaintext)
+        cdef const unsigned char* source
+        self._check_writable(n, content_type)
+        cdef bytes record = PyBytes_FromStringAndSize(NULL, HEADER + self._explicit + n + TAG)
         cdef unsigned char* out = <unsigned char*>PyBytes_AS_STRING(record)
         cdef unsigned char nonce[12]
         cdef unsigned char aad[13]
         cdef const unsigned char[::1] view
-        memcpy(out, header, HEADER)
-        if self._explicit:
-            memcpy(out + HEADER, &header[3], EXPLICIT_NONCE)
+        self._write_header(out, content_type, n)
         if self._evp_write is not None:
-            _nonce_into(nonce, self._write_iv, self._chacha, &header[3])
-            _additional_data_into(aad, &header[3], content_type, n)
+            _nonce_into(nonce, self._write_iv, self._chacha, &out[3])
+            _additional_data_into(aad, &out[3], content_type, n)
             if type(plaintext) is bytes:
                 source = <const unsigned char*>PyBytes_AS_STRING(plaintext)
             else:
@@ -448,8 +448,8 @@ cdef class RecordLayer:
             if self._evp_write.seal(nonce, aad, source, <int>n, out + HEADER + self._explicit) != 0:
                 raise RuntimeError("OpenSSL EVP encryption failed")
         else:
-            sealed = self._seal(_nonce(self._write_iv, self._chacha, &header[3]), plaintext,
-                                _additional_data(&header[3], content_type, n))
+            sealed = self._seal(_nonce(self._write_iv, self._chacha, &out[3]), plaintext,
+                                _additional_data(&out[3], content_type, n))
             if PyBytes_GET_SIZE(sealed) != n + TAG:
                 raise RuntimeError("the AEAD returned an unexpected ciphertext length")
             memcpy(out + HEADER + self._explicit, PyBytes_AS_STRING(sealed), n + TAG)
@@ -475,7 +475,7 @@ cdef class RecordLayer:
 
     # -- reading -----------------------------------------------------------------------------
 
-    cdef inline bint _is_replay(self, uint64_t sequence) noexcept:
+    cdef bint _is_replay(self, uint64_t sequence) noexcept:
         # RFC 6347 section 4.1.2.6: a 64-record window ending at the highest sequence accepted.
         cdef uint64_t behind
         if not self._read_any or sequence > self._read_top:
@@ -485,7 +485,7 @@ cdef class RecordLayer:
             return True
         return (self._read_seen >> behind) & 1
 
-    cdef inline void _mark_read(self, uint64_t sequence) noexcept:
+    cdef void _mark_read(self, uint64_t sequence) noexcept:
         cdef uint64_t ahead
         if not self._read_any:
             self._read_any = True

@@ -13,6 +13,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t
 from libc.string cimport memcpy, memset
 
 from buffers cimport Reader, need, rd_u8, rd_u16, rd_u32, decode_fail
+from clasp_fast._dtls cimport RecordLayer
 
 cdef enum:
     COMMON_HEADER = 12
@@ -240,13 +241,8 @@ cdef Py_ssize_t _write_data(unsigned char* p, DataChunk chunk) except -1:
 # ---------------------------------------------------------------------------------------------
 # Building
 
-def build_packet(int source_port, int destination_port, uint32_t verification_tag,
-                 bytes control, list chunks) -> bytes:
-    """One SCTP packet: ``control`` (ready, padded chunks such as a SACK) then every DataChunk in ``chunks``.
-
-    The caller keeps the packet within the path MTU; this function only checks the 16-bit
-    chunk length field.
-    """
+cdef Py_ssize_t _packet_length(bytes control, list chunks) except -1:
+    """Bytes of the packet holding ``control`` then the DataChunks ``chunks`` (checked)."""
     cdef Py_ssize_t total = COMMON_HEADER + PyBytes_GET_SIZE(control)
     cdef DataChunk chunk
     for item in chunks:
@@ -256,8 +252,12 @@ def build_packet(int source_port, int destination_port, uint32_t verification_ta
         total += _padded(DATA_HEADER + PyBytes_GET_SIZE(chunk.user_data))
     if PyBytes_GET_SIZE(control) & 3:
         raise ValueError("control chunks must be padded to a multiple of 4 bytes")
-    out = PyBytes_FromStringAndSize(NULL, total)
-    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+    return total
+
+
+cdef void _write_packet(unsigned char* p, Py_ssize_t total, int source_port, int destination_port,
+                        uint32_t verification_tag, bytes control, list chunks) noexcept:
+    # ``total`` is _packet_length(control, chunks): the chunks were checked there.
     _put_u16(p, <uint32_t>source_port)
     _put_u16(p + 2, <uint32_t>destination_port)
     _put_u32(p + 4, verification_tag)
@@ -272,7 +272,52 @@ def build_packet(int source_port, int destination_port, uint32_t verification_ta
     p[9] = (crc >> 8) & 0xFF
     p[10] = (crc >> 16) & 0xFF
     p[11] = (crc >> 24) & 0xFF
+
+
+def build_packet(int source_port, int destination_port, uint32_t verification_tag,
+                 bytes control, list chunks) -> bytes:
+    """One SCTP packet: ``control`` (ready, padded chunks such as a SACK) then every DataChunk in ``chunks``.
+
+    The caller keeps the packet within the path MTU; this function only checks the 16-bit
+    chunk length field.
+    """
+    cdef Py_ssize_t total = _packet_length(control, chunks)
+    out = PyBytes_FromStringAndSize(NULL, total)
+    _write_packet(<unsigned char*>PyBytes_AS_STRING(out), total, source_port, destination_port,
+                  verification_tag, control, chunks)
     return out
+
+
+def seal_packets(RecordLayer layer, int source_port, int destination_port, uint32_t verification_tag,
+                 list packets):
+    """The DTLS records of the SCTP packets ``packets`` ((control, chunks) pairs, as build_packet
+    takes them), each packet written straight into its record and encrypted there by ``layer``
+    (one allocation and no copy per packet). Returns ``(records, data_chunks)``.
+
+    ``layer`` must use the EVP backend (``layer.backend == "evp"``); it raises as
+    :meth:`RecordLayer.protect` does (write side closed, sequence numbers exhausted, a packet
+    over 2^14 bytes) before sealing the packet concerned.
+    """
+    cdef Py_ssize_t total, offset = 13 + layer._explicit  # the record header, explicit nonce
+    cdef Py_ssize_t overhead = offset + 16                   # and tag
+    cdef Py_ssize_t data_chunks = 0
+    cdef list records = []
+    cdef bytes control, record
+    cdef list chunks
+    cdef unsigned char* p
+    if layer.backend != "evp":
+        raise ValueError("seal_packets needs a record layer with the EVP backend")
+    for item in packets:
+        control = <bytes?>(<tuple?>item)[0]
+        chunks = <list?>(<tuple>item)[1]
+        total = _packet_length(control, chunks)
+        record = PyBytes_FromStringAndSize(NULL, total + overhead)
+        p = <unsigned char*>PyBytes_AS_STRING(record)
+        _write_packet(p + offset, total, source_port, destination_port, verification_tag, control, chunks)
+        layer.seal_in_place(p, total)
+        records.append(record)
+        data_chunks += len(chunks)
+    return records, data_chunks
 
 
 def build_chunk(int chunk_type, int flags, bytes body) -> bytes:
@@ -351,12 +396,20 @@ def parse_packet(data):
 
 
 cdef tuple _parse_packet(data):
-    cdef const unsigned char[::1] view = data
-    cdef Py_ssize_t n = view.shape[0]
+    cdef const unsigned char[::1] view
+    if type(data) is bytes:  # the common case, without the cost of acquiring a buffer view
+        return _parse_buffer(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    view = data
+    if view.shape[0] == 0:
+        return _parse_buffer(NULL, 0)
+    return _parse_buffer(&view[0], view.shape[0])
+
+
+cdef tuple _parse_buffer(const unsigned char* data, Py_ssize_t n):
     cdef Reader r
     if n < COMMON_HEADER + CHUNK_HEADER:
         decode_fail(0, f"SCTP packet of {n} bytes is shorter than a header and one chunk header", "packet")
-    r.data = &view[0]
+    r.data = data
     r.pos = 0
     r.end = n
     r.base = 0
@@ -390,7 +443,7 @@ cdef tuple _parse_packet(data):
         elif ctype == CHUNK_FORWARD_TSN:
             chunks.append(_parse_forward_tsn(&r, start, chunk_end))
         else:
-            chunks.append((ctype, cflags, bytes(view[r.pos:chunk_end])))
+            chunks.append((ctype, cflags, PyBytes_FromStringAndSize(<const char*>(data + r.pos), chunk_end - r.pos)))
         r.pos = min(n, _padded(chunk_end))
     return source_port, destination_port, tag, chunks
 

@@ -17,6 +17,9 @@ Run with ``pytest benchmarks/bench_dataplane.py --benchmark-only``. Groups:
   packet two clasp_fast peers send each other where the path carries it (docs/data-plane.md).
 * ``sctp-build-<size>`` / ``sctp-parse-<size>``: one SCTP packet holding one full DATA chunk,
   built from a ``DataChunk`` and parsed (CRC32c included), at aiortc's size and the large size.
+* ``sctp-seal-<size>x32``: a transmit's 32 such packets made into DTLS records, by the sender's
+  one compiled call (each packet written into its record and encrypted there) and by building
+  then protecting each packet. µs per packet = time / 32.
 
 ``python -m benchmarks.bench_dataplane`` prints the interleaved record table and the per-stage
 table (µs per packet for each size) that docs/data-plane.md quotes; ``python -m
@@ -243,6 +246,28 @@ def bench_sctp_parse(benchmark, size):
     benchmark.pedantic(packets.parse_packet, args=(packet,), rounds=RECORD_ROUNDS // 4)
 
 
+SEAL_BATCH = 32  # packets per transmit in the seal benchmarks (µs per packet = time / 32)
+
+
+@pytest.mark.parametrize("way", ["fused", "build-then-protect"])
+@pytest.mark.parametrize("size", SIZES)
+def bench_sctp_seal(benchmark, size, way):
+    """A transmit's 32 packets into DTLS records: written into the record and sealed there by one
+    compiled call (``seal_packets``), against building each packet and then protecting it."""
+    _crypto("evp")
+    packets, chunk, _ = _full_packet(SIZES[size])
+    client, _server = handshake(AES128)
+    writer = DtlsRecordLayer.from_ssl_connection(client, True)
+    batch = [(b"", [chunk])] * SEAL_BATCH
+    benchmark.group = f"sctp-seal-{size}x{SEAL_BATCH}"
+    if way == "fused":
+        benchmark.pedantic(packets.seal_packets, args=(writer, 5000, 5000, 1, batch), rounds=RECORD_ROUNDS // 40)
+    else:
+        build, protect = packets.build_packet, writer.protect
+        benchmark.pedantic(lambda: [protect(build(5000, 5000, 1, control, chunks)) for control, chunks in batch],
+                           rounds=RECORD_ROUNDS // 40)
+
+
 def _stage_costs(repeats: int = 7, count: int = 5_000) -> dict[tuple[str, int], list[float]]:
     """µs per packet of each compiled stage for both packet sizes, measured in turns."""
     import timeit
@@ -259,6 +284,8 @@ def _stage_costs(repeats: int = 7, count: int = 5_000) -> dict[tuple[str, int], 
                 "SCTP build (CRC32c)": lambda: packets.build_packet(5000, 5000, 1, b"", [chunk]),
                 "SCTP parse (CRC32c)": lambda: packets.parse_packet(packet),
                 "DTLS protect (EVP)": lambda: writer.protect(packet),
+                "SCTP build + DTLS protect, fused":
+                    lambda: packets.seal_packets(writer, 5000, 5000, 1, [(b"", [chunk])]),
             }
             for name, stage in stages.items():
                 costs.setdefault((name, size), []).append(timeit.timeit(stage, number=count) / count * 1e6)

@@ -6,6 +6,8 @@ from typing import Any, ClassVar, Final
 from _typeshed import ReadableBuffer
 from typing_extensions import disjoint_base
 
+from ._dtls import RecordLayer
+
 CHUNK_DATA: Final[int]
 CHUNK_SACK: Final[int]
 CHUNK_FORWARD_TSN: Final[int]
@@ -41,6 +43,10 @@ class DataChunk:
 def chunk_size(user_data_length: int) -> int: ...
 def build_packet(source_port: int, destination_port: int, verification_tag: int, control: bytes,
                  chunks: list[DataChunk]) -> bytes: ...
+def seal_packets(layer: RecordLayer, source_port: int, destination_port: int, verification_tag: int,
+                 packets: list[tuple[bytes, list[DataChunk]]]) -> tuple[list[bytes], int]:
+    """The DTLS records of these SCTP packets, each written into its record and encrypted there:
+    (records, DATA chunks). The layer must use the EVP backend."""
 def build_chunk(chunk_type: int, flags: int, body: bytes) -> bytes: ...
 def build_sack(cumulative_tsn: int, advertised_rwnd: int, gaps: list[tuple[int, int]],
                duplicates: list[int]) -> bytes: ...

@@ -23,6 +23,7 @@ from clasp_fast.dtls_records import (
     prf,
 )
 from clasp_fast.errors import DecodeError
+from clasp_fast.sctp import DataChunk, _sctp
 from tests.dtls_pair import aiortc_context, handshake, openssl_read, openssl_write
 
 SUITE_CASES = [
@@ -65,6 +66,49 @@ def test_layer_and_openssl_read_each_others_records(ciphers, rsa_certificates, l
         assert layer.unprotect(openssl_write(theirs, payload or b"-")) == (23, payload or b"-")
     assert layer.stats() == {"records_sent": 5, "records_received": 5, "replayed": 0, "wrong_epoch": 0,
                              "bad_mac": 0, "malformed": 0, "after_close": 0, "alerts_received": 0}
+
+
+@pytest.mark.skipif(not EVP_AVAILABLE, reason=EVP_REASON)
+@pytest.mark.parametrize("ciphers, rsa_certificates", SUITE_CASES[:3])
+def test_sealed_sctp_packets_are_the_records_openssl_reads(ciphers, rsa_certificates):
+    # The sender's fused path: each SCTP packet written into its record and encrypted there.
+    client, server = handshake(ciphers, rsa_certificates=rsa_certificates)
+    layer = DtlsRecordLayer.from_ssl_connection(client, True)
+    first = layer.write_sequence
+    control = _sctp.build_sack(7, 65536, [], [])
+    packets = [
+        (control, []),
+        (b"", [DataChunk(3, 10, 1, 0, 53, b"\xa5" * 1189)]),
+        (control, [DataChunk(1, 11, 1, 1, 53, b"abc"), DataChunk(2, 12, 1, 1, 53, b"de")]),
+    ]
+    records, data_chunks = _sctp.seal_packets(layer, 5000, 5001, 0xDEADBEEF, packets)
+    assert data_chunks == 3
+    assert layer.write_sequence == first + 3 and layer.records_sent == 3
+    for record, (packet_control, chunks) in zip(records, packets, strict=True):
+        packet = _sctp.build_packet(5000, 5001, 0xDEADBEEF, packet_control, chunks)
+        assert len(record) == len(packet) + layer.record_overhead
+        assert openssl_read(server, record) == [packet]
+    assert [parse_records(record)[0][3] for record in records] == [first, first + 1, first + 2]
+
+
+@pytest.mark.skipif(not EVP_AVAILABLE, reason=EVP_REASON)
+def test_sealing_packets_checks_the_layer_and_each_packet():
+    client, _server = handshake(b"ECDHE-ECDSA-AES128-GCM-SHA256")
+    layer = DtlsRecordLayer.from_ssl_connection(client, True)
+    chunk = DataChunk(3, 1, 1, 0, 53, b"x")
+    with pytest.raises(ValueError, match="padded"):
+        _sctp.seal_packets(layer, 1, 2, 3, [(b"abc", [chunk])])
+    with pytest.raises(TypeError):
+        _sctp.seal_packets(layer, 1, 2, 3, [[b"", [chunk]]])
+    with pytest.raises(ValueError, match="2\\^14|16384"):
+        _sctp.seal_packets(layer, 1, 2, 3, [(b"", [DataChunk(3, 1, 1, 0, 53, bytes(16384))])])
+    assert layer.records_sent == 0  # nothing was sealed for a refused packet
+    layer.close_notify()
+    with pytest.raises(ConnectionError, match="closed"):
+        _sctp.seal_packets(layer, 1, 2, 3, [(b"", [chunk])])
+    python_aead = DtlsRecordLayer.from_ssl_connection(handshake()[0], True, crypto="cryptography")
+    with pytest.raises(ValueError, match="EVP"):
+        _sctp.seal_packets(python_aead, 1, 2, 3, [(b"", [chunk])])
 
 
 def _server_hello_extensions(flight: bytes) -> list[int]:

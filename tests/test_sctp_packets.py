@@ -92,6 +92,19 @@ def test_checksum_mismatch_names_the_field():
     assert info.value.offset == 8 and info.value.field == "checksum"
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_any_buffer_parses_as_its_bytes_do(kind):
+    control = _sctp.build_chunk(10, 0, b"cookie") + _sctp.build_sack(5, 1000, [(2, 3)], [])
+    packet = _sctp.build_packet(1, 2, 3, control, [_sctp.DataChunk(3, 6, 1, 0, 53, b"abc")])
+    source, destination, tag, chunks = _sctp.parse_packet(kind(packet))
+    assert (source, destination, tag) == (1, 2, 3)
+    assert chunks[0] == (10, 0, b"cookie") and chunks[1][:3] == (_sctp.CHUNK_SACK, 5, 1000)
+    assert chunks[2].user_data == b"abc"
+    with pytest.raises(DecodeError) as info:
+        _sctp.parse_packet(kind(b""))
+    assert info.value.field == "packet"
+
+
 def _with_crc(body: bytes) -> bytes:
     crc = reference_crc32c(body[:8] + b"\0\0\0\0" + body[12:])
     return body[:8] + crc.to_bytes(4, "little") + body[12:]

@@ -1071,15 +1071,10 @@ class FastSctpTransport(RTCSctpTransport):
         plane = self.data_plane
         if plane is not None and self.transport.__dict__.get("_send_data") is plane.send_hook:
             # One call for the whole transmit: the records leave together (one system call).
-            build = _sctp.build_packet
-            port, remote_port, tag = self._local_port, self._remote_port, self._remote_verification_tag
-            stats = self.stats
-            built = []
-            for control, chunks in packets:
-                stats.data_chunks_sent += len(chunks)
-                built.append(build(port, remote_port, tag, control, chunks))
-            stats.packets_sent += len(built)
-            plane.send_packets(built)
+            sent = plane.send_sctp_packets(self._local_port, self._remote_port,
+                                           self._remote_verification_tag, packets)
+            self.stats.data_chunks_sent += sent
+            self.stats.packets_sent += len(packets)
             return
         for control, chunks in packets:
             self.stats.data_chunks_sent += len(chunks)
