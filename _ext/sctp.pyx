@@ -666,8 +666,51 @@ cdef int _store(InOrder* state, sctp, Py_ssize_t packets, Py_ssize_t answered_la
     return 0
 
 
+cdef class _Stream:
+    """The inbound stream of the last chunk taken, for one compiled receive call: its reassembly
+    list and next sequence number, and its entry of the transport's ``_tail_message_bytes``
+    (written back when the stream changes and before the call returns). A run of fragments of one
+    message then costs no dictionary or attribute lookup per chunk."""
+
+    cdef int stream_id
+    cdef object stream
+    cdef list reassembly
+    cdef int sequence
+    cdef bint has_tail
+    cdef bint tail_changed
+    cdef uint32_t tail_tsn
+    cdef Py_ssize_t tail_total
+
+    def __cinit__(self):
+        self.stream_id = -1
+
+    cdef int flush(self, dict tails) except -1:
+        if self.tail_changed:
+            tails[self.stream_id] = (self.tail_tsn, self.tail_total)
+            self.tail_changed = False
+        return 0
+
+    cdef bint switch(self, int stream_id, dict streams, dict refused, dict tails) except -1:
+        """Make ``stream_id`` the current stream; False if it does not exist or is refused."""
+        self.flush(tails)
+        self.stream_id = -1
+        self.stream = streams.get(stream_id)
+        if self.stream is None or (refused and stream_id in refused):
+            self.stream = None
+            return False
+        self.stream_id = stream_id
+        self.reassembly = self.stream.reassembly
+        self.sequence = self.stream.sequence_number
+        counted = tails.get(stream_id)
+        self.has_tail = counted is not None
+        if self.has_tail:
+            self.tail_tsn = (<tuple>counted)[0]
+            self.tail_total = (<tuple>counted)[1]
+        return True
+
+
 cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, dict streams, dict refused,
-                               dict tails, list messages) except -1:
+                               dict tails, list messages, _Stream current) except -1:
     cdef Py_ssize_t count = len(chunks)
     cdef DataChunk chunk, first, previous
     cdef Py_ssize_t size, total
@@ -681,18 +724,18 @@ cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, di
         size = PyBytes_GET_SIZE(chunk.user_data)
         if chunk.tsn != <uint32_t>(state.last + 1) or state.rwnd < size:
             break
-        stream = streams.get(chunk.stream_id)
-        if stream is None or chunk.stream_id in refused:
+        if chunk.stream_id != current.stream_id and not current.switch(chunk.stream_id, streams, refused, tails):
             break
+        reassembly = current.reassembly
         flags = chunk.flags
-        reassembly = stream.reassembly
         if (flags & (FLAG_FIRST | FLAG_LAST)) == (FLAG_FIRST | FLAG_LAST):
             if reassembly:
                 break
             if flags & FLAG_UNORDERED:
                 pass
-            elif chunk.stream_seq == stream.sequence_number:
-                stream.sequence_number = (chunk.stream_seq + 1) & 0xFFFF
+            elif chunk.stream_seq == current.sequence:
+                current.sequence = (chunk.stream_seq + 1) & 0xFFFF
+                current.stream.sequence_number = current.sequence
             else:
                 break
             messages.append((chunk.stream_id, chunk.protocol, chunk.user_data))
@@ -700,7 +743,7 @@ cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, di
             if flags & FLAG_UNORDERED:
                 break
             if flags & FLAG_FIRST:
-                if reassembly or chunk.stream_seq != stream.sequence_number:
+                if reassembly or chunk.stream_seq != current.sequence:
                     break
                 total = size
             else:
@@ -711,12 +754,11 @@ cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, di
                 if (previous.tsn != state.last or previous.flags & (FLAG_LAST | FLAG_UNORDERED)
                         or not first.flags & FLAG_FIRST or first.flags & FLAG_UNORDERED
                         or <uint32_t>(chunk.tsn - first.tsn) != <uint32_t>len(reassembly)
-                        or first.stream_seq != stream.sequence_number or chunk.stream_seq != first.stream_seq):
+                        or first.stream_seq != current.sequence or chunk.stream_seq != first.stream_seq):
                     break
-                counted = tails.get(chunk.stream_id)
-                if counted is None or counted[0] != previous.tsn:
+                if not current.has_tail or current.tail_tsn != previous.tsn:
                     break
-                total = counted[1] + size
+                total = current.tail_total + size
             if total > state.max_size:
                 break  # the Python side refuses the message
             if flags & FLAG_LAST:
@@ -726,12 +768,16 @@ cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, di
                 reassembly.append(chunk)
                 messages.append((chunk.stream_id, chunk.protocol,
                                  b"".join([(<DataChunk>c).user_data for c in reassembly])))
-                stream.reassembly = []
-                stream.sequence_number = (chunk.stream_seq + 1) & 0xFFFF
+                current.reassembly = []
+                current.stream.reassembly = current.reassembly
+                current.sequence = (chunk.stream_seq + 1) & 0xFFFF
+                current.stream.sequence_number = current.sequence
             else:
                 state.rwnd -= size
                 reassembly.append(chunk)
-            tails[chunk.stream_id] = (chunk.tsn, total)
+            current.has_tail = current.tail_changed = True
+            current.tail_tsn = chunk.tsn
+            current.tail_total = total
         state.last = chunk.tsn
         state.taken += 1
         index += 1
@@ -751,8 +797,13 @@ def receive_in_order(sctp, list chunks, Py_ssize_t start, list messages):
     cdef InOrder state
     if start >= len(chunks) or type(chunks[start]) is not DataChunk or not _load(&state, sctp):
         return start
-    index = _take_in_order(&state, chunks, start, sctp._inbound_streams, sctp._refused,
-                           sctp._tail_message_bytes, messages)
+    cdef _Stream current = _Stream.__new__(_Stream)
+    tails = sctp._tail_message_bytes
+    try:
+        index = _take_in_order(&state, chunks, start, sctp._inbound_streams, sctp._refused, tails,
+                               messages, current)
+    finally:
+        current.flush(tails)
     _store(&state, sctp, 0, 0)
     return index
 
@@ -764,7 +815,7 @@ cdef bint _has_init(list chunks):
     return False
 
 
-def receive_datagrams(layer, sctp, list batch, Py_ssize_t index, Py_ssize_t stop, list messages):
+def receive_datagrams(RecordLayer layer, sctp, list batch, Py_ssize_t index, Py_ssize_t stop, list messages):
     """Handle the DTLS datagrams of ``batch[index:stop]`` ((data, address) pairs) as far as each
     carries SCTP packets of in-order DATA only (what :func:`receive_in_order` takes).
 
@@ -789,6 +840,7 @@ def receive_datagrams(layer, sctp, list batch, Py_ssize_t index, Py_ssize_t stop
     cdef dict streams = sctp._inbound_streams
     cdef dict refused = sctp._refused
     cdef dict tails = sctp._tail_message_bytes
+    cdef _Stream current = _Stream.__new__(_Stream)
     tag = sctp._local_verification_tag
     try:
         while index < stop:
@@ -816,7 +868,7 @@ def receive_datagrams(layer, sctp, list batch, Py_ssize_t index, Py_ssize_t stop
                 chunks = <list>(<tuple>parsed)[3]
                 if (<tuple>parsed)[2] != tag or _has_init(chunks):
                     return index, None, records[position:], datagrams, size  # the tag rules: the caller's
-                taken = _take_in_order(&state, chunks, 0, streams, refused, tails, messages)
+                taken = _take_in_order(&state, chunks, 0, streams, refused, tails, messages, current)
                 if taken == 0:
                     return index, None, records[position:], datagrams, size
                 packets += 1
@@ -827,5 +879,6 @@ def receive_datagrams(layer, sctp, list batch, Py_ssize_t index, Py_ssize_t stop
                 break
         return index, None, None, datagrams, size
     finally:
+        current.flush(tails)
         if usable:
             _store(&state, sctp, packets, answered_later)

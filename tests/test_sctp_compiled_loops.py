@@ -101,6 +101,7 @@ def _state(transport) -> dict:
         "duplicates": sorted(rel(t) for t in transport._sack_duplicates),
         "streams": streams,
         "sack_needed": transport._sack_needed,
+        "tails": {sid: (rel(tsn), size) for sid, (tsn, size) in transport._tail_message_bytes.items()},
         "received": (stats.data_chunks_received, stats.data_chunks_dropped, stats.messages_refused),
         "delivered": transport._clasp_delivered,
     }
