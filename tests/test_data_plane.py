@@ -100,6 +100,22 @@ async def test_two_clasp_fast_peers_take_the_records_over_and_send_large_packets
         await close_pair(o, a)
 
 
+async def test_records_sealed_by_cryptography_when_evp_is_unusable(monkeypatch):
+    # Packets are sealed in place only with the EVP backend; otherwise each is built, then protected.
+    monkeypatch.setattr(dtls_records, "evp_status", lambda: (False, "switched off by the test"))
+    o, a, (local,), (remote,) = await connect_pair(True, True, CHANNELS)
+    try:
+        for pc in (o, a):
+            await wait_until(lambda pc=pc: plane(pc).layer is not None, 5)
+            assert plane(pc).stats()["backend"] == "python-aead"
+        await exchange(local, remote, [bytes([i]) * size for i, size in enumerate([1, 1200, 60_000, 7] * 3)])
+        for pc in (o, a):
+            stats = plane(pc).stats()
+            assert stats["records_sent"] > 12 and stats["bad_mac"] == 0
+    finally:
+        await close_pair(o, a)
+
+
 @pytest.mark.parametrize("fast_answerer", [False, True], ids=["fast-to-stock", "fast-to-fast"])
 async def test_reliable_data_survives_loss_duplication_and_reordering_below_dtls(fast_answerer):
     o, a, (local,), (remote,) = await connect_pair(True, fast_answerer, CHANNELS)
