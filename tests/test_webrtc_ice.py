@@ -1,7 +1,9 @@
-"""The per-connection ICE gathering seam: loopback-only host candidates and SO_RCVBUF on the ICE sockets."""
+"""The per-connection ICE seams: loopback-only host candidates and SO_RCVBUF on the ICE sockets, and
+connect() returning once the check list completed."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import aioice.ice
@@ -12,6 +14,7 @@ from clasp_fast.ice import (
     LOOPBACK_ONLY,
     ice_sockets,
     install_gathering_policy,
+    install_prompt_connect,
     is_loopback,
     receive_buffer_size,
 )
@@ -116,3 +119,82 @@ async def test_rejects_installation_after_gathering() -> None:
 )
 def test_is_loopback(host: str, expected: bool) -> None:
     assert is_loopback(host) is expected
+
+
+async def _connection_pair(*, prompt: bool):
+    """Two aioice connections on 127.0.0.1 that know each other's credentials and candidates."""
+    controlling = aioice.ice.Connection(ice_controlling=True, components=1)
+    controlled = aioice.ice.Connection(ice_controlling=False, components=1)
+    for connection in (controlling, controlled):
+        install_gathering_policy(connection, host_addresses=["127.0.0.1"], udp_receive_buffer=None)
+        if prompt:
+            assert install_prompt_connect(connection)
+    await asyncio.gather(controlling.gather_candidates(), controlled.gather_candidates())
+    for connection, other in ((controlling, controlled), (controlled, controlling)):
+        connection.remote_username = other.local_username
+        connection.remote_password = other.local_password
+        for candidate in other.local_candidates:
+            await connection.add_remote_candidate(candidate)
+        await connection.add_remote_candidate(None)  # end of candidates
+    return controlling, controlled
+
+
+async def test_prompt_connect_returns_before_aioice_has_finished_and_the_link_works() -> None:
+    controlling, controlled = await _connection_pair(prompt=True)
+    try:
+        await asyncio.wait_for(asyncio.gather(controlling.connect(), controlled.connect()), 5)
+        # Returned at completion: aioice's own connect() is still in its 20 ms pacing sleep, so it
+        # has not started the consent checks yet.
+        assert controlling._query_consent_task is None and controlled._query_consent_task is None
+        assert controlling._nominated and controlled._nominated
+        await controlling.send(b"ping")
+        assert await asyncio.wait_for(controlled.recv(), 5) == b"ping"
+        # aioice's connect() then finishes in the background and starts the consent checks.
+        for _ in range(100):
+            if controlling._query_consent_task is not None and controlled._query_consent_task is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert controlling._query_consent_task is not None and not controlling._query_consent_task.done()
+    finally:
+        await asyncio.gather(controlling.close(), controlled.close())
+
+
+async def test_without_the_seam_connect_waits_for_aioices_pacing_tick() -> None:
+    controlling, controlled = await _connection_pair(prompt=False)
+    try:
+        await asyncio.wait_for(asyncio.gather(controlling.connect(), controlled.connect()), 5)
+        assert controlling._query_consent_task is not None  # aioice's connect() ran to its end
+    finally:
+        await asyncio.gather(controlling.close(), controlled.close())
+
+
+async def test_a_close_right_after_a_prompt_connect_leaves_no_consent_checks_running() -> None:
+    controlling, controlled = await _connection_pair(prompt=True)
+    await asyncio.wait_for(asyncio.gather(controlling.connect(), controlled.connect()), 5)
+    await asyncio.gather(controlling.close(), controlled.close())
+    await asyncio.sleep(0.1)  # aioice's connect() wakes from its pacing sleep and ends
+    for connection in (controlling, controlled):
+        task = connection._query_consent_task
+        assert task is None or task.done()
+
+
+async def test_a_failed_connect_still_raises_from_a_prompt_connect() -> None:
+    # No remote candidate and none to come: aioice's connect() fails, and so does the prompt one.
+    connection = aioice.ice.Connection(ice_controlling=True, components=1)
+    install_gathering_policy(connection, host_addresses=["127.0.0.1"], udp_receive_buffer=None)
+    assert install_prompt_connect(connection)
+    await connection.gather_candidates()
+    connection.remote_username, connection.remote_password = "user", "password"
+    await connection.add_remote_candidate(None)
+    try:
+        with pytest.raises(ConnectionError, match="ICE negotiation failed"):
+            await asyncio.wait_for(connection.connect(), 5)
+    finally:
+        await connection.close()
+
+
+async def test_prompt_connect_needs_its_seams() -> None:
+    connection = aioice.ice.Connection(ice_controlling=True, components=1)
+    del connection._query_consent_task
+    assert install_prompt_connect(connection) is False
+    assert "connect" not in vars(connection)

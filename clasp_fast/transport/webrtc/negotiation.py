@@ -232,11 +232,13 @@ class Negotiation:
         sctp = self._pc.sctp
         if sctp is None:  # an offer without an application (data channel) section
             raise TransportError("the session description has no data channel section", peer=self.peer, step=self.step)
+        connection = sctp.transport.transport.iceGatherer._connection
         ice.install_gathering_policy(
-            sctp.transport.transport.iceGatherer._connection,
+            connection,
             host_addresses=self.config.host_addresses,
             udp_receive_buffer=self.config.udp_receive_buffer,
         )
+        ice.install_prompt_connect(connection)
 
     async def _trickle_candidates(self) -> None:
         sctp = self._pc.sctp
