@@ -139,43 +139,55 @@ async def _connection_pair(*, prompt: bool):
     return controlling, controlled
 
 
-async def test_prompt_connect_returns_before_aioice_has_finished_and_the_link_works() -> None:
+def _count_pacing_ticks(connection) -> list[int]:
+    """Counts aioice's calls of ``_check_periodic``: one per 20 ms pacing tick of its connect()."""
+    ticks = [0]
+    original = connection._check_periodic
+
+    def counted() -> bool:
+        ticks[0] += 1
+        return original()
+
+    connection._check_periodic = counted
+    return ticks
+
+
+async def test_prompt_connect_returns_at_the_first_tick_and_the_link_works() -> None:
     controlling, controlled = await _connection_pair(prompt=True)
+    ticks = [_count_pacing_ticks(controlling), _count_pacing_ticks(controlled)]
     try:
         await asyncio.wait_for(asyncio.gather(controlling.connect(), controlled.connect()), 5)
-        # Returned at completion: aioice's own connect() is still in its 20 ms pacing sleep, so it
-        # has not started the consent checks yet.
-        assert controlling._query_consent_task is None and controlled._query_consent_task is None
-        assert controlling._nominated and controlled._nominated
+        # Returned when the check list completed, inside the first pacing sleep (aioice alone
+        # looks again 20 ms later), with the consent checks running as aioice would start them.
+        assert ticks == [[1], [1]]
+        for connection in (controlling, controlled):
+            assert connection._nominated
+            assert connection._query_consent_task is not None and not connection._query_consent_task.done()
         await controlling.send(b"ping")
         assert await asyncio.wait_for(controlled.recv(), 5) == b"ping"
-        # aioice's connect() then finishes in the background and starts the consent checks.
-        for _ in range(100):
-            if controlling._query_consent_task is not None and controlled._query_consent_task is not None:
-                break
-            await asyncio.sleep(0.01)
-        assert controlling._query_consent_task is not None and not controlling._query_consent_task.done()
+        await asyncio.sleep(0.05)
+        assert ticks == [[1], [1]]  # aioice's own connect() was stopped, not left to tick on
     finally:
         await asyncio.gather(controlling.close(), controlled.close())
 
 
-async def test_without_the_seam_connect_waits_for_aioices_pacing_tick() -> None:
+async def test_without_the_seam_connect_waits_for_aioices_next_tick() -> None:
     controlling, controlled = await _connection_pair(prompt=False)
+    ticks = [_count_pacing_ticks(controlling), _count_pacing_ticks(controlled)]
     try:
         await asyncio.wait_for(asyncio.gather(controlling.connect(), controlled.connect()), 5)
-        assert controlling._query_consent_task is not None  # aioice's connect() ran to its end
+        assert ticks[0][0] >= 2 and ticks[1][0] >= 2
     finally:
         await asyncio.gather(controlling.close(), controlled.close())
 
 
-async def test_a_close_right_after_a_prompt_connect_leaves_no_consent_checks_running() -> None:
+async def test_a_close_right_after_a_prompt_connect_leaves_no_task_running() -> None:
+    before = asyncio.all_tasks()
     controlling, controlled = await _connection_pair(prompt=True)
     await asyncio.wait_for(asyncio.gather(controlling.connect(), controlled.connect()), 5)
     await asyncio.gather(controlling.close(), controlled.close())
-    await asyncio.sleep(0.1)  # aioice's connect() wakes from its pacing sleep and ends
-    for connection in (controlling, controlled):
-        task = connection._query_consent_task
-        assert task is None or task.done()
+    await asyncio.sleep(0)
+    assert {task for task in asyncio.all_tasks() - before if not task.done()} == set()
 
 
 async def test_a_failed_connect_still_raises_from_a_prompt_connect() -> None:
@@ -195,6 +207,6 @@ async def test_a_failed_connect_still_raises_from_a_prompt_connect() -> None:
 
 async def test_prompt_connect_needs_its_seams() -> None:
     connection = aioice.ice.Connection(ice_controlling=True, components=1)
-    del connection._query_consent_task
+    del connection._query_consent_task  # (an aioice without this attribute)
     assert install_prompt_connect(connection) is False
     assert "connect" not in vars(connection)

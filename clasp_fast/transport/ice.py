@@ -46,13 +46,10 @@ DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 LOOPBACK_ONLY: tuple[str, ...] = ("127.0.0.1",)
 
 #: What :func:`install_prompt_connect` uses of an aioice ``Connection``.
-PROMPT_CONNECT_SEAMS = ("connect", "check_complete", "check_incoming", "_check_list_done", "_nominated",
-                        "_components", "_query_consent_task")
+PROMPT_CONNECT_SEAMS = ("connect", "check_complete", "check_incoming", "query_consent", "_check_list",
+                        "_check_list_done", "_nominated", "_components", "_query_consent_task")
 
 logger = logging.getLogger(__name__)
-
-# aioice connect() calls finishing in the background (see install_prompt_connect).
-_finishing: set[asyncio.Future[None]] = set()
 
 
 def is_loopback(host: str) -> bool:
@@ -140,13 +137,18 @@ def install_prompt_connect(connection: aioice_ice.Connection) -> bool:
     """Make ``connection.connect()`` return as soon as a pair is nominated for every component,
     instead of at aioice's next 20 ms pacing tick: aioice starts a check, sleeps 20 ms (RFC 8445's
     Ta) and only then looks whether the check list completed, so every connect took at least 20 ms
-    even where the check succeeded in one. aioice's own ``connect()`` still runs to its end in the
-    background (it cancels the checks left and starts the consent checks there).
+    even where the check succeeded in one.
+
+    ``connect()`` runs aioice's own and watches for the check list's completion; when that comes
+    first, it stops aioice's (asleep between checks) and does what aioice does after a completed
+    check list itself: cancel the checks still running and start the consent checks (RFC 7675).
+    Failures and everything before completion stay aioice's.
 
     The seam: ``connect``, ``check_complete`` and ``check_incoming`` (the two ways a check list
-    completes) replaced on this instance, reading ``_check_list_done``, ``_nominated``,
-    ``_components`` and ``_query_consent_task`` (aioice 0.9-0.13). Returns False, changing
-    nothing, when one is missing. Call it before ``connect()``.
+    completes) replaced on this instance, using ``_check_list_done``, ``_nominated``,
+    ``_components``, ``_check_list`` (each pair's ``task``), ``query_consent`` and
+    ``_query_consent_task`` (aioice 0.9-0.13). Returns False, changing nothing, when one is
+    missing. Call it before ``connect()``.
     """
     missing = [name for name in PROMPT_CONNECT_SEAMS if not hasattr(connection, name)]
     if missing:
@@ -169,31 +171,25 @@ def install_prompt_connect(connection: aioice_ice.Connection) -> bool:
         original_check_incoming(*args)
         note_completion()
 
-    def finished(task: asyncio.Future[None]) -> None:
-        _finishing.discard(task)
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            logger.debug("aioice connect() ended with %r after the pair was nominated", error)
-        elif not connection._nominated and connection._query_consent_task is not None:
-            # Closed while connect() was finishing: stop the consent checks it has just started.
-            connection._query_consent_task.cancel()
-
     async def connect() -> None:
         running = asyncio.ensure_future(original_connect())
         waiting = asyncio.ensure_future(completed.wait())
         try:
             await asyncio.wait((running, waiting), return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if not running.done():
+                running.cancel()  # asleep until its next pacing tick
+                await asyncio.gather(running, return_exceptions=True)
         except asyncio.CancelledError:
             running.cancel()
             waiting.cancel()
             raise
-        waiting.cancel()
-        if running.done():
-            return running.result()  # aioice's own outcome: success, or ConnectionError
-        _finishing.add(running)
-        running.add_done_callback(finished)
+        if not running.cancelled():
+            return running.result()  # aioice finished first: its own outcome
+        for pair in connection._check_list:
+            if pair.task is not None:
+                pair.task.cancel()
+        connection._query_consent_task = asyncio.create_task(connection.query_consent())
 
     connection.check_complete = check_complete  # type: ignore[method-assign, assignment]
     connection.check_incoming = check_incoming  # type: ignore[method-assign, assignment]
