@@ -382,7 +382,11 @@ cdef class RecordLayer:
     @property
     def record_overhead(self) -> int:
         """Bytes a record adds to its plaintext: header, explicit nonce (AES-GCM) and tag."""
-        return HEADER + self._explicit + TAG
+        return self.plaintext_offset() + TAG
+
+    cdef Py_ssize_t plaintext_offset(self) noexcept:
+        """Where a record's plaintext (ciphertext once sealed) starts: after header and explicit nonce."""
+        return HEADER + self._explicit
 
     cdef int _check_writable(self, Py_ssize_t n, int content_type) except -1:
         if content_type != CONTENT_APPLICATION_DATA and content_type != CONTENT_ALERT:
@@ -411,19 +415,25 @@ cdef class RecordLayer:
         """Make ``record`` an application data record: the ``n`` bytes of plaintext are already in
         place after the header and explicit nonce, and the tag's 16 bytes follow them. Writes the
         header and nonce, encrypts in place and writes the tag. The EVP backend only."""
-        cdef unsigned char nonce[12]
-        cdef unsigned char aad[13]
         self._check_writable(n, CONTENT_APPLICATION_DATA)
         if self._evp_write is None:
             raise RuntimeError("sealing in place needs the EVP backend")
         self._write_header(record, CONTENT_APPLICATION_DATA, n)
-        _nonce_into(nonce, self._write_iv, self._chacha, &record[3])
-        _additional_data_into(aad, &record[3], CONTENT_APPLICATION_DATA, n)
-        cdef unsigned char* body = record + HEADER + self._explicit
-        if self._evp_write.seal(nonce, aad, body, <int>n, body) != 0:
-            raise RuntimeError("OpenSSL EVP encryption failed")
+        self._seal_evp(record, CONTENT_APPLICATION_DATA, record + self.plaintext_offset(), n)
         self._write_sequence += 1
         self.records_sent += 1
+        return 0
+
+    cdef int _seal_evp(self, unsigned char* record, int content_type, const unsigned char* source,
+                       Py_ssize_t n) except -1:
+        # ``record`` has its header and explicit nonce written: encrypt the ``n`` bytes at ``source``
+        # into the record's body (``source`` may be the body itself) and write the tag after them.
+        cdef unsigned char nonce[12]
+        cdef unsigned char aad[13]
+        _nonce_into(nonce, self._write_iv, self._chacha, &record[3])
+        _additional_data_into(aad, &record[3], content_type, n)
+        if self._evp_write.seal(nonce, aad, source, <int>n, record + self.plaintext_offset()) != 0:
+            raise RuntimeError("OpenSSL EVP encryption failed")
         return 0
 
     cpdef bytes protect(self, plaintext, int content_type=CONTENT_APPLICATION_DATA):
@@ -431,28 +441,23 @@ cdef class RecordLayer:
         cdef Py_ssize_t n = len(plaintext)
         cdef const unsigned char* source
         self._check_writable(n, content_type)
-        cdef bytes record = PyBytes_FromStringAndSize(NULL, HEADER + self._explicit + n + TAG)
+        cdef bytes record = PyBytes_FromStringAndSize(NULL, self.plaintext_offset() + n + TAG)
         cdef unsigned char* out = <unsigned char*>PyBytes_AS_STRING(record)
-        cdef unsigned char nonce[12]
-        cdef unsigned char aad[13]
         cdef const unsigned char[::1] view
         self._write_header(out, content_type, n)
         if self._evp_write is not None:
-            _nonce_into(nonce, self._write_iv, self._chacha, &out[3])
-            _additional_data_into(aad, &out[3], content_type, n)
             if type(plaintext) is bytes:
                 source = <const unsigned char*>PyBytes_AS_STRING(plaintext)
             else:
                 view = plaintext
-                source = &view[0] if n else aad
-            if self._evp_write.seal(nonce, aad, source, <int>n, out + HEADER + self._explicit) != 0:
-                raise RuntimeError("OpenSSL EVP encryption failed")
+                source = &view[0] if n else out  # nothing is read from it
+            self._seal_evp(out, content_type, source, n)
         else:
             sealed = self._seal(_nonce(self._write_iv, self._chacha, &out[3]), plaintext,
                                 _additional_data(&out[3], content_type, n))
             if PyBytes_GET_SIZE(sealed) != n + TAG:
                 raise RuntimeError("the AEAD returned an unexpected ciphertext length")
-            memcpy(out + HEADER + self._explicit, PyBytes_AS_STRING(sealed), n + TAG)
+            memcpy(out + self.plaintext_offset(), PyBytes_AS_STRING(sealed), n + TAG)
         self._write_sequence += 1
         self.records_sent += 1
         return record

@@ -298,8 +298,8 @@ def seal_packets(RecordLayer layer, int source_port, int destination_port, uint3
     :meth:`RecordLayer.protect` does (write side closed, sequence numbers exhausted, a packet
     over 2^14 bytes) before sealing the packet concerned.
     """
-    cdef Py_ssize_t total, offset = 13 + layer._explicit  # the record header, explicit nonce
-    cdef Py_ssize_t overhead = offset + 16                   # and tag
+    cdef Py_ssize_t total, offset = layer.plaintext_offset()
+    cdef Py_ssize_t overhead = layer.record_overhead
     cdef Py_ssize_t data_chunks = 0
     cdef list records = []
     cdef bytes control, record

@@ -48,7 +48,10 @@ cdef class RecordLayer:
 
     cpdef bytes protect(self, plaintext, int content_type=*)
     cdef int _check_writable(self, Py_ssize_t plaintext_length, int content_type) except -1
+    cdef Py_ssize_t plaintext_offset(self) noexcept
     cdef void _write_header(self, unsigned char* out, int content_type, Py_ssize_t n) noexcept
+    cdef int _seal_evp(self, unsigned char* record, int content_type, const unsigned char* source,
+                       Py_ssize_t n) except -1
     cdef int seal_in_place(self, unsigned char* record, Py_ssize_t plaintext_length) except -1
     cdef bint _is_replay(self, uint64_t sequence) noexcept
     cdef void _mark_read(self, uint64_t sequence) noexcept
