@@ -10,6 +10,7 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t
+from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcpy, memset
 
 from buffers cimport Reader, need, rd_u8, rd_u16, rd_u32, decode_fail
@@ -589,6 +590,176 @@ def acknowledge(sent_queue, uint32_t cumulative):
         if done == 1 and chunk._sent_count == 1 and chunk._sent_time is not None:
             sent_time = chunk._sent_time
     return done, done_bytes, flight, sent_time
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss path: gap blocks, miss indications, retransmission marks
+
+cdef struct Block:
+    # A gap ack block as offsets from the SACK's cumulative TSN (RFC 4960 section 3.3.4).
+    uint32_t start
+    uint32_t end
+
+
+cdef int _block_order(const void* a, const void* b) noexcept nogil:
+    cdef uint32_t x = (<const Block*>a).start, y = (<const Block*>b).start
+    return (x > y) - (x < y)
+
+
+cdef Py_ssize_t _read_blocks(gaps, Block** out, uint32_t* highest) except -1:
+    """Copy the valid blocks of ``gaps`` ((start, end) pairs) into a new array sorted by start;
+    ``highest`` gets the largest end. Returns how many; the caller frees ``out``."""
+    cdef Py_ssize_t n = len(gaps), count = 0, i
+    cdef long start, end
+    cdef bint ordered = True
+    cdef Block* blocks = <Block*>malloc(max(n, 1) * sizeof(Block))
+    if blocks == NULL:
+        raise MemoryError()
+    highest[0] = 0
+    try:
+        for gap in gaps:
+            start = gap[0]
+            end = gap[1]
+            if start < 1 or end < start or end > 0xFFFF:
+                continue  # a block that acknowledges nothing (the parser only yields 16-bit values)
+            if count and <uint32_t>start < blocks[count - 1].start:
+                ordered = False
+            blocks[count].start = <uint32_t>start
+            blocks[count].end = <uint32_t>end
+            if <uint32_t>end > highest[0]:
+                highest[0] = <uint32_t>end
+            count += 1
+    except BaseException:
+        free(blocks)
+        raise
+    if not ordered:
+        qsort(blocks, count, sizeof(Block), _block_order)
+    out[0] = blocks
+    return count
+
+
+cdef inline bint _in_blocks(const Block* blocks, Py_ssize_t count, Py_ssize_t* at, uint32_t offset) noexcept nogil:
+    # Offsets are asked in increasing order: skip the blocks that end before this one.
+    while at[0] < count and blocks[at[0]].end < offset:
+        at[0] += 1
+    return at[0] < count and blocks[at[0]].start <= offset
+
+
+cdef inline bint _may_abandon(DataChunk chunk) noexcept:
+    # Whether aiortc's _maybe_abandon could say yes (otherwise it returns False and changes nothing).
+    return chunk._abandoned or chunk._max_retransmits is not None or chunk._expiry is not None
+
+
+def acknowledge_gaps(sctp, sent_queue, uint32_t cumulative, gaps):
+    """Apply a SACK's gap ack blocks to ``sent_queue``, whose chunks up to ``cumulative`` were
+    taken off with :func:`acknowledge` (RFC 4960 sections 6.3.3 and 7.2.4, as aiortc does).
+
+    Chunks inside a block are acknowledged and leave the flight. Then every chunk before the
+    highest TSN newly acknowledged that no block covers counts one more miss indication; at the
+    third it is lost: ``sctp._maybe_abandon(chunk)`` decides (only for a chunk with a lifetime or
+    retransmission limit) whether it is abandoned, and otherwise it is marked for retransmission
+    and leaves the flight. Returns ``(newly_acked_bytes, left_flight_bytes, lost)``.
+    """
+    cdef Block* blocks = NULL
+    cdef uint32_t highest, offset, newly_acked = 0
+    cdef Py_ssize_t count, at = 0, done_bytes = 0, flight = 0
+    cdef bint lost = False
+    cdef DataChunk chunk
+    count = _read_blocks(gaps, &blocks, &highest)
+    try:
+        if count == 0:
+            return 0, 0, False
+        for item in sent_queue:
+            chunk = <DataChunk?>item
+            offset = chunk.tsn - cumulative
+            if offset > highest:
+                break
+            if _in_blocks(blocks, count, &at, offset):
+                if not chunk._acked:
+                    done_bytes += chunk._book_size
+                    chunk._acked = True
+                    newly_acked = offset
+                if chunk._in_flight:
+                    chunk._in_flight = False
+                    flight += chunk._book_size
+        at = 0
+        for item in sent_queue:
+            chunk = <DataChunk>item
+            offset = chunk.tsn - cumulative
+            if offset > newly_acked:
+                break
+            if _in_blocks(blocks, count, &at, offset):
+                continue
+            chunk._misses += 1
+            if chunk._misses == 3:
+                chunk._misses = 0
+                if not (_may_abandon(chunk) and sctp._maybe_abandon(chunk)):
+                    chunk._retransmit = True
+                chunk._acked = False
+                if chunk._in_flight:
+                    chunk._in_flight = False
+                    flight += chunk._book_size
+                lost = True
+    finally:
+        free(blocks)
+    return done_bytes, flight, lost
+
+
+def mark_for_retransmission(sctp, sent_queue):
+    """Mark every chunk of ``sent_queue`` for retransmission when the retransmission timer expires
+    (RFC 4960 section 6.3.3), or abandoned where ``sctp._maybe_abandon`` says so; none stays in
+    the flight. Returns the bytes that left the flight."""
+    cdef Py_ssize_t flight = 0
+    cdef DataChunk chunk
+    for item in sent_queue:
+        chunk = <DataChunk?>item
+        if not (_may_abandon(chunk) and sctp._maybe_abandon(chunk)):
+            chunk._retransmit = True
+        if chunk._in_flight:
+            chunk._in_flight = False
+            flight += chunk._book_size
+    return flight
+
+
+def take_retransmissions(sent_queue, Py_ssize_t flight_size, Py_ssize_t cwnd, bint recovery_transmit,
+                         Py_ssize_t room, Py_ssize_t used, bytes control, list packet, list packets):
+    """Put the chunks of ``sent_queue`` marked for retransmission into packets (as
+    :func:`take_new_data` does), while the congestion window has room; the first one of a fast
+    recovery (``recovery_transmit``) goes regardless (RFC 4960 section 7.2.4).
+
+    Returns ``(flight_size, recovery_transmit, blocked, retransmitted, earliest, used, control,
+    packet)``: ``blocked`` when a marked chunk is left for want of window, ``earliest`` when the
+    first chunk of the queue was among those sent (the timer restarts).
+    """
+    cdef Py_ssize_t retransmitted = 0
+    cdef bint blocked = False, earliest = False, first = True
+    cdef DataChunk chunk
+    for item in sent_queue:
+        chunk = <DataChunk?>item
+        if chunk._retransmit:
+            if recovery_transmit:
+                recovery_transmit = False
+            elif flight_size >= cwnd:
+                blocked = True
+                break
+            if not chunk._in_flight:
+                chunk._in_flight = True
+                flight_size += chunk._book_size
+            chunk._misses = 0
+            chunk._retransmit = False
+            chunk._sent_count += 1
+            retransmitted += 1
+            if used + chunk._book_size > room and (packet or control):
+                packets.append((control, packet))
+                control = b""
+                packet = []
+                used = 0
+            packet.append(chunk)
+            used += chunk._book_size
+            if first:
+                earliest = True
+        first = False
+    return flight_size, recovery_transmit, blocked, retransmitted, earliest, used, control, packet
 
 
 def take_new_data(queue, sent_queue, Py_ssize_t flight_size, Py_ssize_t cwnd, Py_ssize_t window,

@@ -758,10 +758,8 @@ class FastSctpTransport(RTCSctpTransport):
             or self._advanced_peer_ack_tsn != self._last_sacked_tsn
             or not _tsn_gte(cumulative, self._last_sacked_tsn)
         ):
-            # Loss, recovery or partial reliability at work: aiortc's full SACK handling.
-            sack = _aio.SackChunk()
-            sack.cumulative_tsn, sack.advertised_rwnd, sack.gaps, sack.duplicates = cumulative, rwnd, gaps, duplicates
-            await self._receive_sack_chunk(sack)
+            # Loss, recovery or partial reliability at work: the full rules.
+            await self._receive_sack_with_gaps(cumulative, rwnd, gaps)
             return
 
         # The common case, as aiortc (RFC 4960 sections 6.3.3, 7.2.1 and 7.2.2) without gap blocks.
@@ -776,13 +774,7 @@ class FastSctpTransport(RTCSctpTransport):
             self._update_rto(received_time - sent_time)
         self._acked_bytes = done_bytes
         if done and cwnd_fully_utilized:
-            if self._cwnd <= self._ssthresh:
-                self._cwnd += min(done_bytes, self._user_data_max)
-            else:
-                self._partial_bytes_acked += done_bytes
-                if self._partial_bytes_acked >= self._cwnd:
-                    self._partial_bytes_acked -= self._cwnd
-                    self._cwnd += self._user_data_max
+            self._grow_cwnd(done_bytes)
         if not sent_queue:
             self._t3_cancel()
         elif done:
@@ -797,16 +789,87 @@ class FastSctpTransport(RTCSctpTransport):
         elif self._outbound_queue or self._retransmit_scan or self._forward_tsn_chunk is not None:
             await self._transmit()
 
+    def _grow_cwnd(self, acked_bytes: int) -> None:
+        """Slow start or congestion avoidance for a SACK that moved the cumulative TSN while the
+        window was in full use (RFC 4960 section 7.2.1 and 7.2.2)."""
+        if self._cwnd <= self._ssthresh:
+            self._cwnd += min(acked_bytes, self._user_data_max)
+        else:
+            self._partial_bytes_acked += acked_bytes
+            if self._partial_bytes_acked >= self._cwnd:
+                self._partial_bytes_acked -= self._cwnd
+                self._cwnd += self._user_data_max
+
     async def _receive_sack_chunk(self, chunk) -> None:
-        if _tsn_gte(chunk.cumulative_tsn, self._last_sacked_tsn):
-            self._peer_window = chunk.advertised_rwnd  # not from a SACK older than the last one
-        # aiortc's handler flushes the data channel queue and then transmits: one transmit
-        # opportunity (one burst) per SACK, so the flush does not transmit on its own.
+        # aiortc's entry point (its _receive_chunk and its tests): the same rules as a parsed SACK.
+        await self._receive_sack_with_gaps(chunk.cumulative_tsn, chunk.advertised_rwnd, chunk.gaps)
+
+    async def _receive_sack_with_gaps(self, cumulative: int, rwnd: int, gaps: list) -> None:
+        """A SACK with gap blocks, or one during fast recovery or partial reliability: aiortc's
+        rules (RFC 4960 sections 6.3.3 and 7.2, RFC 3758), with the per-chunk loops compiled
+        (``_sctp.acknowledge``, ``_sctp.acknowledge_gaps``)."""
+        if not _tsn_gte(cumulative, self._last_sacked_tsn):
+            return  # older than the last one: reordered on the way
+        self._peer_window = rwnd
+        received_time = time.time()
+        self._last_sacked_tsn = cumulative
+        cwnd_fully_utilized = self._flight_size >= self._cwnd
+        sent_queue = self._sent_queue
+        done, done_bytes, left_flight, sent_time = _sctp.acknowledge(sent_queue, cumulative)
+        self._flight_size -= left_flight
+        if sent_time is not None:
+            self._update_rto(received_time - sent_time)
+        lost = False
+        if gaps:
+            gap_bytes, left_flight, lost = _sctp.acknowledge_gaps(self, sent_queue, cumulative, gaps)
+            done_bytes += gap_bytes
+            self._flight_size -= left_flight
+            if lost:
+                self._retransmit_scan = True
+
+        if self._fast_recovery_exit is None:
+            if done and cwnd_fully_utilized:
+                self._grow_cwnd(done_bytes)
+            if lost:
+                # RFC 4960 section 7.2.3, then fast recovery until the last chunk sent is acknowledged.
+                self._ssthresh = max(self._cwnd // 2, 4 * self._user_data_max)
+                self._cwnd = self._ssthresh
+                self._partial_bytes_acked = 0
+                self._fast_recovery_exit = sent_queue[-1].tsn
+                self._fast_recovery_transmit = True
+        elif _tsn_gte(cumulative, self._fast_recovery_exit):
+            self._fast_recovery_exit = None
+
+        if not sent_queue:
+            self._t3_cancel()
+        elif done:
+            self._t3_restart()
+        self._update_advanced_peer_ack_point()
+        # One transmit opportunity (one burst) per SACK: the flush does not transmit on its own.
         self._in_sack_handling = True
         try:
-            await super()._receive_sack_chunk(chunk)
+            await self._data_channel_flush()
         finally:
             self._in_sack_handling = False
+        await self._transmit()
+
+    def _t3_expired(self) -> None:
+        """The retransmission timer expired (RFC 4960 section 6.3.3): everything outstanding is
+        sent again (or abandoned), from a window of one packet."""
+        self._t3_handle = None
+        left_flight = _sctp.mark_for_retransmission(self, self._sent_queue)  # may abandon chunks
+        self._flight_size -= left_flight
+        self._retransmit_scan = True
+        self._update_advanced_peer_ack_point()
+        self._fast_recovery_exit = None
+        self._partial_bytes_acked = 0
+        self._ssthresh = max(self._cwnd // 2, 4 * self._user_data_max)
+        self._cwnd = self._user_data_max
+        # In the next loop iteration, as aiortc does (a caller may still adjust the window).
+        self._loop.call_soon(self._transmit_due)
+
+    def _transmit_due(self) -> None:
+        fast_path.run_now(self._transmit(), self._loop)
 
     async def _send_sack(self) -> None:
         await self._send_packet(self._take_sack(), [])
@@ -1001,28 +1064,15 @@ class FastSctpTransport(RTCSctpTransport):
 
         if self._retransmit_scan:
             self._retransmit_scan = False
-            earliest = True
-            for chunk in self._sent_queue:
-                if chunk._retransmit:
-                    if self._fast_recovery_transmit:
-                        self._fast_recovery_transmit = False
-                    elif self._flight_size >= cwnd:
-                        self._retransmit_scan = True
-                        blocked = True
-                        break
-                    self._flight_size_increase(chunk)  # type: ignore[arg-type]  # duck-types aiortc's chunk
-                    chunk._misses = 0
-                    chunk._retransmit = False
-                    chunk._sent_count += 1
-                    self.stats.retransmissions += 1
-                    if used + chunk._book_size > room and (packet or control):
-                        packets.append((control, packet))
-                        control, packet, used = b"", [], 0
-                    packet.append(chunk)
-                    used += chunk._book_size
-                    if earliest:
-                        self._t3_restart()
-                earliest = False
+            (self._flight_size, self._fast_recovery_transmit, blocked, retransmitted, earliest,
+             used, control, packet) = _sctp.take_retransmissions(
+                self._sent_queue, self._flight_size, cwnd, self._fast_recovery_transmit,
+                room, used, control, packet, packets)
+            self.stats.retransmissions += retransmitted
+            if blocked:
+                self._retransmit_scan = True
+            if earliest:
+                self._t3_restart()
 
         if not blocked and self._outbound_queue:
             now = time.time()
