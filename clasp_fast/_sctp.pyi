@@ -63,6 +63,16 @@ def fragment(queue: Any, user_data: bytes, piece_max: int, base_flags: int, tsn:
 def acknowledge(sent_queue: Any, cumulative: int) -> tuple[int, int, int, float | None]:
     """Chunks up to ``cumulative`` off ``sent_queue``: (chunks, newly acked bytes, bytes out of the
     flight, send time of the first when sent once)."""
+def acknowledge_gaps(sctp: Any, sent_queue: Any, cumulative: int, gaps: list[tuple[int, int]]) -> tuple[int, int, bool]:
+    """A SACK's gap blocks over ``sent_queue``: (newly acked bytes, bytes out of the flight, lost)."""
+def mark_for_retransmission(sctp: Any, sent_queue: Any) -> int:
+    """Every outstanding chunk marked for retransmission (or abandoned): bytes out of the flight."""
+def take_retransmissions(sent_queue: Any, flight_size: int, cwnd: int, recovery_transmit: bool, room: int,
+                         used: int, control: bytes, packet: list[DataChunk],
+                         packets: list[tuple[bytes, list[DataChunk]]],
+                         ) -> tuple[int, bool, bool, int, bool, int, bytes, list[DataChunk]]:
+    """Marked chunks into packets while the window allows: (flight size, recovery transmit, blocked,
+    retransmitted, earliest, used, control, packet)."""
 def take_new_data(queue: Any, sent_queue: Any, flight_size: int, cwnd: int, window: int, room: int, used: int,
                   control: bytes, packet: list[DataChunk], packets: list[tuple[bytes, list[DataChunk]]],
                   now: float) -> tuple[int, int, int, bytes, list[DataChunk]]:

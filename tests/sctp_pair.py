@@ -70,6 +70,19 @@ async def connect_pair(fast_offerer: bool, fast_answerer: bool, channels: list[d
     return offerer, answerer, local, [remote[spec["label"]] for spec in channels]
 
 
+def count_t3_expiries(sender) -> list[int]:
+    """Count the sender's T3 expiries (in the returned one-item list)."""
+    expiries = [0]
+    t3_expired = sender._t3_expired
+
+    def counting_t3_expired() -> None:
+        expiries[0] += 1
+        t3_expired()
+
+    sender._t3_expired = counting_t3_expired
+    return expiries
+
+
 class Faults:
     """A seeded, bounded plan of faults: for each item, what a faulty link does with it.
 
@@ -100,6 +113,45 @@ class Faults:
             self.duplicated += 1
             return "send twice"
         return "send"
+
+
+def nominated(pc):
+    return pc.sctp.transport.transport._connection._nominated[1]
+
+
+class DatagramFaults(Faults):
+    """Drops, duplicates and reorders one peer's outgoing DTLS application records below DTLS
+    (seeded), through aioice's ``send_data`` replaced on the ICE protocol (a seam the data plane
+    honours)."""
+
+    def __init__(self, pc, **faults) -> None:
+        super().__init__(**faults)
+        self.held: bytes | None = None
+        self.pair = nominated(pc)
+        self.transport = self.pair.protocol.transport
+        self.pair.protocol.send_data = self.send_data
+
+    async def send_data(self, data: bytes, address) -> None:  # aioice awaits it
+        action = self.next() if data[0] == 23 else "send"
+        if action == "drop":
+            return
+        if action == "hold":
+            self.held, self.holding = data, True
+            asyncio.get_running_loop().call_later(0.005, self._release, address)
+            return
+        self._out(data, address)
+        self._release(address)
+        if action == "send twice":
+            self._out(data, address)
+
+    def _release(self, address) -> None:
+        held, self.held, self.holding = self.held, None, False
+        if held is not None:
+            self._out(held, address)
+
+    def _out(self, data: bytes, address) -> None:
+        if not self.transport.is_closing():
+            self.transport.sendto(data, address)
 
 
 class FaultyLink(Faults):

@@ -13,7 +13,7 @@ from aiortc import RTCSctpTransport
 
 from clasp_fast import dtls_records, fast_path, sctp
 from clasp_fast.dtls_records import parse_records
-from tests.sctp_pair import Faults, close_pair, connect_pair, wait_until
+from tests.sctp_pair import DatagramFaults, close_pair, connect_pair, nominated, wait_until
 from tests.test_sctp_transport import Collector, numbered
 
 CHANNELS = [{"label": "r"}]
@@ -22,45 +22,6 @@ CHANNELS = [{"label": "r"}]
 def plane(pc) -> fast_path.DataPlane:
     assert pc.sctp.data_plane is not None
     return pc.sctp.data_plane
-
-
-def nominated(pc):
-    return pc.sctp.transport.transport._connection._nominated[1]
-
-
-class DatagramFaults(Faults):
-    """Drops, duplicates and reorders one peer's outgoing DTLS application records below DTLS
-    (seeded), through aioice's ``send_data`` replaced on the ICE protocol (a seam the data plane
-    honours)."""
-
-    def __init__(self, pc, **faults) -> None:
-        super().__init__(**faults)
-        self.held: bytes | None = None
-        self.pair = nominated(pc)
-        self.transport = self.pair.protocol.transport
-        self.pair.protocol.send_data = self.send_data
-
-    async def send_data(self, data: bytes, address) -> None:  # aioice awaits it
-        action = self.next() if data[0] == 23 else "send"
-        if action == "drop":
-            return
-        if action == "hold":
-            self.held, self.holding = data, True
-            asyncio.get_running_loop().call_later(0.005, self._release, address)
-            return
-        self._out(data, address)
-        self._release(address)
-        if action == "send twice":
-            self._out(data, address)
-
-    def _release(self, address) -> None:
-        held, self.held, self.holding = self.held, None, False
-        if held is not None:
-            self._out(held, address)
-
-    def _out(self, data: bytes, address) -> None:
-        if not self.transport.is_closing():
-            self.transport.sendto(data, address)
 
 
 async def exchange(local, remote, messages: list[bytes], timeout: float = 30) -> None:

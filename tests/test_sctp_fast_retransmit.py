@@ -1,12 +1,17 @@
-"""Fast retransmit on the fast SCTP path: a lost DATA chunk is sent again after three SACKs report
-it missing (RFC 4960 section 7.2.4), not only when the retransmission timer (T3, at least a second)
-expires. Counted, not timed: the T3 expiries of the sender are counted, and there must be none."""
+"""Recovery without the retransmission timer on the fast SCTP path: a lost DATA chunk is sent again
+after three SACKs report it missing (RFC 4960 section 7.2.4), and SACKs lost while the congestion
+window is full are recovered by a loss probe; in neither case does the sender wait for T3 (at
+least a second). Counted, not timed: the T3 expiries of the sender are counted, and there must be
+none."""
 
 from __future__ import annotations
 
 import asyncio
 
-from tests.sctp_pair import close_pair, connect_pair
+import pytest
+
+from tests.sctp_pair import DatagramFaults, close_pair, connect_pair, count_t3_expiries
+from tests.test_sctp_transport import Collector, numbered
 
 SIZE = 12_000  # one DATA chunk per packet whether packets are 1,189 bytes or 16 KiB (clasp_fast peers)
 LOST = b"LOST" + bytes(SIZE - 4)
@@ -38,15 +43,7 @@ async def test_a_chunk_lost_once_is_fast_retransmitted_before_any_retransmission
     o, a, (local,), (remote,) = await connect_pair(True, True, [dict(label="r")])
     try:
         sender = o.sctp
-        expiries = 0
-        t3_expired = sender._t3_expired
-
-        def counting_t3_expired() -> None:
-            nonlocal expiries
-            expiries += 1
-            t3_expired()
-
-        sender._t3_expired = counting_t3_expired
+        expiries = count_t3_expiries(sender)
         link = DropOnce(o, b"LOST")
         got: list[bytes] = []
         complete = asyncio.Event()
@@ -64,6 +61,41 @@ async def test_a_chunk_lost_once_is_fast_retransmitted_before_any_retransmission
         assert link.dropped == 1
         assert got == [message(i) for i in range(COUNT)]  # in order, the lost one included
         assert sender.stats.retransmissions > retransmitted_before
-        assert expiries == 0, "the lost chunk came back only when T3 expired: no fast retransmit"
+        assert expiries == [0], "the lost chunk came back only when T3 expired: no fast retransmit"
+    finally:
+        await close_pair(o, a)
+
+
+class SacksLostUntilProbed(DatagramFaults):
+    """Drops every DTLS application record (SACKs) the receiver sends until the sender's first
+    loss probe, once ``armed``."""
+
+    def __init__(self, receiver, sender) -> None:
+        super().__init__(receiver, seed=0)
+        self.sender, self.armed = sender, False
+
+    def next(self) -> str:
+        if self.armed and self.sender.stats.loss_probes == 0:
+            self.dropped += 1
+            return "drop"
+        return "send"
+
+
+@pytest.mark.parametrize("fast_receiver", [True, False], ids=["to-fast", "to-stock-aiortc"])
+async def test_sacks_lost_while_the_window_is_full_are_recovered_by_a_loss_probe(fast_receiver):
+    o, a, (local,), (remote,) = await connect_pair(True, fast_receiver, [dict(label="r")])
+    try:
+        sender = o.sctp
+        expiries = count_t3_expiries(sender)
+        link = SacksLostUntilProbed(a, sender)
+        messages = [numbered(i, 60_000) for i in range(60)]
+        collector = Collector(remote, len(messages))
+        link.armed = True
+        for payload in messages:
+            local.send(payload)
+        await asyncio.wait_for(collector.done.wait(), 30)
+        assert collector.messages == messages
+        assert link.dropped >= 1 and sender.stats.loss_probes >= 1
+        assert expiries == [0], "the lost SACKs were recovered only when T3 expired"
     finally:
         await close_pair(o, a)

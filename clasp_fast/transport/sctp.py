@@ -110,6 +110,15 @@ MAX_SACK_DUPLICATES = 16
 #: DATA further than this ahead of the cumulative TSN is dropped unacknowledged (the sender
 #: resends it): no SACK gap block can report it, and it bounds the out-of-order bookkeeping.
 MAX_TSN_AHEAD = 0xFFFF
+# Loss probes (see FastSctpTransport._loss_probe_due): at most this many in a row without a SACK,
+# the first after twice the smoothed round trip but not sooner than LOSS_PROBE_MIN seconds (as
+# Linux's TCP tail loss probe).
+MAX_LOSS_PROBES = 2
+LOSS_PROBE_MIN = 0.01
+# With one packet in flight, the wait also covers a peer's delayed SACK (200 ms at most).
+LOSS_PROBE_DELAYED_SACK = 0.2
+# The probe timer looks again at least this often (the round-trip estimate may have changed).
+LOSS_PROBE_RECHECK = 0.05
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +158,7 @@ _SCTP_STATE = (
     "_last_received_tsn", "_last_sacked_tsn", "_local_port", "_local_tsn", "_local_verification_tag",
     "_loop", "_outbound_queue", "_outbound_stream_seq", "_partial_bytes_acked", "_reconfig_deferred",
     "_remote_max_message_size", "_remote_port", "_remote_verification_tag", "_sack_duplicates",
-    "_rto", "_sack_misordered", "_sack_needed", "_sent_queue", "_t3_handle",
+    "_rto", "_sack_misordered", "_sack_needed", "_sent_queue", "_srtt", "_t3_handle",
 )
 _SCTP_METHODS = (
     "_data_channel_close", "_data_channel_receive", "_flight_size_increase", "_get_inbound_stream",
@@ -190,6 +199,8 @@ class SctpStats:
 
     ``data_chunks_dropped``: DATA not accepted (receive window used up, or too far ahead; the
     sender resends it). ``messages_refused``: messages over the advertised maximum message size.
+    ``loss_probes``: chunks sent again because no SACK came back in time (see
+    :meth:`FastSctpTransport._loss_probe_due`).
     """
 
     packets_sent: int
@@ -202,6 +213,7 @@ class SctpStats:
     malformed_packets: int
     data_chunks_dropped: int
     messages_refused: int
+    loss_probes: int
 
     __slots__ = (
         "packets_sent",
@@ -214,6 +226,7 @@ class SctpStats:
         "malformed_packets",
         "data_chunks_dropped",
         "messages_refused",
+        "loss_probes",
     )
 
     def __init__(self) -> None:
@@ -348,6 +361,10 @@ class FastSctpTransport(RTCSctpTransport):
         # Zero-window probing: the persist timer, and whether one chunk may go into a closed window.
         self._probe_handle: Optional[asyncio.TimerHandle] = None
         self._probe_allowed = True
+        # Loss probes: the timer, when the last SACK came (loop time), probes sent since.
+        self._loss_probe_handle: Optional[asyncio.TimerHandle] = None
+        self._last_sack_at = 0.0
+        self._loss_probes = 0
         # Packet size toward the peer (see set_max_packet) and the user data of a full DATA chunk.
         self._max_packet = MAX_PACKET_LENGTH
         self._user_data_max = USER_DATA_MAX
@@ -763,6 +780,8 @@ class FastSctpTransport(RTCSctpTransport):
             return
 
         # The common case, as aiortc (RFC 4960 sections 6.3.3, 7.2.1 and 7.2.2) without gap blocks.
+        self._last_sack_at = self._loop.time()
+        self._loss_probes = 0
         received_time = time.time()
         self._last_sacked_tsn = cumulative
         self._peer_window = rwnd
@@ -810,6 +829,8 @@ class FastSctpTransport(RTCSctpTransport):
         (``_sctp.acknowledge``, ``_sctp.acknowledge_gaps``)."""
         if not _tsn_gte(cumulative, self._last_sacked_tsn):
             return  # older than the last one: reordered on the way
+        self._last_sack_at = self._loop.time()
+        self._loss_probes = 0
         self._peer_window = rwnd
         received_time = time.time()
         self._last_sacked_tsn = cumulative
@@ -835,7 +856,7 @@ class FastSctpTransport(RTCSctpTransport):
                 self._ssthresh = max(self._cwnd // 2, 4 * self._user_data_max)
                 self._cwnd = self._ssthresh
                 self._partial_bytes_acked = 0
-                self._fast_recovery_exit = sent_queue[-1].tsn
+                self._fast_recovery_exit = sent_queue[-1].tsn  # type: ignore[assignment]  # aiortc initialises it to None (inferred type)
                 self._fast_recovery_transmit = True
         elif _tsn_gte(cumulative, self._fast_recovery_exit):
             self._fast_recovery_exit = None
@@ -870,6 +891,58 @@ class FastSctpTransport(RTCSctpTransport):
 
     def _transmit_due(self) -> None:
         fast_path.run_now(self._transmit(), self._loop)
+
+    def _arm_loss_probe(self) -> None:
+        # Armed when data goes out with no probe timer running: the wait starts now.
+        self._last_sack_at = self._loop.time()
+        self._loss_probe_handle = self._loop.call_later(
+            min(self._loss_probe_timeout(), LOSS_PROBE_RECHECK), self._loss_probe_due)
+
+    def _loss_probe_timeout(self) -> float:
+        srtt = self._srtt
+        if srtt is None:
+            return self._rto
+        timeout = max(2 * srtt, LOSS_PROBE_MIN)
+        if self._flight_size <= self._max_packet:
+            # One packet out: the peer may hold its SACK for a while (RFC 4960 section 6.2).
+            timeout = max(timeout, srtt + LOSS_PROBE_DELAYED_SACK)
+        return min(timeout * (1 << self._loss_probes), self._rto)
+
+    def _loss_probe_due(self) -> None:
+        """Send the last outstanding chunk again when no SACK came for a while (a tail loss probe,
+        as TCP's RFC 8985): the peer answers a duplicate at once with a SACK.
+
+        One SACK answers a whole received batch, so a SACK lost on the way while the congestion
+        window is full would leave both ends waiting for the retransmission timer (at least a
+        second). The probe gets a SACK (or, if the chunk itself was lost, delivers it) after two
+        round trips instead. At most MAX_LOSS_PROBES in a row; then T3 takes over.
+        """
+        self._loss_probe_handle = None
+        if self._association_state != _ESTABLISHED or not self._sent_queue:
+            return
+        timeout = self._loss_probe_timeout()
+        waited = self._loop.time() - self._last_sack_at
+        if waited < timeout:
+            self._loss_probe_handle = self._loop.call_later(
+                min(timeout - waited, LOSS_PROBE_RECHECK), self._loss_probe_due)
+            return
+        if self._loss_probes >= MAX_LOSS_PROBES:
+            return
+        probe = None
+        for chunk in reversed(self._sent_queue):
+            if not (chunk._acked or chunk._abandoned or chunk._retransmit):
+                probe = chunk
+                break
+        if probe is None:
+            return  # everything outstanding awaits retransmission, which a transmit sends
+        self._loss_probes += 1
+        self._last_sack_at = self._loop.time()
+        self._loss_probe_handle = self._loop.call_later(
+            min(self._loss_probe_timeout(), LOSS_PROBE_RECHECK), self._loss_probe_due)
+        probe._sent_count += 1  # no round-trip sample from it (Karn's rule)
+        self.stats.loss_probes += 1
+        self.stats.data_chunks_sent += 1
+        fast_path.run_now(self._send_packet(b"", [probe]), self._loop)
 
     async def _send_sack(self) -> None:
         await self._send_packet(self._take_sack(), [])
@@ -1118,6 +1191,8 @@ class FastSctpTransport(RTCSctpTransport):
 
         if packet or control:
             packets.append((control, packet))
+        if self._loss_probe_handle is None and self._sent_queue:
+            self._arm_loss_probe()
         plane = self.data_plane
         if plane is not None and self.transport.__dict__.get("_send_data") is plane.send_hook:
             # One call for the whole transmit: the records leave together (one system call).
@@ -1139,10 +1214,10 @@ class FastSctpTransport(RTCSctpTransport):
 
     def _set_state(self, state: "RTCSctpTransport.State") -> None:
         if state == _CLOSED:
-            for handle in (self._flush_handle, self._sack_handle, self._probe_handle):
+            for handle in (self._flush_handle, self._sack_handle, self._probe_handle, self._loss_probe_handle):
                 if handle is not None:
                     handle.cancel()
-            self._flush_handle = self._sack_handle = self._probe_handle = None
+            self._flush_handle = self._sack_handle = self._probe_handle = self._loss_probe_handle = None
         super()._set_state(state)
 
 
