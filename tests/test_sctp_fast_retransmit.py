@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from tests.sctp_pair import DatagramFaults, close_pair, connect_pair, count_t3_expiries
+from tests.sctp_pair import DatagramFaults, close_pair, connect_pair, count_t3_expiries, wait_until
 from tests.test_sctp_transport import Collector, numbered
 
 SIZE = 12_000  # one DATA chunk per packet whether packets are 1,189 bytes or 16 KiB (clasp_fast peers)
@@ -97,5 +97,30 @@ async def test_sacks_lost_while_the_window_is_full_are_recovered_by_a_loss_probe
         assert collector.messages == messages
         assert link.dropped >= 1 and sender.stats.loss_probes >= 1
         assert expiries == [0], "the lost SACKs were recovered only when T3 expired"
+    finally:
+        await close_pair(o, a)
+
+
+class AllSacksLost(DatagramFaults):
+    def next(self) -> str:
+        self.dropped += 1
+        return "drop"
+
+
+@pytest.mark.parametrize("limited", [True, False], ids=["maxRetransmits=0", "reliable"])
+async def test_a_loss_probe_respects_the_channels_retransmission_limit(limited):
+    spec = dict(label="u", ordered=False, maxRetransmits=0) if limited else dict(label="r")
+    o, a, (local,), _ = await connect_pair(True, True, [spec])
+    try:
+        sender = o.sctp
+        AllSacksLost(a, seed=0)
+        for i in range(3):
+            local.send(numbered(i, 5_000))
+        await wait_until(lambda: len(sender._sent_queue) == 3)
+        sender._last_sack_at -= 10.0  # as if no SACK had come for ten seconds
+        sender._loss_probe_due()
+        # maxRetransmits=0: no chunk may be sent a second time, so there is nothing to probe with.
+        assert sender.stats.loss_probes == (0 if limited else 1)
+        assert sorted(c._sent_count for c in sender._sent_queue) == ([1, 1, 1] if limited else [1, 1, 2])
     finally:
         await close_pair(o, a)

@@ -929,12 +929,17 @@ class FastSctpTransport(RTCSctpTransport):
         if self._loss_probes >= MAX_LOSS_PROBES:
             return
         probe = None
+        now = time.time()
         for chunk in reversed(self._sent_queue):
-            if not (chunk._acked or chunk._abandoned or chunk._retransmit):
+            if chunk._acked or chunk._abandoned or chunk._retransmit:
+                continue
+            # Partial reliability (RFC 3758): a probe is a retransmission, so only within the limits.
+            limit = chunk._max_retransmits
+            if (limit is None or chunk._sent_count <= limit) and (chunk._expiry is None or chunk._expiry >= now):
                 probe = chunk
                 break
         if probe is None:
-            return  # everything outstanding awaits retransmission, which a transmit sends
+            return  # nothing may go again (or it awaits retransmission, which a transmit sends)
         self._loss_probes += 1
         self._last_sack_at = self._loop.time()
         self._loss_probe_handle = self._loop.call_later(
