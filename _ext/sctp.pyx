@@ -363,6 +363,47 @@ def build_sack(uint32_t cumulative_tsn, uint32_t advertised_rwnd, list gaps, lis
     return out
 
 
+cdef int _offset_order(const void* a, const void* b) noexcept nogil:
+    cdef uint32_t x = (<const uint32_t*>a)[0], y = (<const uint32_t*>b)[0]
+    return (x > y) - (x < y)
+
+
+def sack_gaps(misordered, uint32_t cumulative, Py_ssize_t max_gaps):
+    """The gap ack blocks that report the TSNs of ``misordered`` received beyond ``cumulative``:
+    ascending ``(start, end)`` offsets from it, at most ``max_gaps``. A TSN more than 65,535
+    ahead is left out (no block can say it; it is reported once the cumulative TSN moves)."""
+    cdef Py_ssize_t n = len(misordered), count = 0, i
+    cdef uint32_t offset, start = 0, end = 0
+    cdef list gaps = []
+    if n == 0 or max_gaps <= 0:
+        return gaps
+    cdef uint32_t* offsets = <uint32_t*>malloc(n * sizeof(uint32_t))
+    if offsets == NULL:
+        raise MemoryError()
+    try:
+        for tsn in misordered:
+            offset = <uint32_t>tsn - cumulative
+            if 0 < offset <= 0xFFFF:
+                offsets[count] = offset
+                count += 1
+        qsort(offsets, count, sizeof(uint32_t), _offset_order)
+        for i in range(count):
+            offset = offsets[i]
+            if i and offset == end + 1:
+                end = offset
+                continue
+            if i:
+                gaps.append((start, end))
+                if len(gaps) == max_gaps:
+                    return gaps
+            start = end = offset
+        if count:
+            gaps.append((start, end))
+    finally:
+        free(offsets)
+    return gaps
+
+
 def build_forward_tsn(uint32_t new_cumulative_tsn, list streams) -> bytes:
     """A FORWARD-TSN chunk (RFC 3758 section 3.2); ``streams`` holds (stream id, stream sequence)."""
     cdef Py_ssize_t length = 8 + 4 * len(streams)
@@ -820,6 +861,17 @@ cdef bint _load(InOrder* state, sctp) except -1:
     return True
 
 
+cdef bint _load_with_gaps(InOrder* state, sctp) except -1:
+    """As _load, with TSNs received beyond a gap allowed (only above_gap takes chunks then)."""
+    if sctp._last_received_tsn is None or sctp._reconfig_deferred is not None:
+        return False
+    state.last = sctp._last_received_tsn
+    state.rwnd = sctp._advertised_rwnd
+    state.max_size = sctp._max_receive_size
+    state.taken = 0
+    return True
+
+
 cdef int _store(InOrder* state, sctp, Py_ssize_t packets, Py_ssize_t answered_later) except -1:
     """Write the state back: cumulative TSN, window, SACK bookkeeping and counters."""
     if state.taken:
@@ -955,27 +1007,107 @@ cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, di
     return index
 
 
+cdef enum:
+    TSN_AHEAD_MAX = 0xFFFF  # the farthest a gap block can report (FastSctpTransport's MAX_TSN_AHEAD)
+
+
+cdef inline bint _seq_after(int a, int b) noexcept nogil:
+    # Serial number arithmetic on 16-bit stream sequence numbers (RFC 1982), as aiortc's uint16_gt.
+    return (a < b and b - a > 0x8000) or (a > b and a - b < 0x8000)
+
+
+cdef Py_ssize_t _take_above_gap(InOrder* state, list chunks, Py_ssize_t index, dict streams, dict refused,
+                                dict tails, list messages, _Stream current, set misordered) except -1:
+    """Take the DATA chunks from ``index`` on that arrive beyond the cumulative TSN (a gap open
+    before them): the TSN joins ``misordered`` and the chunk is delivered (a whole message its
+    stream can take now) or appended to its stream's reassembly where nothing can complete yet.
+    Stops at the first chunk that needs more (a duplicate, one filling the gap, one inserted before
+    others of its stream, unordered fragments, a message that may complete, a full window, a
+    refused or unknown stream, a message over the maximum): the Python path's."""
+    cdef Py_ssize_t count = len(chunks)
+    cdef DataChunk chunk, previous, head
+    cdef Py_ssize_t size, total
+    cdef uint32_t offset
+    cdef int flags
+    cdef list reassembly
+    cdef bint whole
+    while index < count:
+        item = chunks[index]
+        if type(item) is not DataChunk:
+            break
+        chunk = <DataChunk>item
+        size = PyBytes_GET_SIZE(chunk.user_data)
+        offset = chunk.tsn - state.last
+        if offset < 2 or offset > TSN_AHEAD_MAX or state.rwnd < size or chunk.tsn in misordered:
+            break
+        if chunk.stream_id != current.stream_id and not current.switch(chunk.stream_id, streams, refused, tails):
+            break
+        reassembly = current.reassembly
+        flags = chunk.flags
+        whole = (flags & (FLAG_FIRST | FLAG_LAST)) == (FLAG_FIRST | FLAG_LAST)
+        if whole and not reassembly and (flags & FLAG_UNORDERED or chunk.stream_seq == current.sequence):
+            if not flags & FLAG_UNORDERED:
+                current.sequence = (chunk.stream_seq + 1) & 0xFFFF
+                current.stream.sequence_number = current.sequence
+            messages.append((chunk.stream_id, chunk.protocol, chunk.user_data))
+        else:
+            if flags & FLAG_UNORDERED:
+                break
+            total = size
+            if reassembly:
+                previous = <DataChunk?>reassembly[len(reassembly) - 1]
+                if not _tsn_gte(chunk.tsn, previous.tsn + 1):
+                    break  # goes before fragments already held
+                if (chunk.tsn == <uint32_t>(previous.tsn + 1) and not previous.flags & FLAG_LAST
+                        and not flags & FLAG_FIRST and current.has_tail and current.tail_tsn == previous.tsn):
+                    total += current.tail_total
+                head = <DataChunk?>reassembly[0]
+            else:
+                head = chunk
+            if total > state.max_size:
+                break  # the Python side refuses the message
+            if flags & FLAG_LAST and not (not head.flags & FLAG_UNORDERED and (
+                    not head.flags & FLAG_FIRST or _seq_after(head.stream_seq, current.sequence))):
+                break  # a message might complete: the Python side's reassembly
+            reassembly.append(chunk)
+            state.rwnd -= size
+            current.has_tail = current.tail_changed = True
+            current.tail_tsn = chunk.tsn
+            current.tail_total = total
+        misordered.add(chunk.tsn)
+        state.taken += 1
+        index += 1
+    return index
+
+
 def receive_in_order(sctp, list chunks, Py_ssize_t start, list messages):
     """Take the DATA chunks of ``chunks[start:]`` that continue the association in order.
 
     ``sctp`` is the FastSctpTransport. A chunk is taken when its TSN is the next one with no gap
     outstanding, the receive window holds it, its stream exists and is neither refused nor being
     reset, and it is a whole message (ordered: the stream's next) or the next fragment of the
-    ordered message being received. Completed messages are appended to ``messages`` as
+    ordered message being received. Once a gap is open, chunks beyond it are taken as
+    ``_take_above_gap`` says. Completed messages are appended to ``messages`` as
     ``(stream_id, protocol, data)``. Returns the index of the first chunk not taken: the caller
     handles that one and the rest its own way.
     """
     cdef InOrder state
-    if start >= len(chunks) or type(chunks[start]) is not DataChunk or not _load(&state, sctp):
+    if start >= len(chunks) or type(chunks[start]) is not DataChunk or not _load_with_gaps(&state, sctp):
         return start
     cdef _Stream current = _Stream.__new__(_Stream)
+    cdef set misordered = sctp._sack_misordered
     tails = sctp._tail_message_bytes
+    index = start
     try:
-        index = _take_in_order(&state, chunks, start, sctp._inbound_streams, sctp._refused, tails,
-                               messages, current)
+        if not misordered:
+            index = _take_in_order(&state, chunks, index, sctp._inbound_streams, sctp._refused, tails,
+                                   messages, current)
+        if index < len(chunks) and not sctp._sack_duplicates:
+            index = _take_above_gap(&state, chunks, index, sctp._inbound_streams, sctp._refused, tails,
+                                    messages, current, misordered)
     finally:
         current.flush(tails)
-    _store(&state, sctp, 0, 0)
+        _store(&state, sctp, 0, 0)
     return index
 
 

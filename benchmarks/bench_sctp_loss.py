@@ -8,6 +8,11 @@ Run with ``pytest benchmarks/bench_sctp_loss.py --benchmark-only``. Groups:
   FastSctpTransport's handler (compiled loops, ``_sctp.acknowledge_gaps``) against aiortc's
   ``RTCSctpTransport._receive_sack_chunk`` on the same state.
 * ``sctp-t3-expiry-256``: the retransmission timer expiring over the same 256 chunks.
+* ``sctp-receive-beyond-gap-64``: the receiver's side of a loss: TSN 1 lost, then 16 packets of 4
+  ordered fragments each (64 chunks, 16 messages of one stream) arrive, and each packet is
+  answered by a SACK with its gap block (built, not sent). In compiled code
+  (``_sctp.receive_in_order``, ``_sctp.sack_gaps``) against the Python path of every chunk
+  (``compiled_receive = False``).
 
 The transports of those two are real and not associated, so nothing is sent: the figures are the
 handlers' bookkeeping alone. µs per SACK = time per round / 3.
@@ -98,6 +103,51 @@ def bench_t3_expiry(benchmark, loop, way):
     benchmark.pedantic(expire, setup=lambda: _outstanding(transport), rounds=ROUNDS)
     assert transport._flight_size == 0
     loop.run_until_complete(asyncio.sleep(0))  # the transmits they scheduled (nothing is sent)
+
+
+RECEIVE_PACKETS, RECEIVE_CHUNKS = 16, 4
+
+
+def _beyond_gap_packets() -> list[list[_sctp.DataChunk]]:
+    chunks = []
+    for index in range(RECEIVE_PACKETS * RECEIVE_CHUNKS):
+        tsn = 2 + index  # TSN 1 is lost
+        message, fragment = divmod(index, 4)
+        flags = (2 if fragment == 0 else 0) | (1 if fragment == 3 else 0)
+        chunks.append(_sctp.DataChunk(flags, tsn, 1, message + 1, 53, b"x" * 1172))
+    return [chunks[i:i + RECEIVE_CHUNKS] for i in range(0, len(chunks), RECEIVE_CHUNKS)]
+
+
+def _gap_open(transport: sctp.FastSctpTransport) -> None:
+    transport._last_received_tsn = 0
+    transport._sack_misordered = set()
+    transport._sack_duplicates = []
+    transport._advertised_rwnd = transport._receive_window
+    transport._tail_message_bytes = {}
+    stream = transport._get_inbound_stream(1)
+    stream.reassembly, stream.sequence_number = [], 0
+
+
+@pytest.mark.parametrize("way", ["compiled", "python"])
+def bench_receive_beyond_gap(benchmark, loop, way):
+    transport = _transport(loop)
+    packets = _beyond_gap_packets()
+    if way == "compiled":
+        async def receive() -> None:
+            for chunks in packets:
+                _sctp.receive_in_order(transport, chunks, 0, [])
+                transport._take_sack()
+    else:
+        async def receive() -> None:
+            for chunks in packets:
+                for chunk in chunks:
+                    await transport._receive_data_chunk(chunk)
+                transport._take_sack()
+
+    benchmark.group = f"sctp-receive-beyond-gap-{RECEIVE_PACKETS * RECEIVE_CHUNKS}"
+    benchmark.pedantic(lambda: loop.run_until_complete(receive()), setup=lambda: _gap_open(transport), rounds=ROUNDS)
+    assert len(transport._sack_misordered) == RECEIVE_PACKETS * RECEIVE_CHUNKS
+    assert len(transport._inbound_streams[1].reassembly) == RECEIVE_PACKETS * RECEIVE_CHUNKS
 
 
 # -- bulk under seeded loss --------------------------------------------------------------------

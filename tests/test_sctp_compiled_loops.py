@@ -2,9 +2,10 @@
 
 ``receive_in_order`` is checked by difference: two receivers of real aiortc associations get the
 same seeded packet sequences (fragmented, ordered and unordered messages on several streams, with
-loss, duplication, reordering and an oversized message), one taking in-order chunks in compiled
-code and one sending every chunk through the Python path; after every packet both must have
-delivered the same messages and hold the same state. The sending loops are checked directly.
+loss, duplication, reordering and an oversized message), one taking in-order chunks and those
+beyond a gap in compiled code and one sending every chunk through the Python path; after every
+packet both must have delivered the same messages and hold the same state. The sending loops are
+checked directly.
 """
 
 from __future__ import annotations
@@ -162,8 +163,9 @@ async def test_compiled_in_order_receive_matches_the_python_path(seed: int, faul
         # The compiled loop took the in-order chunks: the Python path saw only the rest.
         total = sum(len(packet) for packet in packets)
         assert python_chunks[1][0] == total
-        # (While a gap is open every chunk goes through the Python path.)
-        assert python_chunks[0][0] < (total if faults else 10 + MAX // 1200), python_chunks
+        # Beyond a gap too, most chunks are taken in compiled code (unordered fragments, chunks
+        # that fill a gap and messages that may complete go through the Python path).
+        assert python_chunks[0][0] < (total // 2 if faults else 10 + MAX // 1200), python_chunks
     finally:
         for offerer, answerer, _, _ in pairs:
             await close_pair(offerer, answerer)

@@ -171,3 +171,27 @@ def test_take_retransmissions_sends_marked_chunks_within_the_window():
     assert [c.tsn for c in packet] == [3] and control == b"" and used == book
     assert queue[0]._sent_count == queue[2]._sent_count == 1 and queue[0]._misses == 0
     assert queue[3]._retransmit and queue[5]._retransmit  # left for the next transmit
+
+
+def _gap_blocks(received: set[int], cumulative: int, limit: int) -> list[tuple[int, int]]:
+    """The gap blocks RFC 4960 section 3.3.4 describes, restated directly: runs of consecutive
+    offsets from the cumulative TSN, ascending, offsets up to 65,535 only."""
+    offsets = sorted(o for o in ((t - cumulative) & 0xFFFFFFFF for t in received) if 0 < o <= 0xFFFF)
+    blocks: list[list[int]] = []
+    for offset in offsets:
+        if blocks and offset == blocks[-1][1] + 1:
+            blocks[-1][1] = offset
+        else:
+            blocks.append([offset, offset])
+    return [(start, end) for start, end in blocks][:limit]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_sack_gap_blocks_are_the_runs_of_tsns_received_beyond_the_cumulative_tsn(seed: int):
+    rng = random.Random(seed)
+    cumulative = rng.choice([5, 2**32 - 30, rng.randint(0, 2**32 - 1)])
+    received = {(cumulative + rng.randint(2, 400)) & 0xFFFFFFFF for _ in range(rng.randint(1, 150))}
+    received |= {(cumulative + 0x10000 + rng.randint(0, 5)) & 0xFFFFFFFF}  # too far ahead for a block
+    limit = rng.choice([1, 3, 200])
+    assert _sctp.sack_gaps(received, cumulative, limit) == _gap_blocks(received, cumulative, limit)
+    assert _sctp.sack_gaps(set(), cumulative, limit) == []

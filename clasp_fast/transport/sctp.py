@@ -959,23 +959,7 @@ class FastSctpTransport(RTCSctpTransport):
             self._sack_handle = None
         cumulative = self._last_received_tsn
         assert cumulative is not None, "a SACK is only built once the peer's INIT arrived"
-        gaps: list[tuple[int, int]] = []
-        if self._sack_misordered:
-            last = cumulative
-            start = end = -1
-            for tsn in sorted(self._sack_misordered, key=lambda t: (t - last) & 0xFFFFFFFF):
-                offset = (tsn - last) & 0xFFFFFFFF
-                if offset > 0xFFFF:
-                    break  # beyond what a gap block can say; reported once the cumulative TSN moves
-                if offset == end + 1:
-                    end = offset
-                else:
-                    if start >= 0:
-                        gaps.append((start, end))
-                    start = end = offset
-            if start >= 0:
-                gaps.append((start, end))
-            del gaps[MAX_SACK_GAPS:]
+        gaps = _sctp.sack_gaps(self._sack_misordered, cumulative, MAX_SACK_GAPS) if self._sack_misordered else []
         chunk = _sctp.build_sack(
             cumulative,
             max(0, self._advertised_rwnd),
