@@ -856,7 +856,8 @@ class FastSctpTransport(RTCSctpTransport):
                 self._ssthresh = max(self._cwnd // 2, 4 * self._user_data_max)
                 self._cwnd = self._ssthresh
                 self._partial_bytes_acked = 0
-                self._fast_recovery_exit = sent_queue[-1].tsn  # type: ignore[assignment]  # aiortc initialises it to None (inferred type)
+                # (aiortc initialises it to None, which is all mypy infers of it)
+                self._fast_recovery_exit = sent_queue[-1].tsn  # type: ignore[assignment]
                 self._fast_recovery_transmit = True
         elif _tsn_gte(cumulative, self._fast_recovery_exit):
             self._fast_recovery_exit = None
