@@ -796,6 +796,7 @@ class FastSctpTransport(RTCSctpTransport):
             self._grow_cwnd(done_bytes)
         if not sent_queue:
             self._t3_cancel()
+            self._stop_loss_probe()
         elif done:
             self._t3_restart()
 
@@ -864,6 +865,7 @@ class FastSctpTransport(RTCSctpTransport):
 
         if not sent_queue:
             self._t3_cancel()
+            self._stop_loss_probe()
         elif done:
             self._t3_restart()
         self._update_advanced_peer_ack_point()
@@ -892,6 +894,12 @@ class FastSctpTransport(RTCSctpTransport):
 
     def _transmit_due(self) -> None:
         fast_path.run_now(self._transmit(), self._loop)
+
+    def _stop_loss_probe(self) -> None:
+        # Nothing outstanding: the next data sent arms a new timer with the round trip of then.
+        if self._loss_probe_handle is not None:
+            self._loss_probe_handle.cancel()
+            self._loss_probe_handle = None
 
     def _arm_loss_probe(self) -> None:
         # Armed when data goes out with no probe timer running: the wait starts now.
