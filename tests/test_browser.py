@@ -12,6 +12,9 @@ One Chromium run (module fixture) holds every page at once, to keep the cost of 
   500 SETs and 500 stream PUBLISHes, then its ``disconnected`` at once, and closes; every SET must
   arrive, in order, both ways.
 
+A separate Chromium run repeats the lifecycle exchange (3,000 SETs each way) over a lossy link: the
+Python side's outgoing DTLS records dropped, duplicated and reordered below DTLS (seeded).
+
 Each pair exchanges SETs, events (map values with an i64 beyond 2^53 and bytes), streams and GETs in
 both directions. Everything runs on 127.0.0.1; the pages rewrite their host candidates to 127.0.0.1.
 Without Chromium the tests skip, or fail with the install command when CLASP_REQUIRE_BROWSER=1.
@@ -182,17 +185,7 @@ def run():
                             discovery_timeout=40)
             lifecycle: dict[str, dict] = {}
 
-            @life.on_connection
-            def send_everything(peer: Peer) -> None:
-                # As the connection opens, before the page's "disconnected" can be looked at.
-                seen = lifecycle.setdefault(peer.client_id or peer.session_id, {"reliable": [], "streamed": 0})
-                peer.on("/web/rel", lambda value, address: seen["reliable"].append(int(value)))
-                peer.on("/web/stream", lambda value, address: seen.__setitem__("streamed", seen["streamed"] + 1))
-                peer.on_close(lambda peer, reason: seen.update(reason=reason, stats=peer.stats()))
-                for i in range(LIFECYCLE_COUNT):
-                    peer.transport.sender.send_nowait(Set(address="/py/rel", value=i))
-                    peer.transport.sender.send_nowait(Publish(address="/py/stream", signal="stream", value=i))
-                seen["closing"] = asyncio.ensure_future(peer.close())
+            life.on_connection(_send_everything_then_close(lifecycle, LIFECYCLE_COUNT))
 
             async def python_lifecycle() -> dict:
                 try:  # a failure here fails the lifecycle tests only
@@ -231,6 +224,26 @@ def run():
                     "lifecycle": lifecycle_result}
 
     return asyncio.run(scenario())
+
+
+def _send_everything_then_close(lifecycle: dict, count: int, before=None):
+    """The Python side of the lifecycle pages: as the connection opens (before the page's
+    "disconnected" can be looked at), record what arrives, send ``count`` SETs and stream
+    PUBLISHes, and close. ``before(peer)`` runs first."""
+
+    def send_everything(peer: Peer) -> None:
+        if before is not None:
+            before(peer)
+        seen = lifecycle.setdefault(peer.client_id or peer.session_id, {"reliable": [], "streamed": 0})
+        peer.on("/web/rel", lambda value, address: seen["reliable"].append(int(value)))
+        peer.on("/web/stream", lambda value, address: seen.__setitem__("streamed", seen["streamed"] + 1))
+        peer.on_close(lambda peer, reason: seen.update(reason=reason, stats=peer.stats()))
+        for i in range(count):
+            peer.transport.sender.send_nowait(Set(address="/py/rel", value=i))
+            peer.transport.sender.send_nowait(Publish(address="/py/stream", signal="stream", value=i))
+        seen["closing"] = asyncio.ensure_future(peer.close())
+
+    return send_everything
 
 
 def _page(run, index: int) -> dict:
@@ -347,3 +360,53 @@ def test_abrupt_disconnected_both_ways_with_the_browser(run, page: int, client: 
     assert result["errors"] == []
     print(f"{client}: stream PUBLISHes {python_side['streamed']}/{LIFECYCLE_COUNT} at Python, "
           f"{result['streamed']}/{LIFECYCLE_COUNT} at the page; page close took {result['closeMs']:.0f} ms")
+
+
+LOSSY_COUNT = 3000
+
+
+def test_nothing_reliable_is_lost_to_the_browser_over_a_lossy_link():
+    """The lifecycle exchange with the page offering, while 4 % of the DTLS application records
+    the Python side sends (its DATA and its SACKs) are dropped, 2 % duplicated and 2 % reordered
+    below DTLS (seeded): Chromium's SCTP and the fast path's loss recovery (fast retransmission,
+    loss probes, T3) between them deliver every SET, in order, both ways."""
+    _require_browser()
+    from tests.sctp_pair import DatagramFaults
+
+    async def scenario() -> tuple[dict, dict, dict]:
+        link: dict = {}
+        lifecycle: dict = {}
+
+        def lossy(peer: Peer) -> None:
+            pc = peer.transport._pc
+            link.update(faults=DatagramFaults(pc, seed=17, loss=0.04, duplicate=0.02, reorder=0.02),
+                        sctp=pc.sctp.stats)
+
+        async with Relay(port=0, static_dir=PAGES) as relay:
+            py = ClaspP2P(relay.url, client_id="py-lossy", presence_interval=1.0, discovery_timeout=40,
+                          rtc_config=WebRtcConfig(host_addresses=["127.0.0.1"], close_timeout=15.0))
+            py.on_connection(_send_everything_then_close(lifecycle, LOSSY_COUNT, before=lossy))
+            await py.connect()
+            url = (f"http://127.0.0.1:{relay.port}/lifecycle_peer.html?relay={relay.url}&count={LOSSY_COUNT}"
+                   "&client=web-lossy&role=offer&peer=py-lossy")
+            try:
+                (page,) = await _drive([{"url": url}])
+                for seen in lifecycle.values():
+                    await asyncio.wait_for(seen.pop("closing"), 30)
+            finally:
+                await py.close()
+        return page, lifecycle, link
+
+    page, lifecycle, link = asyncio.run(scenario())
+    result = page["result"]
+    assert result and result.get("ok", True), f"page failed: {result}\nconsole: {page['console']}"
+    python_side = lifecycle["web-lossy"]
+    faults = link["faults"]
+    assert faults.dropped and faults.duplicated and faults.reordered
+    assert python_side["reliable"] == list(range(LOSSY_COUNT)), f"{len(python_side['reliable'])} SETs from the page"
+    assert result["reliable"] == list(range(LOSSY_COUNT)), (
+        f"{len(result['reliable'])} SETs at the page (close reason {result['closeReason']!r}, errors "
+        f"{result['errors']}); Python side: {python_side.get('stats')}")
+    assert result["errors"] == []
+    print(f"lossy link: {faults.dropped} records dropped, {faults.duplicated} duplicated, "
+          f"{faults.reordered} reordered; page close took {result['closeMs']:.0f} ms; {link['sctp']}")
