@@ -123,6 +123,10 @@ def test_run_measures_both_kinds_of_path_and_leaves_no_process(tmp_path) -> None
     assert report["p2p_unbatched"]["frames_per_datachannel_message"] == 1.0
     assert report["p2p_batched"]["frames_per_datachannel_message"] > 1.0
     assert report["relay"]["frames_per_datachannel_message"] is None
+    # The fast SCTP path counts its loss recovery; the relay has none to count.
+    for path in ("p2p_batched", "p2p_unbatched"):
+        assert report[path]["sctp_retransmissions"] >= 0 and report[path]["sctp_loss_probes"] >= 0
+    assert report["relay"]["sctp_retransmissions"] is None and report["relay"]["sctp_loss_probes"] is None
     assert report["p2p_unreliable"] is None
     assert set(report["ratios"]) == {"p2p_batched", "p2p_unbatched"}
     assert report["meta"]["latency_method"] == "one-way, shared host clock"

@@ -29,7 +29,7 @@ def _path_figures(raw: dict[str, Any]) -> dict[str, Any]:
         empty = dict.fromkeys(LATENCY_KEYS)
         return {"throughput_msgs_per_s": None, "throughput_mb_per_s": None, "latency_us": dict(empty),
                 "latency_loaded_us": dict(empty), "setup_ms": None, "loss_pct": None, "cpu": None,
-                "error": raw["error"]}
+                "sctp_retransmissions": None, "sctp_loss_probes": None, "error": raw["error"]}
     phases = raw["phases"]
     sent = sum(p["sent"] for p in phases.values())
     received = sum(p["received"] for p in phases.values())
@@ -45,9 +45,17 @@ def _path_figures(raw: dict[str, Any]) -> dict[str, Any]:
         "loaded_rate_achieved_msgs_per_s": phases["loaded"]["send_rate_msgs_per_s"],
         "frame_bytes": raw["frame_bytes"],
         "frames_per_datachannel_message": phases["throughput"].get("frames_per_datachannel_message"),
+        "sctp_retransmissions": _phase_sum(phases, "sctp_retransmissions"),
+        "sctp_loss_probes": _phase_sum(phases, "sctp_loss_probes"),
         "phases": phases,
         "error": None,
     }
+
+
+def _phase_sum(phases: dict[str, Any], key: str) -> int | None:
+    """``key`` summed over the phases; None when a phase does not have it (relay, aiortc's SCTP)."""
+    values = [phase.get(key) for phase in phases.values()]
+    return None if not values or None in values else sum(values)
 
 
 def judge_floors(path: str | None, figures: dict[str, Any] | None, min_msgs_per_s: float,
@@ -213,6 +221,8 @@ def render_table(report: dict[str, Any], width: int | None = None) -> str:
     rows.append(plain_row("loaded rate reached msg/s", lambda r: r.get("loaded_rate_achieved_msgs_per_s"), 0))
     rows.append(plain_row("frames per DataChannel msg", lambda r: r.get("frames_per_datachannel_message"), 1))
     rows.append(plain_row("loss %", lambda r: r.get("loss_pct"), 2))
+    rows.append(plain_row("SCTP retransmissions", lambda r: r.get("sctp_retransmissions"), 0))
+    rows.append(plain_row("SCTP loss probes", lambda r: r.get("sctp_loss_probes"), 0))
     rows.append(plain_row("set-up ms", lambda r: r.get("setup_ms"), 1, "setup_ms"))
     for role in ("sender", "receiver", "relay"):
         rows.append(plain_row(f"CPU {role} %", lambda r, role=role: (r.get("cpu") or {}).get(f"{role}_pct"), 0))

@@ -422,6 +422,8 @@ def _phase_figures(sent: dict[str, Any], got: dict[str, Any], latencies: list[in
         "delivered_mb_per_s": None if delivered_rate is None else round(delivered_rate * frame_bytes / 1e6, 3),
         "loss_pct": round(100.0 * (sent["sent"] - received) / sent["sent"], 3) if sent["sent"] else None,
         "frames_per_datachannel_message": sent.get("frames_per_datachannel_message"),
+        "sctp_retransmissions": sent.get("sctp_retransmissions"),
+        "sctp_loss_probes": sent.get("sctp_loss_probes"),
         "latency_us": latency_summary(latencies),
     }
 

@@ -252,6 +252,7 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
                 break
             if command["cmd"] == "phase":
                 before = transport.stats() if transport is not None else None
+                recovery_before = sctp_recovery(transport)
                 result = await send_phase(send_one, args.size, command)
                 if transport is not None:
                     assert before is not None
@@ -262,6 +263,10 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
                     result["datachannel_messages"] = messages
                     result["frames_per_datachannel_message"] = (
                         round((after.messages_sent - before.messages_sent) / messages, 2) if messages else None)
+                recovery_after = sctp_recovery(transport)
+                if recovery_before is not None and recovery_after is not None:
+                    result["sctp_retransmissions"] = recovery_after[0] - recovery_before[0]
+                    result["sctp_loss_probes"] = recovery_after[1] - recovery_before[1]
                 control.emit("sent", **result, cpu_s=cpu_seconds())
     finally:
         if transport is not None:
@@ -270,6 +275,14 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
             await client.close()
         await signaling_client.close()
     control.emit("done", cpu_s=cpu_seconds())
+
+
+def sctp_recovery(transport) -> tuple[int, int] | None:
+    """The sender's SCTP retransmissions and loss probes so far (None: relay path, or aiortc's SCTP)."""
+    if transport is None:
+        return None
+    stats = getattr(transport.peer_connection.sctp, "stats", None)
+    return None if stats is None else (stats.retransmissions, stats.loss_probes)
 
 
 async def send_phase(send_one, size: int, command: dict[str, Any]) -> dict[str, Any]:

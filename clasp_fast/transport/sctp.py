@@ -112,10 +112,10 @@ MAX_SACK_DUPLICATES = 16
 MAX_TSN_AHEAD = 0xFFFF
 # Loss probes (see FastSctpTransport._loss_probe_due): at most this many in a row without a SACK,
 # the first after twice the smoothed round trip but not sooner than LOSS_PROBE_MIN seconds (Linux's
-# TCP takes 10 ms; with 2 ms, loopback and LAN paths recover about twice as fast, and no probe was
-# seen without loss).
+# TCP takes 10 ms; 5 ms recovers faster on loopback and LAN paths, while 2 ms sent probes without
+# loss when a busy receiver took longer than that to answer a batch).
 MAX_LOSS_PROBES = 2
-LOSS_PROBE_MIN = 0.002
+LOSS_PROBE_MIN = 0.005
 # With one packet in flight, the wait also covers a peer's delayed SACK (200 ms at most).
 LOSS_PROBE_DELAYED_SACK = 0.2
 # The probe timer looks again at least this often (the round-trip estimate may have changed).
