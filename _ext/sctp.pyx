@@ -606,6 +606,14 @@ def fragment(queue, bytes user_data, Py_ssize_t piece_max, int base_flags, uint3
     return tsn, booked
 
 
+cdef inline Py_ssize_t _leave_flight(DataChunk chunk) noexcept:
+    # A chunk stops counting in the flight size once (aiortc's _flight_size_decrease): its bytes.
+    if not chunk._in_flight:
+        return 0
+    chunk._in_flight = False
+    return chunk._book_size
+
+
 def acknowledge(sent_queue, uint32_t cumulative):
     """Take the chunks up to ``cumulative`` off the front of ``sent_queue`` (a SACK without gaps).
 
@@ -625,9 +633,7 @@ def acknowledge(sent_queue, uint32_t cumulative):
         done += 1
         if not chunk._acked:
             done_bytes += chunk._book_size
-        if chunk._in_flight:
-            chunk._in_flight = False
-            flight += chunk._book_size
+        flight += _leave_flight(chunk)
         if done == 1 and chunk._sent_count == 1 and chunk._sent_time is not None:
             sent_time = chunk._sent_time
     return done, done_bytes, flight, sent_time
@@ -691,6 +697,15 @@ cdef inline bint _may_abandon(DataChunk chunk) noexcept:
     return chunk._abandoned or chunk._max_retransmits is not None or chunk._expiry is not None
 
 
+cdef Py_ssize_t _mark_lost(sctp, DataChunk chunk) except -1:
+    """A chunk taken for lost: abandoned where ``sctp._maybe_abandon`` says so (asked only for a
+    chunk with a lifetime or retransmission limit), else marked for retransmission; either way out
+    of the flight. Returns the bytes that left the flight."""
+    if not (_may_abandon(chunk) and sctp._maybe_abandon(chunk)):
+        chunk._retransmit = True
+    return _leave_flight(chunk)
+
+
 def acknowledge_gaps(sctp, sent_queue, uint32_t cumulative, gaps):
     """Apply a SACK's gap ack blocks to ``sent_queue``, whose chunks up to ``cumulative`` were
     taken off with :func:`acknowledge` (RFC 4960 sections 6.3.3 and 7.2.4, as aiortc does).
@@ -720,9 +735,7 @@ def acknowledge_gaps(sctp, sent_queue, uint32_t cumulative, gaps):
                     done_bytes += chunk._book_size
                     chunk._acked = True
                     newly_acked = offset
-                if chunk._in_flight:
-                    chunk._in_flight = False
-                    flight += chunk._book_size
+                flight += _leave_flight(chunk)
         at = 0
         for item in sent_queue:
             chunk = <DataChunk>item
@@ -734,12 +747,8 @@ def acknowledge_gaps(sctp, sent_queue, uint32_t cumulative, gaps):
             chunk._misses += 1
             if chunk._misses == 3:
                 chunk._misses = 0
-                if not (_may_abandon(chunk) and sctp._maybe_abandon(chunk)):
-                    chunk._retransmit = True
                 chunk._acked = False
-                if chunk._in_flight:
-                    chunk._in_flight = False
-                    flight += chunk._book_size
+                flight += _mark_lost(sctp, chunk)
                 lost = True
     finally:
         free(blocks)
@@ -751,14 +760,8 @@ def mark_for_retransmission(sctp, sent_queue):
     (RFC 4960 section 6.3.3), or abandoned where ``sctp._maybe_abandon`` says so; none stays in
     the flight. Returns the bytes that left the flight."""
     cdef Py_ssize_t flight = 0
-    cdef DataChunk chunk
     for item in sent_queue:
-        chunk = <DataChunk?>item
-        if not (_may_abandon(chunk) and sctp._maybe_abandon(chunk)):
-            chunk._retransmit = True
-        if chunk._in_flight:
-            chunk._in_flight = False
-            flight += chunk._book_size
+        flight += _mark_lost(sctp, <DataChunk?>item)
     return flight
 
 

@@ -781,26 +781,12 @@ class FastSctpTransport(RTCSctpTransport):
             return
 
         # The common case, as aiortc (RFC 4960 sections 6.3.3, 7.2.1 and 7.2.2) without gap blocks.
-        self._last_sack_at = self._loop.time()
-        self._loss_probes = 0
-        received_time = time.time()
-        self._last_sacked_tsn = cumulative
-        self._peer_window = rwnd
-        cwnd_fully_utilized = self._flight_size >= self._cwnd
-        sent_queue = self._sent_queue
-        done, done_bytes, left_flight, sent_time = _sctp.acknowledge(sent_queue, cumulative)
-        self._flight_size -= left_flight
-        if sent_time is not None:
-            self._update_rto(received_time - sent_time)
+        done, done_bytes, cwnd_fully_utilized = self._acknowledge_cumulative(cumulative, rwnd)
         self._acked_bytes = done_bytes
         if done and cwnd_fully_utilized:
             self._grow_cwnd(done_bytes)
-        if not sent_queue:
-            self._t3_cancel()
-            self._stop_loss_probe()
-        elif done:
-            self._t3_restart()
-
+        self._restart_timers(done)
+        sent_queue = self._sent_queue
         if (sent_queue and sent_queue[0]._abandoned) or (self._outbound_queue and self._outbound_queue[0]._abandoned):
             self._update_advanced_peer_ack_point()
         else:
@@ -809,6 +795,31 @@ class FastSctpTransport(RTCSctpTransport):
             await self._data_channel_flush()
         elif self._outbound_queue or self._retransmit_scan or self._forward_tsn_chunk is not None:
             await self._transmit()
+
+    def _acknowledge_cumulative(self, cumulative: int, rwnd: int) -> tuple[int, int, bool]:
+        """What every SACK does first: note its arrival (loss probes), take its peer window, and take
+        the chunks up to its cumulative TSN off the sent queue, with a round-trip sample from the
+        first when it was sent once. Returns (chunks taken, bytes newly acknowledged, whether the
+        congestion window was in full use before)."""
+        self._last_sack_at = self._loop.time()
+        self._loss_probes = 0
+        received_time = time.time()
+        self._last_sacked_tsn = cumulative
+        self._peer_window = rwnd
+        cwnd_fully_utilized = self._flight_size >= self._cwnd
+        done, done_bytes, left_flight, sent_time = _sctp.acknowledge(self._sent_queue, cumulative)
+        self._flight_size -= left_flight
+        if sent_time is not None:
+            self._update_rto(received_time - sent_time)
+        return done, done_bytes, cwnd_fully_utilized
+
+    def _restart_timers(self, done: int) -> None:
+        """After a SACK: nothing outstanding stops T3 and the loss probes; progress restarts T3."""
+        if not self._sent_queue:
+            self._t3_cancel()
+            self._stop_loss_probe()
+        elif done:
+            self._t3_restart()
 
     def _grow_cwnd(self, acked_bytes: int) -> None:
         """Slow start or congestion avoidance for a SACK that moved the cumulative TSN while the
@@ -831,17 +842,8 @@ class FastSctpTransport(RTCSctpTransport):
         (``_sctp.acknowledge``, ``_sctp.acknowledge_gaps``)."""
         if not _tsn_gte(cumulative, self._last_sacked_tsn):
             return  # older than the last one: reordered on the way
-        self._last_sack_at = self._loop.time()
-        self._loss_probes = 0
-        self._peer_window = rwnd
-        received_time = time.time()
-        self._last_sacked_tsn = cumulative
-        cwnd_fully_utilized = self._flight_size >= self._cwnd
+        done, done_bytes, cwnd_fully_utilized = self._acknowledge_cumulative(cumulative, rwnd)
         sent_queue = self._sent_queue
-        done, done_bytes, left_flight, sent_time = _sctp.acknowledge(sent_queue, cumulative)
-        self._flight_size -= left_flight
-        if sent_time is not None:
-            self._update_rto(received_time - sent_time)
         lost = False
         if gaps:
             gap_bytes, left_flight, lost = _sctp.acknowledge_gaps(self, sent_queue, cumulative, gaps)
@@ -864,11 +866,7 @@ class FastSctpTransport(RTCSctpTransport):
         elif _tsn_gte(cumulative, self._fast_recovery_exit):
             self._fast_recovery_exit = None
 
-        if not sent_queue:
-            self._t3_cancel()
-            self._stop_loss_probe()
-        elif done:
-            self._t3_restart()
+        self._restart_timers(done)
         self._update_advanced_peer_ack_point()
         # One transmit opportunity (one burst) per SACK: the flush does not transmit on its own.
         self._in_sack_handling = True
