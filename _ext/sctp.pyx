@@ -8,6 +8,7 @@
 # build_packet() writes one packet: common header, pre-built control chunks (SACK, FORWARD-TSN),
 # then DATA chunks straight from DataChunk fields, padded to 4 bytes, then the checksum.
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int64_t
 from libc.stdlib cimport free, malloc, qsort
@@ -892,6 +893,7 @@ cdef int _store(InOrder* state, sctp, Py_ssize_t packets, Py_ssize_t answered_la
     return 0
 
 
+@cython.final
 cdef class _Stream:
     """The inbound stream of the last chunk taken, for one compiled receive call: its reassembly
     list and next sequence number, and its entry of the transport's ``_tail_message_bytes``
@@ -934,6 +936,18 @@ cdef class _Stream:
             self.tail_total = (<tuple>counted)[1]
         return True
 
+    cdef int advance(self, int stream_seq) except -1:
+        """The ordered message ``stream_seq`` was handed up: the stream expects the next one."""
+        self.sequence = (stream_seq + 1) & 0xFFFF
+        self.stream.sequence_number = self.sequence
+        return 0
+
+    cdef void count_tail(self, uint32_t tsn, Py_ssize_t total) noexcept:
+        """The run of fragments at the end of the reassembly now ends at ``tsn`` with ``total`` bytes."""
+        self.has_tail = self.tail_changed = True
+        self.tail_tsn = tsn
+        self.tail_total = total
+
 
 cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, dict streams, dict refused,
                                dict tails, list messages, _Stream current) except -1:
@@ -960,8 +974,7 @@ cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, di
             if flags & FLAG_UNORDERED:
                 pass
             elif chunk.stream_seq == current.sequence:
-                current.sequence = (chunk.stream_seq + 1) & 0xFFFF
-                current.stream.sequence_number = current.sequence
+                current.advance(chunk.stream_seq)
             else:
                 break
             messages.append((chunk.stream_id, chunk.protocol, chunk.user_data))
@@ -996,14 +1009,11 @@ cdef Py_ssize_t _take_in_order(InOrder* state, list chunks, Py_ssize_t index, di
                                  b"".join([(<DataChunk>c).user_data for c in reassembly])))
                 current.reassembly = []
                 current.stream.reassembly = current.reassembly
-                current.sequence = (chunk.stream_seq + 1) & 0xFFFF
-                current.stream.sequence_number = current.sequence
+                current.advance(chunk.stream_seq)
             else:
                 state.rwnd -= size
                 reassembly.append(chunk)
-            current.has_tail = current.tail_changed = True
-            current.tail_tsn = chunk.tsn
-            current.tail_total = total
+            current.count_tail(chunk.tsn, total)
         state.last = chunk.tsn
         state.taken += 1
         index += 1
@@ -1050,8 +1060,7 @@ cdef Py_ssize_t _take_above_gap(InOrder* state, list chunks, Py_ssize_t index, d
         whole = (flags & (FLAG_FIRST | FLAG_LAST)) == (FLAG_FIRST | FLAG_LAST)
         if whole and not reassembly and (flags & FLAG_UNORDERED or chunk.stream_seq == current.sequence):
             if not flags & FLAG_UNORDERED:
-                current.sequence = (chunk.stream_seq + 1) & 0xFFFF
-                current.stream.sequence_number = current.sequence
+                current.advance(chunk.stream_seq)
             messages.append((chunk.stream_id, chunk.protocol, chunk.user_data))
         else:
             if flags & FLAG_UNORDERED:
@@ -1074,9 +1083,7 @@ cdef Py_ssize_t _take_above_gap(InOrder* state, list chunks, Py_ssize_t index, d
                 break  # a message might complete: the Python side's reassembly
             reassembly.append(chunk)
             state.rwnd -= size
-            current.has_tail = current.tail_changed = True
-            current.tail_tsn = chunk.tsn
-            current.tail_total = total
+            current.count_tail(chunk.tsn, total)
         misordered.add(chunk.tsn)
         state.taken += 1
         index += 1
