@@ -901,7 +901,7 @@ class FastSctpTransport(RTCSctpTransport):
             self._loss_probe_handle = None
 
     def _arm_loss_probe(self) -> None:
-        # Armed when data goes out with no probe timer running: the wait starts now.
+        # Armed when data goes out with no probe timer running, and after each probe: the wait starts now.
         self._last_sack_at = self._loop.time()
         self._loss_probe_handle = self._loop.call_later(
             min(self._loss_probe_timeout(), LOSS_PROBE_RECHECK), self._loss_probe_due)
@@ -949,9 +949,7 @@ class FastSctpTransport(RTCSctpTransport):
         if probe is None:
             return  # nothing may go again (or it awaits retransmission, which a transmit sends)
         self._loss_probes += 1
-        self._last_sack_at = self._loop.time()
-        self._loss_probe_handle = self._loop.call_later(
-            min(self._loss_probe_timeout(), LOSS_PROBE_RECHECK), self._loss_probe_due)
+        self._arm_loss_probe()  # the next probe waits longer (the timeout doubles per probe)
         probe._sent_count += 1  # no round-trip sample from it (Karn's rule)
         self.stats.loss_probes += 1
         self.stats.data_chunks_sent += 1
