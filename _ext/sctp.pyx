@@ -766,15 +766,53 @@ def mark_for_retransmission(sctp, sent_queue):
     return flight
 
 
-def take_retransmissions(sent_queue, Py_ssize_t flight_size, Py_ssize_t cwnd, bint recovery_transmit,
-                         Py_ssize_t room, Py_ssize_t used, bytes control, list packet, list packets):
-    """Put the chunks of ``sent_queue`` marked for retransmission into packets (as
-    :func:`take_new_data` does), while the congestion window has room; the first one of a fast
-    recovery (``recovery_transmit``) goes regardless (RFC 4960 section 7.2.4).
+@cython.final
+cdef class Bundler:
+    """The packets of one transmit opportunity, filled chunk by chunk: each is ``(control, chunks)``
+    with at most ``room`` bytes of chunks, the control chunks (a SACK, a FORWARD-TSN) in the first."""
 
-    Returns ``(flight_size, recovery_transmit, blocked, retransmitted, earliest, used, control,
-    packet)``: ``blocked`` when a marked chunk is left for want of window, ``earliest`` when the
-    first chunk of the queue was among those sent (the timer restarts).
+    cdef readonly list packets
+    cdef readonly bytes control  # control chunks of the packet being filled
+    cdef readonly list packet    # DATA chunks of the packet being filled
+    cdef readonly Py_ssize_t used
+    cdef readonly Py_ssize_t room
+
+    def __cinit__(self, Py_ssize_t room, bytes control):
+        self.packets = []
+        self.control = control
+        self.packet = []
+        self.used = len(control)
+        self.room = room
+
+    cpdef add(self, DataChunk chunk):
+        """Append ``chunk`` to the packet being filled, or to a new one when it would pass ``room``."""
+        if self.used + chunk._book_size > self.room and (self.packet or self.control):
+            self.packets.append((self.control, self.packet))
+            self.control = b""
+            self.packet = []
+            self.used = 0
+        self.packet.append(chunk)
+        self.used += chunk._book_size
+
+    def finish(self):
+        """Every packet, the last one included: ``[(control, chunks), ...]``."""
+        if self.packet or self.control:
+            self.packets.append((self.control, self.packet))
+            self.control = b""
+            self.packet = []
+            self.used = 0
+        return self.packets
+
+
+def take_retransmissions(sent_queue, Py_ssize_t flight_size, Py_ssize_t cwnd, bint recovery_transmit,
+                         Bundler bundler):
+    """Put the chunks of ``sent_queue`` marked for retransmission into ``bundler``'s packets while
+    the congestion window has room; the first one of a fast recovery (``recovery_transmit``) goes
+    regardless (RFC 4960 section 7.2.4).
+
+    Returns ``(flight_size, recovery_transmit, blocked, retransmitted, earliest)``: ``blocked``
+    when a marked chunk is left for want of window, ``earliest`` when the first chunk of the queue
+    was among those sent (the timer restarts).
     """
     cdef Py_ssize_t retransmitted = 0
     cdef bint blocked = False, earliest = False, first = True
@@ -794,28 +832,19 @@ def take_retransmissions(sent_queue, Py_ssize_t flight_size, Py_ssize_t cwnd, bi
             chunk._retransmit = False
             chunk._sent_count += 1
             retransmitted += 1
-            if used + chunk._book_size > room and (packet or control):
-                packets.append((control, packet))
-                control = b""
-                packet = []
-                used = 0
-            packet.append(chunk)
-            used += chunk._book_size
+            bundler.add(chunk)
             if first:
                 earliest = True
         first = False
-    return flight_size, recovery_transmit, blocked, retransmitted, earliest, used, control, packet
+    return flight_size, recovery_transmit, blocked, retransmitted, earliest
 
 
 def take_new_data(queue, sent_queue, Py_ssize_t flight_size, Py_ssize_t cwnd, Py_ssize_t window,
-                  Py_ssize_t room, Py_ssize_t used, bytes control, list packet, list packets, now):
-    """Move new chunks from ``queue`` to ``sent_queue`` and into packets while the congestion
-    window has room and each chunk fits the peer's receive window (``window`` < 0: not known yet).
-
-    Chunks go into ``packet`` until the next one would pass ``room`` bytes; a full packet is
-    appended to ``packets`` as ``(control, chunks)`` and a new one starts. Stops at the first
-    chunk the receive window does not take (the caller applies its probing rules to it).
-    Returns ``(flight_size, booked_bytes_taken, used, control, packet)``.
+                  Bundler bundler, now):
+    """Move new chunks from ``queue`` to ``sent_queue`` and into ``bundler``'s packets while the
+    congestion window has room and each chunk fits the peer's receive window (``window`` < 0: not
+    known yet). Stops at the first chunk the receive window does not take (the caller applies its
+    probing rules to it). Returns ``(flight_size, booked_bytes_taken)``.
     """
     cdef Py_ssize_t taken = 0
     cdef DataChunk chunk
@@ -835,14 +864,8 @@ def take_new_data(queue, sent_queue, Py_ssize_t flight_size, Py_ssize_t cwnd, Py
             flight_size += chunk._book_size
         chunk._sent_count += 1
         chunk._sent_time = now
-        if used + chunk._book_size > room and (packet or control):
-            packets.append((control, packet))
-            control = b""
-            packet = []
-            used = 0
-        packet.append(chunk)
-        used += chunk._book_size
-    return flight_size, taken, used, control, packet
+        bundler.add(chunk)
+    return flight_size, taken
 
 
 cdef struct InOrder:

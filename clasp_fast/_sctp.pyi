@@ -69,16 +69,25 @@ def acknowledge_gaps(sctp: Any, sent_queue: Any, cumulative: int, gaps: list[tup
     """A SACK's gap blocks over ``sent_queue``: (newly acked bytes, bytes out of the flight, lost)."""
 def mark_for_retransmission(sctp: Any, sent_queue: Any) -> int:
     """Every outstanding chunk marked for retransmission (or abandoned): bytes out of the flight."""
-def take_retransmissions(sent_queue: Any, flight_size: int, cwnd: int, recovery_transmit: bool, room: int,
-                         used: int, control: bytes, packet: list[DataChunk],
-                         packets: list[tuple[bytes, list[DataChunk]]],
-                         ) -> tuple[int, bool, bool, int, bool, int, bytes, list[DataChunk]]:
+class Bundler:
+    """The packets of one transmit opportunity, filled chunk by chunk (``room`` bytes of chunks each)."""
+    packets: list[tuple[bytes, list[DataChunk]]]
+    control: bytes
+    packet: list[DataChunk]
+    used: int
+    room: int
+    def __init__(self, room: int, control: bytes) -> None: ...
+    def add(self, chunk: DataChunk) -> None:
+        """Append ``chunk`` to the packet being filled, or to a new one when it would pass ``room``."""
+    def finish(self) -> list[tuple[bytes, list[DataChunk]]]:
+        """Every packet, the last one included."""
+def take_retransmissions(sent_queue: Any, flight_size: int, cwnd: int, recovery_transmit: bool,
+                         bundler: Bundler) -> tuple[int, bool, bool, int, bool]:
     """Marked chunks into packets while the window allows: (flight size, recovery transmit, blocked,
-    retransmitted, earliest, used, control, packet)."""
-def take_new_data(queue: Any, sent_queue: Any, flight_size: int, cwnd: int, window: int, room: int, used: int,
-                  control: bytes, packet: list[DataChunk], packets: list[tuple[bytes, list[DataChunk]]],
-                  now: float) -> tuple[int, int, int, bytes, list[DataChunk]]:
-    """New chunks into packets while the windows allow: (flight size, bytes taken, used, control, packet)."""
+    retransmitted, earliest)."""
+def take_new_data(queue: Any, sent_queue: Any, flight_size: int, cwnd: int, window: int, bundler: Bundler,
+                  now: float) -> tuple[int, int]:
+    """New chunks into packets while the windows allow: (flight size, bytes taken)."""
 def receive_in_order(sctp: Any, chunks: list[Any], start: int, messages: list[tuple[int, int, bytes]]) -> int:
     """Take the in-order DATA chunks from ``chunks[start:]``; the index of the first one not taken."""
 def receive_datagrams(

@@ -208,9 +208,9 @@ def test_take_new_data_fills_packets_within_both_windows():
     queue = deque(_sent(tsn, 1000, in_flight=False, sent_count=0) for tsn in range(6))
     queue[2]._abandoned = True
     sent_queue: deque = deque()
-    packets: list = []
-    flight, taken, used, control, packet = _sctp.take_new_data(
-        queue, sent_queue, 0, 100_000, 4 * 1016, 2100, 20, b"S" * 20, [], packets, 42.0)
+    bundler = _sctp.Bundler(2100, b"S" * 20)
+    flight, taken = _sctp.take_new_data(queue, sent_queue, 0, 100_000, 4 * 1016, bundler, 42.0)
+    packets, control, packet, used = bundler.packets, bundler.control, bundler.packet, bundler.used
     # The window takes four chunks in flight; the abandoned one moves to the sent queue uncounted.
     assert [c.tsn for c in sent_queue] == [0, 1, 2, 3, 4]
     assert flight == 4 * 1016 and taken == 5 * 1016
@@ -221,8 +221,9 @@ def test_take_new_data_fills_packets_within_both_windows():
     assert not sent_queue[2]._in_flight
     # The congestion window stops it too (a chunk may pass it, as RFC 4960 allows the last one).
     more = deque(_sent(tsn, 1000, in_flight=False, sent_count=0) for tsn in range(10, 14))
-    flight, taken, _, _, packet = _sctp.take_new_data(more, deque(), 0, 1500, -1, 1_000_000, 0, b"", [], [], 1.0)
-    assert (flight, taken, len(packet), len(more)) == (2 * 1016, 2 * 1016, 2, 2)
+    bundler = _sctp.Bundler(1_000_000, b"")
+    flight, taken = _sctp.take_new_data(more, deque(), 0, 1500, -1, bundler, 1.0)
+    assert (flight, taken, len(bundler.packet), len(more)) == (2 * 1016, 2 * 1016, 2, 2)
 
 
 def test_the_fast_path_is_on_by_default():

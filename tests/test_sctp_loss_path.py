@@ -161,11 +161,12 @@ def test_take_retransmissions_sends_marked_chunks_within_the_window():
         chunk._retransmit, chunk._in_flight, chunk._misses = True, False, 2
     book = queue[0]._book_size
     flight = 2 * book
-    packets: list = []
     # The fast-recovery chunk goes regardless of the window, which then has room for one more;
-    # a packet holds one chunk.
-    flight, recovery, blocked, sent, earliest, used, control, packet = _sctp.take_retransmissions(
-        queue, flight, flight + 2 * book, True, book + 10, 0, b"sack", [], packets)
+    # a packet holds one chunk (and the first the 4-byte control chunk, counted as used).
+    bundler = _sctp.Bundler(book + 10, b"sack")
+    flight, recovery, blocked, sent, earliest = _sctp.take_retransmissions(
+        queue, flight, flight + 2 * book, True, bundler)
+    packets, control, packet, used = bundler.packets, bundler.control, bundler.packet, bundler.used
     assert (recovery, blocked, sent, earliest) == (False, True, 2, True)
     assert flight == 4 * book and [c.tsn for c in packets[0][1]] == [1] and packets[0][0] == b"sack"
     assert [c.tsn for c in packet] == [3] and control == b"" and used == book

@@ -1124,18 +1124,14 @@ class FastSctpTransport(RTCSctpTransport):
         burst = max(burst, self._acked_bytes)
         self._acked_bytes = 0
         cwnd = min(self._flight_size + burst, self._cwnd)
-        room = self._max_packet - _sctp.COMMON_HEADER_LENGTH
-        used = len(control)
-        packet: list = []
-        packets: list[tuple[bytes, list]] = []
+        bundler = _sctp.Bundler(self._max_packet - _sctp.COMMON_HEADER_LENGTH, control)
         blocked = False
 
         if self._retransmit_scan:
             self._retransmit_scan = False
-            (self._flight_size, self._fast_recovery_transmit, blocked, retransmitted, earliest,
-             used, control, packet) = _sctp.take_retransmissions(
-                self._sent_queue, self._flight_size, cwnd, self._fast_recovery_transmit,
-                room, used, control, packet, packets)
+            (self._flight_size, self._fast_recovery_transmit, blocked, retransmitted,
+             earliest) = _sctp.take_retransmissions(
+                self._sent_queue, self._flight_size, cwnd, self._fast_recovery_transmit, bundler)
             self.stats.retransmissions += retransmitted
             if blocked:
                 self._retransmit_scan = True
@@ -1153,9 +1149,8 @@ class FastSctpTransport(RTCSctpTransport):
             # with nothing in flight (a persist timer), not at every SACK: the peer takes a probe as
             # the next TSN beyond its window, so probing at every SACK would fill its memory.
             window = self._peer_window
-            self._flight_size, taken, used, control, packet = _sctp.take_new_data(
-                queue, sent_queue, self._flight_size, cwnd, -1 if window is None else window,
-                room, used, control, packet, packets, now)
+            self._flight_size, taken = _sctp.take_new_data(
+                queue, sent_queue, self._flight_size, cwnd, -1 if window is None else window, bundler, now)
             self._outbound_bytes -= taken
             # What is left waits for the window (the rules below) or the congestion window.
             while queue and self._flight_size < cwnd:
@@ -1176,16 +1171,11 @@ class FastSctpTransport(RTCSctpTransport):
                 self._flight_size_increase(chunk)  # type: ignore[arg-type]  # duck-types aiortc's chunk
                 chunk._sent_count += 1
                 chunk._sent_time = now
-                if used + chunk._book_size > room and (packet or control):
-                    packets.append((control, packet))
-                    control, packet, used = b"", [], 0
-                packet.append(chunk)
-                used += chunk._book_size
+                bundler.add(chunk)
             if sent_queue and not self._t3_handle:
                 self._t3_start()
 
-        if packet or control:
-            packets.append((control, packet))
+        packets = bundler.finish()
         if self._loss_probe_handle is None and self._sent_queue:
             self._arm_loss_probe()
         plane = self.data_plane
