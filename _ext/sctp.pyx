@@ -777,7 +777,7 @@ cdef class Bundler:
     cdef readonly Py_ssize_t used
     cdef readonly Py_ssize_t room
 
-    def __cinit__(self, Py_ssize_t room, bytes control):
+    def __init__(self, Py_ssize_t room, bytes control):
         self.packets = []
         self.control = control
         self.packet = []

@@ -1,7 +1,7 @@
 # Types of the compiled SCTP packet module (_ext/sctp.pyx). Checked against the built module by
 # tests/test_stubs.py (mypy.stubtest).
 
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, final
 
 from _typeshed import ReadableBuffer
 from typing_extensions import disjoint_base
@@ -69,6 +69,7 @@ def acknowledge_gaps(sctp: Any, sent_queue: Any, cumulative: int, gaps: list[tup
     """A SACK's gap blocks over ``sent_queue``: (newly acked bytes, bytes out of the flight, lost)."""
 def mark_for_retransmission(sctp: Any, sent_queue: Any) -> int:
     """Every outstanding chunk marked for retransmission (or abandoned): bytes out of the flight."""
+@final
 class Bundler:
     """The packets of one transmit opportunity, filled chunk by chunk (``room`` bytes of chunks each)."""
     packets: list[tuple[bytes, list[DataChunk]]]
