@@ -62,8 +62,12 @@ def test_stubs_match_the_compiled_modules(tmp_path: Path):
     # shadow the standard library for mypy.)
     beside = tmp_path / "package"
     shutil.copytree(PACKAGE_DIR, beside / "clasp_fast", ignore=shutil.ignore_patterns("__pycache__"))
+    # The stubs are checked, not the Python modules they import (those are type-checked by
+    # `python -m mypy` against the newest aiortc; nox's ``floors`` runs this with the oldest).
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\nfollow_imports = silent\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "mypy.stubtest", "--allowlist", str(allowlist),
+        [sys.executable, "-m", "mypy.stubtest", "--allowlist", str(allowlist), "--mypy-config-file", str(config),
          "--ignore-unused-allowlist", *compiled_modules()],
         cwd=beside, env=env, capture_output=True, text=True, timeout=600,
     )
