@@ -403,7 +403,10 @@ def test_nothing_reliable_is_lost_to_the_browser_over_a_lossy_link():
     python_side = lifecycle["web-lossy"]
     faults = link["faults"]
     assert faults.dropped and faults.duplicated and faults.reordered
-    assert python_side["reliable"] == list(range(LOSSY_COUNT)), f"{len(python_side['reliable'])} SETs from the page"
+    assert python_side["reliable"] == list(range(LOSSY_COUNT)), (
+        f"{len(python_side['reliable'])} SETs from the page (Python side closed: {python_side.get('reason')!r}; "
+        f"page close took {result.get('closeMs')} ms, reason {result.get('closeReason')!r}; "
+        f"{python_side.get('stats')}; {link['sctp']})")
     assert result["reliable"] == list(range(LOSSY_COUNT)), (
         f"{len(result['reliable'])} SETs at the page (close reason {result['closeReason']!r}, errors "
         f"{result['errors']}); Python side: {python_side.get('stats')}")
