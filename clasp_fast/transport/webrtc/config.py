@@ -117,9 +117,10 @@ class WebRtcConfig:
     keepalive_interval: float = 1.0
     keepalive_timeout: float = 5.0
     close_timeout: float = 2.0
-    # Our close waits this long after the peer's SCTP acknowledged our data before resetting the
-    # streams: Chromium acknowledges data before its DataChannel has it and drops what a stream
-    # reset overtakes (docs/p2p-lifecycle.md). Within close_timeout.
+    # Our close resets the streams once the peer's SCTP acknowledged our data and has sent nothing
+    # new for this long (at least two round trips): Chromium acknowledges data before its
+    # DataChannel has it, drops what a stream reset overtakes and discards what it has not started
+    # sending when its stream is reset (docs/p2p-lifecycle.md). Within close_timeout.
     reset_delay: float = 0.1
     receive_queue_limit: int = 100_000
     # Data channels over clasp_fast.sctp's bundling data path; False keeps aiortc's own SCTP.

@@ -2,10 +2,10 @@
 
 Either way new sends stop, what is pending goes to SCTP and we wait until the peer acknowledged
 it. Our close then sends ``disconnected`` and keeps delivering until the peer has closed its side.
-On the peer's ``disconnected`` (it sends nothing more) we close our DataChannels: SCTP stream resets,
-which the peer's stack answers only after the data it still holds, so our channels close behind
-that data; then our ``disconnected`` goes out. Every wait ends when the reliable channels have
-closed, the association has gone or ``close_timeout`` passed.
+On the peer's ``disconnected`` (it sends nothing new) we wait until it has gone quiet, then close
+our DataChannels: SCTP stream resets, which the peer's stack answers after the data it has sent,
+so our channels close behind that data; then our ``disconnected`` goes out. Every wait ends when
+the reliable channels have closed, the association has gone or ``close_timeout`` passed.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class Teardown:
         self._disconnected_sent = False
         self.remote_disconnect: str | None = None  # a "disconnected" that came during set-up
         self._peer_disconnected = False  # the peer's "disconnected" came while we were closing
+        self._deadline = 0.0  # loop time when the teardown under way gives up waiting
         pc.on("connectionstatechange", self._on_pc_state)
 
     # -- what ends a connection ----------------------------------------------------------
@@ -150,9 +151,9 @@ class Teardown:
         if lifecycle.state == "new":  # never started: the peer knows nothing of this connection
             reason = None
         lifecycle.set("closing")
+        self._deadline = deadline = self._loop.time() + self.config.close_timeout
         try:
             if graceful:
-                deadline = self._loop.time() + self.config.close_timeout
                 self._channels.flush()
                 await self._drain(deadline)
                 if reason is not None:
@@ -220,10 +221,39 @@ class Teardown:
 
     async def _reset_channels_soon(self) -> None:
         # Our data is acknowledged, but the peer's stack may not have handed it to its channels yet
-        # (Chromium drops what the reset overtakes): give it ``reset_delay`` first.
+        # (Chromium drops what the reset overtakes), and it may still hold data it has not sent
+        # (Chromium discards every message it has not started sending when its stream is reset):
+        # reset once the peer has sent nothing new for ``reset_delay``.
         if self.config.reset_delay > 0:
-            await asyncio.sleep(self.config.reset_delay)
+            await self._wait_peer_quiet(self.config.reset_delay)
         self._reset_channels()
+
+    async def _wait_peer_quiet(self, quiet: float) -> None:
+        """Wait until nothing new has come from the peer's SCTP for ``quiet`` s (at least two smoothed
+        round trips), or the teardown's deadline.
+
+        Each time a tick passes with nothing new, our SACK goes out again: a lost SACK must not
+        leave a peer whose congestion window is full waiting for its retransmission timer with
+        data it has not sent yet.
+        """
+        sctp = self._pc.sctp
+        loop = self._loop
+        tick = quiet / 8
+        seen: object = None
+        quiet_since = loop.time()
+        while not self._peer_closed.is_set() and loop.time() < self._deadline:
+            progress = _receive_progress(sctp)
+            if progress is None:  # no SCTP (or not one we can read): wait the plain delay
+                await asyncio.sleep(max(0.0, min(quiet, self._deadline - loop.time())))
+                return
+            now = loop.time()
+            if progress != seen:
+                seen, quiet_since = progress, now
+            elif now - quiet_since >= max(quiet, 2 * (getattr(sctp, "_srtt", None) or 0.0)):
+                return
+            else:
+                await _acknowledge_again(sctp)
+            await asyncio.sleep(tick)
 
     def _reset_channels(self) -> None:
         self._channels.reset()
@@ -237,3 +267,23 @@ class Teardown:
             await self._negotiation.send_signal({"type": "disconnected", "reason": reason})
         except Exception as exc:  # the signaling path may be gone too
             logger.info("could not send disconnected to %s: %s", self._negotiation.peer, exc)
+
+
+def _receive_progress(sctp: Any) -> tuple[int, int] | None:
+    """What the peer's SCTP has delivered to ours so far: the cumulative TSN and how many chunks
+    arrived beyond a gap (None when there is no association, or nothing has arrived yet)."""
+    tsn = getattr(sctp, "_last_received_tsn", None)
+    beyond = getattr(sctp, "_sack_misordered", None)
+    if tsn is None or beyond is None:
+        return None
+    return tsn, len(beyond)
+
+
+async def _acknowledge_again(sctp: Any) -> None:
+    """Send our SACK for what has arrived once more (aiortc's and the fast path's ``_send_sack``)."""
+    if getattr(sctp, "state", None) != "connected":
+        return
+    try:
+        await sctp._send_sack()
+    except ConnectionError as exc:  # DTLS closed under us: the association is going away
+        logger.debug("could not send a SACK again: %s", exc)
