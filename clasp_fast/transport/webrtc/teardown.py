@@ -151,19 +151,19 @@ class Teardown:
         if lifecycle.state == "new":  # never started: the peer knows nothing of this connection
             reason = None
         lifecycle.set("closing")
-        self._deadline = deadline = self._loop.time() + self.config.close_timeout
+        self._deadline = self._loop.time() + self.config.close_timeout
         try:
             if graceful:
                 self._channels.flush()
-                await self._drain(deadline)
+                await self._drain()
                 if reason is not None:
                     # We end it: the peer may still be sending; it closes its side when done.
                     await self._send_disconnected(reason)
-                    await self._wait_peer_closed(deadline, reset=self._peer_disconnected)
+                    await self._wait_peer_closed(reset=self._peer_disconnected)
                 else:
                     # The peer ended it after its data: our stream resets make its stack close its
                     # side behind that data.
-                    await self._wait_peer_closed(deadline, reset=True)
+                    await self._wait_peer_closed(reset=True)
                     await self._send_disconnected("closed by the peer")
             elif reason is not None:
                 await self._send_disconnected(reason)
@@ -196,13 +196,13 @@ class Teardown:
             getattr(sctp, queue, None) for queue in ("_data_channel_queue", "_outbound_queue", "_sent_queue")
         )
 
-    async def _drain(self, deadline: float) -> None:
-        """Wait (until ``deadline``, loop time) until aiortc has sent and the peer acknowledged our data."""
-        while self._unacknowledged() and self._loop.time() < deadline:
+    async def _drain(self) -> None:
+        """Wait (until the teardown's deadline) until aiortc has sent and the peer acknowledged our data."""
+        while self._unacknowledged() and self._loop.time() < self._deadline:
             await asyncio.sleep(0.005)
 
-    async def _wait_peer_closed(self, deadline: float, *, reset: bool) -> None:
-        """Keep delivering until the peer has closed its side (or ``deadline``); ``reset``: close our channels first
+    async def _wait_peer_closed(self, *, reset: bool) -> None:
+        """Keep delivering until the peer has closed its side (or the deadline); ``reset``: close our channels first
         (also done later if the peer's ``disconnected`` comes during the wait).
 
         A channel closes once both directions are reset, and the peer's stack resets its direction
@@ -214,7 +214,7 @@ class Teardown:
             await self._reset_channels_soon()
         self._check_peer_closed()
         try:
-            await asyncio.wait_for(self._peer_closed.wait(), max(0.0, deadline - self._loop.time()))
+            await asyncio.wait_for(self._peer_closed.wait(), max(0.0, self._deadline - self._loop.time()))
         except asyncio.TimeoutError:
             logger.info("peer %s did not close its channels within %g s", self._negotiation.peer,
                         self.config.close_timeout)
