@@ -100,7 +100,8 @@ class Channel:
     def full(self) -> bool:
         """Above the high-water mark (or, conflating, too many messages waiting behind values)."""
         config = self.table.config
-        return self.buffered() > config.high_water_mark or self.kept > config.conflation_max_kept
+        return (self.dc.bufferedAmount + self.batcher.pending_size > config.high_water_mark
+                or self.kept > config.conflation_max_kept)
 
     def offer(self, item: object, qos: int | None, conflate: tuple[str, int] | None = None) -> None:
         """Send ``item`` (message or frame) on a conflating channel: at once while the link keeps up,
@@ -153,16 +154,17 @@ class Channel:
         table.check_open()
 
     def add(self, item: object, qos: int | None) -> None:
+        batcher = self.batcher
         if isinstance(item, _FRAME_TYPES):
-            ready = self.batcher.add_frame(item)
+            ready = batcher.add_frame(item)
         else:
             # Anything but a message: the compiled batcher raises EncodeError naming it.
-            ready = self.batcher.add_message(cast(Message, item), -1 if qos is None else qos)
+            ready = batcher.add_message(item, -1 if qos is None else qos)  # type: ignore[arg-type]
         if ready is not None:
             self.send_now(ready)
-        if self.batcher.full and (batch := self.batcher.take()) is not None:
+        if batcher.full and (batch := batcher.take()) is not None:
             self.send_now(batch)
-        elif self.batcher.pending_size and not self.flush_scheduled:
+        elif not self.flush_scheduled and batcher.pending_size:
             self.flush_scheduled = True
             self.table.loop.call_soon(self._flush_soon)
 
