@@ -162,11 +162,16 @@ class Channel:
             ready = batcher.add_message(item, -1 if qos is None else qos)  # type: ignore[arg-type]
         if ready is not None:
             self.send_now(ready)
-        if batcher.full and (batch := batcher.take()) is not None:
-            self.send_now(batch)
+        if batcher.full:
+            if (batch := batcher.take()) is not None:
+                self.send_now(batch)
         elif not self.flush_scheduled and batcher.pending_size:
-            self.flush_scheduled = True
-            self.table.loop.call_soon(self._flush_soon)
+            self.schedule_flush()
+
+    def schedule_flush(self) -> None:
+        """Flush the pending batch at the next loop iteration (unless aiortc still holds data)."""
+        self.flush_scheduled = True
+        self.table.loop.call_soon(self._flush_soon)
 
     def send_now(self, data: bytes) -> None:
         self.dc.send(data)

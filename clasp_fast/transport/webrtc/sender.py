@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...errors import TransportError
-from .channels import Channel, Channels
+from .channels import _FRAME_TYPES, Channel, Channels
 
 if TYPE_CHECKING:
     from .transport import WebRtcTransport
@@ -35,15 +35,38 @@ class WebRtcSender:
         channel, else by ``reliable``, else by QoS (``qos`` or the message's default; a frame's
         own QoS bits). Waits while the channel is above the high-water mark.
         """
-        target = self._channels.route(message_or_frame, reliable, qos, channel)  # checks the connection is open
+        channels = self._channels
+        target: Channel | None = None
+        if channel is None and reliable is not None:  # Channels.route() of this case, written out
+            channels.check_open()
+            target = channels.reliable if reliable else channels.unreliable
+        if target is None:
+            target = channels.route(message_or_frame, reliable, qos, channel)  # checks the connection is open
         if target.waiting is not None:
             if target.policy.kind(message_or_frame) is None and target.full():  # type: ignore[union-attr]
                 await target.wait_for_room()  # values never wait: they replace
             target.offer(message_or_frame, qos)
         else:
-            if target.full():
+            # Channel.full() and Channel.add() written out: this runs once per message
+            # (benchmarks/bench_message_budget.py, budget-send-into-batch).
+            batcher = target.batcher
+            config = target.table.config
+            if (target.dc.bufferedAmount + batcher.pending_size > config.high_water_mark
+                    or target.kept > config.conflation_max_kept):
                 await target.wait_for_room()
-            target.add(message_or_frame, qos)
+                batcher = target.batcher  # batching may have been switched meanwhile
+            if isinstance(message_or_frame, _FRAME_TYPES):
+                ready = batcher.add_frame(message_or_frame)
+            else:
+                # Anything but a message: the compiled batcher raises EncodeError naming it.
+                ready = batcher.add_message(message_or_frame, -1 if qos is None else qos)  # type: ignore[arg-type]
+            if ready is not None:
+                target.send_now(ready)
+            if batcher.full:
+                if (batch := batcher.take()) is not None:
+                    target.send_now(batch)
+            elif not target.flush_scheduled and batcher.pending_size:
+                target.schedule_flush()
         target.messages_sent += 1
         self._counters["messages_sent"] += 1
 
