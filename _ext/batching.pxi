@@ -23,6 +23,7 @@ cdef class Batcher:
     cdef WriteBuf wb
     cdef readonly Py_ssize_t limit
     cdef readonly Py_ssize_t pending_frames
+    cdef readonly Py_ssize_t stopped_at
 
     def __init__(self, Py_ssize_t limit=0):
         if limit < 0:
@@ -86,6 +87,36 @@ cdef class Batcher:
         finally:
             input_close(&src)
         return self._settle(start)
+
+    def add_many(self, list items, Py_ssize_t start, int qos, list ready):
+        """Add ``items[start:]`` (messages, or complete frames as bytes-like objects) in order until
+        a DataChannel message is ready: it goes on ``ready`` (with the full pending message, when
+        the last frame filled it) and the index after the last item added is returned; at the end
+        of the items, ``len(items)``. On an item that cannot be added, ``stopped_at`` is its index,
+        the items before it are in, and the EncodeError propagates.
+        """
+        cdef Py_ssize_t i = start
+        cdef Py_ssize_t n = len(items)
+        cdef Py_ssize_t before
+        cdef object item, out
+        while i < n:
+            item = items[i]
+            self.stopped_at = i
+            if isinstance(item, (bytes, bytearray, memoryview)):
+                out = self.add_frame(item)
+            else:
+                before = self.wb.len
+                encode_message_into(&self.wb, item, qos, None)
+                out = self._settle(before)
+            i += 1
+            if out is not None:
+                ready.append(out)
+            if self.wb.len > 0 and self.wb.len >= self.limit:
+                ready.append(self.take())
+            if ready:
+                break
+        self.stopped_at = i
+        return i
 
     def take(self):
         """The pending message as bytes (None when empty); the batcher starts a new one."""

@@ -131,6 +131,18 @@ class Peer:
         await self.transport.sender.send(message, reliable=reliable)
         self._sent["other"] += 1
 
+    async def send_many(self, messages: Iterable[Any], *, reliable: bool | None = None) -> int:
+        """Send ready-made messages (or encoded frames) in order in one call, as :meth:`send` would
+        one by one (``WebRtcSender.send_many``); returns how many were sent."""
+        items = list(messages)
+        session = self.transport.signaling.session_id
+        for message in items:
+            if type(message) is Set:
+                self._store(message.address, message.value, session)
+        sent = await self.transport.sender.send_many(items, reliable=reliable)
+        self._sent["other"] += sent
+        return sent
+
     async def set(self, address: str, value: Any, *, ttl: Ttl | None = None) -> int:
         """Write a param on the peer (reliable channel); return the revision this side now holds."""
         revision = self._store(address, value, self.transport.signaling.session_id)

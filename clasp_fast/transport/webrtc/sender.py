@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
-from ...errors import TransportError
+from ...errors import EncodeError, TransportError
 from .channels import _FRAME_TYPES, Channel, Channels
 
 if TYPE_CHECKING:
@@ -69,6 +69,72 @@ class WebRtcSender:
                 target.schedule_flush()
         target.messages_sent += 1
         self._counters["messages_sent"] += 1
+
+    async def send_many(
+        self,
+        messages_or_frames: Iterable[object],
+        *,
+        reliable: bool | None = None,
+        qos: int | None = None,
+        channel: str | None = None,
+    ) -> int:
+        """Send every item of ``messages_or_frames`` (messages or complete frames) in order, as
+        :meth:`send` would one by one, in one call: where many messages are ready at once, this
+        saves most of the per-message work (encoding goes straight into the batch in compiled code).
+
+        Items are routed as :meth:`send` routes them (all to one channel when ``reliable`` or
+        ``channel`` is given). Before each DataChannel message it hands over, it waits while the
+        channel is above the high-water mark. On an item that cannot be encoded, the items before
+        it are sent and ``EncodeError`` names the item's index. Returns the number of items sent.
+        """
+        items = messages_or_frames if type(messages_or_frames) is list else list(messages_or_frames)
+        channels = self._channels
+        if channel is not None or reliable is not None:
+            return await self._send_run(channels.route(None, reliable, qos, channel), items, 0, qos)
+        # Routed item by item; consecutive items for one channel go together.
+        targets = [channels.route(item, None, qos, None) for item in items]
+        done = 0
+        start = 0
+        for index in range(1, len(items) + 1):
+            if index == len(items) or targets[index] is not targets[start]:
+                done += await self._send_run(targets[start], items[start:index], start, qos)
+                start = index
+        return done
+
+    async def _send_run(self, target: Channel, items: list[object], offset: int, qos: int | None) -> int:
+        """Send ``items`` on ``target``; ``offset``: the index of the first in the caller's items."""
+        if target.waiting is not None:  # a conflating channel decides item by item
+            for index, item in enumerate(items):
+                try:
+                    await self.send(item, qos=qos, channel=target.spec.label)
+                except EncodeError as exc:
+                    raise EncodeError(f"item {offset + index} of send_many: {exc}") from exc
+            return len(items)
+        config = self._channels.config
+        code = -1 if qos is None else qos
+        ready: list[bytes] = []
+        batcher = target.batcher
+        done = 0
+        try:
+            while done < len(items):
+                if (target.dc.bufferedAmount + target.batcher.pending_size > config.high_water_mark
+                        or target.kept > config.conflation_max_kept):
+                    await target.wait_for_room()  # also checks the connection is still open
+                batcher = target.batcher  # batching may have been switched meanwhile
+                try:
+                    done = batcher.add_many(items, done, code, ready)
+                except EncodeError as exc:
+                    done = batcher.stopped_at
+                    raise EncodeError(f"item {offset + done} of send_many: {exc}") from exc
+                for data in ready:
+                    target.send_now(data)
+                ready.clear()
+        finally:
+            if batcher.pending_size and not target.flush_scheduled:
+                target.schedule_flush()
+            target.messages_sent += done
+            self._counters["messages_sent"] += done
+        return done
 
     def send_nowait(
         self,
