@@ -96,10 +96,12 @@ cdef class Batcher:
         the items before it are in, and the EncodeError propagates.
         """
         cdef Py_ssize_t i = start
-        cdef Py_ssize_t n = len(items)
         cdef Py_ssize_t before
         cdef object item, out
-        while i < n:
+        if i < 0:
+            raise IndexError(f"start must be >= 0, got {start}")
+        # len() each time: encoding may run Python code (a value's __float__, say) that changes the list.
+        while i < len(items):
             item = items[i]
             self.stopped_at = i
             if isinstance(item, (bytes, bytearray, memoryview)):

@@ -163,3 +163,6 @@ def test_batcher_add_many_stops_at_each_ready_message():
     assert batcher.pending_frames == 20 - per_message * len(chunks)
     assert b"".join(chunks) + batcher.take() == b"".join(encode(m) for m in items)
     assert Batcher(0).add_many(items, 5, -1, ready) == 6 and ready == [encode(items[5])]
+    assert Batcher(0).add_many(items, 20, -1, []) == 20  # nothing left to add
+    with pytest.raises(IndexError, match="start must be >= 0"):
+        Batcher(0).add_many(items, -1, -1, [])
