@@ -150,6 +150,7 @@ META = {"latency_method": "one-way, shared host clock", "network": "loopback (12
 def test_report_has_the_documented_shape_and_ratios() -> None:
     results = {
         "p2p_batched": _raw(60_000, 800, 900, 40),
+        "p2p_send_many": _raw(90_000, 800, 900, 40),
         "p2p_unbatched": _raw(2_000, 3_000, 250_000, 45),
         "p2p_unreliable": _raw(80_000, 700, 800, 38, received_at_rate=900),
         "p2p_stock_sctp": _raw(20_000, 900, 5_000, 45),
@@ -171,8 +172,9 @@ def test_report_has_the_documented_shape_and_ratios() -> None:
     assert ratios["throughput_msgs_per_s"] == 2.0
     assert ratios["latency_us.p99"] == 0.5
     assert ratios["setup_ms"] == 20.0
-    assert set(report["ratios"]) == {"p2p_batched", "p2p_unbatched", "p2p_unreliable", "p2p_stock_sctp",
-                                     "p2p_no_plane", "p2p_no_dtls"}
+    assert report["ratios"]["p2p_send_many"]["throughput_msgs_per_s"] == 3.0
+    assert set(report["ratios"]) == {"p2p_batched", "p2p_send_many", "p2p_unbatched", "p2p_unreliable",
+                                     "p2p_stock_sctp", "p2p_no_plane", "p2p_no_dtls"}
     floors = report["floors"]
     assert floors["pass"] is True and floors["path"] == "p2p_batched"
     assert floors["throughput_msgs_per_s"] == {"value": 60_000, "floor": 10_000.0, "rule": ">=", "pass": True}

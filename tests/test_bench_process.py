@@ -101,11 +101,11 @@ needs_root_lan = pytest.mark.skipif(lan_module.unavailable_reason() is not None,
 
 def test_run_measures_both_kinds_of_path_and_leaves_no_process(tmp_path) -> None:
     before = _descendants(os.getpid())
-    config = BenchConfig(paths=("p2p_batched", "p2p_unbatched", "relay"), duration=0.3, rate=200, load_rate=1000,
-                         timeout=60)
+    config = BenchConfig(paths=("p2p_batched", "p2p_send_many", "p2p_unbatched", "relay"), duration=0.3, rate=200,
+                         load_rate=1000, timeout=60)
     report = run_bench_sync(config)
     assert _descendants(os.getpid()) - before == set()
-    for path in ("p2p_batched", "p2p_unbatched", "relay"):
+    for path in ("p2p_batched", "p2p_send_many", "p2p_unbatched", "relay"):
         figures = report[path]
         assert figures["error"] is None
         # Reliable paths deliver everything they sent, in every phase.
@@ -122,16 +122,17 @@ def test_run_measures_both_kinds_of_path_and_leaves_no_process(tmp_path) -> None
     # Each path is what it says: one frame per DataChannel message only when unbatched.
     assert report["p2p_unbatched"]["frames_per_datachannel_message"] == 1.0
     assert report["p2p_batched"]["frames_per_datachannel_message"] > 1.0
+    assert report["p2p_send_many"]["frames_per_datachannel_message"] > 1.0
     assert report["relay"]["frames_per_datachannel_message"] is None
     # The fast SCTP path counts its loss recovery; the relay has none to count.
     for path in ("p2p_batched", "p2p_unbatched"):
         assert report[path]["sctp_retransmissions"] >= 0 and report[path]["sctp_loss_probes"] >= 0
     assert report["relay"]["sctp_retransmissions"] is None and report["relay"]["sctp_loss_probes"] is None
     assert report["p2p_unreliable"] is None
-    assert set(report["ratios"]) == {"p2p_batched", "p2p_unbatched"}
+    assert set(report["ratios"]) == {"p2p_batched", "p2p_send_many", "p2p_unbatched"}
     assert report["meta"]["latency_method"] == "one-way, shared host clock"
     assert report["meta"]["network"].startswith("loopback")
-    assert set(config.samples) == {"p2p_batched", "p2p_unbatched", "relay"}
+    assert set(config.samples) == {"p2p_batched", "p2p_send_many", "p2p_unbatched", "relay"}
     assert len(config.samples["relay"]["loaded"]) == report["relay"]["latency_loaded_us"]["samples"]
     try:
         import matplotlib  # noqa: F401

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 __all__ = ["ADDRESS", "HEADER_SIZE", "PATHS", "PATTERN", "SCENARIOS"]
 
+# p2p_send_many: p2p_batched with the sender handing over many messages per call (send_many).
 # p2p_stock_sctp: p2p_batched over aiortc's own SCTP (WebRtcConfig(fast_sctp=False)), for comparison.
-PATHS = ("p2p_batched", "p2p_unbatched", "p2p_unreliable", "p2p_stock_sctp", "p2p_no_plane", "p2p_no_dtls", "relay")
+PATHS = ("p2p_batched", "p2p_send_many", "p2p_unbatched", "p2p_unreliable", "p2p_stock_sctp", "p2p_no_plane",
+         "p2p_no_dtls", "relay")
 ADDRESS = "/bench/data"  # where every measured message goes
 PATTERN = "/bench/**"  # what the relay path's receivers subscribe to
 HEADER_SIZE = 13  # stamp u64 + phase u8 + sequence u32

@@ -132,18 +132,21 @@ class Arrivals:
         self.keep_latencies: set[int] = set()
         self.changed = asyncio.Event()
 
-    def on_value(self, value: object) -> None:
-        now = time.time_ns()
-        parsed = read_payload(value)
-        if parsed is None:
+    def on_value(self, value: object, _now=time.time_ns, _unpack=_HEADER.unpack_from) -> None:
+        # Runs once per received message: kept cheap, as make_payload is.
+        if type(value) is not bytes or len(value) < HEADER_SIZE:
             return
-        stamp, phase = parsed
-        self.count[phase] = self.count.get(phase, 0) + 1
-        if phase not in self.first_ns:
+        now = _now()
+        phase = value[8]
+        count = self.count
+        if phase in count:
+            count[phase] += 1
+        else:
+            count[phase] = 1
             self.first_ns[phase] = now
         self.last_ns[phase] = now
         if phase in self.keep_latencies:
-            self.latencies.setdefault(phase, []).append(now - stamp)
+            self.latencies.setdefault(phase, []).append(now - _unpack(value)[0])
         self.changed.set()
 
     async def wait_for(self, phase: int, expected: int, idle: float, timeout: float) -> None:
@@ -181,7 +184,8 @@ async def run_receiver(args: argparse.Namespace, control: Control) -> None:
         if connecting is not None:
             sender, receiver = await connecting
             transport = sender.transport
-            receiver.on_message(lambda message: arrivals.on_value(getattr(message, "value", None)))
+            on_value = arrivals.on_value
+            receiver.on_message(lambda message: on_value(getattr(message, "value", None)))
         control.emit("connected", cpu_s=cpu_seconds())
         while True:
             command = await control.next_command()
@@ -228,6 +232,7 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
         if command["cmd"] != "connect":
             return
         started = time.perf_counter()
+        send_group = None
         if args.path == "relay":
             # The relay path's set-up: a fresh WebSocket connection with the HELLO/WELCOME handshake.
             client = await ClaspClient.connect(args.relay, name="bench sender", reconnect=False,
@@ -244,6 +249,8 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
             setup_s = transport.timings["connected"]
             # The sender's own coroutine, without a wrapper of ours around it.
             send_one = functools.partial(sender.send, reliable=args.path != "p2p_unreliable")
+            if args.path == "p2p_send_many":
+                send_group = functools.partial(sender.send_many, reliable=True)
 
         control.emit("connected", setup_ms=setup_s * 1000.0, cpu_s=cpu_seconds())
         while True:
@@ -253,7 +260,7 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
             if command["cmd"] == "phase":
                 before = transport.stats() if transport is not None else None
                 recovery_before = sctp_recovery(transport)
-                result = await send_phase(send_one, args.size, command)
+                result = await send_phase(send_one, args.size, command, send_group)
                 if transport is not None:
                     assert before is not None
                     transport.sender.flush()
@@ -285,10 +292,12 @@ def sctp_recovery(transport) -> tuple[int, int] | None:
     return None if stats is None else (stats.retransmissions, stats.loss_probes)
 
 
-async def send_phase(send_one, size: int, command: dict[str, Any]) -> dict[str, Any]:
+async def send_phase(send_one, size: int, command: dict[str, Any], send_group=None) -> dict[str, Any]:
     """Send one phase: as fast as possible (``rate`` 0) or paced at ``rate`` messages/s.
 
-    Bounded by ``max_count`` messages and ``duration`` seconds, whichever comes first.
+    Bounded by ``max_count`` messages and ``duration`` seconds, whichever comes first. With
+    ``send_group`` (a ``send_many``), the messages go in groups: YIELD_EVERY at full speed, those
+    due at once when paced.
     """
     from clasp_fast.messages import Publish
 
@@ -300,7 +309,14 @@ async def send_phase(send_one, size: int, command: dict[str, Any]) -> dict[str, 
     first_ns = time.time_ns()
     started = now()
     deadline = started + duration
-    if target_rate <= 0:
+    if target_rate <= 0 and send_group is not None:
+        while sent < max_count and now() < deadline:
+            count = min(YIELD_EVERY, max_count - sent)
+            await send_group([Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent + i))
+                              for i in range(count)])
+            sent += count
+            await sleep(0)
+    elif target_rate <= 0:
         while sent < max_count and now() < deadline:
             await send_one(Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent)))
             sent += 1
@@ -312,6 +328,10 @@ async def send_phase(send_one, size: int, command: dict[str, Any]) -> dict[str, 
             if elapsed >= duration:
                 break
             due = min(max_count, int(elapsed * target_rate) + 1)
+            if send_group is not None and sent < due:
+                await send_group([Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sequence))
+                                  for sequence in range(sent, due)])
+                sent = due
             while sent < due:
                 await send_one(Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent)))
                 sent += 1
