@@ -41,6 +41,9 @@ cdef class Batcher:
     @property
     def full(self) -> bool:
         """True when the pending message has reached the limit and should be sent now."""
+        return self._full()
+
+    cdef inline bint _full(self) noexcept:
         return self.wb.len > 0 and self.wb.len >= self.limit
 
     cdef object _settle(self, Py_ssize_t start):
@@ -113,7 +116,7 @@ cdef class Batcher:
             i += 1
             if out is not None:
                 ready.append(out)
-            if self.wb.len > 0 and self.wb.len >= self.limit:
+            if self._full():
                 ready.append(self.take())
             if ready:
                 break

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable
 
 from ...errors import EncodeError, TransportError
-from .channels import _FRAME_TYPES, Channel, Channels
+from .channels import Channel, Channels
 
 if TYPE_CHECKING:
     from .transport import WebRtcTransport
@@ -47,26 +47,9 @@ class WebRtcSender:
                 await target.wait_for_room()  # values never wait: they replace
             target.offer(message_or_frame, qos)
         else:
-            # Channel.full() and Channel.add() written out: this runs once per message
-            # (benchmarks/bench_message_budget.py, budget-send-into-batch).
-            batcher = target.batcher
-            config = target.table.config
-            if (target.dc.bufferedAmount + batcher.pending_size > config.high_water_mark
-                    or target.kept > config.conflation_max_kept):
+            if target.full():
                 await target.wait_for_room()
-                batcher = target.batcher  # batching may have been switched meanwhile
-            if isinstance(message_or_frame, _FRAME_TYPES):
-                ready = batcher.add_frame(message_or_frame)
-            else:
-                # Anything but a message: the compiled batcher raises EncodeError naming it.
-                ready = batcher.add_message(message_or_frame, -1 if qos is None else qos)  # type: ignore[arg-type]
-            if ready is not None:
-                target.send_now(ready)
-            if batcher.full:
-                if (batch := batcher.take()) is not None:
-                    target.send_now(batch)
-            elif not target.flush_scheduled and batcher.pending_size:
-                target.schedule_flush()
+            target.add(message_or_frame, qos)
         target.messages_sent += 1
         self._counters["messages_sent"] += 1
 
@@ -110,15 +93,13 @@ class WebRtcSender:
                 except EncodeError as exc:
                     raise EncodeError(f"item {offset + index} of send_many: {exc}") from exc
             return len(items)
-        config = self._channels.config
         code = -1 if qos is None else qos
         ready: list[bytes] = []
         batcher = target.batcher
         done = 0
         try:
             while done < len(items):
-                if (target.dc.bufferedAmount + target.batcher.pending_size > config.high_water_mark
-                        or target.kept > config.conflation_max_kept):
+                if target.full():
                     await target.wait_for_room()  # also checks the connection is still open
                 batcher = target.batcher  # batching may have been switched meanwhile
                 try:
