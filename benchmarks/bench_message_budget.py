@@ -24,6 +24,11 @@ signaling over 127.0.0.1 in this process (the real aiortc/clasp_fast stack, data
 * ``budget-unbatched-round``: the same 64 frames per loop iteration as 64 DataChannel messages
   (the unbatched path: one ``RTCDataChannel.send`` and one DATA chunk each); CPU µs per message,
   both sides.
+* ``budget-idle-message``: one 32-byte PUBLISH sent with nothing in flight, delivered, and its SACK
+  taken by the sender before the next (what the latency phase of the bench CLI does at 1,000
+  msg/s): ``await sender.send(...)``, the flush, SCTP with its T3 and loss-probe timers, DTLS and
+  ``sendmmsg``, the receiver's whole path to the callback, its delayed SACK, and the sender's
+  handling of it. CPU µs per message for both sides, the least of 5 runs of 500.
 
 The per-message loops of the bench CLI itself are in bench_floors.py. Every loop is bounded (fixed
 counts, a 30 s time-out on the deliveries); traffic stays on 127.0.0.1.
@@ -153,6 +158,33 @@ async def _packet_rounds(repeats: int, batched: bool = True) -> tuple[float, flo
         await other.transport.close()
 
 
+async def _idle_messages(repeats: int) -> float:
+    """Least CPU s per message of ``repeats`` runs of ROUNDS messages, each one alone in flight."""
+    sender, other = await _connected()
+    try:
+        sctp = sender.transport.peer_connection.sctp
+        arrived = asyncio.Event()
+        other.transport.receiver.on_message(lambda message: arrived.set())
+        messages = [Publish(address=ADDRESS, signal="event", value=make_payload(32, 1, i)) for i in range(ROUNDS)]
+        best = float("inf")
+        for _ in range(repeats):
+            cpu = time.process_time()
+            for message in messages:
+                arrived.clear()
+                await sender.send(message, reliable=True)
+                await asyncio.wait_for(arrived.wait(), 10)
+                for _ in range(100):  # the SACK comes two loop iterations after the message
+                    if not sctp._sent_queue:
+                        break
+                    await asyncio.sleep(0)
+                assert not sctp._sent_queue, "no SACK within 100 loop iterations"
+            best = min(best, (time.process_time() - cpu) / ROUNDS)
+        return best
+    finally:
+        await sender.transport.close()
+        await other.transport.close()
+
+
 def bench_budget_send_into_batch(benchmark):
     benchmark.group = "budget-send-into-batch"
     times = benchmark.pedantic(lambda: asyncio.run(_send_into_batch(5)), rounds=1, iterations=1)
@@ -194,3 +226,9 @@ def bench_budget_unbatched_round(benchmark):
     per_message = cpu / ROUNDS / BATCH_FRAMES
     benchmark.extra_info.update(cpu_us_per_message_both_sides=round(per_message * 1e6, 3),
                                 messages_per_s=round(ROUNDS * BATCH_FRAMES / wall))
+
+
+def bench_budget_idle_message(benchmark):
+    benchmark.group = "budget-idle-message"
+    per_message = benchmark.pedantic(lambda: asyncio.run(_idle_messages(5)), rounds=1, iterations=1)
+    benchmark.extra_info.update(cpu_us_per_message_both_sides=round(per_message * 1e6, 1))

@@ -120,6 +120,9 @@ LOSS_PROBE_MIN = 0.005
 LOSS_PROBE_DELAYED_SACK = 0.2
 # The probe timer looks again at least this often (the round-trip estimate may have changed).
 LOSS_PROBE_RECHECK = 0.05
+# A timer that fires this close to its deadline counts as on time (uvloop rounds timers to whole
+# milliseconds, so they may fire up to half of one early).
+TIMER_SLACK = 0.001
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +161,7 @@ _SCTP_STATE = (
     "_flight_size", "_forward_tsn_chunk", "_forward_tsn_streams", "_inbound_streams",
     "_last_received_tsn", "_last_sacked_tsn", "_local_port", "_local_tsn", "_local_verification_tag",
     "_loop", "_outbound_queue", "_outbound_stream_seq", "_partial_bytes_acked", "_reconfig_deferred",
-    "_remote_max_message_size", "_remote_port", "_remote_verification_tag", "_sack_duplicates",
+    "_reconfig_queue", "_remote_max_message_size", "_remote_port", "_remote_verification_tag", "_sack_duplicates",
     "_rto", "_sack_misordered", "_sack_needed", "_sent_queue", "_srtt", "_t3_handle",
 )
 _SCTP_METHODS = (
@@ -362,10 +365,16 @@ class FastSctpTransport(RTCSctpTransport):
         # Zero-window probing: the persist timer, and whether one chunk may go into a closed window.
         self._probe_handle: Optional[asyncio.TimerHandle] = None
         self._probe_allowed = True
-        # Loss probes: the timer, when the last SACK came (loop time), probes sent since.
+        # Loss probes: the timer, whether data is waiting for a SACK, when the last SACK came (or
+        # the wait started; loop time), probes sent since.
         self._loss_probe_handle: Optional[asyncio.TimerHandle] = None
+        self._loss_probe_waiting = False
         self._last_sack_at = 0.0
         self._loss_probes = 0
+        # T3 runs (aiortc's _t3_handle is not None) until _t3_deadline; _t3_timer is the one
+        # timer behind it, which may outlive a stop (see _t3_start).
+        self._t3_deadline = 0.0
+        self._t3_timer: Optional[asyncio.TimerHandle] = None
         # Packet size toward the peer (see set_max_packet) and the user data of a full DATA chunk.
         self._max_packet = MAX_PACKET_LENGTH
         self._user_data_max = USER_DATA_MAX
@@ -894,14 +903,47 @@ class FastSctpTransport(RTCSctpTransport):
     def _transmit_due(self) -> None:
         fast_path.run_now(self._transmit(), self._loop)
 
+    # T3 is restarted at every SACK that acknowledges new data and started at every message sent
+    # with nothing outstanding: many times a round trip under load, once a message at a steady
+    # rate. A timer re-created each time (aiortc's) costs more than the rest of sending a small
+    # message's packet, so T3 keeps one timer: stopping it only marks it stopped, restarting it
+    # moves its deadline, and the timer, when it fires before the deadline, waits for the rest.
+
+    def _t3_start(self) -> None:
+        """Start (or restart) T3 for one RTO from now (RFC 4960 section 6.3.2)."""
+        loop = self._loop
+        deadline = loop.time() + self._rto
+        self._t3_deadline = deadline
+        timer = self._t3_timer
+        if timer is None or timer.cancelled() or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            timer = self._t3_timer = loop.call_at(deadline, self._t3_due)
+        self._t3_handle = timer
+
+    def _t3_restart(self) -> None:
+        self._t3_start()
+
+    def _t3_cancel(self) -> None:
+        self._t3_handle = None  # the timer finds T3 stopped when it fires (or is taken up again)
+
+    def _t3_due(self) -> None:
+        self._t3_timer = None
+        if self._t3_handle is None:
+            return
+        if self._t3_deadline - self._loop.time() > TIMER_SLACK:
+            self._t3_handle = self._t3_timer = self._loop.call_at(self._t3_deadline, self._t3_due)
+            return
+        self._t3_expired()
+
     def _stop_loss_probe(self) -> None:
-        # Nothing outstanding: the next data sent arms a new timer with the round trip of then.
-        if self._loss_probe_handle is not None:
-            self._loss_probe_handle.cancel()
-            self._loss_probe_handle = None
+        # Nothing outstanding. The timer stays (it finds nothing to probe when it fires); the next
+        # data sent starts the wait anew, with the round trip of then.
+        self._loss_probe_waiting = False
 
     def _arm_loss_probe(self) -> None:
-        # Armed when data goes out with no probe timer running, and after each probe: the wait starts now.
+        # Armed when data goes out with nothing outstanding and no probe timer left, and after each
+        # probe: the wait starts now.
         self._last_sack_at = self._loop.time()
         self._loss_probe_handle = self._loop.call_later(
             min(self._loss_probe_timeout(), LOSS_PROBE_RECHECK), self._loss_probe_due)
@@ -926,7 +968,7 @@ class FastSctpTransport(RTCSctpTransport):
         round trips instead. At most MAX_LOSS_PROBES in a row; then T3 takes over.
         """
         self._loss_probe_handle = None
-        if self._association_state != _ESTABLISHED or not self._sent_queue:
+        if not self._loss_probe_waiting or self._association_state != _ESTABLISHED or not self._sent_queue:
             return
         timeout = self._loss_probe_timeout()
         waited = self._loop.time() - self._last_sack_at
@@ -1053,7 +1095,8 @@ class FastSctpTransport(RTCSctpTransport):
             self._loop.call_soon(self._release_buffered, released)
         if not self._in_sack_handling:
             await self._transmit()
-        await self._transmit_reconfig()
+        if self._reconfig_queue:  # streams to reset once their pending messages went out
+            await self._transmit_reconfig()
 
     def _release_buffered(self, released: list) -> None:
         for channel, amount in released:
@@ -1176,8 +1219,12 @@ class FastSctpTransport(RTCSctpTransport):
                 self._t3_start()
 
         packets = bundler.finish()
-        if self._loss_probe_handle is None and self._sent_queue:
-            self._arm_loss_probe()
+        if not self._loss_probe_waiting and self._sent_queue:
+            self._loss_probe_waiting = True
+            if self._loss_probe_handle is None:
+                self._arm_loss_probe()
+            else:
+                self._last_sack_at = self._loop.time()  # the wait starts now; the timer waits for it
         plane = self.data_plane
         if plane is not None and self.transport.__dict__.get("_send_data") is plane.send_hook:
             # One call for the whole transmit: the records leave together (one system call).
@@ -1199,10 +1246,12 @@ class FastSctpTransport(RTCSctpTransport):
 
     def _set_state(self, state: "RTCSctpTransport.State") -> None:
         if state == _CLOSED:
-            for handle in (self._flush_handle, self._sack_handle, self._probe_handle, self._loss_probe_handle):
+            for handle in (self._flush_handle, self._sack_handle, self._probe_handle, self._loss_probe_handle,
+                           self._t3_timer):
                 if handle is not None:
                     handle.cancel()
             self._flush_handle = self._sack_handle = self._probe_handle = self._loss_probe_handle = None
+            self._t3_timer = None
         super()._set_state(state)
 
 
