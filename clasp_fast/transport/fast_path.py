@@ -509,8 +509,9 @@ class DataPlane:
             transport.sendto(record, address)
 
     def _batch_socket(self, transport: Any) -> Optional[UdpBatchSocket]:
-        """The batch sender on ``transport``'s socket; None while asyncio still queues earlier
-        datagrams there (their order is kept) or once the transport is closing."""
+        """The batch sender on ``transport``'s socket; None while the event loop still queues earlier
+        datagrams there (their order is kept), once the transport is closing, and where the platform
+        has no batched send (the transport's own ``sendto`` then: uvloop's socket object has none)."""
         if transport.is_closing() or transport.get_write_buffer_size():
             return None
         batch = self._batch_sockets.get(transport)
@@ -520,6 +521,8 @@ class DataPlane:
                 return None
             batch = UdpBatchSocket(sock, send="auto", receive="recvfrom")
             self._batch_sockets[transport] = batch  # by transport: a closed socket's number is reused
+        if batch.send_strategy == "sendto":
+            return None
         return batch
 
     # -- closing --------------------------------------------------------------------------------

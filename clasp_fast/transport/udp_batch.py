@@ -181,6 +181,7 @@ class BatchReader:
     descriptor a transport owns). Each wake-up reads one batch (up to ``slots`` messages) and calls
     ``on_datagrams([(data, address), ...])``; an exception from the callback goes to the loop's
     exception handler and reading goes on. :meth:`close` gives reading back to the transport.
+    A transport that cannot pause its reading (uvloop's) raises ValueError before anything is taken.
     """
 
     def __init__(self, transport: asyncio.DatagramTransport,
@@ -190,11 +191,20 @@ class BatchReader:
         if sock is None:
             raise ValueError("the transport exposes no socket")
         self._loop = asyncio.get_running_loop()
+        if not _can_pause_reading(transport, self._loop):
+            # uvloop's UDP transport: libuv keeps reading the socket, and two readers would split
+            # (and so reorder) the datagrams between them.
+            raise ValueError(f"{type(transport).__name__} cannot pause reading its socket")
         self._transport = transport
         self._on_datagrams = on_datagrams
         self._fd = os.dup(sock.fileno())
         self._own = socket.socket(sock.family, sock.type, sock.proto, fileno=self._fd)
-        self.socket = UdpBatchSocket(self._own, send="sendto", receive=receive, slots=slots, slot_size=slot_size)
+        try:
+            self.socket = UdpBatchSocket(self._own, send="sendto", receive=receive, slots=slots,
+                                         slot_size=slot_size)
+        except BaseException:
+            self._own.close()  # the duplicate descriptor goes with it
+            raise
         self.batches = 0
         self._paused_privately = _pause_reading(transport, self._loop, sock.fileno())
         self._loop.add_reader(self._fd, self._read_ready)
@@ -242,6 +252,11 @@ class BatchReader:
                                    self._transport._read_ready)  # type: ignore[attr-defined]
         else:
             self._transport.resume_reading()  # type: ignore[attr-defined]  # 3.11+ has it; typeshed lacks it
+
+
+def _can_pause_reading(transport: asyncio.DatagramTransport, loop: asyncio.AbstractEventLoop) -> bool:
+    return callable(getattr(transport, "pause_reading", None)) or (
+        callable(getattr(loop, "_remove_reader", None)) and callable(getattr(transport, "_read_ready", None)))
 
 
 def _pause_reading(transport: asyncio.DatagramTransport, loop: asyncio.AbstractEventLoop, fd: int) -> bool:
