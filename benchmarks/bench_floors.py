@@ -9,8 +9,9 @@ Run with ``pytest benchmarks/bench_floors.py --benchmark-only -s``; docs/data-pl
   bench receiver's callback does.
 * ``floor-one-way-latency``: one 32-byte UDP datagram per millisecond from this process to a
   child process over 127.0.0.1, 2,000 of them, one-way latency on the shared clock: with an
-  asyncio receiver (where aiortc and websockets start from) and with a blocking ``recv`` (the
-  kernel's and the scheduler's part alone). ``extra_info`` holds p50/p90/p99 in µs.
+  asyncio receiver (where aiortc and websockets start from), with a uvloop receiver (the
+  ``uvloop`` extra; skipped without it) and with a blocking ``recv`` (the kernel's and the
+  scheduler's part alone). ``extra_info`` holds p50/p90/p99 in µs.
 
 Every loop is bounded (fixed counts, a 60 s time-out on the child); traffic stays on 127.0.0.1.
 """
@@ -61,7 +62,11 @@ else:
         transport, _ = await loop.create_datagram_endpoint(Receiver, sock=sock)
         await asyncio.wait_for(done, 30)
         transport.close()
-    asyncio.run(main())
+    if mode == "uvloop":
+        import uvloop
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 latencies.sort()
 print(json.dumps({f"p{q}": latencies[min(count - 1, count * q // 100)] / 1000 for q in (50, 90, 99)}), flush=True)
 """
@@ -125,8 +130,10 @@ def bench_floor_receiver_per_message(benchmark):
                                 ceiling_msgs_per_s=round(1 / per_message))
 
 
-@pytest.mark.parametrize("mode", ["asyncio", "blocking"])
+@pytest.mark.parametrize("mode", ["asyncio", "uvloop", "blocking"])
 def bench_floor_one_way_latency(benchmark, mode: str):
+    if mode == "uvloop":
+        pytest.importorskip("uvloop")
     benchmark.group = "floor-one-way-latency"
     figures = benchmark.pedantic(one_way_latency, args=(mode,), rounds=1, iterations=1)
     assert set(figures) == {"p50", "p90", "p99"} and 0 < figures["p50"] <= figures["p99"]

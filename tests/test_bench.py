@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from clasp_fast.bench import BenchConfig, build_report, latency_summary, percent
 from clasp_fast.bench.plot import PlotUnavailable, require_matplotlib
 from clasp_fast.bench.report import judge_floors
 from clasp_fast.bench.stats import rate, ratio
-from clasp_fast.bench.worker import HEADER_SIZE, PATHS, make_payload, read_payload
+from clasp_fast.bench.worker import HEADER_SIZE, PATHS, make_payload, read_payload, run_on_loop
 from clasp_fast.bench.paths import SCENARIOS
 from clasp_fast.cli import main
 
@@ -93,10 +95,35 @@ def test_read_payload_ignores_foreign_values(value) -> None:
     ({"duration": 0}, "positive"),
     ({"rate": -5}, "positive"),
     ({"lan": True, "relay_url": "ws://127.0.0.1:7330"}, "cannot use --relay"),
+    ({"loop": "trio"}, "unknown event loop 'trio'"),
 ])
 def test_config_rejects_bad_options(options, message) -> None:
     with pytest.raises(ValueError, match=message):
         BenchConfig(**options)
+
+
+def test_uvloop_asked_for_but_missing_says_how_to_install_it(monkeypatch) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "uvloop" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ValueError, match=r"uvloop is not installed \(pip install 'clasp_fast\[uvloop\]'\)"):
+        BenchConfig(loop="uvloop")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_worker_runs_on_the_event_loop_asked_for(loop) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_on_loop(loop_module(), loop).split(".")[0] == loop
+    with pytest.raises(ValueError, match="unknown event loop 'curio'"):
+        run_on_loop(loop_module(), "curio")
 
 
 def test_cli_reports_bad_options_with_exit_code_2(capsys) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from clasp_fast.bench import BenchConfig, run_bench_sync
+from clasp_fast.bench import BenchConfig, render_table, run_bench_sync
 from clasp_fast.bench import lan as lan_module
 from clasp_fast.bench.worker import PATHS
 
@@ -144,6 +144,19 @@ def test_run_measures_both_kinds_of_path_and_leaves_no_process(tmp_path) -> None
     out = tmp_path / "latency.png"
     plot_latencies(config.samples, report, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_process_can_run_on_uvloop() -> None:
+    pytest.importorskip("uvloop")
+    config = BenchConfig(paths=("p2p_batched", "relay"), duration=0.3, rate=200, load_rate=1000, loop="uvloop",
+                         timeout=60)
+    report = run_bench_sync(config)
+    for path in ("p2p_batched", "relay"):
+        assert report[path]["error"] is None
+        for name, phase in report[path]["phases"].items():
+            assert phase["sent"] > 0 and phase["received"] == phase["sent"], (path, name)
+    assert report["meta"]["event_loop"] == "uvloop"
+    assert "uvloop event loop" in render_table(report).splitlines()[0]
 
 
 def test_cli_writes_json_and_verify_exit_codes_follow_the_floors(tmp_path) -> None:

@@ -7,7 +7,7 @@ about to run was imported already).
 
 from __future__ import annotations
 
-__all__ = ["ADDRESS", "HEADER_SIZE", "PATHS", "PATTERN", "SCENARIOS"]
+__all__ = ["ADDRESS", "EVENT_LOOPS", "HEADER_SIZE", "PATHS", "PATTERN", "SCENARIOS"]
 
 # p2p_send_many: p2p_batched with the sender handing over many messages per call (send_many).
 # p2p_stock_sctp: p2p_batched over aiortc's own SCTP (WebRtcConfig(fast_sctp=False)), for comparison.
@@ -18,3 +18,6 @@ PATTERN = "/bench/**"  # what the relay path's receivers subscribe to
 HEADER_SIZE = 13  # stamp u64 + phase u8 + sequence u32
 # Stream scenarios (clasp_fast.bench.scenarios), run only when asked for (--scenarios).
 SCENARIOS = ("conflation", "p2p_fanout")
+
+#: What the worker processes run on (``--loop``); uvloop is the optional extra ``clasp_fast[uvloop]``.
+EVENT_LOOPS = ("asyncio", "uvloop")

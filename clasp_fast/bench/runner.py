@@ -14,6 +14,7 @@ worker processes are stopped (then killed) and ``--lan`` namespaces deleted befo
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -28,7 +29,7 @@ from typing import Any, TextIO
 from . import lan as lan_module
 from .report import build_report
 from .stats import latency_summary
-from .paths import HEADER_SIZE, PATHS, SCENARIOS
+from .paths import EVENT_LOOPS, HEADER_SIZE, PATHS, SCENARIOS
 from .scenarios import run_conflation, run_p2p_fanout
 
 __all__ = ["BenchConfig", "BenchError", "run_bench", "run_bench_sync", "PATHS"]
@@ -54,6 +55,7 @@ class BenchConfig:
     max_count: int = 2_000_000     # cap on messages of the throughput phase
     relay_url: str | None = None   # None: start the embedded relay
     lan: bool = False
+    loop: str = "asyncio"          # every worker's event loop: "asyncio" or "uvloop"
     timeout: float = 115.0         # hard bound on the whole run (s)
     floor_msgs_per_s: float = 10_000.0
     floor_p99_ms: float = 10.0
@@ -83,6 +85,10 @@ class BenchConfig:
             raise ValueError("size must be at most 60000 bytes (one CLASP frame holds at most 65535)")
         if self.duration <= 0 or self.rate <= 0 or self.load_rate <= 0:
             raise ValueError("duration, rate and load rate must be positive")
+        if self.loop not in EVENT_LOOPS:
+            raise ValueError(f"unknown event loop {self.loop!r}; choose from {', '.join(EVENT_LOOPS)}")
+        if self.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError("--loop uvloop: uvloop is not installed (pip install 'clasp_fast[uvloop]')")
         if self.relay_url is not None and self.lan:
             raise ValueError("--lan starts its own relay inside a namespace; it cannot use --relay")
         if self.relay_url is not None:
@@ -231,7 +237,7 @@ class _Run:
         return min(wanted, remaining)
 
     def worker_argv(self, side: str, role: str, *args: str) -> list[str]:
-        argv = [sys.executable, "-m", "clasp_fast.bench.worker", role, *args]
+        argv = [sys.executable, "-m", "clasp_fast.bench.worker", role, *args, "--loop", self.config.loop]
         return self.namespaces.command(side, argv) if self.namespaces is not None else argv
 
     async def spawn(self, name: str, side: str, role: str, *args: str) -> Worker:
@@ -325,6 +331,7 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
         "network_detail": run.namespaces.describe() if run.namespaces is not None else None,
         "lan_note": run.lan_note,
         "relay": config.relay_url or "embedded (clasp_fast.relay, queue_size 100000)",
+        "event_loop": config.loop,
         "payload_bytes": config.size,
         "frame_bytes": next((r["frame_bytes"] for r in results.values() if r and "frame_bytes" in r), None),
         "duration_s": config.duration,

@@ -24,10 +24,13 @@ import signal
 import struct
 import sys
 import time
-from typing import Any
+from typing import Any, Coroutine, TypeVar
 
-from clasp_fast.bench.paths import ADDRESS, HEADER_SIZE, PATHS, PATTERN
+from clasp_fast.bench.paths import ADDRESS, EVENT_LOOPS, HEADER_SIZE, PATHS, PATTERN
 from clasp_fast.bench.stats import cpu_seconds
+
+T = TypeVar("T")
+
 # A send waits while this many bytes are queued: the backlog left when a phase ends stays small.
 SEND_HIGH_WATER = 128 * 1024
 YIELD_EVERY = 64  # full-speed sending lets the event loop run after this many messages
@@ -305,6 +308,10 @@ async def send_phase(send_one, size: int, command: dict[str, Any], send_group=No
     duration, max_count = command["duration"], command["max_count"]
     sleep = asyncio.sleep
     now = time.perf_counter
+    # uvloop rounds a timer to whole milliseconds, a wait under 0.5 ms to none: the paced sender
+    # would spin until its next message is due and take a core from the processes it measures.
+    # asyncio waits at least 1 ms for such a timer already (epoll's time-out rounds up).
+    shortest_wait = 0.001 if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else 0.0
     sent = 0
     first_ns = time.time_ns()
     started = now()
@@ -336,7 +343,7 @@ async def send_phase(send_one, size: int, command: dict[str, Any], send_group=No
                 await send_one(Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent)))
                 sent += 1
             delay = started + sent / target_rate - now()
-            await sleep(delay if delay > 0 else 0)
+            await sleep(max(delay, shortest_wait) if delay > 0 else 0)
     return {"phase": phase, "sent": sent, "seconds": now() - started, "first_ns": first_ns}
 
 
@@ -355,6 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=20.0, help="connection time-outs (s)")
     parser.add_argument("--viewers", type=int, default=1, help="fanout-viewers: viewers in this process")
     parser.add_argument("--name", default="v", help="fanout-viewers: name prefix of its viewers")
+    parser.add_argument("--loop", choices=EVENT_LOOPS, default="asyncio", help="the event loop to run on")
     args = parser.parse_args(argv)
     if args.size < HEADER_SIZE:
         parser.error(f"--size must be at least {HEADER_SIZE} bytes (stamp, phase and sequence)")
@@ -382,10 +390,22 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     args = parse_args(argv)
     try:
-        asyncio.run(amain(args))
+        run_on_loop(amain(args), args.loop)
     except Exception:
         return 1
     return 0
+
+
+def run_on_loop(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run ``main`` to completion on a new event loop of the kind named (one of EVENT_LOOPS)."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    if loop != "asyncio":
+        main.close()
+        raise ValueError(f"unknown event loop {loop!r}; choose from {', '.join(EVENT_LOOPS)}")
+    return asyncio.run(main)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ DEFAULT_TIMEOUT = 115.0
 
 def add_bench(subparsers) -> None:
     """Register ``bench``."""
-    from ..bench.paths import PATHS, SCENARIOS
+    from ..bench.paths import EVENT_LOOPS, PATHS, SCENARIOS
 
     p = subparsers.add_parser(
         "bench", help="measure P2P (batched, unbatched, unreliable) against the relay path",
@@ -53,6 +53,9 @@ def add_bench(subparsers) -> None:
                    help="use this relay (ws://host:port) instead of starting the embedded one")
     p.add_argument("--lan", action="store_true",
                    help="as root with iproute2: peers in two network namespaces joined by a veth pair")
+    p.add_argument("--loop", choices=EVENT_LOOPS, default="asyncio",
+                   help="the event loop of every bench process (default asyncio; uvloop needs the "
+                        "clasp_fast[uvloop] extra)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="draw the latency distributions (needs matplotlib)")
     p.add_argument("--verify", action="store_true", help="exit 1 when a floor is missed")
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         config = BenchConfig(
             paths=args.paths,
             duration=duration, rate=args.rate, load_rate=args.load_rate, size=args.size,
-            relay_url=args.relay, lan=args.lan, timeout=timeout,
+            relay_url=args.relay, lan=args.lan, loop=args.loop, timeout=timeout,
             scenarios=args.scenarios, conflation_rate=args.conflation_rate,
             floor_msgs_per_s=args.floor_msgs, floor_p99_ms=args.floor_p99_ms,
             progress=None if args.quiet else sys.stderr)
