@@ -43,7 +43,10 @@ class DecodeError(ClaspError, ValueError):
 
 
 class EncodeError(ClaspError, ValueError):
-    """A message or value that cannot be represented on the wire."""
+    """A message or value that cannot be represented on the wire; ``item`` is its index when it
+    was one of the items of a ``send_many`` call (the items before it were sent), else None."""
+
+    item: int | None = None
 
 
 class AddressError(ClaspError, ValueError):

@@ -147,6 +147,25 @@ async def test_peer_send_many_holds_the_sets_it_sends():
         assert peer.params["/p/a"] == 1 and peer.params["/p/b"] == 2
 
 
+async def test_peer_holds_only_the_sets_that_were_sent():
+    async with connected() as (a, b, _, _):
+        peer = Peer(a, PeerInfo(session_id="peer-b"))
+        seen = collect(b)
+        items = [Set(address="/q/a", value=1), Set(address="/q/bad", value=object()), Set(address="/q/c", value=3)]
+        with pytest.raises(EncodeError, match="item 1 of send_many") as error:
+            await peer.send_many(items)
+        assert error.value.item == 1
+        with pytest.raises(EncodeError):
+            await peer.set("/q/d", object())
+        with pytest.raises(EncodeError):
+            await peer.send(Set(address="/q/e", value=object()))
+        await peer.set("/q/f", 6)
+        await wait_until(lambda: len(seen) == 2, 10)
+        assert [(m.address, m.value) for m, _, _ in seen] == [("/q/a", 1), ("/q/f", 6)]
+        # What this side holds is what the peer was sent: nothing it could not be sent.
+        assert peer.params == {"/q/a": 1, "/q/f": 6}
+
+
 def test_batcher_add_many_stops_at_each_ready_message():
     batcher = Batcher(100)
     items = [Set(address="/a", value=i) for i in range(20)]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 
 from ..clock import PeerClock
 from ..conflation import ConflatingHandler, ConflationPolicy
-from ..errors import ProtocolError, TransportError
+from ..errors import EncodeError, ProtocolError, TransportError
 from ..runtime.dispatch import Dispatcher, make_dispatcher, wants_message
 from ..runtime.sink import ErrorSink
 from ..runtime.tasks import TaskSet
@@ -126,27 +126,38 @@ class Peer:
     async def send(self, message: Any, *, reliable: bool | None = None) -> None:
         """Send a ready-made message (or encoded frame); the channel follows its QoS unless ``reliable`` says.
         A SET sent this way is held like one from :meth:`set`."""
+        await self.transport.sender.send(message, reliable=reliable)
         if type(message) is Set:
             self._store(message.address, message.value, self.transport.signaling.session_id)
-        await self.transport.sender.send(message, reliable=reliable)
         self._sent["other"] += 1
 
     async def send_many(self, messages: Iterable[Any], *, reliable: bool | None = None) -> int:
         """Send ready-made messages (or encoded frames) in order in one call, as :meth:`send` would
-        one by one (``WebRtcSender.send_many``); returns how many were sent."""
+        one by one (``WebRtcSender.send_many``); returns how many were sent. The SETs among them
+        are held like those of :meth:`set` once sent: when item N cannot be encoded (``EncodeError``
+        with ``item`` N), those before it."""
         items = list(messages)
-        session = self.transport.signaling.session_id
-        for message in items:
-            if type(message) is Set:
-                self._store(message.address, message.value, session)
-        sent = await self.transport.sender.send_many(items, reliable=reliable)
+        try:
+            sent = await self.transport.sender.send_many(items, reliable=reliable)
+        except EncodeError as exc:
+            if exc.item is not None:
+                self._hold_sets(items[:exc.item])
+                self._sent["other"] += exc.item
+            raise
+        self._hold_sets(items)
         self._sent["other"] += sent
         return sent
 
+    def _hold_sets(self, messages: list[Any]) -> None:
+        session = self.transport.signaling.session_id
+        for message in messages:
+            if type(message) is Set:
+                self._store(message.address, message.value, session)
+
     async def set(self, address: str, value: Any, *, ttl: Ttl | None = None) -> int:
         """Write a param on the peer (reliable channel); return the revision this side now holds."""
-        revision = self._store(address, value, self.transport.signaling.session_id)
         await self.transport.sender.send(Set(address=address, value=value, ttl=ttl))
+        revision = self._store(address, value, self.transport.signaling.session_id)
         self._sent["set"] += 1
         return revision
 

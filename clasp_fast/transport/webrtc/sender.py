@@ -91,7 +91,7 @@ class WebRtcSender:
                 try:
                     await self.send(item, qos=qos, channel=target.spec.label)
                 except EncodeError as exc:
-                    raise EncodeError(f"item {offset + index} of send_many: {exc}") from exc
+                    raise _item_error(offset + index, exc) from exc
             return len(items)
         code = -1 if qos is None else qos
         ready: list[bytes] = []
@@ -106,7 +106,7 @@ class WebRtcSender:
                     done = batcher.add_many(items, done, code, ready)
                 except EncodeError as exc:
                     done = batcher.stopped_at
-                    raise EncodeError(f"item {offset + done} of send_many: {exc}") from exc
+                    raise _item_error(offset + done, exc) from exc
                 for data in ready:
                     target.send_now(data)
                 ready.clear()
@@ -161,3 +161,9 @@ class WebRtcSender:
 
     async def close(self, reason: str = "User requested disconnect") -> None:
         await self.transport.close(reason)
+
+
+def _item_error(index: int, cause: EncodeError) -> EncodeError:
+    error = EncodeError(f"item {index} of send_many: {cause}")
+    error.item = index
+    return error
