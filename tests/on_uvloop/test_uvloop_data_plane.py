@@ -29,14 +29,19 @@ async def test_these_tests_run_on_uvloop():
     assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
 
 
+def open_descriptors() -> set[str]:
+    """This process's open file descriptors (Linux and macOS list them under /dev/fd)."""
+    return set(os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"))
+
+
 async def test_a_batch_reader_refuses_a_transport_it_cannot_pause_and_takes_nothing():
     loop = asyncio.get_running_loop()
     transport, inbox = await loop.create_datagram_endpoint(Inbox, local_addr=("127.0.0.1", 0))
     try:
-        descriptors = set(os.listdir("/proc/self/fd"))
+        descriptors = open_descriptors()
         with pytest.raises(ValueError, match="UDPTransport cannot pause reading its socket"):
             BatchReader(transport, lambda batch: None)
-        assert set(os.listdir("/proc/self/fd")) == descriptors  # no duplicate descriptor left open
+        assert open_descriptors() == descriptors  # no duplicate descriptor left open
         # The loop still reads the socket for the transport's protocol.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.sendto(b"still read", transport.get_extra_info("sockname"))
