@@ -191,7 +191,8 @@ class BatchReader:
         if sock is None:
             raise ValueError("the transport exposes no socket")
         self._loop = asyncio.get_running_loop()
-        if not _can_pause_reading(transport, self._loop):
+        pause = _reading_pause(transport, self._loop)
+        if pause is None:
             # uvloop's UDP transport: libuv keeps reading the socket, and two readers would split
             # (and so reorder) the datagrams between them.
             raise ValueError(f"{type(transport).__name__} cannot pause reading its socket")
@@ -206,7 +207,11 @@ class BatchReader:
             self._own.close()  # the duplicate descriptor goes with it
             raise
         self.batches = 0
-        self._paused_privately = _pause_reading(transport, self._loop, sock.fileno())
+        self._paused_privately = pause == "private"
+        if self._paused_privately:
+            self._loop._remove_reader(sock.fileno())  # type: ignore[attr-defined]
+        else:
+            transport.pause_reading()  # type: ignore[attr-defined]  # 3.11+ has it; typeshed lacks it
         self._loop.add_reader(self._fd, self._read_ready)
         self._closed = False
         self._paused = False
@@ -254,20 +259,15 @@ class BatchReader:
             self._transport.resume_reading()  # type: ignore[attr-defined]  # 3.11+ has it; typeshed lacks it
 
 
-def _can_pause_reading(transport: asyncio.DatagramTransport, loop: asyncio.AbstractEventLoop) -> bool:
-    return callable(getattr(transport, "pause_reading", None)) or (
-        callable(getattr(loop, "_remove_reader", None)) and callable(getattr(transport, "_read_ready", None)))
+def _reading_pause(transport: asyncio.DatagramTransport, loop: asyncio.AbstractEventLoop) -> str | None:
+    """How the transport's own reading of its socket can be stopped (and given back by close()).
 
-
-def _pause_reading(transport: asyncio.DatagramTransport, loop: asyncio.AbstractEventLoop, fd: int) -> bool:
-    """Stop the transport reading its socket; True if that took asyncio's private API.
-
-    Python 3.11+ datagram transports have pause_reading(); on 3.10 only the selector loop's
-    private _remove_reader can take the transport's reader off (the public one refuses).
+    "public": Python 3.11+ datagram transports have pause_reading(). "private": on 3.10 only the
+    selector loop's _remove_reader can take the transport's reader off (the public one refuses),
+    and _add_reader with the transport's _read_ready puts it back. None: neither (uvloop).
     """
-    pause = getattr(transport, "pause_reading", None)
-    if pause is not None:
-        pause()
-        return False
-    loop._remove_reader(fd)  # type: ignore[attr-defined]
-    return True
+    if callable(getattr(transport, "pause_reading", None)):
+        return "public"
+    if callable(getattr(loop, "_remove_reader", None)) and callable(getattr(transport, "_read_ready", None)):
+        return "private"
+    return None
