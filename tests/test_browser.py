@@ -263,6 +263,8 @@ def _check_browser_side(result: dict, other_set: float, role: str) -> None:
     assert event["bytes"] == [0, 255]
     assert got["streams"] and all(s["signal"] == "stream" for s in got["streams"])
     assert got["streams"][0]["samples"][:2] == [0.25, 0.5]
+    # peer.set() with a value it cannot encode threw and stored nothing (as Peer.set in Python).
+    assert got["unsendable"] == "ClaspEncodeError" and got["unsendableStored"] is False
     channels = result["stats"]["channels"]
     # Both default channels carried traffic in both directions.
     assert channels["clasp"]["framesSent"] >= 5 and channels["clasp"]["framesReceived"] >= 1

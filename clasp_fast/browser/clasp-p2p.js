@@ -944,11 +944,13 @@ export class Peer extends Emitter {
     return Promise.resolve();
   }
 
-  /** Write a param on the peer (reliable channel); returns the revision this side now holds. */
+  /**
+   * Write a param on the peer (reliable channel); returns the revision this side now holds. A value
+   * that cannot be encoded, or a connection that is not open, throws and changes nothing here.
+   */
   set(address, value) {
-    const rev = this._store(address, value, this.owner.sessionId);
     this.send({ type: "SET", address, value });
-    return rev;
+    return this._store(address, value, this.owner.sessionId);
   }
 
   /** Send an event (reliable channel). */

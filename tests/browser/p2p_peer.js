@@ -32,6 +32,9 @@ async function main() {
     peer.emit(`/${me}/go`, true);
     if (sent) return;
     sent = true;
+    // A SET that cannot be encoded throws and leaves this side's params as they were.
+    try { peer.set(`/${me}/unsendable`, () => 0); got.unsendable = "sent"; } catch (e) { got.unsendable = e.name; }
+    got.unsendableStored = peer.params.has(`/${me}/unsendable`);
     peer.set(`/${me}/set`, 1.5);
     peer.emit(`/${me}/event`, { n: 7, s: "héllo", big: 2n ** 60n, bytes: new Uint8Array([0, 255]) });
     for (let i = 0; i < 5; i++) {
