@@ -10,8 +10,9 @@ Run with ``pytest benchmarks/bench_floors.py --benchmark-only -s``; docs/data-pl
 * ``floor-one-way-latency``: one 32-byte UDP datagram per millisecond from this process to a
   child process over 127.0.0.1, 2,000 of them, one-way latency on the shared clock: with an
   asyncio receiver (where aiortc and websockets start from), with a uvloop receiver (the
-  ``uvloop`` extra; skipped without it) and with a blocking ``recv`` (the kernel's and the
-  scheduler's part alone). ``extra_info`` holds p50/p90/p99 in µs.
+  ``uvloop`` extra; skipped without it), each also with its loop polling as
+  ``WebRtcConfig.busy_poll`` makes it (``-polling``), and with a blocking ``recv`` (the kernel's
+  and the scheduler's part alone). ``extra_info`` holds p50/p90/p99 in µs.
 
 Every loop is bounded (fixed counts, a 60 s time-out on the child); traffic stays on 127.0.0.1.
 """
@@ -53,16 +54,24 @@ else:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
 
+        poll = None
+        if mode.endswith("-polling"):  # the loop polls as WebRtcConfig.busy_poll makes it
+            from clasp_fast.runtime.busy_poll import BusyPoll
+            poll = BusyPoll(loop, 0.01)
+            poll.touch()
+
         class Receiver(asyncio.DatagramProtocol):
             def datagram_received(self, data, address):
                 latencies.append(time.time_ns() - int.from_bytes(data[:8], "big"))
+                if poll is not None:
+                    poll.touch()
                 if len(latencies) >= count and not done.done():
                     done.set_result(None)
 
         transport, _ = await loop.create_datagram_endpoint(Receiver, sock=sock)
         await asyncio.wait_for(done, 30)
         transport.close()
-    if mode == "uvloop":
+    if mode.startswith("uvloop"):
         import uvloop
         uvloop.run(main())
     else:
@@ -130,9 +139,9 @@ def bench_floor_receiver_per_message(benchmark):
                                 ceiling_msgs_per_s=round(1 / per_message))
 
 
-@pytest.mark.parametrize("mode", ["asyncio", "uvloop", "blocking"])
+@pytest.mark.parametrize("mode", ["asyncio", "asyncio-polling", "uvloop", "uvloop-polling", "blocking"])
 def bench_floor_one_way_latency(benchmark, mode: str):
-    if mode == "uvloop":
+    if mode.startswith("uvloop"):
         pytest.importorskip("uvloop")
     benchmark.group = "floor-one-way-latency"
     figures = benchmark.pedantic(one_way_latency, args=(mode,), rounds=1, iterations=1)

@@ -96,6 +96,7 @@ def test_read_payload_ignores_foreign_values(value) -> None:
     ({"rate": -5}, "positive"),
     ({"lan": True, "relay_url": "ws://127.0.0.1:7330"}, "cannot use --relay"),
     ({"loop": "trio"}, "unknown event loop 'trio'"),
+    ({"busy_poll_ms": -1}, "busy poll must be 0"),
 ])
 def test_config_rejects_bad_options(options, message) -> None:
     with pytest.raises(ValueError, match=message):
@@ -255,6 +256,17 @@ def test_table_marks_floors_ratios_and_the_latency_method(tmp_path) -> None:
     out = tmp_path / "report.json"
     write_json(report, str(out))
     assert json.loads(out.read_text())["floors"]["pass"] is True
+
+
+def test_busy_poll_reaches_the_peers_config_and_the_table() -> None:
+    from clasp_fast.bench.worker import parse_args, webrtc_config
+
+    args = parse_args(["sender", "--relay", "ws://127.0.0.1:1", "--busy-poll", "0.002"])
+    assert webrtc_config(args).busy_poll == 0.002
+    assert webrtc_config(parse_args(["sender", "--relay", "ws://127.0.0.1:1"])).busy_poll == 0.0
+    report = build_report({"p2p_batched": _raw(60_000, 800, 900, 40)}, {**META, "busy_poll_ms": 2.0})
+    assert "P2P peers busy-poll 2 ms" in render_table(report).splitlines()[0]
+    assert "busy-poll" not in render_table(build_report({"p2p_batched": _raw(60_000, 800, 900, 40)}, META))
 
 
 # -- pytest --benchmark-only output ---------------------------------------------------------------

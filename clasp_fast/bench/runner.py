@@ -56,6 +56,7 @@ class BenchConfig:
     relay_url: str | None = None   # None: start the embedded relay
     lan: bool = False
     loop: str = "asyncio"          # every worker's event loop: "asyncio" or "uvloop"
+    busy_poll_ms: float = 0.0      # the P2P peers' WebRtcConfig.busy_poll, in ms (0: off)
     timeout: float = 115.0         # hard bound on the whole run (s)
     floor_msgs_per_s: float = 10_000.0
     floor_p99_ms: float = 10.0
@@ -85,6 +86,8 @@ class BenchConfig:
             raise ValueError("size must be at most 60000 bytes (one CLASP frame holds at most 65535)")
         if self.duration <= 0 or self.rate <= 0 or self.load_rate <= 0:
             raise ValueError("duration, rate and load rate must be positive")
+        if not (0 <= self.busy_poll_ms <= 10_000):
+            raise ValueError(f"busy poll must be 0 (off) to 10000 ms, got {self.busy_poll_ms}")
         if self.loop not in EVENT_LOOPS:
             raise ValueError(f"unknown event loop {self.loop!r}; choose from {', '.join(EVENT_LOOPS)}")
         if self.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
@@ -238,6 +241,8 @@ class _Run:
 
     def worker_argv(self, side: str, role: str, *args: str) -> list[str]:
         argv = [sys.executable, "-m", "clasp_fast.bench.worker", role, *args, "--loop", self.config.loop]
+        if self.config.busy_poll_ms:
+            argv += ["--busy-poll", f"{self.config.busy_poll_ms / 1000:g}"]
         return self.namespaces.command(side, argv) if self.namespaces is not None else argv
 
     async def spawn(self, name: str, side: str, role: str, *args: str) -> Worker:
@@ -332,6 +337,7 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
         "lan_note": run.lan_note,
         "relay": config.relay_url or "embedded (clasp_fast.relay, queue_size 100000)",
         "event_loop": config.loop,
+        "busy_poll_ms": config.busy_poll_ms,
         "payload_bytes": config.size,
         "frame_bytes": next((r["frame_bytes"] for r in results.values() if r and "frame_bytes" in r), None),
         "duration_s": config.duration,

@@ -121,6 +121,7 @@ def webrtc_config(args: argparse.Namespace):
         udp_batching=args.path != "p2p_no_plane",
         high_water_mark=SEND_HIGH_WATER,
         connection_timeout=args.timeout,
+        busy_poll=args.busy_poll,
     )
 
 
@@ -363,6 +364,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--viewers", type=int, default=1, help="fanout-viewers: viewers in this process")
     parser.add_argument("--name", default="v", help="fanout-viewers: name prefix of its viewers")
     parser.add_argument("--loop", choices=EVENT_LOOPS, default="asyncio", help="the event loop to run on")
+    parser.add_argument("--busy-poll", type=float, default=0.0, help="peers: WebRtcConfig.busy_poll (s)")
     args = parser.parse_args(argv)
     if args.size < HEADER_SIZE:
         parser.error(f"--size must be at least {HEADER_SIZE} bytes (stamp, phase and sequence)")

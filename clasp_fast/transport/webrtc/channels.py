@@ -10,6 +10,7 @@ from typing import Callable, Iterator, Protocol, cast
 from aiortc import RTCDataChannel
 
 from ...conflation import LatestValueQueue
+from ...runtime.busy_poll import NO_BUSY_POLL, BusyPoll, NoBusyPoll
 from ...wire.codec import Batcher
 from ...errors import TransportError
 from ...wire.messages import QOS_FIRE, Message, default_qos
@@ -179,6 +180,10 @@ class Channel:
         counters = self.table.counters
         counters["bytes_sent"] += len(data)
         counters["datachannel_messages_sent"] += 1
+        busy_poll = self.table.busy_poll
+        busy_poll.active = True
+        if not busy_poll.spinning:
+            busy_poll.start()
 
     def _flush_soon(self) -> None:
         self.flush_scheduled = False
@@ -239,8 +244,10 @@ class Channels:
         check_open: Callable[[], None],
         on_error: Callable[[Channel, Exception], None],
         on_closed: Callable[[Channel], None],
+        busy_poll: BusyPoll | NoBusyPoll = NO_BUSY_POLL,
     ) -> None:
         self.config = config
+        self.busy_poll = busy_poll
         self.peer = peer
         self.counters = counters
         self.loop = loop

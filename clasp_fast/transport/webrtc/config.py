@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -98,6 +99,9 @@ class WebRtcConfig:
     (more than ``conflation_threshold`` bytes waiting in aiortc); ``conflation_fence``: see
     :class:`~clasp_fast.conflation.LatestValueQueue`. ``clock_sync``: offer the ``"clock"`` feature
     (a continuous clock estimate over the control channel); ``clock``: the µs clock it reads.
+    ``busy_poll``: seconds the event loop keeps polling instead of sleeping after the last DataChannel
+    message sent or received (:mod:`clasp_fast.runtime.busy_poll`): lower latency for the CPU of one
+    core while traffic flows; 0 (the default) lets the loop sleep.
     """
 
     ice_servers: list[str | dict[str, Any]] = field(default_factory=list)
@@ -138,6 +142,7 @@ class WebRtcConfig:
     # The peer's clock over the control channel (SYNC instead of PING between peers offering "clock").
     clock_sync: bool = True
     clock: Callable[[], int] = wall_clock_us
+    busy_poll: float = 0.0
 
     def __post_init__(self) -> None:
         if self.backpressure not in ("wait", "fail"):
@@ -152,6 +157,8 @@ class WebRtcConfig:
         for name in ("connection_timeout", "keepalive_interval", "keepalive_timeout", "close_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not (0 <= self.busy_poll and math.isfinite(self.busy_poll)):
+            raise ValueError(f"busy_poll must be 0 (off) or a positive number of seconds, got {self.busy_poll!r}")
         if not 0 <= self.reset_delay < self.close_timeout:
             raise ValueError(f"reset_delay must be 0 or more and below close_timeout, got {self.reset_delay}")
         if self.keepalive_timeout <= self.keepalive_interval:

@@ -12,6 +12,7 @@ from aiortc.sdp import candidate_to_sdp
 
 from ...clock import PeerClock
 from ...errors import ProtocolError, TransportError
+from ...runtime.busy_poll import NO_BUSY_POLL, busy_poll_for
 from ...runtime.sink import ErrorCallback, ErrorSink
 from ...runtime.tasks import TaskSet
 from ...wire.protocol import KEEPALIVE_FEATURE
@@ -70,8 +71,11 @@ class WebRtcTransport:
         # Seam (data plane): the fast SCTP path's options.
         self._pc = peer_connection_class(config.fast_sctp, fast_dtls=config.fast_dtls,
                                          udp_batching=config.udp_batching)(config.rtc_configuration())
+        self._busy_poll = busy_poll_for(loop, config.busy_poll)
+        self._lifecycle.listeners.append(self._stop_busy_poll_when_ended)
         self._channels = Channels(config, peer, self._counters, loop, check_open=self._check_open,
-                                  on_error=self._channel_failed, on_closed=self._channel_closed)
+                                  on_error=self._channel_failed, on_closed=self._channel_closed,
+                                  busy_poll=self._busy_poll)
         self.receiver = WebRtcReceiver(config, peer, self._counters, self._channels, self.errors, loop,
                                        sctp=lambda: self._pc.sctp, heard=self._heard)
         self._channels.receiver = self.receiver
@@ -225,6 +229,11 @@ class WebRtcTransport:
         return self._liveness.last_received
 
     @property
+    def busy_polling(self) -> bool:
+        """Whether the event loop is kept polling for this connection now (``config.busy_poll``)."""
+        return self._busy_poll.spinning and self._busy_poll is not NO_BUSY_POLL
+
+    @property
     def batching(self) -> bool:
         """True when frames are batched toward this peer."""
         return self._negotiation.batching
@@ -354,6 +363,14 @@ class WebRtcTransport:
 
     def _heard(self) -> None:
         self._liveness.last_received = time.monotonic()
+        busy_poll = self._busy_poll
+        busy_poll.active = True
+        if not busy_poll.spinning:
+            busy_poll.start()
+
+    def _stop_busy_poll_when_ended(self, state: str) -> None:
+        if state in ("closed", "failed"):
+            self._busy_poll.stop()
 
     def _channel_failed(self, channel: Channel, error: Exception) -> None:
         # The SCTP layer refused a message over the advertised maximum size on this channel (and
