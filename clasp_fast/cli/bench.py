@@ -57,7 +57,7 @@ def add_bench(subparsers) -> None:
                    help="the event loop of every bench process (default asyncio; uvloop needs the "
                         "clasp_fast[uvloop] extra)")
     p.add_argument("--busy-poll", type=types.non_negative_float, default=0.0, metavar="MS",
-                   help="P2P peers keep their event loop polling for MS ms after each message "
+                   help="the P2P paths' peers keep their event loop polling for MS ms after each message "
                         "(WebRtcConfig.busy_poll): lower latency for a core each; default 0, off")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="draw the latency distributions (needs matplotlib)")
