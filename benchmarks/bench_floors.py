@@ -9,7 +9,8 @@ Run with ``pytest benchmarks/bench_floors.py --benchmark-only -s``; docs/data-pl
   bench receiver's callback does.
 * ``floor-one-way-latency``: one 32-byte UDP datagram per millisecond from this process to a
   child process over 127.0.0.1, 2,000 of them, one-way latency on the shared clock: with an
-  asyncio datagram transport (where aiortc starts from), with an asyncio reader of its own into a
+  asyncio datagram transport (where aiortc starts from; ``asyncio-64k``: reading at most 64 KiB
+  per datagram, as clasp_fast makes ICE sockets read), with an asyncio reader of its own into a
   small buffer (``asyncio-reader``: how clasp_fast's data plane reads on asyncio), with a uvloop
   receiver (the ``uvloop`` extra; skipped without it), the last two also with their loop polling
   as ``WebRtcConfig.busy_poll`` makes it (``-polling``), and with a blocking ``recv`` (the
@@ -91,6 +92,8 @@ else:
                 received(data)
 
         transport, _ = await loop.create_datagram_endpoint(Receiver, sock=sock)
+        if mode == "asyncio-64k":  # as clasp_fast.ice sets the transports of ICE sockets
+            transport.max_size = 65_535
         await asyncio.wait_for(done, 30)
         transport.close()
     if mode.startswith("uvloop"):
@@ -161,8 +164,8 @@ def bench_floor_receiver_per_message(benchmark):
                                 ceiling_msgs_per_s=round(1 / per_message))
 
 
-@pytest.mark.parametrize("mode", ["asyncio", "asyncio-reader", "asyncio-reader-polling", "uvloop", "uvloop-polling",
-                                  "blocking"])
+@pytest.mark.parametrize("mode", ["asyncio", "asyncio-64k", "asyncio-reader", "asyncio-reader-polling", "uvloop",
+                                  "uvloop-polling", "blocking"])
 def bench_floor_one_way_latency(benchmark, mode: str):
     if mode.startswith("uvloop"):
         pytest.importorskip("uvloop")

@@ -12,6 +12,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from clasp_fast.ice import (
     LOOPBACK_ONLY,
+    MAX_DATAGRAM,
     ice_sockets,
     install_gathering_policy,
     install_prompt_connect,
@@ -73,6 +74,40 @@ async def test_no_receive_buffer_keeps_aioice_size() -> None:
             assert receive_buffer_size(sock) < 4 * 1024 * 1024
     finally:
         await pc.close()
+
+
+async def test_ice_transports_read_into_64_kib_and_a_largest_datagram_arrives_whole() -> None:
+    pc = await _gathered_pc(host_addresses=["127.0.0.1"], udp_receive_buffer=None)
+    stock = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    stock.createDataChannel("probe")
+    await stock.setLocalDescription(await stock.createOffer())
+    try:
+        protocols = pc.sctp.transport.transport.iceGatherer._connection._protocols
+        assert protocols
+        for protocol in protocols:
+            assert protocol.transport.max_size == MAX_DATAGRAM  # asyncio's own default: 256 KiB
+        for protocol in stock.sctp.transport.transport.iceGatherer._connection._protocols:
+            assert protocol.transport.max_size == 256 * 1024  # a connection without the policy: untouched
+
+        # The largest UDP payload over IPv4 still arrives in one piece.
+        protocol = protocols[0]
+        seen: list[int] = []
+        original = protocol.datagram_received
+        protocol.datagram_received = lambda data, addr: seen.append(len(data))
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sender.sendto(bytes(65_507), protocol.transport.get_extra_info("sockname"))
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            sender.close()
+            protocol.datagram_received = original
+        assert seen == [65_507]
+    finally:
+        await pc.close()
+        await stock.close()
 
 
 async def test_policy_is_per_connection_and_patches_nothing_global() -> None:
