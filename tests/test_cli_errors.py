@@ -36,7 +36,9 @@ def one_error_line(result) -> str:
         (("peer", "--id", "s", "--stream", "/a", "--rate", "0"), ["--rate", "greater than 0"]),
         (("peer", "--id", "s", "--stream", "/a", "--seconds", "-1"), ["--seconds", "0 or more"]),
         (("peer", "--id", "s", "--stream", "/a", "--port", "0"), ["--port", "1 to 65535"]),
+        (("peer", "--id", "s", "--stream", "/a", "--busy-poll", "-2"), ["--busy-poll", "0 or more"]),
         (("relay", "--port", "70000"), ["--port", "0 to 65535"]),
+        (("bench", "--busy-poll", "-1"), ["--busy-poll", "0 or more"]),
         (("bench", "--relay", "127.0.0.1:7330"), ["--relay", "ws://127.0.0.1:7330"]),
         (("bench", "--paths", "p2p_fast"), ["--paths", "p2p_fast", "p2p_batched"]),
         (("encode", "--timestamp", "-5"), ["--timestamp", "0 or more"]),
@@ -83,3 +85,12 @@ def test_peer_against_a_relay_url_where_nothing_listens_is_one_line():
     line = one_error_line(result)
     assert result.returncode == 1
     assert "cannot connect" in line
+
+
+def test_busy_poll_of_the_peer_command_reaches_its_webrtc_config():
+    from clasp_fast.cli import build_parser
+    from clasp_fast.cli.peer import _rtc_config
+
+    args = build_parser().parse_args([*PEER, "--busy-poll", "2"])
+    assert _rtc_config(args).busy_poll == 0.002
+    assert _rtc_config(build_parser().parse_args(list(PEER))).busy_poll == 0.0
