@@ -93,7 +93,8 @@ else:
 
         transport, _ = await loop.create_datagram_endpoint(Receiver, sock=sock)
         if mode == "asyncio-64k":  # as clasp_fast.ice sets the transports of ICE sockets
-            transport.max_size = 65_535
+            from clasp_fast.ice import MAX_DATAGRAM
+            transport.max_size = MAX_DATAGRAM
         await asyncio.wait_for(done, 30)
         transport.close()
     if mode.startswith("uvloop"):

@@ -19,11 +19,7 @@ __all__ = ["BusyPoll", "NoBusyPoll", "NO_BUSY_POLL", "busy_poll_for"]
 
 
 class BusyPoll:
-    """Keeps ``loop`` polling for ``window`` seconds after the last :meth:`touch`.
-
-    The hot paths mark activity inline (``poll.active = True``, then ``poll.start()`` unless
-    ``poll.spinning``), so a message costs two attribute accesses.
-    """
+    """Keeps ``loop`` polling for ``window`` seconds after the last :meth:`touch`."""
 
     __slots__ = ("loop", "window", "active", "spinning", "spins", "_until", "_handle", "_closed")
 
@@ -42,15 +38,9 @@ class BusyPoll:
     def touch(self) -> None:
         """Something was sent or received: poll for the next ``window`` seconds."""
         self.active = True
-        if not self.spinning:
-            self.start()
-
-    def start(self) -> None:
-        if self.spinning or self._closed:
-            return
-        self.spinning = True
-        self.active = True
-        self._handle = self.loop.call_soon(self._spin)
+        if not self.spinning and not self._closed:
+            self.spinning = True
+            self._handle = self.loop.call_soon(self._spin)
 
     def stop(self) -> None:
         """Stop polling for good (the connection closed)."""
@@ -74,19 +64,13 @@ class BusyPoll:
 
 
 class NoBusyPoll:
-    """The stand-in when busy polling is off: always "spinning", so the hot paths never start it."""
+    """The stand-in when busy polling is off: never spins."""
 
-    __slots__ = ("active",)
-    spinning = True
+    __slots__ = ()
+    spinning = False
     spins = 0
 
-    def __init__(self) -> None:
-        self.active = False
-
     def touch(self) -> None:
-        pass
-
-    def start(self) -> None:
         pass
 
     def stop(self) -> None:

@@ -93,18 +93,15 @@ def ice_sockets(connection: aioice_ice.Connection) -> list[socket.socket]:
 MAX_DATAGRAM = 65_535
 
 
-def limit_datagram_reads(connection: aioice_ice.Connection) -> int:
+def limit_datagram_reads(connection: aioice_ice.Connection) -> None:
     """Make the asyncio transports of ``connection``'s ICE sockets read at most MAX_DATAGRAM bytes
-    per datagram (asyncio's selector loop reads 256 KiB); the number of transports changed.
-    Transports without that setting (uvloop's read into a buffer of their own) are left alone."""
-    changed = 0
+    per datagram (asyncio's selector loop reads 256 KiB). Transports without that setting
+    (uvloop's, which read into a buffer of their own) are left alone."""
     for protocol in connection._protocols:
         transport: Any = getattr(protocol, "transport", None)
         size = getattr(transport, "max_size", None)
         if isinstance(size, int) and size > MAX_DATAGRAM:
             transport.max_size = MAX_DATAGRAM
-            changed += 1
-    return changed
 
 
 def receive_buffer_size(sock: socket.socket) -> int:

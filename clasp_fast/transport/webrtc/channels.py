@@ -180,10 +180,7 @@ class Channel:
         counters = self.table.counters
         counters["bytes_sent"] += len(data)
         counters["datachannel_messages_sent"] += 1
-        busy_poll = self.table.busy_poll
-        busy_poll.active = True
-        if not busy_poll.spinning:
-            busy_poll.start()
+        self.table.busy_poll.touch()
 
     def _flush_soon(self) -> None:
         self.flush_scheduled = False

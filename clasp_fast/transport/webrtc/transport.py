@@ -12,7 +12,7 @@ from aiortc.sdp import candidate_to_sdp
 
 from ...clock import PeerClock
 from ...errors import ProtocolError, TransportError
-from ...runtime.busy_poll import NO_BUSY_POLL, busy_poll_for
+from ...runtime.busy_poll import busy_poll_for
 from ...runtime.sink import ErrorCallback, ErrorSink
 from ...runtime.tasks import TaskSet
 from ...wire.protocol import KEEPALIVE_FEATURE
@@ -231,7 +231,7 @@ class WebRtcTransport:
     @property
     def busy_polling(self) -> bool:
         """Whether the event loop is kept polling for this connection now (``config.busy_poll``)."""
-        return self._busy_poll.spinning and self._busy_poll is not NO_BUSY_POLL
+        return self._busy_poll.spinning
 
     @property
     def batching(self) -> bool:
@@ -363,10 +363,7 @@ class WebRtcTransport:
 
     def _heard(self) -> None:
         self._liveness.last_received = time.monotonic()
-        busy_poll = self._busy_poll
-        busy_poll.active = True
-        if not busy_poll.spinning:
-            busy_poll.start()
+        self._busy_poll.touch()
 
     def _stop_busy_poll_when_ended(self, state: str) -> None:
         if state in ("closed", "failed"):
