@@ -21,6 +21,7 @@ cdef enum:
     COMMON_HEADER = 12
     CHUNK_HEADER = 4
     DATA_HEADER = 16
+    PROTOCOL_DCEP = 50  # the payload protocol of the data channel establishment protocol (RFC 8832)
 
 CHUNK_DATA = 0
 CHUNK_SACK = 3
@@ -571,6 +572,15 @@ def fragment(queue, bytes user_data, Py_ssize_t piece_max, int base_flags, uint3
     """
     if piece_max <= 0:
         raise ValueError(f"piece_max must be positive, got {piece_max}")
+    cdef Py_ssize_t booked = 0
+    tsn = _fragment(queue.append, user_data, piece_max, base_flags, tsn, stream_id, stream_seq, protocol,
+                    expiry, max_retransmits, &booked)
+    return tsn, booked
+
+
+cdef uint32_t _fragment(append, bytes user_data, Py_ssize_t piece_max, int base_flags, uint32_t tsn,
+                        int stream_id, int stream_seq, uint32_t protocol, expiry, max_retransmits,
+                        Py_ssize_t* booked_out) except? 0:
     cdef Py_ssize_t size = PyBytes_GET_SIZE(user_data)
     cdef Py_ssize_t fragments = 1 if size <= piece_max else (size + piece_max - 1) // piece_max
     cdef Py_ssize_t index, offset, length
@@ -578,7 +588,6 @@ def fragment(queue, bytes user_data, Py_ssize_t piece_max, int base_flags, uint3
     cdef int flags
     cdef DataChunk chunk
     cdef const char* data = PyBytes_AS_STRING(user_data)
-    append = queue.append
     for index in range(fragments):
         flags = base_flags
         if index == 0:
@@ -604,7 +613,76 @@ def fragment(queue, bytes user_data, Py_ssize_t piece_max, int base_flags, uint3
         append(chunk)
         booked += chunk._book_size
         tsn += 1
-    return tsn, booked
+    booked_out[0] += booked
+    return tsn
+
+
+def take_messages(queue, outbound_queue, Py_ssize_t outbound_bytes, Py_ssize_t room, uint32_t tsn,
+                  Py_ssize_t piece_max, dict stream_seqs, list released, clock):
+    """Move messages from the front of aiortc's data channel queue (``(channel, protocol,
+    user_data)`` entries) onto ``outbound_queue`` as DATA chunks while ``outbound_bytes`` stays
+    under ``room`` (RFC 4960 section 6.9; ordered messages take their stream's next sequence
+    number from ``stream_seqs``; unordered ones 0 and the U flag).
+
+    Application messages (not DCEP) expire ``channel.maxPacketLifeTime`` ms after ``clock()``;
+    the bytes taken off each channel are appended to ``released`` as ``(channel, bytes)``, one
+    entry per run of one channel. Stops at a message whose channel has no stream id yet, leaving
+    it at the front. Returns ``(next_tsn, outbound_bytes, that channel or None)``.
+    """
+    if piece_max <= 0:
+        raise ValueError(f"piece_max must be positive, got {piece_max}")
+    popleft = queue.popleft
+    append = outbound_queue.append
+    current = None  # the channel of the previous application message, whose settings are read
+    cdef Py_ssize_t amount = 0
+    cdef int stream_id = 0
+    cdef int stream_seq
+    cdef int base_flags = 0
+    cdef uint32_t protocol
+    cdef bint ordered = True
+    life = None
+    max_retransmits = None
+    expiry = None
+    while queue and outbound_bytes < room:
+        entry = queue[0]
+        channel = entry[0]
+        if channel is not current:
+            if channel.id is None:
+                break
+            if amount:
+                released.append((current, amount))
+                amount = 0
+            current = channel
+            stream_id = channel.id
+            life = channel.maxPacketLifeTime
+            max_retransmits = channel.maxRetransmits
+            ordered = channel.ordered
+        protocol = entry[1]
+        user_data = entry[2]
+        if type(user_data) is not bytes:
+            raise TypeError(f"data channel queue entry holds {type(user_data).__name__}, not bytes")
+        popleft()
+        if protocol == PROTOCOL_DCEP:
+            # Channel set-up messages: ordered, reliable, and not counted in bufferedAmount.
+            stream_seq = stream_seqs.get(stream_id, 0)
+            stream_seqs[stream_id] = (stream_seq + 1) & 0xFFFF
+            tsn = _fragment(append, user_data, piece_max, 0, tsn, stream_id, stream_seq, protocol,
+                            None, None, &outbound_bytes)
+            continue
+        if ordered:
+            stream_seq = stream_seqs.get(stream_id, 0)
+            stream_seqs[stream_id] = (stream_seq + 1) & 0xFFFF
+            base_flags = 0
+        else:
+            stream_seq = 0
+            base_flags = FLAG_UNORDERED
+        expiry = clock() + life / 1000 if life else None
+        tsn = _fragment(append, user_data, piece_max, base_flags, tsn, stream_id, stream_seq, protocol,
+                        expiry, max_retransmits, &outbound_bytes)
+        amount += PyBytes_GET_SIZE(user_data)
+    if amount:
+        released.append((current, amount))
+    return tsn, outbound_bytes, (queue[0][0] if queue and outbound_bytes < room else None)
 
 
 cdef inline Py_ssize_t _leave_flight(DataChunk chunk) noexcept:

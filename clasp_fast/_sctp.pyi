@@ -1,7 +1,7 @@
 # Types of the compiled SCTP packet module (_ext/sctp.pyx). Checked against the built module by
 # tests/test_stubs.py (mypy.stubtest).
 
-from typing import Any, ClassVar, Final, final
+from typing import Any, Callable, ClassVar, Final, final
 
 from _typeshed import ReadableBuffer
 from typing_extensions import disjoint_base
@@ -62,6 +62,12 @@ def parse_packet(data: ReadableBuffer) -> tuple[int, int, int, list[Any]]:
 def fragment(queue: Any, user_data: bytes, piece_max: int, base_flags: int, tsn: int, stream_id: int,
              stream_seq: int, protocol: int, expiry: float | None, max_retransmits: int | None) -> tuple[int, int]:
     """Split a message into DataChunks appended to ``queue``: (next TSN, bytes booked)."""
+def take_messages(queue: Any, outbound_queue: Any, outbound_bytes: int, room: int, tsn: int, piece_max: int,
+                  stream_seqs: dict[int, int], released: list[tuple[Any, int]],
+                  clock: Callable[[], float]) -> tuple[int, int, Any]:
+    """Messages from aiortc's data channel queue onto ``outbound_queue`` as DataChunks while
+    ``outbound_bytes`` < ``room``: (next TSN, outbound bytes, the channel without a stream id that
+    stopped it, or None); bytes per channel appended to ``released``."""
 def acknowledge(sent_queue: Any, cumulative: int) -> tuple[int, int, int, float | None]:
     """Chunks up to ``cumulative`` off ``sent_queue``: (chunks, newly acked bytes, bytes out of the
     flight, send time of the first when sent once)."""

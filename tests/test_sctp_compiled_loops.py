@@ -187,6 +187,60 @@ def test_fragment_splits_a_message_into_consecutive_chunks():
         _sctp.fragment(deque(), b"x", 0, 0, 0, 0, 0, 0, None, None)
 
 
+class _Channel:
+    """What take_messages reads of an aiortc RTCDataChannel (its negotiated parameters)."""
+
+    def __init__(self, id, *, ordered=True, life=None, retransmits=None):  # noqa: A002 - aiortc's name
+        self.id, self.ordered, self.maxPacketLifeTime, self.maxRetransmits = id, ordered, life, retransmits
+
+
+def test_take_messages_numbers_and_releases_per_channel_run():
+    a, b, c = _Channel(1), _Channel(3, ordered=False, life=250, retransmits=2), _Channel(5)
+    queue = deque([(a, 53, b"a" * 10), (a, 53, b"b" * 10), (b, 53, b"c" * 3), (a, 50, b"\x03open"),
+                   (a, 53, b"d" * 9), (c, 51, b"e" * 30)])
+    outbound: deque = deque()
+    seqs = {1: 0xFFFF}
+    released: list = []
+    tsn, booked, stopped = _sctp.take_messages(queue, outbound, 7, 10_000, 0xFFFFFFFF, 12, seqs, released,
+                                               lambda: 100.0)
+    assert stopped is None and not queue
+    assert tsn == 7 and booked == 7 + sum(chunk._book_size for chunk in outbound)
+    assert [(x.tsn, x.stream_id, x.stream_seq, x.flags, x.protocol, x.user_data) for x in outbound] == [
+        (0xFFFFFFFF, 1, 0xFFFF, FIRST | LAST, 53, b"a" * 10),  # the stream sequence wraps
+        (0, 1, 0, FIRST | LAST, 53, b"b" * 10),
+        (1, 3, 0, UNORDERED | FIRST | LAST, 53, b"ccc"),
+        (2, 1, 1, FIRST | LAST, 50, b"\x03open"),  # DCEP: ordered, numbered in its stream
+        (3, 1, 2, FIRST | LAST, 53, b"d" * 9),
+        (4, 5, 0, FIRST, 51, b"e" * 12), (5, 5, 0, 0, 51, b"e" * 12), (6, 5, 0, LAST, 51, b"e" * 6),
+    ]
+    assert seqs == {1: 3, 5: 1}  # unordered messages take no sequence number
+    assert [(x._expiry, x._max_retransmits) for x in outbound][1:4] == [(None, None), (100.25, 2), (None, None)]
+    # Bytes off bufferedAmount: one entry per run of one channel, DCEP not counted.
+    assert released == [(a, 20), (b, 3), (a, 9), (c, 30)]
+
+
+def test_take_messages_stops_at_the_room_and_at_a_channel_without_stream_id():
+    a, fresh = _Channel(0), _Channel(None)
+    queue = deque([(a, 53, b"x" * 100)] * 3)
+    outbound: deque = deque()
+    released: list = []
+    # Messages are taken while the queued bytes are under the room: the second passes it.
+    tsn, booked, stopped = _sctp.take_messages(queue, outbound, 0, 150, 10, 1000, {}, released, lambda: 0.0)
+    assert (tsn, booked, stopped, len(queue)) == (12, 232, None, 1)
+    assert released == [(a, 200)]
+    queue.extend([(fresh, 50, b"\x03open"), (a, 53, b"y")])
+    released.clear()
+    tsn, booked, stopped = _sctp.take_messages(queue, outbound, 0, 10_000, tsn, 1000, {}, released, lambda: 0.0)
+    assert stopped is fresh and queue[0][0] is fresh and len(queue) == 2
+    assert (tsn, released) == (13, [(a, 100)])
+    with pytest.raises(ValueError, match="piece_max"):
+        _sctp.take_messages(queue, outbound, 0, 10_000, 0, 0, {}, [], lambda: 0.0)
+    text = deque([(a, 53, "text")])
+    with pytest.raises(TypeError, match="holds str"):
+        _sctp.take_messages(text, outbound, 0, 10_000, 0, 1000, {}, [], lambda: 0.0)
+    assert len(text) == 1  # left where it was
+
+
 def _sent(tsn: int, size: int = 100, *, acked: bool = False, in_flight: bool = True, sent_count: int = 1):
     chunk = _sctp.DataChunk(FIRST | LAST, tsn & 0xFFFFFFFF, 1, 0, 53, b"x" * size)
     chunk._acked, chunk._in_flight, chunk._sent_count, chunk._sent_time = acked, in_flight, sent_count, 10.0 + tsn

@@ -39,6 +39,35 @@ async def test_buffered_amount_counts_the_message_until_send_returns(fast):
         await close_pair(o, a)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+async def test_a_burst_on_two_channels_fires_bufferedamountlow_once_each_and_drains(fast):
+    # Messages sent while others are in flight wait in aiortc's queue; the flush releases their
+    # bytes per channel: each channel crosses its threshold once and ends at 0, on both paths.
+    o, a, (one, two), (far_one, far_two) = await connect_pair(fast, True, [dict(label="1"), dict(label="2")])
+    try:
+        arrived: list[bytes] = []
+        far_one.on("message", arrived.append)
+        far_two.on("message", arrived.append)
+        fired = {"1": 0, "2": 0}
+        for channel in (one, two):
+            channel.bufferedAmountLowThreshold = 1000
+            channel.on("bufferedamountlow", lambda label=channel.label: fired.__setitem__(label, fired[label] + 1))
+        sent = []
+        for i in range(60):
+            channel = one if i % 3 else two
+            data = bytes([i]) * (100 + i)
+            channel.send(data)
+            sent.append(data)
+        assert one.bufferedAmount == sum(len(d) for i, d in enumerate(sent) if i % 3)
+        assert two.bufferedAmount == sum(len(d) for i, d in enumerate(sent) if not i % 3)
+        await wait_until(lambda: len(arrived) == len(sent), 5)
+        assert sorted(arrived) == sorted(sent)
+        assert (one.bufferedAmount, two.bufferedAmount) == (0, 0)
+        assert fired == {"1": 1, "2": 1}
+    finally:
+        await close_pair(o, a)
+
+
 def _sack_packet(transport, cumulative: int, gaps: list[tuple[int, int]]) -> bytes:
     sack = _sctp.build_sack(cumulative, 1 << 20, gaps, [])
     return _sctp.build_packet(transport._remote_port, transport._local_port, transport._local_verification_tag, sack,

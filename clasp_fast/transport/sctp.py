@@ -489,8 +489,20 @@ class FastSctpTransport(RTCSctpTransport):
 
     async def _deliver(self, messages: list[tuple[int, int, bytes]]) -> None:
         """Hand up messages the compiled receive path completed (``_sctp.receive_datagrams``)."""
+        channels = self._data_channels
+        limit = self._max_receive_size
         for message in messages:
-            await self._receive(*message)
+            stream_id, pp_id, data = message
+            if pp_id == _BINARY and len(data) <= limit:
+                # _receive's common case, without a coroutine per message.
+                channel = channels.get(stream_id)
+                if channel is not None:
+                    try:
+                        _emit_message(channel, data)
+                    except Exception as error:
+                        self._handler_errors.append(error)
+            else:
+                await self._receive(stream_id, pp_id, data)
         self._raise_handler_error()
 
     def _raise_handler_error(self) -> None:
@@ -1023,7 +1035,9 @@ class FastSctpTransport(RTCSctpTransport):
     # -- send --------------------------------------------------------------------------------
 
     def _data_channel_send(self, channel: RTCDataChannel, data: Union[bytes, str]) -> None:
-        if data == "":
+        if type(data) is bytes and data:
+            pp_id, user_data = _BINARY, data
+        elif data == "":
             pp_id, user_data = _aio.WEBRTC_STRING_EMPTY, b"\x00"
         elif isinstance(data, str):
             pp_id, user_data = _aio.WEBRTC_STRING, data.encode("utf8")
@@ -1037,10 +1051,12 @@ class FastSctpTransport(RTCSctpTransport):
                 f"only supports messages up to {self._remote_max_message_size} bytes"
             )
         channel._addBufferedAmount(len(user_data))
-        self._data_channel_queue.append((channel, pp_id, user_data))
+        queue = self._data_channel_queue
+        queue.append((channel, pp_id, user_data))
+        if self._flush_handle is not None:
+            return  # a flush is due at the end of this loop iteration
         if (
-            self._flush_handle is None
-            and len(self._data_channel_queue) == 1
+            len(queue) == 1
             and not self._sent_queue
             and not self._outbound_queue
             and self._association_state == _ESTABLISHED
@@ -1049,7 +1065,7 @@ class FastSctpTransport(RTCSctpTransport):
             # unacknowledged are bundled at the end of the loop iteration.
             fast_path.run_now(self._data_channel_flush(inside_send=True), self._loop)
         else:
-            self._schedule_flush()
+            self._flush_handle = self._loop.call_soon(self._flush_due)
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
@@ -1071,28 +1087,25 @@ class FastSctpTransport(RTCSctpTransport):
             return
         released: list[tuple[RTCDataChannel, int]] = []
         queue = self._data_channel_queue
-        while queue and self._outbound_bytes < max(0, self._cwnd - self._flight_size) + self._user_data_max:
-            channel, protocol, user_data = queue.popleft()
-            stream_id = channel.id
-            if stream_id is None:
-                stream_id = self._data_channel_id
-                assert stream_id is not None, "start() chose the first stream id"
-                while stream_id in self._data_channels:
-                    stream_id += 2
-                self._data_channels[stream_id] = channel
-                channel._setId(stream_id)
-            if protocol == _aio.WEBRTC_DCEP:
-                self._enqueue(stream_id, protocol, user_data, None, None, True)
-            else:
-                life = channel.maxPacketLifeTime
-                expiry = time.time() + life / 1000 if life else None
-                self._enqueue(stream_id, protocol, user_data, expiry, channel.maxRetransmits, channel.ordered)
-                if inside_send:
-                    released.append((channel, len(user_data)))
-                else:
-                    channel._addBufferedAmount(-len(user_data))
+        room = max(0, self._cwnd - self._flight_size) + self._user_data_max
+        while queue:
+            self._local_tsn, self._outbound_bytes, unnumbered = _sctp.take_messages(
+                queue, self._outbound_queue, self._outbound_bytes, room, self._local_tsn, self._user_data_max,
+                self._outbound_stream_seq, released, time.time)
+            if unnumbered is None:
+                break
+            # A channel's first message: it takes the next free stream id of this side's parity.
+            stream_id = self._data_channel_id
+            assert stream_id is not None, "start() chose the first stream id"
+            while stream_id in self._data_channels:
+                stream_id += 2
+            self._data_channels[stream_id] = unnumbered
+            unnumbered._setId(stream_id)
         if released:
-            self._loop.call_soon(self._release_buffered, released)
+            if inside_send:
+                self._loop.call_soon(self._release_buffered, released)
+            else:
+                self._release_buffered(released)
         if not self._in_sack_handling:
             await self._transmit()
         if self._reconfig_queue:  # streams to reset once their pending messages went out
