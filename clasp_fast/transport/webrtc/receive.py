@@ -170,10 +170,32 @@ class WebRtcReceiver:
 
     # -- from the channels ---------------------------------------------------------------
 
-    def data_received(self, channel: Channel, data: bytes | str) -> None:
-        """A DataChannel message from the peer on ``channel``."""
+    def data_received(self, ch: Channel, data: bytes | str) -> None:
+        """A DataChannel message from the peer on ``ch``."""
         try:
-            self._received(channel, data)
+            counters = self._counters
+            self._heard()
+            counters["datachannel_messages_received"] += 1
+            if isinstance(data, str):
+                self.report(DecodeError(f"text DataChannel message on {ch.spec.label!r}: CLASP travels as binary",
+                                        0, "message"))
+                return
+            size = len(data)
+            counters["bytes_received"] += size
+            ch.bytes_received += size
+            if ch.backlog:
+                # An earlier message of this channel is still being decoded: this one waits its turn.
+                ch.backlog.append((data, 0, None))
+                self._hold(ch, size)
+                fast = isinstance(self._sctp(), FastSctpTransport)
+                if not fast and self._channels.backlog_bytes() > RECEIVE_BACKLOG_BYTES:
+                    self.finish_backlogs()
+                return
+            end, delivery = self._decode_slice(ch, data, 0, None)
+            if end < size:
+                ch.backlog.append((data, end, delivery))
+                self._hold(ch, size - end)
+                self._loop.call_soon(self._continue_backlog, ch)
         except Exception as exc:  # never let the receive path raise into the SCTP layer
             self.report(exc, decode=False)
 
@@ -190,42 +212,19 @@ class WebRtcReceiver:
             self._ended = True
             self._queue.put_nowait(_END)
 
-    def _received(self, ch: Channel, data: bytes | str) -> None:
-        counters = self._counters
-        self._heard()
-        counters["datachannel_messages_received"] += 1
-        if isinstance(data, str):
-            self.report(DecodeError(f"text DataChannel message on {ch.spec.label!r}: CLASP travels as binary",
-                                    0, "message"))
-            return
-        counters["bytes_received"] += len(data)
-        ch.bytes_received += len(data)
-        if ch.backlog:
-            # An earlier message of this channel is still being decoded: this one waits its turn.
-            ch.backlog.append((data, 0, None))
-            self._hold(ch, len(data))
-            fast = isinstance(self._sctp(), FastSctpTransport)
-            if not fast and self._channels.backlog_bytes() > RECEIVE_BACKLOG_BYTES:
-                self.finish_backlogs()
-            return
-        end, delivery = self._decode_slice(ch, data, 0, None)
-        if end < len(data):
-            ch.backlog.append((data, end, delivery))
-            self._hold(ch, len(data) - end)
-            self._loop.call_soon(self._continue_backlog, ch)
-
     def _decode_slice(
         self, ch: Channel, data: bytes, start: int, delivery: DeliveryFields | None
     ) -> tuple[int, DeliveryFields]:
         """Decode and deliver the next RECEIVE_SLICE_FRAMES frames of ``data``; the offset after them."""
         messages, errors, end = decode_slice(data, start, RECEIVE_SLICE_FRAMES)
+        count = len(messages)
         if delivery is None:
             size = len(data)
-            frames = len(messages) + len(errors) if end == size else frame_count(data)
+            frames = count + len(errors) if end == size else frame_count(data)
             delivery = (self.peer, ch.spec.label, frames, size)
-        self._counters["messages_received"] += len(messages)
-        ch.messages_received += len(messages)
-        if messages:
+        self._counters["messages_received"] += count
+        ch.messages_received += count
+        if count:
             self._deliver(messages, delivery)
         for error in errors:
             self.report(error)
