@@ -68,7 +68,7 @@ cdef extern from *:
         while (done < n) {
             Py_ssize_t i = done, limit = n - done < CF_CHUNK ? n : done + CF_CHUNK;
             int m = 0, any_gso = 0;
-            memset(msgs, 0, sizeof(msgs));
+            memset(msgs, 0, sizeof(msgs[0]) * (size_t)(limit - done));  /* the headers this round uses */
             while (i < limit) {
                 Py_ssize_t first = i, total = lens[i];
                 int k = 1;
