@@ -1088,24 +1088,25 @@ class FastSctpTransport(RTCSctpTransport):
         released: list[tuple[RTCDataChannel, int]] = []
         queue = self._data_channel_queue
         room = max(0, self._cwnd - self._flight_size) + self._user_data_max
-        while queue:
+        while queue and self._outbound_bytes < room:
             self._local_tsn, self._outbound_bytes, unnumbered = _sctp.take_messages(
                 queue, self._outbound_queue, self._outbound_bytes, room, self._local_tsn, self._user_data_max,
                 self._outbound_stream_seq, released, time.time)
-            if unnumbered is None:
-                break
-            # A channel's first message: it takes the next free stream id of this side's parity.
-            stream_id = self._data_channel_id
-            assert stream_id is not None, "start() chose the first stream id"
-            while stream_id in self._data_channels:
-                stream_id += 2
-            self._data_channels[stream_id] = unnumbered
-            unnumbered._setId(stream_id)
-        if released:
-            if inside_send:
-                self._loop.call_soon(self._release_buffered, released)
-            else:
+            if unnumbered is not None:
+                # A channel's first message: it takes the next free stream id of this side's parity.
+                stream_id = self._data_channel_id
+                assert stream_id is not None, "start() chose the first stream id"
+                while stream_id in self._data_channels:
+                    stream_id += 2
+                self._data_channels[stream_id] = unnumbered
+                unnumbered._setId(stream_id)
+            elif released and not inside_send:
+                # bufferedAmount goes down now; a "bufferedamountlow" handler may send again,
+                # and what it sends leaves in this transmit.
                 self._release_buffered(released)
+                released = []
+        if released:
+            self._loop.call_soon(self._release_buffered, released)
         if not self._in_sack_handling:
             await self._transmit()
         if self._reconfig_queue:  # streams to reset once their pending messages went out
