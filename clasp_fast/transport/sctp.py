@@ -1067,10 +1067,6 @@ class FastSctpTransport(RTCSctpTransport):
         else:
             self._flush_handle = self._loop.call_soon(self._flush_due)
 
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush_due)
-
     def _flush_due(self) -> None:
         self._flush_handle = None
         if self._association_state == _ESTABLISHED:
