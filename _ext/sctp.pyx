@@ -640,9 +640,9 @@ def take_messages(queue, outbound_queue, Py_ssize_t outbound_bytes, Py_ssize_t r
     cdef int base_flags = 0
     cdef uint32_t protocol
     cdef bint ordered = True
+    cdef bint dcep
     life = None
     max_retransmits = None
-    expiry = None
     while queue and outbound_bytes < room:
         entry = queue[0]
         channel = entry[0]
@@ -662,24 +662,23 @@ def take_messages(queue, outbound_queue, Py_ssize_t outbound_bytes, Py_ssize_t r
         if type(user_data) is not bytes:
             raise TypeError(f"data channel queue entry holds {type(user_data).__name__}, not bytes")
         popleft()
-        if protocol == PROTOCOL_DCEP:
-            # Channel set-up messages: ordered, reliable, and not counted in bufferedAmount.
-            stream_seq = stream_seqs.get(stream_id, 0)
-            stream_seqs[stream_id] = (stream_seq + 1) & 0xFFFF
-            tsn = _fragment(append, user_data, piece_max, 0, tsn, stream_id, stream_seq, protocol,
-                            None, None, &outbound_bytes)
-            continue
-        if ordered:
+        # Channel set-up messages (DCEP) are ordered, reliable and not counted in bufferedAmount.
+        dcep = protocol == PROTOCOL_DCEP
+        if dcep or ordered:
             stream_seq = stream_seqs.get(stream_id, 0)
             stream_seqs[stream_id] = (stream_seq + 1) & 0xFFFF
             base_flags = 0
         else:
             stream_seq = 0
             base_flags = FLAG_UNORDERED
-        expiry = clock() + life / 1000 if life else None
+        if dcep:
+            expiry = retransmits = None
+        else:
+            expiry = clock() + life / 1000 if life else None
+            retransmits = max_retransmits
+            amount += PyBytes_GET_SIZE(user_data)
         tsn = _fragment(append, user_data, piece_max, base_flags, tsn, stream_id, stream_seq, protocol,
-                        expiry, max_retransmits, &outbound_bytes)
-        amount += PyBytes_GET_SIZE(user_data)
+                        expiry, retransmits, &outbound_bytes)
     if amount:
         released.append((current, amount))
     return tsn, outbound_bytes, (queue[0][0] if queue and outbound_bytes < room else None)
