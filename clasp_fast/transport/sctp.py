@@ -489,18 +489,10 @@ class FastSctpTransport(RTCSctpTransport):
 
     async def _deliver(self, messages: list[tuple[int, int, bytes]]) -> None:
         """Hand up messages the compiled receive path completed (``_sctp.receive_datagrams``)."""
-        channels = self._data_channels
         limit = self._max_receive_size
-        for message in messages:
-            stream_id, pp_id, data = message
+        for stream_id, pp_id, data in messages:
             if pp_id == _BINARY and len(data) <= limit:
-                # _receive's common case, without a coroutine per message.
-                channel = channels.get(stream_id)
-                if channel is not None:
-                    try:
-                        _emit_message(channel, data)
-                    except Exception as error:
-                        self._handler_errors.append(error)
+                self._hand_up(stream_id, data)  # _receive's common case, without a coroutine per message
             else:
                 await self._receive(stream_id, pp_id, data)
         self._raise_handler_error()
@@ -775,18 +767,25 @@ class FastSctpTransport(RTCSctpTransport):
         if len(data) > self._max_receive_size:
             self._refuse_message(stream_id, len(data))
             return
+        if pp_id == _BINARY:
+            self._hand_up(stream_id, data)
+            return
         try:
-            if pp_id == _BINARY:
-                # aiortc emits a binary message on its channel, if the stream has one: the same,
-                # without pyee's emit() (about 5 µs a message here) when the channel has one listener.
-                channel = self._data_channels.get(stream_id)
-                if channel is not None:
-                    _emit_message(channel, data)
-            else:
-                await self._data_channel_receive(stream_id, pp_id, data)
+            await self._data_channel_receive(stream_id, pp_id, data)
         except Exception as error:
             # An application's event handler raised: the packet's other messages come first.
             self._handler_errors.append(error)
+
+    def _hand_up(self, stream_id: int, data: bytes) -> None:
+        """A binary message to its stream's channel, if it has one, as aiortc emits it; without
+        pyee's emit() (about 5 µs a message here) when the channel has one listener."""
+        channel = self._data_channels.get(stream_id)
+        if channel is not None:
+            try:
+                _emit_message(channel, data)
+            except Exception as error:
+                # An application's event handler raised: the packet's other messages come first.
+                self._handler_errors.append(error)
 
     async def _receive_sack(self, parsed: tuple) -> None:
         _, cumulative, rwnd, gaps, duplicates = parsed
