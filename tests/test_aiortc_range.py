@@ -58,3 +58,11 @@ async def test_the_installed_aiortc_runs_the_fast_path_or_falls_back_saying_why(
         assert "fast SCTP path is off" not in caplog.text
     if aiortc.__version__.startswith("1.16."):
         assert not missing  # the newest aiortc of the range runs everything
+
+
+def test_a_buffered_amount_kept_elsewhere_is_a_missing_seam(monkeypatch):
+    # FastSctpTransport adds to the attribute RTCDataChannel.bufferedAmount reads; an aiortc that
+    # keeps the amount elsewhere keeps its own SCTP path.
+    assert "RTCDataChannel._RTCDataChannel__bufferedAmount" not in sctp.missing_sctp_seams()
+    monkeypatch.setattr(aiortc.RTCDataChannel, "bufferedAmount", property(lambda self: self._amount))
+    assert "RTCDataChannel._RTCDataChannel__bufferedAmount" in sctp.missing_sctp_seams()

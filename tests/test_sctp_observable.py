@@ -220,3 +220,25 @@ async def test_message_listeners_are_called_as_pyee_calls_them(fast):
         assert a.connectionState == "connected"
     finally:
         await close_pair(o, a)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+async def test_buffered_amount_counts_text_and_an_oversized_message_is_refused_uncounted(fast):
+    o, a, (local,), (remote,) = await connect_pair(fast, True, [dict(label="r")])
+    try:
+        arrived: list[object] = []
+        remote.on("message", arrived.append)
+        local.send("hé")  # 3 bytes of UTF-8
+        local.send(b"")  # sent as one byte, as aiortc does
+        assert local.bufferedAmount == 4
+        o.sctp._remote_max_message_size = 1000
+        with pytest.raises(ValueError, match="1001 bytes"):
+            local.send(b"x" * 1001)
+        assert local.bufferedAmount == 4
+        local.send(b"y" * 1000)
+        assert local.bufferedAmount == 1004
+        await wait_until(lambda: len(arrived) == 3, 5)
+        assert arrived == ["hé", b"", b"y" * 1000]
+        await wait_until(lambda: local.bufferedAmount == 0, 5)
+    finally:
+        await close_pair(o, a)

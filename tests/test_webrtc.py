@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import InvalidStateError, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from clasp_fast.codec import decode, decode_frame, encode
 from clasp_fast.messages import (
@@ -651,3 +651,20 @@ def test_channel_spec_checks() -> None:
         ChannelSpec("z", max_retransmits=1, max_packet_life_time=10)
     with pytest.raises(ValueError, match="prefix"):
         ChannelSpec("z", prefix="no-slash")
+
+
+@pytest.mark.parametrize("fast_sctp", [True, False], ids=["fast", "stock"])
+async def test_an_unbatched_send_on_a_closed_channel_raises_invalid_state(fast_sctp) -> None:
+    spec = ChannelSpec("clasp-stream", prefix="/stream")
+    config = loopback(extra_channels=[spec], batching=False, fast_sctp=fast_sctp)
+    async with connected(config, loopback(extra_channels=[spec], fast_sctp=fast_sctp)) as (a, b, _, _):
+        await a.sender.send(Set(address="/stream/x", value=1))
+        assert [m.value for m in await _collect(b.receiver, 1)] == [1]
+        dc = a.channels["clasp-stream"]
+        dc.close()
+        assert dc.readyState in ("closing", "closed")
+        with pytest.raises(InvalidStateError):
+            await a.sender.send(Set(address="/stream/x", value=2))
+        assert dc.bufferedAmount == 0
+        await a.sender.send(Set(address="/other", value=3))  # the other channels carry on
+        assert [m.value for m in await _collect(b.receiver, 1)] == [3]

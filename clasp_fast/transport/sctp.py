@@ -172,6 +172,14 @@ _SCTP_METHODS = (
     "_send", "_transmit", "_handle_data", "_send_sack", "_data_channel_send",
 )
 _PC_SEAM = "_RTCPeerConnection__createSctpTransport"
+# The attribute behind RTCDataChannel.bufferedAmount: send_message adds to it directly.
+_BUFFERED_AMOUNT = "_RTCDataChannel__bufferedAmount"
+
+
+def _property_reads(prop: object, name: str) -> bool:
+    """Whether the getter of ``prop`` (a property) reads the attribute ``name``."""
+    code = getattr(getattr(prop, "fget", None), "__code__", None)
+    return code is not None and name in code.co_names
 
 
 def missing_sctp_seams(transport: Optional[RTCSctpTransport] = None) -> list[str]:
@@ -183,6 +191,8 @@ def missing_sctp_seams(transport: Optional[RTCSctpTransport] = None) -> list[str
         missing.append("RTCPeerConnection.__createSctpTransport")
     if not hasattr(_aio.InboundStream, "pop_messages"):
         missing.append("InboundStream.pop_messages")
+    if not _property_reads(RTCDataChannel.bufferedAmount, _BUFFERED_AMOUNT):
+        missing.append(f"RTCDataChannel.{_BUFFERED_AMOUNT}")
     if transport is not None:
         missing += [f"RTCSctpTransport.{name}" for name in _SCTP_STATE if not hasattr(transport, name)]
     return missing
@@ -1035,8 +1045,9 @@ class FastSctpTransport(RTCSctpTransport):
 
     def _data_channel_send(self, channel: RTCDataChannel, data: Union[bytes, str]) -> None:
         if type(data) is bytes and data:
-            pp_id, user_data = _BINARY, data
-        elif data == "":
+            self.send_message(channel, data)
+            return
+        if data == "":
             pp_id, user_data = _aio.WEBRTC_STRING_EMPTY, b"\x00"
         elif isinstance(data, str):
             pp_id, user_data = _aio.WEBRTC_STRING, data.encode("utf8")
@@ -1044,12 +1055,21 @@ class FastSctpTransport(RTCSctpTransport):
             pp_id, user_data = _aio.WEBRTC_BINARY_EMPTY, b"\x00"
         else:
             pp_id, user_data = _aio.WEBRTC_BINARY, bytes(data)
-        if self._remote_max_message_size and len(user_data) > self._remote_max_message_size:
+        self.send_message(channel, user_data, pp_id)
+
+    def send_message(self, channel: RTCDataChannel, user_data: bytes, pp_id: int = _BINARY) -> None:
+        """Queue one DataChannel message: ``channel.send(data)`` for non-empty ``bytes`` (binary
+        unless ``pp_id`` says), past ``RTCDataChannel.send``'s checks. The caller has made sure the
+        channel is open (else ``InvalidStateError`` is its to raise)."""
+        size = len(user_data)
+        if self._remote_max_message_size and size > self._remote_max_message_size:
             raise ValueError(
-                f"Cannot send message of {len(user_data)} bytes, the remote party "
+                f"Cannot send message of {size} bytes, the remote party "
                 f"only supports messages up to {self._remote_max_message_size} bytes"
             )
-        channel._addBufferedAmount(len(user_data))
+        # _addBufferedAmount(size) without its threshold check: a positive amount never crosses
+        # the threshold downward (seam: the attribute RTCDataChannel.bufferedAmount reads).
+        channel._RTCDataChannel__bufferedAmount += size  # type: ignore[attr-defined]
         queue = self._data_channel_queue
         queue.append((channel, pp_id, user_data))
         if self._flush_handle is not None:
