@@ -15,7 +15,8 @@ from clasp_fast.bench import BenchConfig, build_report, latency_summary, percent
 from clasp_fast.bench.plot import PlotUnavailable, require_matplotlib
 from clasp_fast.bench.report import judge_floors
 from clasp_fast.bench.stats import rate, ratio
-from clasp_fast.bench.worker import HEADER_SIZE, PATHS, make_payload, read_payload, run_on_loop
+from clasp_fast.bench.worker import (HEADER_SIZE, PATHS, YIELD_EVERY, make_payload, read_payload, run_on_loop,
+                                     send_phase)
 from clasp_fast.bench.paths import SCENARIOS
 from clasp_fast.cli import main
 
@@ -83,6 +84,58 @@ def test_payload_carries_stamp_phase_and_sequence_padded_to_size() -> None:
 @pytest.mark.parametrize("value", [None, b"short", "a string of some length", 12345])
 def test_read_payload_ignores_foreign_values(value) -> None:
     assert read_payload(value) is None
+
+
+# -- the sender's loop ---------------------------------------------------------------------------
+
+def _recorder() -> tuple[list, object, object]:
+    calls: list = []
+
+    def fields(value: bytes) -> tuple[int, int, int]:  # stamp, phase, sequence (make_payload's header)
+        return (*read_payload(value), int.from_bytes(value[HEADER_SIZE - 4:HEADER_SIZE], "big"))  # type: ignore[misc]
+
+    async def send_one(message, **options) -> None:
+        calls.append((fields(message.value), options))
+
+    async def send_group(messages) -> None:
+        calls.extend((fields(m.value), {"group": len(messages)}) for m in messages)
+
+    return calls, send_one, send_group
+
+
+@pytest.mark.parametrize("reliable", [None, True, False])
+async def test_a_full_speed_phase_sends_max_count_in_order_passing_reliable_only_when_set(reliable) -> None:
+    calls, send_one, _ = _recorder()
+    command = {"phase": 3, "rate": 0, "duration": 30.0, "max_count": 150}
+    result = await send_phase(send_one, 32, command, reliable=reliable)
+    assert result["sent"] == 150 and result["phase"] == 3
+    assert [phase for (_, phase, _), _ in calls] == [3] * 150
+    assert [options for _, options in calls] == [{} if reliable is None else {"reliable": reliable}] * 150
+    assert [sequence for (_, _, sequence), _ in calls] == list(range(150))
+
+
+async def test_a_full_speed_phase_with_send_many_sends_groups_of_yield_every() -> None:
+    calls, send_one, send_group = _recorder()
+    command = {"phase": 1, "rate": 0, "duration": 30.0, "max_count": 2 * YIELD_EVERY + 5}
+    result = await send_phase(send_one, 32, command, send_group)
+    assert result["sent"] == 2 * YIELD_EVERY + 5
+    assert [options["group"] for _, options in calls] == [YIELD_EVERY] * (2 * YIELD_EVERY) + [5] * 5
+
+
+async def test_a_full_speed_phase_ends_at_its_duration() -> None:
+    calls, send_one, _ = _recorder()
+    command = {"phase": 0, "rate": 0, "duration": 0.05, "max_count": 10**9}
+    result = await asyncio.wait_for(send_phase(send_one, 32, command, reliable=True), 10)
+    assert 0 < result["sent"] == len(calls) < 10**9
+    assert result["sent"] % YIELD_EVERY == 0  # the clock is read between groups
+
+
+async def test_a_paced_phase_sends_what_is_due_and_no_more() -> None:
+    calls, send_one, _ = _recorder()
+    command = {"phase": 2, "rate": 200, "duration": 0.25, "max_count": 10**6}
+    result = await send_phase(send_one, 32, command, reliable=True)
+    assert 1 <= result["sent"] == len(calls) <= int(result["seconds"] * 200) + 1  # never ahead of the rate
+    assert [sequence for (_, _, sequence), _ in calls] == list(range(result["sent"]))
 
 
 # -- configuration -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import signal
 import struct
 import sys
 import time
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 from clasp_fast.bench.paths import ADDRESS, EVENT_LOOPS, HEADER_SIZE, PATHS, PATTERN
 from clasp_fast.bench.stats import cpu_seconds
@@ -237,12 +237,15 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
             return
         started = time.perf_counter()
         send_group = None
+        send_one: Callable[..., Awaitable[None]]
+        reliable: bool | None
         if args.path == "relay":
             # The relay path's set-up: a fresh WebSocket connection with the HELLO/WELCOME handshake.
             client = await ClaspClient.connect(args.relay, name="bench sender", reconnect=False,
                                                connect_timeout=args.timeout)
             setup_s = time.perf_counter() - started
             send_one = client.publish
+            reliable = None
         else:
             from clasp_fast.webrtc import WebRtcTransport
 
@@ -251,8 +254,9 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
             transport = sender.transport
             # Offer sent to every channel open (certificate generation happens before and is excluded).
             setup_s = transport.timings["connected"]
-            # The sender's own coroutine, without a wrapper of ours around it.
-            send_one = functools.partial(sender.send, reliable=args.path != "p2p_unreliable")
+            # The sender's own coroutine, called directly (send_phase passes ``reliable``).
+            send_one = sender.send
+            reliable = args.path != "p2p_unreliable"
             if args.path == "p2p_send_many":
                 send_group = functools.partial(sender.send_many, reliable=True)
 
@@ -264,7 +268,7 @@ async def run_sender(args: argparse.Namespace, control: Control) -> None:
             if command["cmd"] == "phase":
                 before = transport.stats() if transport is not None else None
                 recovery_before = sctp_recovery(transport)
-                result = await send_phase(send_one, args.size, command, send_group)
+                result = await send_phase(send_one, args.size, command, send_group, reliable=reliable)
                 if transport is not None:
                     assert before is not None
                     transport.sender.flush()
@@ -296,12 +300,15 @@ def sctp_recovery(transport) -> tuple[int, int] | None:
     return None if stats is None else (stats.retransmissions, stats.loss_probes)
 
 
-async def send_phase(send_one, size: int, command: dict[str, Any], send_group=None) -> dict[str, Any]:
+async def send_phase(send_one, size: int, command: dict[str, Any], send_group=None, *,
+                     reliable: bool | None = None) -> dict[str, Any]:
     """Send one phase: as fast as possible (``rate`` 0) or paced at ``rate`` messages/s.
 
-    Bounded by ``max_count`` messages and ``duration`` seconds, whichever comes first. With
-    ``send_group`` (a ``send_many``), the messages go in groups: YIELD_EVERY at full speed, those
-    due at once when paced.
+    Bounded by ``max_count`` messages and ``duration`` seconds, whichever comes first (at full
+    speed the clock is read once per YIELD_EVERY messages). With ``send_group`` (a ``send_many``),
+    the messages go in groups: YIELD_EVERY at full speed, those due at once when paced.
+    ``reliable``: passed to ``send_one`` (a P2P sender's ``send``; None: the relay client's
+    ``publish``, called with the message alone), so no wrapper of the bench's runs per message.
     """
     from clasp_fast.messages import Publish
 
@@ -316,33 +323,27 @@ async def send_phase(send_one, size: int, command: dict[str, Any], send_group=No
     sent = 0
     first_ns = time.time_ns()
     started = now()
-    deadline = started + duration
-    if target_rate <= 0 and send_group is not None:
-        while sent < max_count and now() < deadline:
-            count = min(YIELD_EVERY, max_count - sent)
-            await send_group([Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent + i))
-                              for i in range(count)])
-            sent += count
-            await sleep(0)
-    elif target_rate <= 0:
-        while sent < max_count and now() < deadline:
-            await send_one(Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent)))
-            sent += 1
-            if sent % YIELD_EVERY == 0:
-                await sleep(0)
-    else:
-        while sent < max_count:
-            elapsed = now() - started
-            if elapsed >= duration:
-                break
-            due = min(max_count, int(elapsed * target_rate) + 1)
-            if send_group is not None and sent < due:
+    while sent < max_count:
+        elapsed = now() - started
+        if elapsed >= duration:
+            break
+        # The messages to send before the loop may run: YIELD_EVERY at full speed, else those due.
+        due = min(max_count, sent + YIELD_EVERY if target_rate <= 0 else int(elapsed * target_rate) + 1)
+        if send_group is not None:
+            if sent < due:
                 await send_group([Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sequence))
                                   for sequence in range(sent, due)])
                 sent = due
-            while sent < due:
-                await send_one(Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent)))
-                sent += 1
+        while sent < due:
+            message = Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent))
+            if reliable is None:
+                await send_one(message)
+            else:
+                await send_one(message, reliable=reliable)
+            sent += 1
+        if target_rate <= 0:
+            await sleep(0)
+        else:
             delay = started + sent / target_rate - now()
             await sleep(max(delay, shortest_wait) if delay > 0 else 0)
     return {"phase": phase, "sent": sent, "seconds": now() - started, "first_ns": first_ns}
