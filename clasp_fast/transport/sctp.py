@@ -1057,6 +1057,10 @@ class FastSctpTransport(RTCSctpTransport):
             pp_id, user_data = _aio.WEBRTC_BINARY, bytes(data)
         self.send_message(channel, user_data, pp_id)
 
+    def idle(self) -> bool:
+        """Nothing waits to be sent and nothing is unacknowledged: a message sent now leaves at once."""
+        return not (self._data_channel_queue or self._outbound_queue or self._sent_queue)
+
     def send_message(self, channel: RTCDataChannel, user_data: bytes, pp_id: int = _BINARY) -> None:
         """Queue one DataChannel message: ``channel.send(data)`` for non-empty ``bytes`` (binary
         unless ``pp_id`` says), past ``RTCDataChannel.send``'s checks. The caller has made sure the

@@ -77,11 +77,14 @@ class Channel:
         dc.on("error", self._on_error)
         dc.on("bufferedamountlow", self._on_buffered_amount_low)
         dc.on("close", self._on_close)
-        # Under the fast SCTP path: messages go out past RTCDataChannel.send's checks.
+        # Under the fast SCTP path: messages go out past RTCDataChannel.send's checks, and a batch
+        # leaves at once when the association is idle.
         self._send_binary: Callable[[RTCDataChannel, bytes], None] | None = None
+        self._sctp_idle: Callable[[], bool] | None = None
         sctp = dc.transport
         if isinstance(sctp, FastSctpTransport):
             self._send_binary = sctp.send_message
+            self._sctp_idle = sctp.idle
 
     def configure_batching(self, enabled: bool) -> None:
         config = self.table.config
@@ -176,7 +179,16 @@ class Channel:
             self.schedule_flush()
 
     def schedule_flush(self) -> None:
-        """Flush the pending batch at the next loop iteration (unless aiortc still holds data)."""
+        """Flush the pending batch now if the link is idle — nothing of this channel held in aiortc,
+        nothing queued or unacknowledged on the association (Nagle's rule) — else at the next loop
+        iteration (unless aiortc still holds data then)."""
+        sctp_idle = self._sctp_idle
+        if sctp_idle is not None and sctp_idle():
+            dc = self.dc
+            if dc.readyState == "open" and dc.bufferedAmount <= dc.bufferedAmountLowThreshold:
+                if (batch := self.batcher.take()) is not None:
+                    self.send_now(batch)
+                return
         self.flush_scheduled = True
         self.table.loop.call_soon(self._flush_soon)
 
