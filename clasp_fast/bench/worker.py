@@ -329,11 +329,10 @@ async def send_phase(send_one, size: int, command: dict[str, Any], send_group=No
             break
         # The messages to send before the loop may run: YIELD_EVERY at full speed, else those due.
         due = min(max_count, sent + YIELD_EVERY if target_rate <= 0 else int(elapsed * target_rate) + 1)
-        if send_group is not None:
-            if sent < due:
-                await send_group([Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sequence))
-                                  for sequence in range(sent, due)])
-                sent = due
+        if send_group is not None and sent < due:
+            await send_group([Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sequence))
+                              for sequence in range(sent, due)])
+            sent = due
         while sent < due:
             message = Publish(address=ADDRESS, signal="event", value=make_payload(size, phase, sent))
             if reliable is None:

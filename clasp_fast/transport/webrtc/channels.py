@@ -79,12 +79,7 @@ class Channel:
         dc.on("close", self._on_close)
         # Under the fast SCTP path: messages go out past RTCDataChannel.send's checks, and a batch
         # leaves at once when the association is idle.
-        self._send_binary: Callable[[RTCDataChannel, bytes], None] | None = None
-        self._sctp_idle: Callable[[], bool] | None = None
-        sctp = dc.transport
-        if isinstance(sctp, FastSctpTransport):
-            self._send_binary = sctp.send_message
-            self._sctp_idle = sctp.idle
+        self._fast_sctp = dc.transport if isinstance(dc.transport, FastSctpTransport) else None
 
     def configure_batching(self, enabled: bool) -> None:
         config = self.table.config
@@ -182,23 +177,18 @@ class Channel:
         """Flush the pending batch now if the link is idle — nothing of this channel held in aiortc,
         nothing queued or unacknowledged on the association (Nagle's rule) — else at the next loop
         iteration (unless aiortc still holds data then)."""
-        sctp_idle = self._sctp_idle
-        if sctp_idle is not None and sctp_idle():
-            dc = self.dc
-            if dc.readyState == "open" and dc.bufferedAmount <= dc.bufferedAmountLowThreshold:
-                if (batch := self.batcher.take()) is not None:
-                    self.send_now(batch)
-                return
+        if self._fast_sctp is not None and self._fast_sctp.idle() and self._flush_if_drained():
+            return
         self.flush_scheduled = True
         self.table.loop.call_soon(self._flush_soon)
 
     def send_now(self, data: bytes) -> None:
         dc = self.dc
-        send_binary = self._send_binary
-        if send_binary is None:
+        sctp = self._fast_sctp
+        if sctp is None:
             dc.send(data)
         elif dc.readyState == "open":
-            send_binary(dc, data)  # a batch: never empty
+            sctp.send_message(dc, data)  # a batch: never empty
         else:
             raise InvalidStateError
         size = len(data)
@@ -212,13 +202,19 @@ class Channel:
 
     def _flush_soon(self) -> None:
         self.flush_scheduled = False
-        if self.dc.readyState != "open":
-            return
-        # Adaptive: while aiortc still holds data for this channel, keep appending; the
-        # "bufferedamountlow" event flushes what accumulated.
-        if self.batcher.pending_size and self.dc.bufferedAmount <= self.dc.bufferedAmountLowThreshold:
-            if (batch := self.batcher.take()) is not None:
-                self.send_now(batch)
+        if self.batcher.pending_size:
+            self._flush_if_drained()
+
+    def _flush_if_drained(self) -> bool:
+        """Hand the pending batch to aiortc if the channel is open and holds no more than its
+        ``bufferedAmountLowThreshold`` there; False (nothing done) if not. Adaptive: while aiortc
+        still holds data for this channel, frames keep accumulating and "bufferedamountlow" flushes them."""
+        dc = self.dc
+        if dc.readyState != "open" or dc.bufferedAmount > dc.bufferedAmountLowThreshold:
+            return False
+        if (batch := self.batcher.take()) is not None:
+            self.send_now(batch)
+        return True
 
     def flush(self) -> None:
         """Hand everything pending (values waiting included) to aiortc now."""
