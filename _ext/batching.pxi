@@ -24,6 +24,11 @@ cdef class Batcher:
     cdef readonly Py_ssize_t limit
     cdef readonly Py_ssize_t pending_frames
     cdef readonly Py_ssize_t stopped_at
+    cdef object left  # the message add_item() pushed out of the batch, until take_left()
+    # has_room(): the bytes held below the batcher are held_by.<held_attribute>.
+    cdef object held_by
+    cdef object held_attribute
+    cdef Py_ssize_t high_water_mark
 
     def __init__(self, Py_ssize_t limit=0):
         if limit < 0:
@@ -69,6 +74,9 @@ cdef class Batcher:
 
     def add_frame(self, frame):
         """Append one complete, already encoded frame (bytes-like; exactly one frame, no trailing bytes)."""
+        return self._add_frame(frame)
+
+    cdef object _add_frame(self, frame):
         cdef Input src
         cdef const unsigned char* p
         cdef Py_ssize_t n, declared
@@ -91,6 +99,45 @@ cdef class Batcher:
             input_close(&src)
         return self._settle(start)
 
+    def set_high_water_mark(self, held_by, str held_attribute, Py_ssize_t high_water_mark):
+        """What ``has_room()`` checks: ``getattr(held_by, held_attribute)``, the bytes held for
+        sending below the batcher (a DataChannel's ``bufferedAmount``), plus ``pending_size``."""
+        self.held_by = held_by
+        self.held_attribute = held_attribute
+        self.high_water_mark = high_water_mark
+
+    def has_room(self):
+        """True while the bytes held below plus ``pending_size`` are at most the high-water mark
+        (False before ``set_high_water_mark()``)."""
+        cdef Py_ssize_t held
+        if self.held_by is None:
+            return False
+        held = getattr(self.held_by, self.held_attribute)
+        return held + self.wb.len <= self.high_water_mark
+
+    def add_item(self, item, int qos=-1, bint flush_scheduled=False):
+        """``add_frame(item)`` for a bytes-like item, else ``add_message(item, qos)``: a channel's send.
+
+        Returns False when nothing more is due: no message left the batch, the batch is not full,
+        and a flush is scheduled if it holds anything (``flush_scheduled``). Else True: send
+        ``take_left()`` when not None, then ``take()`` the batch if ``full``, else schedule its flush.
+        """
+        cdef Py_ssize_t start = self.wb.len
+        if self.left is not None:
+            raise RuntimeError("add_item() before take_left() took the message pushed out of the batch")
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            self.left = self._add_frame(item)
+        else:
+            encode_message_into(&self.wb, item, qos, None)  # leaves wb unchanged on error
+            self.left = self._settle(start)
+        return self.left is not None or self._full() or (self.wb.len > 0 and not flush_scheduled)
+
+    def take_left(self):
+        """The message the last ``add_item()`` pushed out of the batch (None if none), once."""
+        cdef object out = self.left
+        self.left = None
+        return out
+
     def add_many(self, list items, Py_ssize_t start, int qos, list ready):
         """Add ``items[start:]`` (messages, or complete frames as bytes-like objects) in order until
         a DataChannel message is ready: it goes on ``ready`` (with the full pending message, when
@@ -108,7 +155,7 @@ cdef class Batcher:
             item = items[i]
             self.stopped_at = i
             if isinstance(item, (bytes, bytearray, memoryview)):
-                out = self.add_frame(item)
+                out = self._add_frame(item)
             else:
                 before = self.wb.len
                 encode_message_into(&self.wb, item, qos, None)

@@ -149,3 +149,78 @@ def test_splitter_stops_at_a_broken_header_and_keeps_what_came_before() -> None:
     messages, errors = decode_all(batch, errors="collect")
     assert messages == [_set(1)]
     assert len(errors) == 1 and errors[0].offset == len(encode(_set(1)))
+
+
+def test_add_item_says_when_the_caller_has_more_to_do() -> None:
+    frame = encode(_set(1))
+    batcher = Batcher(2 * len(frame))
+    assert batcher.add_item(_set(1), -1, False) is True  # pending, no flush scheduled yet
+    assert batcher.take_left() is None
+    assert batcher.add_item(frame, -1, True) is True  # exactly full
+    assert batcher.take_left() is None and batcher.full
+    assert batcher.take() == frame * 2
+    assert batcher.add_item(_set(1), -1, True) is False  # pending, its flush already scheduled
+    assert batcher.add_item(_set(1), -1, True) is True  # full again
+    assert batcher.take() == frame * 2
+
+
+def test_add_item_hands_over_the_message_a_frame_pushed_out_once() -> None:
+    frame = encode(_set(1))
+    batcher = Batcher(2 * len(frame) - 1)
+    assert batcher.add_item(memoryview(frame), -1, True) is False
+    assert batcher.add_item(_set(1), 2, True) is True
+    assert batcher.take_left() == frame
+    assert batcher.take_left() is None
+    assert batcher.take() == encode(_set(1), qos=2)
+
+
+def test_add_item_refuses_to_run_over_a_message_not_taken() -> None:
+    frame = encode(_set(1))
+    batcher = Batcher(len(frame))
+    batcher.add_item(frame, -1, True)
+    batcher.add_item(frame, -1, True)  # the first is pushed out (and the second fills the batch)
+    with pytest.raises(RuntimeError, match="take_left"):
+        batcher.add_item(frame, -1, True)
+    assert batcher.take_left() == frame
+    assert batcher.take() == frame
+
+
+def test_add_item_error_names_the_item_and_leaves_the_batch() -> None:
+    batcher = Batcher(4096)
+    batcher.add_item(_set(1), -1, True)
+    with pytest.raises(EncodeError, match="magic"):
+        batcher.add_item(b"\x54\x01\x00\x01\x41", -1, True)
+    with pytest.raises(EncodeError):
+        batcher.add_item(object(), -1, True)
+    assert batcher.take_left() is None
+    assert batcher.take() == encode(_set(1))
+
+
+def test_limit_zero_add_item_is_always_full() -> None:
+    batcher = Batcher(0)
+    assert batcher.add_item(_set(4), -1, True) is True
+    assert batcher.full and batcher.take() == encode(_set(4))
+
+
+class _Held:
+    def __init__(self) -> None:
+        self.held = 0
+
+
+def test_has_room_reads_the_bytes_held_below_plus_the_pending() -> None:
+    batcher = Batcher(4096)
+    assert batcher.has_room() is False  # no high-water mark set: the caller checks itself
+    held = _Held()
+    frame = encode(_set(1))
+    batcher.set_high_water_mark(held, "held", 100 + len(frame))
+    held.held = 100
+    assert batcher.has_room() is True
+    batcher.add_frame(frame)
+    assert batcher.has_room() is True  # exactly at the mark
+    held.held = 101
+    assert batcher.has_room() is False
+    batcher.take()
+    assert batcher.has_room() is True
+    batcher.set_high_water_mark(held, "missing", 100)
+    with pytest.raises(AttributeError):
+        batcher.has_room()
