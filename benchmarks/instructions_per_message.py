@@ -12,6 +12,7 @@ Scenarios (two transports in this process, connected through in-memory signaling
 
 * ``unbatched``: ``await sender.send(message, reliable=True)`` with batching off (one DataChannel
   message each), a loop yield every 64, until the receiver's callback has every message;
+* ``batched``: the same loop with batching on (the bench CLI's ``p2p_batched``);
 * ``send_many``: ``await sender.send_many(group, reliable=True)`` of 64 messages per loop
   iteration (the bench CLI's ``p2p_send_many`` cadence);
 * ``alone``: one message at a time with nothing in flight, delivered, and its SACK taken by the
@@ -37,7 +38,7 @@ from clasp_fast.messages import Publish
 from clasp_fast.signaling import InMemorySignaling
 from clasp_fast.webrtc import WebRtcConfig, WebRtcTransport
 
-SCENARIOS = ("unbatched", "send_many", "alone")
+SCENARIOS = ("unbatched", "batched", "send_many", "alone")
 GROUP = 64
 
 

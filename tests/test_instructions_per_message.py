@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not (ROOT / "benchmarks" / "instructions_per_mes
                                 reason="benchmarks/ is not beside the tests (a copy of tests/ runs the wheel)")
 
 
-@pytest.mark.parametrize("scenario", ["unbatched", "send_many", "alone"])
+@pytest.mark.parametrize("scenario", ["unbatched", "batched", "send_many", "alone"])
 def test_scenario_runs_and_delivers_every_message(scenario):
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.instructions_per_message", "--no-valgrind", "--scenario", scenario,
