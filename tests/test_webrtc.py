@@ -461,6 +461,25 @@ async def test_extra_channel_per_address_prefix() -> None:
         assert [m.value for m in await _collect(a.receiver, 1)] == [6]
 
 
+async def test_messages_sent_counts_every_channel_and_every_way_of_sending() -> None:
+    spec = ChannelSpec("clasp-stream", prefix="/stream")
+    async with connected(loopback(extra_channels=[spec])) as (a, b, _, _):
+        await a.sender.send(Set(address="/count", value=1), reliable=True)
+        await a.sender.send(Publish(address="/count", signal="stream", value=2.0))  # the unreliable channel
+        await a.sender.send(Set(address="/stream/x", value=3))
+        a.sender.send_nowait(encode(Set(address="/count", value=4)), reliable=True)
+        assert await a.sender.send_many([Set(address="/count", value=i) for i in range(5)], reliable=False) == 5
+        assert a.stats().messages_sent == 9
+        assert len(await _collect(b.receiver, 9)) == 9
+        # The peer opens a second channel under the extra channel's label: it takes the label's
+        # place in the table, and what the first one sent still counts.
+        replaced = a._channels["clasp-stream"]
+        b._pc.createDataChannel("clasp-stream", protocol="/stream")
+        await wait_until(lambda: a._channels["clasp-stream"] is not replaced, timeout=5)
+        assert replaced.messages_sent == 1
+        assert a.stats().messages_sent == 9
+
+
 async def test_partially_reliable_channel_by_lifetime() -> None:
     spec = ChannelSpec("clasp-media", prefix="/media", max_packet_life_time=50)
     async with connected(loopback(extra_channels=[spec])) as (a, b, _, _):
@@ -508,6 +527,8 @@ async def test_state_events_rtt_and_clean_close() -> None:
         assert await asyncio.wait_for(_drain(b.receiver), 5) == []
         with pytest.raises(TransportError):
             await a.sender.send(Set(address="/closed", value=1))
+        with pytest.raises(TransportError, match="connection is closed"):
+            await a.sender.send(Set(address="/closed", value=1), reliable=True)
     assert states == ["closing", "closed"]
 
 

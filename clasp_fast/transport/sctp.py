@@ -75,6 +75,7 @@ from .._sctp import DataChunk  # noqa: E402
 
 __all__ = [
     "TESTED_AIORTC_VERSIONS",
+    "BUFFERED_AMOUNT_ATTRIBUTE",
     "MAX_PACKET_LENGTH",
     "FastSctpTransport",
     "FastPeerConnection",
@@ -172,8 +173,9 @@ _SCTP_METHODS = (
     "_send", "_transmit", "_handle_data", "_send_sack", "_data_channel_send",
 )
 _PC_SEAM = "_RTCPeerConnection__createSctpTransport"
-# The attribute behind RTCDataChannel.bufferedAmount: send_message adds to it directly.
-_BUFFERED_AMOUNT = "_RTCDataChannel__bufferedAmount"
+#: The attribute behind RTCDataChannel.bufferedAmount: send_message adds to it directly, and a
+#: channel's sender reads it (a seam: checked by missing_sctp_seams()).
+BUFFERED_AMOUNT_ATTRIBUTE = "_RTCDataChannel__bufferedAmount"
 
 
 def _property_reads(prop: object, name: str) -> bool:
@@ -191,8 +193,8 @@ def missing_sctp_seams(transport: Optional[RTCSctpTransport] = None) -> list[str
         missing.append("RTCPeerConnection.__createSctpTransport")
     if not hasattr(_aio.InboundStream, "pop_messages"):
         missing.append("InboundStream.pop_messages")
-    if not _property_reads(RTCDataChannel.bufferedAmount, _BUFFERED_AMOUNT):
-        missing.append(f"RTCDataChannel.{_BUFFERED_AMOUNT}")
+    if not _property_reads(RTCDataChannel.bufferedAmount, BUFFERED_AMOUNT_ATTRIBUTE):
+        missing.append(f"RTCDataChannel.{BUFFERED_AMOUNT_ATTRIBUTE}")
     if transport is not None:
         missing += [f"RTCSctpTransport.{name}" for name in _SCTP_STATE if not hasattr(transport, name)]
     return missing

@@ -14,7 +14,7 @@ from ...runtime.busy_poll import NO_BUSY_POLL, BusyPoll, NoBusyPoll
 from ...wire.codec import Batcher
 from ...errors import TransportError
 from ...wire.messages import QOS_FIRE, Message, default_qos
-from ..sctp import FastSctpTransport
+from ..sctp import BUFFERED_AMOUNT_ATTRIBUTE, FastSctpTransport
 from .config import RELIABLE_LABEL, UNRELIABLE_LABEL, ChannelSpec, WebRtcConfig
 
 __all__ = ["Channel", "Channels", "DeliveryFields", "Receiving", "open_spec", "remote_spec"]
@@ -90,6 +90,10 @@ class Channel:
         else:
             limit = config.unreliable_batch_size
         self.batcher = Batcher(limit)
+        # The sender's quick check before full(); under the fast SCTP path it reads the attribute
+        # bufferedAmount returns (a seam checked before the path is taken), past the property.
+        held = "bufferedAmount" if self._fast_sctp is None else BUFFERED_AMOUNT_ATTRIBUTE
+        self.batcher.set_high_water_mark(self.dc, held, config.high_water_mark)
         self.dc.bufferedAmountLowThreshold = config.batch_flush_threshold
 
     # -- sending -------------------------------------------------------------------------
@@ -159,14 +163,17 @@ class Channel:
         table.check_open()
 
     def add(self, item: object, qos: int | None) -> None:
+        """Add ``item`` (a message or a complete frame) to the batch; send what is due."""
+        # Anything but a message or a frame: the compiled batcher raises EncodeError naming it.
+        if self.batcher.add_item(item, -1 if qos is None else qos, self.flush_scheduled):
+            self.added()
+
+    def added(self) -> None:
+        """After ``batcher.add_item()`` returned True: send the message it pushed out, then the
+        batch if full, else schedule its flush."""
         batcher = self.batcher
-        if isinstance(item, _FRAME_TYPES):
-            ready = batcher.add_frame(item)
-        else:
-            # Anything but a message: the compiled batcher raises EncodeError naming it.
-            ready = batcher.add_message(item, -1 if qos is None else qos)  # type: ignore[arg-type]
-        if ready is not None:
-            self.send_now(ready)
+        if (left := batcher.take_left()) is not None:
+            self.send_now(left)
         if batcher.full:
             if (batch := batcher.take()) is not None:
                 self.send_now(batch)
@@ -281,10 +288,13 @@ class Channels:
         self.reliable: Channel | None = None
         self.unreliable: Channel | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        self._replaced_messages_sent = 0  # sent on channels a later one of the same label replaced
 
     # -- the table -----------------------------------------------------------------------
 
     def add(self, spec: ChannelSpec, dc: RTCDataChannel) -> Channel:
+        if (replaced := self._channels.get(spec.label)) is not None:
+            self._replaced_messages_sent += replaced.messages_sent
         channel = self._channels[spec.label] = Channel(self, spec, dc)
         for waiter in self._waiters:
             if not waiter.done():
@@ -299,6 +309,11 @@ class Channels:
             self._waiters.append(waiter)
             await waiter
         return self._channels[label]
+
+    def messages_sent(self) -> int:
+        """CLASP messages sent on this connection: the channels' counts (kept per channel only,
+        one increment per send)."""
+        return self._replaced_messages_sent + sum(channel.messages_sent for channel in self._channels.values())
 
     def __contains__(self, label: object) -> bool:
         return label in self._channels

@@ -231,11 +231,11 @@ class WebRtcStats:
     clock: PeerClock | None = None
 
 
-#: The counter names of :class:`WebRtcStats` kept as plain ints while the connection runs.
+#: The counter names of :class:`WebRtcStats` kept as plain ints while the connection runs
+#: (``messages_sent`` is the channels' sum: :meth:`Channels.messages_sent`).
 COUNTERS = (
     "bytes_sent",
     "bytes_received",
-    "messages_sent",
     "messages_received",
     "datachannel_messages_sent",
     "datachannel_messages_received",

@@ -8,6 +8,7 @@ from ...errors import EncodeError, TransportError
 from .channels import Channel, Channels
 
 if TYPE_CHECKING:
+    from .teardown import Lifecycle
     from .transport import WebRtcTransport
 
 __all__ = ["WebRtcSender"]
@@ -16,10 +17,10 @@ __all__ = ["WebRtcSender"]
 class WebRtcSender:
     """The sending half of a connection: ``await sender.send(message_or_frame)``."""
 
-    def __init__(self, transport: "WebRtcTransport", channels: Channels) -> None:
+    def __init__(self, transport: "WebRtcTransport", channels: Channels, lifecycle: "Lifecycle") -> None:
         self.transport = transport
         self._channels = channels
-        self._counters = channels.counters
+        self._lifecycle = lifecycle  # its state, read per send before check_open() is called
 
     async def send(
         self,
@@ -38,7 +39,8 @@ class WebRtcSender:
         channels = self._channels
         target: Channel | None = None
         if channel is None and reliable is not None:  # Channels.route() of this case, written out
-            channels.check_open()
+            if self._lifecycle.state != "connected":
+                channels.check_open()  # raises, naming the state
             target = channels.reliable if reliable else channels.unreliable
         if target is None:
             target = channels.route(message_or_frame, reliable, qos, channel)  # checks the connection is open
@@ -47,11 +49,12 @@ class WebRtcSender:
                 await target.wait_for_room()  # values never wait: they replace
             target.offer(message_or_frame, qos)
         else:
-            if target.full():
+            # full() and Channel.add() written out: the common case is two compiled calls.
+            if not target.batcher.has_room() and target.full():
                 await target.wait_for_room()
-            target.add(message_or_frame, qos)
+            if target.batcher.add_item(message_or_frame, -1 if qos is None else qos, target.flush_scheduled):
+                target.added()
         target.messages_sent += 1
-        self._counters["messages_sent"] += 1
 
     async def send_many(
         self,
@@ -114,7 +117,6 @@ class WebRtcSender:
             if batcher.pending_size and not target.flush_scheduled:
                 target.schedule_flush()
             target.messages_sent += done
-            self._counters["messages_sent"] += done
         return done
 
     def send_nowait(
@@ -147,7 +149,6 @@ class WebRtcSender:
             self._check_room(target)
             target.add(message_or_frame, qos)
         target.messages_sent += 1
-        self._counters["messages_sent"] += 1
 
     def _check_room(self, target: Channel) -> None:
         if target.full():

@@ -88,7 +88,7 @@ class WebRtcTransport:
                                         on_disconnected=lambda reason: self._teardown.peer_disconnected(reason))
         self._teardown = Teardown(config, self._lifecycle, self._pc, self._channels, self._liveness,
                                   self._negotiation, self.receiver, self._tasks, loop)
-        self.sender = WebRtcSender(self, self._channels)
+        self.sender = WebRtcSender(self, self._channels, self._lifecycle)
 
     # -- setting up ----------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class WebRtcTransport:
             selected_pair=self.selected_candidate_pair(),
             bytes_sent=c["bytes_sent"],
             bytes_received=c["bytes_received"],
-            messages_sent=c["messages_sent"],
+            messages_sent=self._channels.messages_sent(),
             messages_received=c["messages_received"],
             datachannel_messages_sent=c["datachannel_messages_sent"],
             datachannel_messages_received=c["datachannel_messages_received"],
