@@ -66,3 +66,28 @@ def test_a_buffered_amount_kept_elsewhere_is_a_missing_seam(monkeypatch):
     assert "RTCDataChannel._RTCDataChannel__bufferedAmount" not in sctp.missing_sctp_seams()
     monkeypatch.setattr(aiortc.RTCDataChannel, "bufferedAmount", property(lambda self: self._amount))
     assert "RTCDataChannel._RTCDataChannel__bufferedAmount" in sctp.missing_sctp_seams()
+
+
+def test_an_event_emitter_without_pyees_listener_table_is_a_missing_seam(monkeypatch):
+    # FastSctpTransport calls a channel's single "message" handler from pyee's table (a once
+    # listener's wrapper, which removes it); an emitter that keeps its listeners otherwise keeps
+    # aiortc's own SCTP path.
+    class OtherEmitter:
+        def __init__(self) -> None:
+            self._handlers: dict[str, list] = {}
+
+        def once(self, event, f) -> None:
+            self._handlers.setdefault(event, []).append(f)
+
+        def listeners(self, event) -> list:
+            return list(self._handlers.get(event, []))
+
+        def emit(self, event, *args) -> None:
+            for f in self._handlers.pop(event, []):
+                f(*args)
+
+    assert sctp.EMITTER_TABLE not in sctp.missing_sctp_seams()
+    assert sctp._emitter_table_works() is True
+    assert sctp._emitter_table_works(OtherEmitter) is False
+    monkeypatch.setattr(sctp, "_EMITTER_TABLE_WORKS", sctp._emitter_table_works(OtherEmitter))
+    assert sctp.EMITTER_TABLE in sctp.missing_sctp_seams()

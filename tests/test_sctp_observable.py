@@ -242,3 +242,21 @@ async def test_buffered_amount_counts_text_and_an_oversized_message_is_refused_u
         await wait_until(lambda: local.bufferedAmount == 0, 5)
     finally:
         await close_pair(o, a)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+async def test_a_once_listener_hears_one_message_and_an_on_listener_every_one(fast):
+    o, a, (local,), (remote,) = await connect_pair(True, fast, [dict(label="r")])
+    try:
+        once: list[bytes] = []
+        remote.once("message", once.append)
+        local.send(b"one")
+        await wait_until(lambda: once, timeout=5)
+        every: list[bytes] = []
+        remote.on("message", every.append)
+        local.send(b"two")
+        local.send(b"three")
+        await wait_until(lambda: len(every) == 2, timeout=5)
+        assert once == [b"one"] and every == [b"two", b"three"]
+    finally:
+        await close_pair(o, a)

@@ -195,6 +195,8 @@ def missing_sctp_seams(transport: Optional[RTCSctpTransport] = None) -> list[str
         missing.append("InboundStream.pop_messages")
     if not _property_reads(RTCDataChannel.bufferedAmount, BUFFERED_AMOUNT_ATTRIBUTE):
         missing.append(f"RTCDataChannel.{BUFFERED_AMOUNT_ATTRIBUTE}")
+    if not _EMITTER_TABLE_WORKS:
+        missing.append(EMITTER_TABLE)
     if transport is not None:
         missing += [f"RTCSctpTransport.{name}" for name in _SCTP_STATE if not hasattr(transport, name)]
     return missing
@@ -256,16 +258,43 @@ class SctpStats:
         return f"SctpStats({self.as_dict()})"
 
 
+def _emitter_table_works(emitter_class: Optional[type] = None) -> bool:
+    """Whether ``emitter_class`` (default: RTCDataChannel's event emitter, pyee's) keeps its
+    listeners as ``_events[event]``, a mapping of each listener to what ``emit()`` calls (for a
+    ``once`` listener, a wrapper that removes it first)."""
+    if emitter_class is None:
+        emitter_class = next(c for c in RTCDataChannel.__mro__ if c is not RTCDataChannel and hasattr(c, "emit"))
+    try:
+        emitter = emitter_class()
+        calls: list[object] = []
+        emitter.once("message", calls.append)
+        handlers = getattr(emitter, "_events", {}).get("message")
+        if not isinstance(handlers, dict) or list(handlers) != [calls.append]:
+            return False
+        (call,) = handlers.values()
+        call(b"x")
+        return calls == [b"x"] and emitter.listeners("message") == []
+    except Exception:  # an emitter unlike pyee's: the fast path stays off, saying why
+        return False
+
+
+#: The seam _emit_message reads (checked by missing_sctp_seams()).
+EMITTER_TABLE = "pyee EventEmitter._events"
+_EMITTER_TABLE_WORKS = _emitter_table_works()
+
+
 def _emit_message(channel: RTCDataChannel, data: bytes) -> None:
     """``channel.emit("message", data)`` as pyee's AsyncIOEventEmitter does it, calling a single
-    listener directly: an exception goes to the channel's ``error`` event (raised when it has no
-    listener), a coroutine or future it returns is run and its exception reported the same way."""
-    listeners = channel.listeners("message")
-    if len(listeners) != 1:
+    listener's handler directly (a ``once`` listener's wrapper removes it first): an exception goes
+    to the channel's ``error`` event (raised when it has no listener), a coroutine or future it
+    returns is run and its exception reported the same way."""
+    handlers = channel._events.get("message")  # seam (pyee): listener -> what emit() calls
+    if handlers is None or len(handlers) != 1:
         channel.emit("message", data)
         return
+    (call,) = handlers.values()
     try:
-        result = listeners[0](data)
+        result = call(data)
     except Exception as error:
         channel.emit("error", error)
         return
