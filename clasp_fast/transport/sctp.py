@@ -262,9 +262,9 @@ def _emitter_table_works(emitter_class: Optional[type] = None) -> bool:
     """Whether ``emitter_class`` (default: RTCDataChannel's event emitter, pyee's) keeps its
     listeners as ``_events[event]``, a mapping of each listener to what ``emit()`` calls (for a
     ``once`` listener, a wrapper that removes it first)."""
-    if emitter_class is None:
-        emitter_class = next(c for c in RTCDataChannel.__mro__ if c is not RTCDataChannel and hasattr(c, "emit"))
     try:
+        if emitter_class is None:
+            emitter_class = next(c for c in RTCDataChannel.__mro__[1:] if hasattr(c, "emit"))
         emitter = emitter_class()
         calls: list[object] = []
         emitter.once("message", calls.append)
