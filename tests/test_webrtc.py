@@ -497,6 +497,18 @@ async def test_backpressure_fail_fast_above_high_water_mark() -> None:
         assert info.value.step == "send" and "high-water" in str(info.value)
 
 
+async def test_send_nowait_refuses_above_the_high_water_mark_and_keeps_what_it_took() -> None:
+    async with connected(loopback(high_water_mark=4096)) as (a, b, _, _):
+        taken = 0
+        with pytest.raises(TransportError, match="above its high-water mark") as info:
+            for i in range(1000):
+                a.sender.send_nowait(Set(address="/bp", value=i.to_bytes(4, "big") + b"n" * 996), reliable=True)
+                taken += 1  # never yields, so nothing drains
+        assert info.value.step == "send" and 0 < taken < 10
+        received = await _collect(b.receiver, taken)
+        assert [int.from_bytes(m.value[:4], "big") for m in received] == list(range(taken))
+
+
 async def test_backpressure_wait_keeps_memory_bounded() -> None:
     config = loopback(high_water_mark=8192, max_batch_size=4096)
     async with connected(config) as (a, b, _, _):

@@ -146,7 +146,8 @@ class WebRtcSender:
                 self._check_room(target)  # values never wait or fail: they replace
             target.offer(message_or_frame, qos, conflate)
         else:
-            self._check_room(target)
+            if not target.batcher.has_room():  # full() decides only when the quick check says no
+                self._check_room(target)
             target.add(message_or_frame, qos)
         target.messages_sent += 1
 
