@@ -471,13 +471,19 @@ async def test_messages_sent_counts_every_channel_and_every_way_of_sending() -> 
         assert await a.sender.send_many([Set(address="/count", value=i) for i in range(5)], reliable=False) == 5
         assert a.stats().messages_sent == 9
         assert len(await _collect(b.receiver, 9)) == 9
+        sent, received = a.stats(), b.stats()
+        assert received.messages_received == 9
+        assert received.bytes_received == sent.bytes_sent > 9 * 4
+        assert received.datachannel_messages_received == sent.datachannel_messages_sent
         # The peer opens a second channel under the extra channel's label: it takes the label's
         # place in the table, and what the first one sent still counts.
         replaced = a._channels["clasp-stream"]
         b._pc.createDataChannel("clasp-stream", protocol="/stream")
         await wait_until(lambda: a._channels["clasp-stream"] is not replaced, timeout=5)
-        assert replaced.messages_sent == 1
-        assert a.stats().messages_sent == 9
+        assert replaced.messages_sent == 1 and replaced.bytes_sent > 0
+        after = a.stats()
+        assert (after.messages_sent, after.bytes_sent, after.datachannel_messages_sent) == (
+            9, sent.bytes_sent, sent.datachannel_messages_sent)
 
 
 async def test_partially_reliable_channel_by_lifetime() -> None:

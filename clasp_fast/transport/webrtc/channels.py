@@ -17,13 +17,17 @@ from ...wire.messages import QOS_FIRE, Message, default_qos
 from ..sctp import BUFFERED_AMOUNT_ATTRIBUTE, FastSctpTransport
 from .config import RELIABLE_LABEL, UNRELIABLE_LABEL, ChannelSpec, WebRtcConfig
 
-__all__ = ["Channel", "Channels", "DeliveryFields", "Receiving", "open_spec", "remote_spec"]
+__all__ = ["CHANNEL_COUNTS", "Channel", "Channels", "DeliveryFields", "Receiving", "open_spec", "remote_spec"]
 
 #: How a received DataChannel message arrived (peer, channel label, frames, size): a plain tuple,
 #: made into a :class:`~.receive.Delivery` only when asked for.
 DeliveryFields = tuple[str, str, int, int]  # Delivery's fields: peer, channel, frames, size
 
 _FRAME_TYPES = (bytes, bytearray, memoryview)
+
+#: What each channel counts; the connection's figures are the sums (:meth:`Channels.totals`).
+CHANNEL_COUNTS = ("messages_sent", "bytes_sent", "datachannel_messages_sent",
+                  "messages_received", "bytes_received", "datachannel_messages_received")
 
 
 class Receiving(Protocol):
@@ -43,7 +47,7 @@ _NOT_YET = _NotYet()
 class Channel:
     """One DataChannel with its batcher, flush scheduling and backpressure.
 
-    It knows only its :class:`Channels` table: the configuration, the counters, whether the
+    It knows only its :class:`Channels` table: the configuration, whether the
     connection takes sends, the receive path its data goes to, and where errors and the close go.
     """
 
@@ -59,11 +63,13 @@ class Channel:
         # Received messages still being decoded slice by slice: (data, next offset, delivery fields).
         self.backlog: deque[tuple[bytes, int, DeliveryFields | None]] = deque()
         self.backlog_bytes = 0
-        # Sending: counts of this channel (the connection's counters are the sums).
+        # Counts of this channel, kept only here: the connection's are the sums (Channels.totals()).
         self.messages_sent = 0
         self.bytes_sent = 0
+        self.datachannel_messages_sent = 0
         self.messages_received = 0
         self.bytes_received = 0
+        self.datachannel_messages_received = 0
         # Latest-value conflation (only with a policy: other channels keep the plain path).
         self.policy = table.config.policy_for(spec)
         self.waiting: LatestValueQueue[tuple[object, int | None, bool]] | None = None
@@ -198,14 +204,11 @@ class Channel:
             sctp.send_message(dc, data)  # a batch: never empty
         else:
             raise InvalidStateError
-        size = len(data)
-        self.bytes_sent += size
-        table = self.table
-        counters = table.counters
-        counters["bytes_sent"] += size
-        counters["datachannel_messages_sent"] += 1
-        if table.busy_poll is not NO_BUSY_POLL:
-            table.busy_poll.touch()
+        self.bytes_sent += len(data)
+        self.datachannel_messages_sent += 1
+        busy_poll = self.table.busy_poll
+        if busy_poll is not NO_BUSY_POLL:
+            busy_poll.touch()
 
     def _flush_soon(self) -> None:
         self.flush_scheduled = False
@@ -266,7 +269,6 @@ class Channels:
         self,
         config: WebRtcConfig,
         peer: str,
-        counters: dict[str, int],
         loop: asyncio.AbstractEventLoop,
         *,
         check_open: Callable[[], None],
@@ -277,7 +279,6 @@ class Channels:
         self.config = config
         self.busy_poll = busy_poll
         self.peer = peer
-        self.counters = counters
         self.loop = loop
         self.check_open = check_open
         self.receiver: Receiving = _NOT_YET
@@ -288,13 +289,15 @@ class Channels:
         self.reliable: Channel | None = None
         self.unreliable: Channel | None = None
         self._waiters: list[asyncio.Future[None]] = []
-        self._replaced_messages_sent = 0  # sent on channels a later one of the same label replaced
+        # The counts of channels a later one of the same label replaced.
+        self._replaced = dict.fromkeys(CHANNEL_COUNTS, 0)
 
     # -- the table -----------------------------------------------------------------------
 
     def add(self, spec: ChannelSpec, dc: RTCDataChannel) -> Channel:
         if (replaced := self._channels.get(spec.label)) is not None:
-            self._replaced_messages_sent += replaced.messages_sent
+            for name in CHANNEL_COUNTS:
+                self._replaced[name] += getattr(replaced, name)
         channel = self._channels[spec.label] = Channel(self, spec, dc)
         for waiter in self._waiters:
             if not waiter.done():
@@ -310,10 +313,14 @@ class Channels:
             await waiter
         return self._channels[label]
 
-    def messages_sent(self) -> int:
-        """CLASP messages sent on this connection: the channels' counts (kept per channel only,
-        one increment per send)."""
-        return self._replaced_messages_sent + sum(channel.messages_sent for channel in self._channels.values())
+    def totals(self) -> dict[str, int]:
+        """The connection's counts of :data:`CHANNEL_COUNTS`: its channels' sums (counted per
+        channel only, one increment per send or receive)."""
+        totals = dict(self._replaced)
+        for channel in self._channels.values():
+            for name in CHANNEL_COUNTS:
+                totals[name] += getattr(channel, name)
+        return totals
 
     def __contains__(self, label: object) -> bool:
         return label in self._channels

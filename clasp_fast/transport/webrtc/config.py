@@ -231,14 +231,9 @@ class WebRtcStats:
     clock: PeerClock | None = None
 
 
-#: The counter names of :class:`WebRtcStats` kept as plain ints while the connection runs
-#: (``messages_sent`` is the channels' sum: :meth:`Channels.messages_sent`).
+#: The counter names of :class:`WebRtcStats` the connection keeps as plain ints while it runs
+#: (the message and byte counts are its channels' sums: ``Channels.totals()``).
 COUNTERS = (
-    "bytes_sent",
-    "bytes_received",
-    "messages_received",
-    "datachannel_messages_sent",
-    "datachannel_messages_received",
     "decode_errors",
     "dropped_received",
     "ignored_signals",

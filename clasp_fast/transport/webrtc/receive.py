@@ -173,15 +173,13 @@ class WebRtcReceiver:
     def data_received(self, ch: Channel, data: bytes | str) -> None:
         """A DataChannel message from the peer on ``ch``."""
         try:
-            counters = self._counters
             self._heard()
-            counters["datachannel_messages_received"] += 1
+            ch.datachannel_messages_received += 1
             if isinstance(data, str):
                 self.report(DecodeError(f"text DataChannel message on {ch.spec.label!r}: CLASP travels as binary",
                                         0, "message"))
                 return
             size = len(data)
-            counters["bytes_received"] += size
             ch.bytes_received += size
             if ch.backlog:
                 # An earlier message of this channel is still being decoded: this one waits its turn.
@@ -222,7 +220,6 @@ class WebRtcReceiver:
             size = len(data)
             frames = count + len(errors) if end == size else frame_count(data)
             delivery = (self.peer, ch.spec.label, frames, size)
-        self._counters["messages_received"] += count
         ch.messages_received += count
         if count:
             self._deliver(messages, delivery)

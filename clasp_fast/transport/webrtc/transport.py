@@ -73,7 +73,7 @@ class WebRtcTransport:
                                          udp_batching=config.udp_batching)(config.rtc_configuration())
         self._busy_poll = busy_poll_for(loop, config.busy_poll)
         self._lifecycle.listeners.append(self._stop_busy_poll_when_ended)
-        self._channels = Channels(config, peer, self._counters, loop, check_open=self._check_open,
+        self._channels = Channels(config, peer, loop, check_open=self._check_open,
                                   on_error=self._channel_failed, on_closed=self._channel_closed,
                                   busy_poll=self._busy_poll)
         self.receiver = WebRtcReceiver(config, peer, self._counters, self._channels, self.errors, loop,
@@ -287,15 +287,16 @@ class WebRtcTransport:
 
     def stats(self) -> WebRtcStats:
         c = self._counters
+        totals = self._channels.totals()
         return WebRtcStats(
             state=self.state,
             selected_pair=self.selected_candidate_pair(),
-            bytes_sent=c["bytes_sent"],
-            bytes_received=c["bytes_received"],
-            messages_sent=self._channels.messages_sent(),
-            messages_received=c["messages_received"],
-            datachannel_messages_sent=c["datachannel_messages_sent"],
-            datachannel_messages_received=c["datachannel_messages_received"],
+            bytes_sent=totals["bytes_sent"],
+            bytes_received=totals["bytes_received"],
+            messages_sent=totals["messages_sent"],
+            messages_received=totals["messages_received"],
+            datachannel_messages_sent=totals["datachannel_messages_sent"],
+            datachannel_messages_received=totals["datachannel_messages_received"],
             decode_errors=c["decode_errors"],
             dropped_received=c["dropped_received"],
             rtt=self._liveness.rtt,
