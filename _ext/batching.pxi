@@ -122,15 +122,19 @@ cdef class Batcher:
         and a flush is scheduled if it holds anything (``flush_scheduled``). Else True: send
         ``take_left()`` when not None, then ``take()`` the batch if ``full``, else schedule its flush.
         """
-        cdef Py_ssize_t start = self.wb.len
         if self.left is not None:
             raise RuntimeError("add_item() before take_left() took the message pushed out of the batch")
-        if isinstance(item, (bytes, bytearray, memoryview)):
-            self.left = self._add_frame(item)
-        else:
-            encode_message_into(&self.wb, item, qos, None)  # leaves wb unchanged on error
-            self.left = self._settle(start)
+        self.left = self._add_item(item, qos)
         return self.left is not None or self._full() or (self.wb.len > 0 and not flush_scheduled)
+
+    cdef object _add_item(self, item, int qos):
+        # A bytes-like item is a complete frame, anything else a message; returns what _settle does.
+        cdef Py_ssize_t start
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            return self._add_frame(item)
+        start = self.wb.len
+        encode_message_into(&self.wb, item, qos, None)  # leaves wb unchanged on error
+        return self._settle(start)
 
     def take_left(self):
         """The message the last ``add_item()`` pushed out of the batch (None if none), once."""
@@ -146,7 +150,6 @@ cdef class Batcher:
         the items before it are in, and the EncodeError propagates.
         """
         cdef Py_ssize_t i = start
-        cdef Py_ssize_t before
         cdef object item, out
         if i < 0:
             raise IndexError(f"start must be >= 0, got {start}")
@@ -154,12 +157,7 @@ cdef class Batcher:
         while i < len(items):
             item = items[i]
             self.stopped_at = i
-            if isinstance(item, (bytes, bytearray, memoryview)):
-                out = self._add_frame(item)
-            else:
-                before = self.wb.len
-                encode_message_into(&self.wb, item, qos, None)
-                out = self._settle(before)
+            out = self._add_item(item, qos)
             i += 1
             if out is not None:
                 ready.append(out)
