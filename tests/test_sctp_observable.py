@@ -260,3 +260,45 @@ async def test_a_once_listener_hears_one_message_and_an_on_listener_every_one(fa
         assert once == [b"one"] and every == [b"two", b"three"]
     finally:
         await close_pair(o, a)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+async def test_bufferedamountlow_listeners_are_called_as_pyee_calls_them(fast):
+    # The fast path calls a single "bufferedamountlow" listener's handler itself (no emit()): a
+    # once listener hears one crossing, a coroutine handler runs, a failing handler's exception
+    # reaches "error" and the channel goes on.
+    o, a, (local,), (remote,) = await connect_pair(fast, True, [dict(label="r")])
+    try:
+        arrived: list[bytes] = []
+        remote.on("message", arrived.append)
+        once: list[int] = []
+        local.once("bufferedamountlow", lambda: once.append(local.bufferedAmount))
+        local.send(b"one")
+        await wait_until(lambda: once and local.bufferedAmount == 0, timeout=5)
+
+        ran: list[str] = []
+
+        async def handler() -> None:
+            await asyncio.sleep(0)
+            ran.append("coroutine")
+
+        local.on("bufferedamountlow", handler)
+        local.send(b"two")
+        await wait_until(lambda: ran == ["coroutine"], timeout=5)
+        local.remove_listener("bufferedamountlow", handler)
+
+        def failing() -> None:
+            raise RuntimeError("low handler failed")
+
+        errors: list[Exception] = []
+        local.on("error", errors.append)
+        local.on("bufferedamountlow", failing)
+        local.send(b"three")
+        await wait_until(lambda: errors, timeout=5)
+        local.send(b"four")  # crosses again: fails again
+        await wait_until(lambda: len(arrived) == 4 and len(errors) == 2, timeout=5)
+        assert once == [0]
+        assert [str(e) for e in errors] == ["low handler failed"] * 2
+        assert arrived == [b"one", b"two", b"three", b"four"] and local.bufferedAmount == 0
+    finally:
+        await close_pair(o, a)

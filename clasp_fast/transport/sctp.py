@@ -54,7 +54,7 @@ import functools
 import logging
 import time
 from collections import deque
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import aiortc
 from aiortc import RTCPeerConnection
@@ -278,23 +278,23 @@ def _emitter_table_works(emitter_class: Optional[type] = None) -> bool:
         return False
 
 
-#: The seam _emit_message reads (checked by missing_sctp_seams()).
+#: The seam _emit reads (checked by missing_sctp_seams()).
 EMITTER_TABLE = "pyee EventEmitter._events"
 _EMITTER_TABLE_WORKS = _emitter_table_works()
 
 
-def _emit_message(channel: RTCDataChannel, data: bytes) -> None:
-    """``channel.emit("message", data)`` as pyee's AsyncIOEventEmitter does it, calling a single
+def _emit(channel: RTCDataChannel, event: str, *args: Any) -> None:
+    """``channel.emit(event, *args)`` as pyee's AsyncIOEventEmitter does it, calling a single
     listener's handler directly (a ``once`` listener's wrapper removes it first): an exception goes
     to the channel's ``error`` event (raised when it has no listener), a coroutine or future it
     returns is run and its exception reported the same way."""
-    handlers = channel._events.get("message")  # seam (pyee): listener -> what emit() calls
+    handlers = channel._events.get(event)  # seam (pyee): listener -> what emit() calls
     if handlers is None or len(handlers) != 1:
-        channel.emit("message", data)
+        channel.emit(event, *args)
         return
     (call,) = handlers.values()
     try:
-        result = call(data)
+        result = call(*args)
     except Exception as error:
         channel.emit("error", error)
         return
@@ -823,7 +823,7 @@ class FastSctpTransport(RTCSctpTransport):
         channel = self._data_channels.get(stream_id)
         if channel is not None:
             try:
-                _emit_message(channel, data)
+                _emit(channel, "message", data)
             except Exception as error:
                 # An application's event handler raised: the packet's other messages come first.
                 self._handler_errors.append(error)
@@ -1163,13 +1163,19 @@ class FastSctpTransport(RTCSctpTransport):
             await self._transmit_reconfig()
 
     def _release_buffered(self, released: list) -> None:
+        # RTCDataChannel._addBufferedAmount(-amount), on the attribute bufferedAmount reads (seam)
+        # and with the event's one listener called directly, as _emit does for messages.
         for channel, amount in released:
-            try:
-                channel._addBufferedAmount(-amount)
-            except Exception as error:  # a "bufferedamountlow" handler raised
-                self._loop.call_exception_handler(
-                    {"message": "bufferedamountlow handler failed", "exception": error}
-                )
+            held = channel._RTCDataChannel__bufferedAmount
+            channel._RTCDataChannel__bufferedAmount = held - amount
+            threshold = channel.bufferedAmountLowThreshold
+            if held - amount <= threshold < held:
+                try:
+                    _emit(channel, "bufferedamountlow")
+                except Exception as error:  # a "bufferedamountlow" handler raised
+                    self._loop.call_exception_handler(
+                        {"message": "bufferedamountlow handler failed", "exception": error}
+                    )
 
     async def _send(
         self,

@@ -241,7 +241,7 @@ class Channel:
                 self.pump()
             if self.batcher.pending_size and (batch := self.batcher.take()) is not None:
                 self.send_now(batch)
-        if not self.full():
+        if not self.drained.is_set() and not self.full():
             self.drained.set()
 
     def _on_close(self) -> None:
