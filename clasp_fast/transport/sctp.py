@@ -54,7 +54,7 @@ import functools
 import logging
 import time
 from collections import deque
-from typing import Any, Callable, Optional, Union
+from typing import Callable, Optional, Union
 
 import aiortc
 from aiortc import RTCPeerConnection
@@ -278,28 +278,50 @@ def _emitter_table_works(emitter_class: Optional[type] = None) -> bool:
         return False
 
 
-#: The seam _emit reads (checked by missing_sctp_seams()).
+#: The seam _emit_message and _emit_buffered_amount_low read (checked by missing_sctp_seams()).
 EMITTER_TABLE = "pyee EventEmitter._events"
 _EMITTER_TABLE_WORKS = _emitter_table_works()
 
+# Both emit an event as pyee's AsyncIOEventEmitter does, calling a single listener's handler
+# directly (a ``once`` listener's wrapper removes it first): an exception goes to the channel's
+# ``error`` event (raised when it has no listener), a coroutine or future it returns is run and its
+# exception reported the same way. Two functions, not one with ``*args``: the message one runs
+# once per DataChannel message received.
 
-def _emit(channel: RTCDataChannel, event: str, *args: Any) -> None:
-    """``channel.emit(event, *args)`` as pyee's AsyncIOEventEmitter does it, calling a single
-    listener's handler directly (a ``once`` listener's wrapper removes it first): an exception goes
-    to the channel's ``error`` event (raised when it has no listener), a coroutine or future it
-    returns is run and its exception reported the same way."""
-    handlers = channel._events.get(event)  # seam (pyee): listener -> what emit() calls
+
+def _emit_message(channel: RTCDataChannel, data: bytes) -> None:
+    """``channel.emit("message", data)``."""
+    handlers = channel._events.get("message")  # seam (pyee): listener -> what emit() calls
     if handlers is None or len(handlers) != 1:
-        channel.emit(event, *args)
+        channel.emit("message", data)
         return
     (call,) = handlers.values()
     try:
-        result = call(*args)
+        result = call(data)
     except Exception as error:
         channel.emit("error", error)
         return
-    if result is None:
+    if result is not None:
+        _run_handler_result(channel, result)
+
+
+def _emit_buffered_amount_low(channel: RTCDataChannel) -> None:
+    """``channel.emit("bufferedamountlow")``."""
+    handlers = channel._events.get("bufferedamountlow")
+    if handlers is None or len(handlers) != 1:
+        channel.emit("bufferedamountlow")
         return
+    (call,) = handlers.values()
+    try:
+        result = call()
+    except Exception as error:
+        channel.emit("error", error)
+        return
+    if result is not None:
+        _run_handler_result(channel, result)
+
+
+def _run_handler_result(channel: RTCDataChannel, result: object) -> None:
     if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
         future = asyncio.ensure_future(result)
 
@@ -823,7 +845,7 @@ class FastSctpTransport(RTCSctpTransport):
         channel = self._data_channels.get(stream_id)
         if channel is not None:
             try:
-                _emit(channel, "message", data)
+                _emit_message(channel, data)
             except Exception as error:
                 # An application's event handler raised: the packet's other messages come first.
                 self._handler_errors.append(error)
@@ -1164,14 +1186,14 @@ class FastSctpTransport(RTCSctpTransport):
 
     def _release_buffered(self, released: list) -> None:
         # RTCDataChannel._addBufferedAmount(-amount), on the attribute bufferedAmount reads (seam)
-        # and with the event's one listener called directly, as _emit does for messages.
+        # and with the event's one listener called directly, as for messages.
         for channel, amount in released:
             held = channel._RTCDataChannel__bufferedAmount
             channel._RTCDataChannel__bufferedAmount = held - amount
             threshold = channel.bufferedAmountLowThreshold
             if held - amount <= threshold < held:
                 try:
-                    _emit(channel, "bufferedamountlow")
+                    _emit_buffered_amount_low(channel)
                 except Exception as error:  # a "bufferedamountlow" handler raised
                     self._loop.call_exception_handler(
                         {"message": "bufferedamountlow handler failed", "exception": error}
