@@ -322,6 +322,21 @@ def test_busy_poll_reaches_the_peers_config_and_the_table() -> None:
     assert "busy-poll" not in render_table(build_report({"p2p_batched": _raw(60_000, 800, 900, 40)}, META))
 
 
+def test_local_yield_reaches_the_peers_config_and_the_table() -> None:
+    from clasp_fast.bench.runner import BenchConfig, _Run
+    from clasp_fast.bench.worker import parse_args, webrtc_config
+
+    assert webrtc_config(parse_args(["sender", "--relay", "ws://127.0.0.1:1"])).yield_to_local_peer is True
+    args = parse_args(["sender", "--relay", "ws://127.0.0.1:1", "--no-local-yield"])
+    assert webrtc_config(args).yield_to_local_peer is False
+    assert "--no-local-yield" in _Run(BenchConfig(local_yield=False), None).worker_argv("a", "sender")
+    assert "--no-local-yield" not in _Run(BenchConfig(), None).worker_argv("a", "sender")
+    report = build_report({"p2p_batched": _raw(60_000, 800, 900, 40)}, {**META, "local_yield": False})
+    assert "do not yield to a local peer" in render_table(report).splitlines()[0]
+    assert "yield" not in render_table(build_report({"p2p_batched": _raw(60_000, 800, 900, 40)},
+                                                    {**META, "local_yield": True}))
+
+
 # -- pytest --benchmark-only output ---------------------------------------------------------------
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"

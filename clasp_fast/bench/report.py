@@ -231,7 +231,8 @@ def render_table(report: dict[str, Any], width: int | None = None) -> str:
         f"clasp_fast bench: {meta.get('network', '?')}, payload {meta.get('payload_bytes')} B "
         f"(CLASP frame {meta.get('frame_bytes')} B), {meta.get('duration_s')} s per phase"
         + (f", {meta['event_loop']} event loop" if meta.get("event_loop", "asyncio") != "asyncio" else "")
-        + (f", P2P peers busy-poll {meta['busy_poll_ms']:g} ms" if meta.get("busy_poll_ms") else ""),
+        + (f", P2P peers busy-poll {meta['busy_poll_ms']:g} ms" if meta.get("busy_poll_ms") else "")
+        + (", P2P peers do not yield to a local peer" if meta.get("local_yield") is False else ""),
         f"latency: {meta.get('latency_method', '?')}; ×N = P2P ÷ relay for that figure "
         "(throughput: higher is better; latency, set-up: lower is better)",
     ]

@@ -57,6 +57,7 @@ class BenchConfig:
     lan: bool = False
     loop: str = "asyncio"          # every worker's event loop: "asyncio" or "uvloop"
     busy_poll_ms: float = 0.0      # the P2P peers' WebRtcConfig.busy_poll, in ms (0: off)
+    local_yield: bool = True       # the P2P peers' WebRtcConfig.yield_to_local_peer
     timeout: float = 115.0         # hard bound on the whole run (s)
     floor_msgs_per_s: float = 10_000.0
     floor_p99_ms: float = 10.0
@@ -243,6 +244,8 @@ class _Run:
         argv = [sys.executable, "-m", "clasp_fast.bench.worker", role, *args, "--loop", self.config.loop]
         if self.config.busy_poll_ms:
             argv += ["--busy-poll", f"{self.config.busy_poll_ms / 1000:g}"]
+        if not self.config.local_yield:
+            argv.append("--no-local-yield")
         return self.namespaces.command(side, argv) if self.namespaces is not None else argv
 
     async def spawn(self, name: str, side: str, role: str, *args: str) -> Worker:
@@ -338,6 +341,7 @@ async def run_bench(config: BenchConfig, *, live_pids: list[int] | None = None) 
         "relay": config.relay_url or "embedded (clasp_fast.relay, queue_size 100000)",
         "event_loop": config.loop,
         "busy_poll_ms": config.busy_poll_ms,
+        "local_yield": config.local_yield,
         "payload_bytes": config.size,
         "frame_bytes": next((r["frame_bytes"] for r in results.values() if r and "frame_bytes" in r), None),
         "duration_s": config.duration,

@@ -122,6 +122,7 @@ def webrtc_config(args: argparse.Namespace):
         high_water_mark=SEND_HIGH_WATER,
         connection_timeout=args.timeout,
         busy_poll=args.busy_poll,
+        yield_to_local_peer=not args.no_local_yield,
     )
 
 
@@ -365,6 +366,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", default="v", help="fanout-viewers: name prefix of its viewers")
     parser.add_argument("--loop", choices=EVENT_LOOPS, default="asyncio", help="the event loop to run on")
     parser.add_argument("--busy-poll", type=float, default=0.0, help="peers: WebRtcConfig.busy_poll (s)")
+    parser.add_argument("--no-local-yield", action="store_true",
+                        help="peers: WebRtcConfig.yield_to_local_peer=False")
     args = parser.parse_args(argv)
     if args.size < HEADER_SIZE:
         parser.error(f"--size must be at least {HEADER_SIZE} bytes (stamp, phase and sequence)")

@@ -59,6 +59,9 @@ def add_bench(subparsers) -> None:
     p.add_argument("--busy-poll", type=types.non_negative_float, default=0.0, metavar="MS",
                    help="the P2P paths' peers keep their event loop polling for MS ms after each message "
                         "(WebRtcConfig.busy_poll): lower latency for a core each; default 0, off")
+    p.add_argument("--no-local-yield", action="store_true",
+                   help="the P2P paths' peers do not give the CPU up after a message that leaves at once "
+                        "(WebRtcConfig.yield_to_local_peer=False), to compare")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="draw the latency distributions (needs matplotlib)")
     p.add_argument("--verify", action="store_true", help="exit 1 when a floor is missed")
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         config = BenchConfig(
             paths=args.paths,
             duration=duration, rate=args.rate, load_rate=args.load_rate, size=args.size,
-            relay_url=args.relay, lan=args.lan, loop=args.loop, busy_poll_ms=args.busy_poll, timeout=timeout,
+            relay_url=args.relay, lan=args.lan, loop=args.loop, busy_poll_ms=args.busy_poll,
+            local_yield=not args.no_local_yield, timeout=timeout,
             scenarios=args.scenarios, conflation_rate=args.conflation_rate,
             floor_msgs_per_s=args.floor_msgs, floor_p99_ms=args.floor_p99_ms,
             progress=None if args.quiet else sys.stderr)

@@ -40,6 +40,7 @@ missing; then the connection keeps aiortc's path and the reason is logged.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import sys
@@ -173,6 +174,7 @@ class DataPlane:
         self.send_calls = 0
         self.datagrams_sent = 0
         self._highest_read: Optional[int] = None
+        self._locality: tuple[Any, bool] = (None, False)  # (nominated pair, its peer on this host)
         self._readers: list[BatchReader] = []
         self._batch_sockets: dict[Any, UdpBatchSocket] = {}
         self._corked = 0
@@ -411,6 +413,15 @@ class DataPlane:
         if task is not None:
             task.cancel()  # its ``finally`` marks the DTLS transport closed
 
+    def peer_on_this_host(self) -> bool:
+        """Whether the nominated ICE pair's remote end is on this machine (see :func:`same_host`)."""
+        pair = self.connection._nominated.get(1)
+        known, local = self._locality
+        if pair is not known:
+            local = pair is not None and same_host(pair.protocol.local_candidate.host, pair.remote_addr[0])
+            self._locality = (pair, local)
+        return local
+
     # -- sending --------------------------------------------------------------------------------
 
     async def send_data(self, data: bytes) -> None:
@@ -597,6 +608,18 @@ def install(sctp: Any, *, fast_dtls: bool = True, udp_batching: bool = True) -> 
     plane = DataPlane(sctp, dtls.transport._connection, fast_dtls=fast_dtls, udp_batching=udp_batching)
     plane._install()
     return plane
+
+
+def same_host(local_host: str, remote_host: str) -> bool:
+    """Whether datagrams from ``local_host`` to ``remote_host`` (IP literals) stay on this machine:
+    the remote address is a loopback address, or it is the local address itself."""
+    try:
+        remote = ipaddress.ip_address(remote_host.split("%", 1)[0])
+        if remote.is_loopback:
+            return True
+        return remote == ipaddress.ip_address(local_host.split("%", 1)[0])
+    except ValueError:  # a name, not an address: not known to be local
+        return False
 
 
 def _path_datagram_limit(pair: Any) -> Optional[int]:

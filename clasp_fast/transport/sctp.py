@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import logging
 import time
 from collections import deque
@@ -218,7 +219,8 @@ class SctpStats:
     ``data_chunks_dropped``: DATA not accepted (receive window used up, or too far ahead; the
     sender resends it). ``messages_refused``: messages over the advertised maximum message size.
     ``loss_probes``: chunks sent again because no SACK came back in time (see
-    :meth:`FastSctpTransport._loss_probe_due`).
+    :meth:`FastSctpTransport._loss_probe_due`). ``yields``: messages that left at once to a peer
+    on this host, after which the CPU was given up (``yield_to_local_peer``).
     """
 
     packets_sent: int
@@ -232,6 +234,7 @@ class SctpStats:
     data_chunks_dropped: int
     messages_refused: int
     loss_probes: int
+    yields: int
 
     __slots__ = (
         "packets_sent",
@@ -245,6 +248,7 @@ class SctpStats:
         "data_chunks_dropped",
         "messages_refused",
         "loss_probes",
+        "yields",
     )
 
     def __init__(self) -> None:
@@ -332,6 +336,10 @@ def _run_handler_result(channel: RTCDataChannel, result: object) -> None:
         future.add_done_callback(reported)
 
 
+#: os.sched_yield where the platform has it (not on Windows).
+_sched_yield: Optional[Callable[[], None]] = getattr(os, "sched_yield", None)
+
+
 def _tsn_add(tsn: int, n: int) -> int:
     return (tsn + n) & 0xFFFFFFFF
 
@@ -382,6 +390,10 @@ class FastSctpTransport(RTCSctpTransport):
     compiled_receive: bool = True
     fast_dtls: bool = True
     udp_batching: bool = True
+    #: After a message that leaves at once (nothing in flight) toward a peer on this host, give
+    #: the CPU up (``os.sched_yield``): Linux wakes the receiving process on the sender's CPU and
+    #: otherwise runs it only once the sender sleeps (docs/data-plane.md, twelfth step).
+    yield_to_local_peer: bool = True
     #: The connection's data plane once started (None: aiortc's path below SCTP).
     data_plane: Optional[fast_path.DataPlane] = None
     # True while the data plane hands over one received batch (one SACK answers all of it).
@@ -1140,6 +1152,11 @@ class FastSctpTransport(RTCSctpTransport):
             # Nothing in flight or queued: this message leaves now. Messages sent while it is
             # unacknowledged are bundled at the end of the loop iteration.
             fast_path.run_now(self._data_channel_flush(inside_send=True), self._loop)
+            plane = self.data_plane
+            if (self.yield_to_local_peer and _sched_yield is not None and plane is not None
+                    and plane.peer_on_this_host()):
+                _sched_yield()
+                self.stats.yields += 1
         else:
             self._flush_handle = self._loop.call_soon(self._flush_due)
 
@@ -1354,8 +1371,10 @@ class FastPeerConnection(RTCPeerConnection):
     version outside :data:`TESTED_AIORTC_VERSIONS`.
     """
 
-    def __init__(self, *args, fast_dtls: bool = True, udp_batching: bool = True, **kwargs) -> None:
-        self._fast_options = {"fast_dtls": fast_dtls, "udp_batching": udp_batching}
+    def __init__(self, *args, fast_dtls: bool = True, udp_batching: bool = True,
+                 yield_to_local_peer: bool = True, **kwargs) -> None:
+        self._fast_options = {"fast_dtls": fast_dtls, "udp_batching": udp_batching,
+                              "yield_to_local_peer": yield_to_local_peer}
         super().__init__(*args, **kwargs)
         if fast_dtls:
             # The record layer's one-time set-up (~7 ms: finding this process's OpenSSL and a
@@ -1449,16 +1468,17 @@ def _read_max_packet(sdp: str) -> Optional[int]:
     return None
 
 
-def peer_connection_class(fast_sctp: bool, *, fast_dtls: bool = True,
-                          udp_batching: bool = True) -> Callable[..., RTCPeerConnection]:
-    """The peer connection class (or factory) for ``WebRtcConfig.fast_sctp``, ``fast_dtls`` and
-    ``udp_batching``."""
+def peer_connection_class(fast_sctp: bool, *, fast_dtls: bool = True, udp_batching: bool = True,
+                          yield_to_local_peer: bool = True) -> Callable[..., RTCPeerConnection]:
+    """The peer connection class (or factory) for ``WebRtcConfig.fast_sctp``, ``fast_dtls``,
+    ``udp_batching`` and ``yield_to_local_peer``."""
     if not fast_sctp:
         return RTCPeerConnection
     missing = missing_sctp_seams()
     if missing:
         _log_fallback("missing " + ", ".join(missing))
         return RTCPeerConnection
-    if fast_dtls and udp_batching:
+    if fast_dtls and udp_batching and yield_to_local_peer:
         return FastPeerConnection
-    return functools.partial(FastPeerConnection, fast_dtls=fast_dtls, udp_batching=udp_batching)
+    return functools.partial(FastPeerConnection, fast_dtls=fast_dtls, udp_batching=udp_batching,
+                             yield_to_local_peer=yield_to_local_peer)

@@ -133,6 +133,9 @@ class WebRtcConfig:
     # (fast_dtls) and many UDP datagrams per system call (udp_batching).
     fast_dtls: bool = True
     udp_batching: bool = True
+    # With fast_sctp: after a message that leaves at once to a peer on this host, give the CPU up
+    # so the receiving process runs first (docs/data-plane.md).
+    yield_to_local_peer: bool = True
     # Latest-value conflation of the default channels (docs/streams.md).
     conflate: list[str] = field(default_factory=list)
     conflation_fence: Fence = "address"

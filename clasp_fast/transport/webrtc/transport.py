@@ -70,7 +70,8 @@ class WebRtcTransport:
         self._lifecycle = Lifecycle(self._tasks.notify)
         # Seam (data plane): the fast SCTP path's options.
         self._pc = peer_connection_class(config.fast_sctp, fast_dtls=config.fast_dtls,
-                                         udp_batching=config.udp_batching)(config.rtc_configuration())
+                                         udp_batching=config.udp_batching,
+                                         yield_to_local_peer=config.yield_to_local_peer)(config.rtc_configuration())
         self._busy_poll = busy_poll_for(loop, config.busy_poll)
         self._lifecycle.listeners.append(self._stop_busy_poll_when_ended)
         self._channels = Channels(config, peer, loop, check_open=self._check_open,
