@@ -302,3 +302,32 @@ async def test_bufferedamountlow_listeners_are_called_as_pyee_calls_them(fast):
         assert arrived == [b"one", b"two", b"three", b"four"] and local.bufferedAmount == 0
     finally:
         await close_pair(o, a)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+async def test_text_empty_and_binary_messages_in_one_packet_arrive_in_order(fast):
+    # The fast receiver hands binary messages up at once and the rest (text, empty: other PPIDs)
+    # through aiortc's _receive; in one packet they keep their order, and a handler failing after
+    # a text message reaches "error" once the packet's other messages were delivered.
+    o, a, (local,), (remote,) = await connect_pair(True, fast, [dict(label="r")])
+    try:
+        got: list[object] = []
+        errors: list[Exception] = []
+
+        def on_message(message: object) -> None:
+            got.append(message)
+            if message == b"boom":
+                raise RuntimeError("handler failed")
+
+        remote.on("message", on_message)
+        remote.on("error", errors.append)
+        local.send(b"first")  # leaves at once; the rest are bundled into one packet
+        sent = [b"a", "text", b"b", b"", "", b"boom", b"c", "é"]
+        for message in sent:
+            local.send(message)
+        await wait_until(lambda: len(got) == 1 + len(sent), timeout=5)
+        assert got == [b"first", *sent]
+        assert [str(e) for e in errors] == ["handler failed"]
+        assert a.connectionState == "connected"
+    finally:
+        await close_pair(o, a)

@@ -288,7 +288,7 @@ class DataPlane:
                 dtls._RTCDtlsTransport__rx_bytes += size
                 dtls._RTCDtlsTransport__rx_packets += count
             if messages:
-                run_now(sctp._deliver(messages), self.loop, self._receive_failed)
+                sctp.deliver(messages, self._receive_failed)
                 messages = []
             if rest_chunks is not None:
                 run_now(sctp._handle_chunks(rest_chunks, True), self.loop, self._receive_failed)

@@ -562,12 +562,36 @@ class FastSctpTransport(RTCSctpTransport):
                 self._sack_handle = self._loop.call_soon(self._sack_due, 1)
         self._raise_handler_error()
 
-    async def _deliver(self, messages: list[tuple[int, int, bytes]]) -> None:
-        """Hand up messages the compiled receive path completed (``_sctp.receive_datagrams``)."""
+    def deliver(self, messages: list[tuple[int, int, bytes]],
+                on_error: Callable[[Exception], None]) -> None:
+        """Hand up messages the compiled receive path completed (``_sctp.receive_datagrams``).
+
+        Binary messages within the size limit (``_receive``'s common case) go up at once, without a
+        coroutine; from the first other one on, aiortc's ``_receive`` takes them in a coroutine.
+        The first exception an application handler raised goes to ``on_error`` once every message
+        was handed up (a ConnectionError is dropped: the transport is closing), as
+        ``fast_path.run_now`` reports it.
+        """
         limit = self._max_receive_size
-        for stream_id, pp_id, data in messages:
+        for index, (stream_id, pp_id, data) in enumerate(messages):
+            if pp_id != _BINARY or len(data) > limit:
+                fast_path.run_now(self._deliver(messages, index), self._loop, on_error)
+                return
+            self._hand_up(stream_id, data)
+        if self._handler_errors:
+            try:
+                self._raise_handler_error()
+            except ConnectionError:
+                pass
+            except Exception as error:
+                on_error(error)
+
+    async def _deliver(self, messages: list[tuple[int, int, bytes]], start: int = 0) -> None:
+        limit = self._max_receive_size
+        for index in range(start, len(messages)):
+            stream_id, pp_id, data = messages[index]
             if pp_id == _BINARY and len(data) <= limit:
-                self._hand_up(stream_id, data)  # _receive's common case, without a coroutine per message
+                self._hand_up(stream_id, data)
             else:
                 await self._receive(stream_id, pp_id, data)
         self._raise_handler_error()

@@ -12,7 +12,7 @@ from aiortc.sdp import candidate_to_sdp
 
 from ...clock import PeerClock
 from ...errors import ProtocolError, TransportError
-from ...runtime.busy_poll import busy_poll_for
+from ...runtime.busy_poll import NO_BUSY_POLL, busy_poll_for
 from ...runtime.sink import ErrorCallback, ErrorSink
 from ...runtime.tasks import TaskSet
 from ...wire.protocol import KEEPALIVE_FEATURE
@@ -365,7 +365,8 @@ class WebRtcTransport:
 
     def _heard(self) -> None:
         self._liveness.last_received = time.monotonic()
-        self._busy_poll.touch()
+        if self._busy_poll is not NO_BUSY_POLL:
+            self._busy_poll.touch()
 
     def _stop_busy_poll_when_ended(self, state: str) -> None:
         if state in ("closed", "failed"):
