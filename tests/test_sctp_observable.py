@@ -311,15 +311,8 @@ async def test_text_empty_and_binary_messages_in_one_packet_arrive_in_order(fast
     # a text message reaches "error" once the packet's other messages were delivered.
     o, a, (local,), (remote,) = await connect_pair(True, fast, [dict(label="r")])
     try:
-        got: list[object] = []
+        got = _handler_failing_on_boom(remote)
         errors: list[Exception] = []
-
-        def on_message(message: object) -> None:
-            got.append(message)
-            if message == b"boom":
-                raise RuntimeError("handler failed")
-
-        remote.on("message", on_message)
         remote.on("error", errors.append)
         local.send(b"first")  # leaves at once; the rest are bundled into one packet
         sent = [b"a", "text", b"b", b"", "", b"boom", b"c", "é"]
