@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 
 import pytest
 
+from clasp_fast import fast_path
 from clasp_fast.fast_path import same_host
 from clasp_fast.messages import Publish
 
@@ -57,6 +59,33 @@ async def test_a_message_that_leaves_at_once_to_a_local_peer_yields_once():
         assert sctp.stats.yields == before + 2
         await wait_until(lambda: len(arrived) == 11, timeout=5)
         assert arrived[1:] == [bytes([i]) * 10 for i in range(10)]
+    finally:
+        await close_pair(o, a)
+
+
+async def test_the_yield_comes_once_the_packet_is_in_the_peers_socket(monkeypatch):
+    # What the receiver needs is there before the sender gives the CPU up; the sender's timers
+    # and bookkeeping come after.
+    o, a, (local,), (remote,) = await connect_pair(True, True, [dict(label="r")])
+    try:
+        arrived: list[bytes] = []
+        remote.on("message", arrived.append)
+        pair = a.sctp.transport.transport._connection._nominated[1]
+        peer_socket = pair.protocol.transport.get_extra_info("socket")
+        seen: list[tuple[bool, bool]] = []
+        real_yield = fast_path._sched_yield
+
+        def recording_yield() -> None:
+            readable = bool(select.select([peer_socket], [], [], 0)[0])
+            seen.append((readable, o.sctp._t3_handle is None))
+            real_yield()
+
+        monkeypatch.setattr(fast_path, "_sched_yield", recording_yield)
+        await _idle(o.sctp)
+        local.send(b"x")
+        assert seen == [(True, True)]
+        assert o.sctp._t3_handle is not None  # started once the packet had left
+        await wait_until(lambda: arrived == [b"x"], timeout=5)
     finally:
         await close_pair(o, a)
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 import sys
 from typing import Any, Callable, Coroutine, Optional
@@ -77,6 +78,9 @@ _DTLS_COUNTERS = ("_RTCDtlsTransport__rx_bytes", "_RTCDtlsTransport__rx_packets"
 logger = logging.getLogger(__name__)
 
 ErrorHandler = Callable[[Exception], None]
+
+#: os.sched_yield where the platform has it (not on Windows).
+_sched_yield: Optional[Callable[[], None]] = getattr(os, "sched_yield", None)
 
 
 def run_now(
@@ -175,6 +179,9 @@ class DataPlane:
         self.datagrams_sent = 0
         self._highest_read: Optional[int] = None
         self._locality: tuple[Any, bool] = (None, False)  # (nominated pair, its peer on this host)
+        #: Give the CPU up after the next send (set by FastSctpTransport around a message that
+        #: leaves at once toward a peer on this host: yield_to_local_peer).
+        self.yield_after_send = False
         self._readers: list[BatchReader] = []
         self._batch_sockets: dict[Any, UdpBatchSocket] = {}
         self._corked = 0
@@ -414,7 +421,10 @@ class DataPlane:
             task.cancel()  # its ``finally`` marks the DTLS transport closed
 
     def peer_on_this_host(self) -> bool:
-        """Whether the nominated ICE pair's remote end is on this machine (see :func:`same_host`)."""
+        """Whether the nominated ICE pair's remote end is on this machine (see :func:`same_host`);
+        False where the platform cannot give the CPU up (no ``os.sched_yield``)."""
+        if _sched_yield is None:
+            return False
         pair = self.connection._nominated.get(1)
         known, local = self._locality
         if pair is not known:
@@ -518,6 +528,11 @@ class DataPlane:
         # What the kernel did not take (socket buffer full): asyncio's transport queues it.
         for record in records[sent:] if sent else records:
             transport.sendto(record, address)
+        if self.yield_after_send:
+            # The receiving process, on this host, was woken on this CPU: let it run now.
+            self.yield_after_send = False
+            _sched_yield()  # type: ignore[misc]  # set only where the platform has it
+            self.sctp.stats.yields += 1
 
     def _batch_socket(self, transport: Any) -> Optional[UdpBatchSocket]:
         """The batch sender on ``transport``'s socket; None while the event loop still queues earlier

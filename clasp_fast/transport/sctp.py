@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import logging
 import time
 from collections import deque
@@ -334,10 +333,6 @@ def _run_handler_result(channel: RTCDataChannel, result: object) -> None:
                 channel.emit("error", done.exception())
 
         future.add_done_callback(reported)
-
-
-#: os.sched_yield where the platform has it (not on Windows).
-_sched_yield: Optional[Callable[[], None]] = getattr(os, "sched_yield", None)
 
 
 def _tsn_add(tsn: int, n: int) -> int:
@@ -1175,12 +1170,13 @@ class FastSctpTransport(RTCSctpTransport):
         ):
             # Nothing in flight or queued: this message leaves now. Messages sent while it is
             # unacknowledged are bundled at the end of the loop iteration.
-            fast_path.run_now(self._data_channel_flush(inside_send=True), self._loop)
             plane = self.data_plane
-            if (self.yield_to_local_peer and _sched_yield is not None and plane is not None
-                    and plane.peer_on_this_host()):
-                _sched_yield()
-                self.stats.yields += 1
+            if plane is not None and self.yield_to_local_peer and plane.peer_on_this_host():
+                plane.yield_after_send = True  # once this message's packet is on the wire
+                fast_path.run_now(self._data_channel_flush(inside_send=True), self._loop)
+                plane.yield_after_send = False
+            else:
+                fast_path.run_now(self._data_channel_flush(inside_send=True), self._loop)
         else:
             self._flush_handle = self._loop.call_soon(self._flush_due)
 
@@ -1218,10 +1214,12 @@ class FastSctpTransport(RTCSctpTransport):
                 # and what it sends leaves in this transmit.
                 self._release_buffered(released)
                 released = []
-        if released:
-            self._loop.call_soon(self._release_buffered, released)
-        if not self._in_sack_handling:
-            await self._transmit()
+        try:
+            if not self._in_sack_handling:
+                await self._transmit()
+        finally:
+            if released:  # after the packets left (see _transmit)
+                self._loop.call_soon(self._release_buffered, released)
         if self._reconfig_queue:  # streams to reset once their pending messages went out
             await self._transmit_reconfig()
 
@@ -1301,7 +1299,7 @@ class FastSctpTransport(RTCSctpTransport):
         self._acked_bytes = 0
         cwnd = min(self._flight_size + burst, self._cwnd)
         bundler = _sctp.Bundler(self._max_packet - _sctp.COMMON_HEADER_LENGTH, control)
-        blocked = False
+        blocked = new_data = False
 
         if self._retransmit_scan:
             self._retransmit_scan = False
@@ -1348,27 +1346,33 @@ class FastSctpTransport(RTCSctpTransport):
                 chunk._sent_count += 1
                 chunk._sent_time = now
                 bundler.add(chunk)
-            if sent_queue and not self._t3_handle:
-                self._t3_start()
+            new_data = True
 
         packets = bundler.finish()
-        if not self._loss_probe_waiting and self._sent_queue:
-            self._loss_probe_waiting = True
-            if self._loss_probe_handle is None:
-                self._arm_loss_probe()
+        # The timers are set once the packets have left: toward a peer on this host the receiver
+        # may run before the rest of this (yield_to_local_peer), so nothing waits for them.
+        try:
+            plane = self.data_plane
+            if plane is not None and self.transport.__dict__.get("_send_data") is plane.send_hook:
+                # One call for the whole transmit: the records leave together (one system call).
+                sent = plane.send_sctp_packets(self._local_port, self._remote_port,
+                                               self._remote_verification_tag, packets)
+                self.stats.data_chunks_sent += sent
+                self.stats.packets_sent += len(packets)
             else:
-                self._last_sack_at = self._loop.time()  # the wait starts now; the timer waits for it
-        plane = self.data_plane
-        if plane is not None and self.transport.__dict__.get("_send_data") is plane.send_hook:
-            # One call for the whole transmit: the records leave together (one system call).
-            sent = plane.send_sctp_packets(self._local_port, self._remote_port,
-                                           self._remote_verification_tag, packets)
-            self.stats.data_chunks_sent += sent
-            self.stats.packets_sent += len(packets)
-            return
-        for control, chunks in packets:
-            self.stats.data_chunks_sent += len(chunks)
-            await self._send_packet(control, chunks)
+                for control, chunks in packets:
+                    self.stats.data_chunks_sent += len(chunks)
+                    await self._send_packet(control, chunks)
+        finally:
+            if self._sent_queue:
+                if new_data and not self._t3_handle:
+                    self._t3_start()
+                if not self._loss_probe_waiting:
+                    self._loss_probe_waiting = True
+                    if self._loss_probe_handle is None:
+                        self._arm_loss_probe()
+                    else:
+                        self._last_sack_at = self._loop.time()  # the wait starts now; the timer waits for it
 
     # -- lifecycle ---------------------------------------------------------------------------
 
