@@ -28,6 +28,8 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "sched_yield"), reason="no os.sc
     ("::1", "::1", True),
     ("192.0.2.7", "192.0.2.7", True),  # this host's own address: the kernel keeps it local
     ("fe80::1%eth0", "fe80::1%eth0", True),
+    ("192.0.2.7", "::ffff:127.0.0.1", True),  # an IPv4-mapped loopback address
+    ("::ffff:192.0.2.7", "192.0.2.7", True),
     ("192.0.2.7", "192.0.2.8", False),
     ("2001:db8::1", "2001:db8::2", False),
     ("192.0.2.7", "peer.local", False),  # a name: not known to be local

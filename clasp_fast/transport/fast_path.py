@@ -45,7 +45,7 @@ import logging
 import os
 import socket
 import sys
-from typing import Any, Callable, Coroutine, Optional
+from typing import Any, Callable, Coroutine, Optional, Union
 
 from aioice import Connection
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
@@ -629,12 +629,21 @@ def same_host(local_host: str, remote_host: str) -> bool:
     """Whether datagrams from ``local_host`` to ``remote_host`` (IP literals) stay on this machine:
     the remote address is a loopback address, or it is the local address itself."""
     try:
-        remote = ipaddress.ip_address(remote_host.split("%", 1)[0])
+        remote = _unmapped(ipaddress.ip_address(remote_host.split("%", 1)[0]))
         if remote.is_loopback:
             return True
-        return remote == ipaddress.ip_address(local_host.split("%", 1)[0])
+        return remote == _unmapped(ipaddress.ip_address(local_host.split("%", 1)[0]))
     except ValueError:  # a name, not an address: not known to be local
         return False
+
+
+_Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def _unmapped(address: _Address) -> _Address:
+    # ::ffff:127.0.0.1 is 127.0.0.1 (Python before 3.13 does not call it loopback).
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
 
 
 def _path_datagram_limit(pair: Any) -> Optional[int]:
