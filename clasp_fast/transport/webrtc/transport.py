@@ -287,21 +287,12 @@ class WebRtcTransport:
         )
 
     def stats(self) -> WebRtcStats:
-        c = self._counters
-        totals = self._channels.totals()
         return WebRtcStats(
             state=self.state,
             selected_pair=self.selected_candidate_pair(),
-            bytes_sent=totals["bytes_sent"],
-            bytes_received=totals["bytes_received"],
-            messages_sent=totals["messages_sent"],
-            messages_received=totals["messages_received"],
-            datachannel_messages_sent=totals["datachannel_messages_sent"],
-            datachannel_messages_received=totals["datachannel_messages_received"],
-            decode_errors=c["decode_errors"],
-            dropped_received=c["dropped_received"],
+            **self._channels.totals(),  # CHANNEL_COUNTS, by field name
+            **self._counters,  # COUNTERS, by field name
             rtt=self._liveness.rtt,
-            ignored_signals=c["ignored_signals"],
             conflated=sum(channel.conflated for channel in self._channels),
             clock=self._liveness.clock,
         )
