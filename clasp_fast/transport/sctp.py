@@ -558,7 +558,7 @@ class FastSctpTransport(RTCSctpTransport):
         self._raise_handler_error()
 
     def deliver(self, messages: list[tuple[int, int, bytes]],
-                on_error: Callable[[Exception], None]) -> None:
+                on_error: fast_path.ErrorHandler) -> None:
         """Hand up messages the compiled receive path completed (``_sctp.receive_datagrams``).
 
         Binary messages within the size limit (``_receive``'s common case) go up at once, without a
