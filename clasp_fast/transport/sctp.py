@@ -1182,7 +1182,9 @@ class FastSctpTransport(RTCSctpTransport):
 
     def _flush_due(self) -> None:
         self._flush_handle = None
-        if self._association_state == _ESTABLISHED:
+        # A SACK handled since the flush was scheduled sent the queue already (under load, about
+        # every other time): nothing is left for this flush then.
+        if (self._data_channel_queue or self._outbound_queue) and self._association_state == _ESTABLISHED:
             fast_path.run_now(self._data_channel_flush(), self._loop)
 
     async def _data_channel_flush(self, inside_send: bool = False) -> None:
