@@ -81,6 +81,33 @@ def test_payload_carries_stamp_phase_and_sequence_padded_to_size() -> None:
     assert len(make_payload(HEADER_SIZE, 0, 0)) == HEADER_SIZE
 
 
+def test_payload_sequence_wraps_at_32_bits_and_large_payloads_are_zero_padded() -> None:
+    value = make_payload(60_000, 1, 2**32 + 5)
+    assert len(value) == 60_000
+    assert read_payload(value)[1] == 1  # type: ignore[index]
+    assert value[9:13] == (5).to_bytes(4, "big")
+    assert value[HEADER_SIZE:] == bytes(60_000 - HEADER_SIZE)
+
+
+async def test_the_sender_loop_sends_payloads_of_the_phase_size() -> None:
+    values: list[bytes] = []
+
+    async def send_one(message, **options) -> None:
+        values.append(message.value)
+
+    async def send_group(messages) -> None:
+        values.extend(message.value for message in messages)
+
+    command = {"phase": 4, "rate": 0, "duration": 30.0, "max_count": 70}
+    await send_phase(send_one, 100, command, reliable=True)
+    await send_phase(send_one, 100, command, send_group, reliable=True)
+    assert len(values) == 140
+    for index, value in enumerate(values):
+        assert len(value) == 100 and value[HEADER_SIZE:] == bytes(100 - HEADER_SIZE)
+        assert read_payload(value)[1] == 4  # type: ignore[index]
+        assert int.from_bytes(value[9:13], "big") == index % 70
+
+
 @pytest.mark.parametrize("value", [None, b"short", "a string of some length", 12345])
 def test_read_payload_ignores_foreign_values(value) -> None:
     assert read_payload(value) is None
