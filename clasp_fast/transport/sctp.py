@@ -121,6 +121,12 @@ LOSS_PROBE_MIN = 0.005
 LOSS_PROBE_DELAYED_SACK = 0.2
 # The probe timer looks again at least this often (the round-trip estimate may have changed).
 LOSS_PROBE_RECHECK = 0.05
+#: New data queued while earlier data is unacknowledged waits for the SACK that acknowledges it
+#: (whose handling sends it, with whatever else was queued by then: fewer, fuller packets under
+#: load, as Nagle's rule), but for at most this many more loop iterations and FLUSH_HOLD seconds:
+#: a peer that delays its SACK, or a slow event loop, holds it back no longer than that.
+FLUSH_HOLD_ITERATIONS = 3
+FLUSH_HOLD = 0.0005
 # A timer that fires this close to its deadline counts as on time (uvloop rounds timers to whole
 # milliseconds, so they may fire up to half of one early).
 TIMER_SLACK = 0.001
@@ -1178,9 +1184,13 @@ class FastSctpTransport(RTCSctpTransport):
             else:
                 fast_path.run_now(self._data_channel_flush(inside_send=True), self._loop)
         else:
-            self._flush_handle = self._loop.call_soon(self._flush_due)
+            loop = self._loop
+            self._flush_handle = loop.call_soon(self._flush_due, FLUSH_HOLD_ITERATIONS, loop.time() + FLUSH_HOLD)
 
-    def _flush_due(self) -> None:
+    def _flush_due(self, hold: int = 0, until: float = 0.0) -> None:
+        if hold and self._data_channel_queue and self._sent_queue and self._loop.time() < until:
+            self._flush_handle = self._loop.call_soon(self._flush_due, hold - 1, until)
+            return
         self._flush_handle = None
         # A SACK handled since the flush was scheduled sent the queue already (under load, about
         # every other time): nothing is left for this flush then.
