@@ -14,7 +14,7 @@ import pytest
 
 from clasp_fast import sctp
 
-from tests.sctp_pair import close_pair, connect_pair, wait_until
+from tests.sctp_pair import FaultyLink, close_pair, connect_pair, wait_until
 
 
 async def _iterations(count: int) -> None:
@@ -51,13 +51,7 @@ async def test_messages_queued_behind_unacknowledged_data_share_one_packet(monke
 async def test_without_a_sack_held_data_leaves_after_the_iteration_bound(monkeypatch):
     monkeypatch.setattr(sctp, "FLUSH_HOLD", 30.0)
     o, a, (local,), (remote,) = await connect_pair(True, True, [dict(label="r")])
-    answerer_dtls = a.sctp.transport
-    real_send = answerer_dtls._send_data
-
-    async def swallow(data: bytes) -> None:
-        pass  # the answerer's SACKs never reach the sender
-
-    answerer_dtls._send_data = swallow
+    sacks = FaultyLink(a, seed=1, loss=1.0)  # the answerer's SACKs never reach the sender
     try:
         got = _deliveries(remote)
         stats = o.sctp.stats
@@ -70,20 +64,14 @@ async def test_without_a_sack_held_data_leaves_after_the_iteration_bound(monkeyp
         await wait_until(lambda: len(got) == 2, timeout=5)
         assert got == [b"first", b"second"]
     finally:
-        answerer_dtls._send_data = real_send
+        sacks.limit = 0  # everything passes again, for the close
         await close_pair(o, a)
 
 
 async def test_without_a_sack_held_data_leaves_once_the_time_bound_passed(monkeypatch):
     monkeypatch.setattr(sctp, "FLUSH_HOLD", 0.0)  # the time bound has passed at the first look
     o, a, (local,), (remote,) = await connect_pair(True, True, [dict(label="r")])
-    answerer_dtls = a.sctp.transport
-    real_send = answerer_dtls._send_data
-
-    async def swallow(data: bytes) -> None:
-        pass
-
-    answerer_dtls._send_data = swallow
+    sacks = FaultyLink(a, seed=1, loss=1.0)
     try:
         stats = o.sctp.stats
         before = stats.packets_sent
@@ -92,7 +80,7 @@ async def test_without_a_sack_held_data_leaves_once_the_time_bound_passed(monkey
         await _iterations(1)
         assert stats.packets_sent == before + 2
     finally:
-        answerer_dtls._send_data = real_send
+        sacks.limit = 0  # everything passes again, for the close
         await close_pair(o, a)
 
 
